@@ -1,0 +1,152 @@
+"""Users, items, their typed side features, and feedback.
+
+Feedback history: `Feedback` is an append-only event log. For kinds that hold a *state* per
+(user, item) — a rating, a like, a dislike — only the newest event is current: the earlier one
+is kept with ``is_current=False`` so re-ratings stay auditable, and a partial unique index
+guarantees at most one current row per (user, item, kind). Events of repeatable kinds (view,
+click, purchase) have ``is_current=None`` and may occur many times. See docs/feedback.md.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+
+class FeatureSubject(models.TextChoices):
+    ITEM = "item", "Item"
+    USER = "user", "User"
+
+
+class Feature(models.Model):
+    """A typed side feature value, such as ``genre=Comedy`` or ``age=25-34``."""
+
+    subject = models.CharField(max_length=8, choices=FeatureSubject.choices)
+    type = models.SlugField(max_length=50, help_text="Feature type, e.g. genre, tag, year, provider, age.")
+    value = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["subject", "type", "value"]
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "type", "value"], name="feature_unique_subject_type_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type}={self.value}"
+
+
+class Item(models.Model):
+    external_id = models.CharField(max_length=128, unique=True)
+    title = models.CharField(max_length=500)
+    description = models.TextField(blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="Used for freshness.")
+    provider = models.CharField(max_length=200, blank=True, default="", db_index=True,
+                                help_text="Provider or creator, used by fairness rules.")
+    is_active = models.BooleanField(default=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    features = models.ManyToManyField(Feature, through="ItemFeature", related_name="items", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["title"], name="item_title_idx")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def clean(self) -> None:
+        if not (self.external_id or "").strip():
+            raise ValidationError({"external_id": "The external id may not be empty."})
+
+
+class ItemFeature(models.Model):
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="feature_links")
+    feature = models.ForeignKey(Feature, on_delete=models.CASCADE, related_name="item_links")
+    weight = models.FloatField(default=1.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "feature"], name="item_feature_unique")]
+        indexes = [models.Index(fields=["feature", "item"], name="item_feature_by_feature_idx")]
+
+
+class UserProfile(models.Model):
+    """The recommender's view of a person: Django's auth user plus an external id and side features."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    external_id = models.CharField(max_length=128, unique=True)
+    features = models.ManyToManyField(Feature, through="UserFeature", related_name="profiles", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    def clean(self) -> None:
+        if not (self.external_id or "").strip():
+            raise ValidationError({"external_id": "The external id may not be empty."})
+
+
+class UserFeature(models.Model):
+    profile = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="feature_links")
+    feature = models.ForeignKey(Feature, on_delete=models.CASCADE, related_name="user_links")
+    weight = models.FloatField(default=1.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "feature"], name="user_feature_unique")]
+
+
+class FeedbackKind(models.Model):
+    """A kind of feedback and how much it counts in training; editable in the admin."""
+
+    code = models.SlugField(max_length=32, primary_key=True)
+    name = models.CharField(max_length=100)
+    weight = models.FloatField(default=1.0, help_text="Training weight; negative for negative feedback.")
+    is_explicit = models.BooleanField(default=False, help_text="The value is an explicit rating, weighted by itself.")
+    is_stateful = models.BooleanField(
+        default=False,
+        help_text="One current value per user and item (rating, like); a new event supersedes the old.",
+    )
+    min_value = models.FloatField(null=True, blank=True)
+    max_value = models.FloatField(null=True, blank=True)
+    default_value = models.FloatField(default=1.0)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValidationError({"max_value": "The maximum must not be below the minimum."})
+
+
+class Feedback(models.Model):
+    user = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="feedback")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="feedback")
+    kind = models.ForeignKey(FeedbackKind, on_delete=models.PROTECT, related_name="feedback")
+    value = models.FloatField(default=1.0)
+    created_at = models.DateTimeField(db_index=True)
+    # True: the current state of a stateful kind; False: superseded; None: a repeatable event.
+    is_current = models.BooleanField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "item", "kind"], condition=Q(is_current=True), name="feedback_one_current_state",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="feedback_user_time_idx"),
+            models.Index(fields=["created_at", "item"], name="feedback_time_item_idx"),
+            models.Index(fields=["item", "kind"], name="feedback_item_kind_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind_id}={self.value} on {self.item_id}"

@@ -1,0 +1,10 @@
+"""The Celery app. Tasks live in each app's `tasks.py`; schedules live in `config/schedules.py`."""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("recsys")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,8 @@
+"""Recommender settings that are not admin-editable (those live in the database)."""
+from config.env import env_str
+
+# Where model artifacts (np.savez files) are written.
+from .base import BASE_DIR
+
+MODEL_ARTIFACT_DIR = env_str("MODEL_ARTIFACT_DIR", str(BASE_DIR / "var" / "models"))
+MOVIELENS_DIR = env_str("MOVIELENS_DIR")

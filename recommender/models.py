@@ -1,0 +1,1 @@
+"""Recommender models: training configurations, model versions, vectors and re-ranking rules."""
