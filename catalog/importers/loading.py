@@ -1,0 +1,134 @@
+"""Set-based moves from TEMP staging tables into the catalogue tables.
+
+Each function runs one or two ``INSERT … SELECT … ON CONFLICT DO NOTHING`` statements and
+returns how many rows were really added, so re-running an import adds 0 everywhere. Staging
+tables are keyed by external ids (text); the joins to real ids happen here, in the database.
+
+Staging shapes (column names matter, types are the usual ones):
+
+- features:      ``type text, value text`` (``subject`` passed as an argument)
+- items:         ``external_id text, title text, published_at timestamptz, provider text``
+- item features: ``external_id text, type text, value text, weight float8``
+- users:         ``external_id text, username text``
+- user features: ``external_id text, type text, value text, weight float8``
+- ratings:       ``user_external_id text, item_external_id text, value float8, created_unix int8``
+"""
+from __future__ import annotations
+
+
+def features_insert(cursor, *, stage: str, subject: str) -> int:
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_feature (subject, type, value)
+        SELECT DISTINCT %s, type, value FROM {stage}
+        ON CONFLICT (subject, type, value) DO NOTHING
+        """,
+        [subject],
+    )
+    return cursor.rowcount
+
+
+def items_insert(cursor, *, stage: str) -> int:
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_item (external_id, title, description, published_at, provider, is_active,
+                                  metadata, created_at, updated_at)
+        SELECT DISTINCT ON (external_id) external_id, title, '', published_at, coalesce(provider, ''),
+               true, '{{}}'::jsonb, now(), now()
+        FROM {stage}
+        ORDER BY external_id
+        ON CONFLICT (external_id) DO NOTHING
+        """
+    )
+    return cursor.rowcount
+
+
+def item_features_insert(cursor, *, stage: str) -> tuple[int, int]:
+    """Add the features named in ``stage`` and link them; returns (features, links) added."""
+    features = features_insert(cursor, stage=stage, subject="item")
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_itemfeature (item_id, feature_id, weight)
+        SELECT item.id, feature.id, max(staged.weight)
+        FROM {stage} AS staged
+        JOIN catalog_item AS item ON item.external_id = staged.external_id
+        JOIN catalog_feature AS feature
+          ON feature.subject = 'item' AND feature.type = staged.type AND feature.value = staged.value
+        GROUP BY item.id, feature.id
+        ON CONFLICT (item_id, feature_id) DO NOTHING
+        """
+    )
+    return features, cursor.rowcount
+
+
+def users_insert(cursor, *, stage: str) -> tuple[int, int]:
+    """Create auth users (unusable password) and their profiles; returns (users, profiles) added.
+
+    The password is ``!`` plus random hex, which Django's ``has_usable_password`` reads as
+    unusable, the same convention as ``make_password(None)``: imported people cannot log in
+    until someone sets a password for them.
+    """
+    cursor.execute(
+        f"""
+        INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
+                               is_staff, is_active, date_joined)
+        SELECT DISTINCT ON (username) '!' || md5(random()::text || username), false, username, '', '', '',
+               false, true, now()
+        FROM {stage}
+        ORDER BY username
+        ON CONFLICT (username) DO NOTHING
+        """
+    )
+    users = cursor.rowcount
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_userprofile (user_id, external_id, created_at)
+        SELECT DISTINCT ON (staged.external_id) account.id, staged.external_id, now()
+        FROM {stage} AS staged
+        JOIN auth_user AS account ON account.username = staged.username
+        ORDER BY staged.external_id
+        ON CONFLICT DO NOTHING
+        """
+    )
+    return users, cursor.rowcount
+
+
+def user_features_insert(cursor, *, stage: str) -> tuple[int, int]:
+    """Add the user features named in ``stage`` and link them; returns (features, links) added."""
+    features = features_insert(cursor, stage=stage, subject="user")
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_userfeature (profile_id, feature_id, weight)
+        SELECT profile.id, feature.id, max(staged.weight)
+        FROM {stage} AS staged
+        JOIN catalog_userprofile AS profile ON profile.external_id = staged.external_id
+        JOIN catalog_feature AS feature
+          ON feature.subject = 'user' AND feature.type = staged.type AND feature.value = staged.value
+        GROUP BY profile.id, feature.id
+        ON CONFLICT (profile_id, feature_id) DO NOTHING
+        """
+    )
+    return features, cursor.rowcount
+
+
+def ratings_insert(cursor, *, stage: str, kind: str = "rating") -> int:
+    """Move staged ratings in as the current state of a stateful kind.
+
+    ``ON CONFLICT`` targets the partial unique index ``feedback_one_current_state`` — a pair that
+    already has a current rating keeps it, which is what makes a re-import add 0. A pair rated
+    twice inside one chunk keeps its newest rating (DISTINCT ON … ORDER BY time DESC).
+    """
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
+        SELECT DISTINCT ON (profile.id, item.id) profile.id, item.id, %s, staged.value,
+               to_timestamp(staged.created_unix), true
+        FROM {stage} AS staged
+        JOIN catalog_userprofile AS profile ON profile.external_id = staged.user_external_id
+        JOIN catalog_item AS item ON item.external_id = staged.item_external_id
+        ORDER BY profile.id, item.id, staged.created_unix DESC
+        ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
+        """,
+        [kind],
+    )
+    return cursor.rowcount
