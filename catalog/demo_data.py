@@ -2,7 +2,7 @@
 
 `bootstrap_demo` calls these. The catalogue comes from the first source that works:
 
-1. MovieLens 100k from ``MOVIELENS_DIR`` (imported by ``import_movielens``);
+1. MovieLens from ``MOVIELENS_DIR`` (ml-100k, or the CSV family) (imported by ``import_movielens``);
 2. MovieLens ``ml-latest-small``, downloaded from GroupLens and checked against a pinned SHA-256;
 3. the synthetic catalogue of ``generate_catalog``, which needs no file and no network.
 
@@ -157,12 +157,12 @@ def demo_catalog_load(
 
     if movielens_dir:
         path = Path(movielens_dir)
-        if (path / "u.data").exists():
-            out.write(f"Loading MovieLens 100k from {path} ...\n")
+        if (path / "u.data").exists() or (path / "ratings.csv").exists():
+            out.write(f"Loading MovieLens from {path} ...\n")
             call_command("import_movielens", str(path), no_progress=True, stdout=out)
-            out.write(f"Demo data: MovieLens 100k from {path}.\n")
+            out.write(f"Demo data: MovieLens from MOVIELENS_DIR ({path}).\n")
             return "movielens"
-        out.write(f"MOVIELENS_DIR={path} has no u.data; trying the next demo source.\n")
+        out.write(f"MOVIELENS_DIR={path} holds no u.data or ratings.csv; trying the next demo source.\n")
 
     if allow_download:
         try:
