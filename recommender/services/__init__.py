@@ -1,0 +1,1 @@
+"""Recommender services: the writes. Training lives in `training.py`, activation in `activation.py`."""

@@ -1,0 +1,308 @@
+"""Train, evaluate and publish one model version.
+
+Protocol (docs/training.md): positives and weights come from `recommender.ml.dataset`; a split
+(random 80/20 of the positive pairs with the configured seed, or by time) trains a model that is
+evaluated on the held-out part against a popularity baseline. The served model is then refitted
+on all the data with the same hyperparameters (and the best epoch count when early stopping ran),
+because the 20% held out is often the newest and most useful feedback. The metrics stored on the
+version therefore describe the protocol's model, which is the honest estimate of the served one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config.exception_handlers import ApplicationError
+from recommender import vectors
+from recommender.ml import evaluation
+from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
+from recommender.ml.training import FittedModel, HyperParameters, fit
+
+from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
+from ..selectors import CatalogArrays, active_version, catalog_arrays_fetch, default_training_config
+
+logger = logging.getLogger(__name__)
+
+# A running version whose heartbeat is older than this is considered lost (its worker died).
+STALE_AFTER = timedelta(seconds=getattr(settings, "TRAINING_STALE_SECONDS", 300))
+TRAINING_LOCK_KEY = 0x7265_6373  # pg_advisory_xact_lock key serialising training requests
+
+
+class TrainingAlreadyRunning(ApplicationError):
+    status_code = 409
+
+
+def hyperparameters_from_config(snapshot: dict) -> HyperParameters:
+    return HyperParameters(
+        loss=snapshot["loss"],
+        no_components=snapshot["no_components"],
+        learning_rate=snapshot["learning_rate"],
+        item_alpha=snapshot["item_alpha"],
+        user_alpha=snapshot["user_alpha"],
+        epochs=snapshot["epochs"],
+        max_sampled=snapshot["max_sampled"],
+        use_item_features=snapshot["use_item_features"],
+        use_user_features=snapshot["use_user_features"],
+        random_state=snapshot["seed"],
+        early_stopping_patience=snapshot["early_stopping_patience"],
+        early_stopping_k=snapshot["eval_k"],
+    ).validate()
+
+
+def model_training_request(
+    *, config: TrainingConfig | None = None, requested_by=None, enqueue: bool = True
+) -> ModelVersion:
+    """Queue a training run; refuse with a clear message while another one is queued or running.
+
+    ``enqueue=False`` only creates the queued version, for a caller that runs it in-process.
+    """
+    config = config or default_training_config()
+    hyperparameters_from_config(config.hyperparameters())  # refuse a bad configuration before queueing
+    with transaction.atomic():
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [TRAINING_LOCK_KEY])
+        model_versions_fail_stale()
+        running = ModelVersion.objects.filter(status__in=RUNNING_STATUSES).first()
+        if running is not None:
+            raise TrainingAlreadyRunning(
+                f"Training v{running.pk} is already {running.get_status_display().lower()}; "
+                "wait for it to finish before starting another.",
+                extra={"version": running.pk},
+            )
+        version = ModelVersion.objects.create(
+            config=config, config_snapshot=config.hyperparameters(), requested_by=requested_by,
+            epochs_total=config.epochs,
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(version.pk))
+    logger.info("training.requested version=%s config=%s", version.pk, config.name)
+    return version
+
+
+def _enqueue(version_id: int) -> None:
+    from recommender.tasks import model_train_task
+
+    try:
+        result = model_train_task.apply_async(args=[version_id])
+    except Exception as error:
+        # Without this the version would stay queued and block every later request.
+        ModelVersion.objects.filter(pk=version_id).update(
+            status=VersionStatus.FAILED, finished_at=timezone.now(),
+            error=f"Could not reach the Celery broker to queue the run: {error}")
+        logger.exception("training.enqueue_failed version=%s", version_id)
+        raise
+    ModelVersion.objects.filter(pk=version_id).update(task_id=result.id or "")
+
+
+def model_version_claim(*, version_id: int) -> ModelVersion | None:
+    """Take a queued version (or one whose worker was lost mid-run) for this process; None if taken.
+
+    A redelivered task (acks_late after a worker died) finds its version running with a stale
+    heartbeat and runs it again from the start: every phase rewrites only this version's rows.
+    """
+    stale_before = timezone.now() - STALE_AFTER
+    claimable = Q(status=VersionStatus.QUEUED) | (
+        Q(status__in=RUNNING_STATUSES) & (Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True))
+    )
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update(skip_locked=True).filter(claimable, pk=version_id).first()
+        if version is None:
+            return None
+        now = timezone.now()
+        version.status = VersionStatus.BUILDING_DATASET
+        version.attempts += 1
+        version.started_at = now
+        version.heartbeat_at = now
+        version.error = ""
+        version.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
+    return version
+
+
+def model_versions_fail_stale(*, stale_after: timedelta = STALE_AFTER) -> int:
+    """Mark running versions whose worker stopped sending heartbeats as failed; returns how many."""
+    cutoff = timezone.now() - stale_after
+    stale = ModelVersion.objects.filter(status__in=RUNNING_STATUSES).exclude(status=VersionStatus.QUEUED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    count = stale.update(status=VersionStatus.FAILED, finished_at=timezone.now(),
+                         error=f"The worker stopped reporting for over {int(stale_after.total_seconds())} s "
+                               "(killed or lost); the active version was not touched.")
+    if count:
+        logger.warning("training.stale_failed count=%s", count)
+    return count
+
+
+class _Progress:
+    """Writes status, epoch and heartbeat to the version row without flooding the database."""
+
+    def __init__(self, version: ModelVersion):
+        self.version = version
+        self.phase_started = time.perf_counter()
+        self.phase: str | None = None
+        self.last_write = 0.0
+
+    def enter(self, status: str) -> None:
+        self._close_phase()
+        self.phase = status
+        self.phase_started = time.perf_counter()
+        self.version.status = status
+        self.version.heartbeat_at = timezone.now()
+        self.version.save(update_fields=["status", "heartbeat_at", "phase_seconds"])
+
+    def _close_phase(self) -> None:
+        if self.phase is not None:
+            seconds = time.perf_counter() - self.phase_started
+            self.version.phase_seconds[self.phase] = round(self.version.phase_seconds.get(self.phase, 0) + seconds, 3)
+
+    def epoch(self, epoch: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last_write < 0.5 and epoch < total:
+            return
+        self.last_write = now
+        ModelVersion.objects.filter(pk=self.version.pk).update(epoch=epoch, epochs_total=total,
+                                                                heartbeat_at=timezone.now())
+
+    def finish(self) -> None:
+        self._close_phase()
+        self.phase = None
+
+
+def training_data_build(arrays: CatalogArrays, snapshot: dict) -> tuple[TrainingData, np.ndarray]:
+    """Catalogue arrays → TrainingData (identity + side features); also returns per-positive timestamps."""
+    users, items = IdMap.from_ids(arrays.user_ids), IdMap.from_ids(arrays.item_ids)
+    features = IdMap.from_ids(arrays.feature_ids)
+    interactions = build_interactions(
+        users.index_of(arrays.feedback_user), items.index_of(arrays.feedback_item),
+        arrays.feedback_kind_weight, arrays.feedback_value, arrays.feedback_is_explicit,
+        len(users), len(items),
+        positive_threshold=snapshot["positive_threshold"], timestamps=arrays.feedback_time,
+        half_life_days=snapshot["time_decay_half_life_days"],
+    )
+    names = np.asarray(arrays.feature_names, dtype=object)
+    item_columns = features.index_of(arrays.item_feature_id)
+    user_columns = features.index_of(arrays.user_feature_id)
+    item_features = build_feature_matrix(len(items), items.index_of(arrays.item_feature_item), item_columns,
+                                         arrays.item_feature_weight, len(features))
+    user_features = build_feature_matrix(len(users), users.index_of(arrays.user_feature_user), user_columns,
+                                         arrays.user_feature_weight, len(features))
+    data = TrainingData(
+        user_ids=users, item_ids=items, interactions=interactions,
+        user_features=user_features, item_features=item_features,
+        user_feature_names=[f"user:{i}" for i in arrays.user_ids] + list(names),
+        item_feature_names=[f"item:{i}" for i in arrays.item_ids] + list(names),
+    )
+    return data, arrays.feature_ids
+
+
+def _with_interactions(data: TrainingData, positives, weights) -> TrainingData:
+    interactions = Interactions(positives=positives, weights=weights, negatives=data.interactions.negatives)
+    return dataclasses.replace(data, interactions=interactions)
+
+
+def _split(data: TrainingData, snapshot: dict) -> evaluation.Split:
+    positives, weights = data.interactions.positives, data.interactions.weights
+    if snapshot["split"] == "time" and data.interactions.timestamps is not None:
+        return evaluation.time_split(positives, weights, data.interactions.timestamps, snapshot["test_fraction"])
+    return evaluation.random_split(positives, weights, snapshot["test_fraction"], snapshot["seed"])
+
+
+def artifact_path(version_id: int) -> Path:
+    return Path(settings.MODEL_ARTIFACT_DIR) / f"model_v{version_id}.npz"
+
+
+def model_version_run(*, version: ModelVersion) -> ModelVersion:
+    """Run every phase of a claimed version. On any error the version is marked failed, its
+    half-published tables are dropped, and the active version is left untouched."""
+    progress = _Progress(version)
+    try:
+        _run_phases(version, progress)
+    except BaseException as error:  # SoftTimeLimitExceeded and KeyboardInterrupt included: record, then re-raise
+        progress.finish()
+        vectors.vectors_drop(version_id=version.pk)
+        ModelVersion.objects.filter(pk=version.pk).update(
+            status=VersionStatus.FAILED, error=f"{type(error).__name__}: {error}"[:5000],
+            finished_at=timezone.now(), phase_seconds=version.phase_seconds, vectors_published=False)
+        logger.exception("training.failed version=%s phase=%s", version.pk, progress.phase)
+        raise
+    version.refresh_from_db()
+    return version
+
+
+def _run_phases(version: ModelVersion, progress: _Progress) -> None:
+    snapshot = version.config_snapshot
+    params = hyperparameters_from_config(snapshot)
+    k = snapshot["eval_k"]
+
+    progress.enter(VersionStatus.BUILDING_DATASET)
+    data, _ = training_data_build(catalog_arrays_fetch(), snapshot)
+    split = _split(data, snapshot)
+    version.n_users, version.n_items = data.interactions.shape
+    version.n_interactions = int(data.interactions.positives.nnz)
+    version.dimension = params.no_components
+    refit = snapshot["refit_on_full_data"]
+    version.epochs_total = params.epochs * (2 if refit else 1)
+    version.save(update_fields=["n_users", "n_items", "n_interactions", "dimension", "epochs_total"])
+
+    progress.enter(VersionStatus.TRAINING)
+    best = {"epoch": params.epochs, "score": -1.0}
+
+    def on_epoch(epoch: int, total: int, validation_precision: float | None, offset: int = 0) -> None:
+        if validation_precision is not None and validation_precision > best["score"]:
+            best.update(epoch=epoch, score=validation_precision)
+        progress.epoch(offset + epoch, version.epochs_total)
+
+    train = _with_interactions(data, split.train_positives, split.train_weights)
+    validation = split.test_positives if params.early_stopping_patience is not None else None
+    model = fit(train, params, on_epoch=on_epoch, validation=validation)
+
+    progress.enter(VersionStatus.EVALUATING)
+    version.metrics = evaluation.evaluate(model.score_items, split.train_positives, split.test_positives, k)
+    popularity = evaluation.popularity_scores(split.train_positives)
+    version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, split.test_positives, k)
+    version.save(update_fields=["metrics", "baseline_metrics"])
+
+    if refit:
+        progress.enter(VersionStatus.TRAINING)
+        full_params = dataclasses.replace(params, epochs=best["epoch"], early_stopping_patience=None)
+        model = fit(data, full_params, on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs))
+
+    progress.enter(VersionStatus.PUBLISHING)
+    model_publish(version=version, model=model)
+    progress.finish()
+    version.status = VersionStatus.READY
+    version.finished_at = timezone.now()
+    version.epoch = version.epochs_total
+    version.save(update_fields=["status", "finished_at", "epoch", "phase_seconds"])
+    logger.info("training.ready version=%s precision=%.4f baseline=%.4f", version.pk,
+                version.metrics.get(f"precision_at_{k}", 0), version.baseline_metrics.get(f"precision_at_{k}", 0))
+
+
+def model_publish(*, version: ModelVersion, model: FittedModel) -> None:
+    """Save the artifact and write the vectors of ``version`` into its own pgvector tables."""
+    target = artifact_path(version.pk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = model.save(target)
+    version.artifact_path = str(path)
+    version.save(update_fields=["artifact_path"])
+    _, item_repr = model.item_representations()
+    vectors.vectors_publish(
+        version_id=version.pk,
+        item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
+        item_score_vectors=model.item_vectors_with_bias(),
+        item_embeddings=item_repr,
+        user_ids=np.asarray(model.user_ids.ids, dtype=np.int64),
+        user_score_vectors=model.user_vectors_with_bias(),
+    )
+    version.vectors_published = True
+    version.save(update_fields=["vectors_published"])

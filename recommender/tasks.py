@@ -1,0 +1,57 @@
+"""Celery tasks: thin wrappers that load ids and call one service. Schedules: config/schedules.py."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded  # noqa: F401  (raised inside the service, recorded there)
+
+from .models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True, acks_late=True, reject_on_worker_lost=True, queue="training",
+    soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300, max_retries=0,
+)
+def model_train_task(self, version_id: int) -> dict:
+    """Train, evaluate, publish and (when it passes the gate) activate one version.
+
+    Safe to run twice: a second delivery finds the version already claimed and does nothing,
+    unless the first worker died (stale heartbeat), in which case it runs the version again.
+    Not retried on errors: a failed version records its error and a new run must be requested.
+    """
+    from .services.activation import model_version_apply_gate
+    from .services.training import model_version_claim, model_version_run
+
+    version = model_version_claim(version_id=version_id)
+    if version is None:
+        logger.info("training.task_skipped version=%s reason=already_claimed_or_done", version_id)
+        return {"version": version_id, "skipped": True}
+    ModelVersion.objects.filter(pk=version_id).update(task_id=self.request.id or "")
+    version = model_version_run(version=version)
+    version = model_version_apply_gate(version=version)
+    return {"version": version.pk, "status": version.status}
+
+
+@shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
+def model_versions_maintain_task() -> dict:
+    """Fail runs whose worker died and retire old versions' tables. Safe to run any number of times."""
+    from .services.activation import model_versions_retire
+    from .services.training import model_versions_fail_stale
+
+    return {"failed_stale": model_versions_fail_stale(), "retired": model_versions_retire()}
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def model_train_scheduled_task() -> dict:
+    """Periodic retraining; refuses quietly (logged) when a run is already going on."""
+    from .services.training import TrainingAlreadyRunning, model_training_request
+
+    try:
+        version = model_training_request()
+    except TrainingAlreadyRunning as error:
+        logger.info("training.scheduled_skipped reason=%s", error.message)
+        return {"skipped": error.message}
+    return {"version": version.pk}
