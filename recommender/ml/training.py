@@ -358,8 +358,17 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
     started = time.perf_counter()
     best, best_score, since_best = None, -np.inf, 0
     for epoch in range(1, params.epochs + 1):
-        model.fit_partial(interactions, user_features=user_features, item_features=item_features,
-                          sample_weight=sample_weight, epochs=1, num_threads=params.num_threads)
+        try:
+            model.fit_partial(interactions, user_features=user_features, item_features=item_features,
+                              sample_weight=sample_weight, epochs=1, num_threads=params.num_threads)
+        except ValueError as error:
+            # LightFM signals divergence with a bare ValueError; give it our name and hint.
+            factors = (model.user_embeddings, model.item_embeddings, model.user_biases, model.item_biases)
+            if all(np.isfinite(values).all() for values in factors):
+                raise
+            raise NonFiniteFactorsError(
+                f"training diverged at epoch {epoch} (learning_rate={params.learning_rate}); lower learning_rate, "
+                "add item_alpha/user_alpha, or normalise feature values and sample weights.") from error
         score = None
         if validation is not None:
             current = snapshot()

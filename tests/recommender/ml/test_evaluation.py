@@ -1,0 +1,97 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommender.ml.evaluation import (auc, catalog_coverage, evaluate, ndcg_at_k, popularity_scores,
+                                       precision_at_k, random_split, ranking_metrics, recall_at_k, time_split)
+
+# User 0: item 0 seen in training; test items {1, 3}; after excluding item 0 the ranking is 1, 2, 3, 4.
+# User 1: nothing seen; test item {4}, which it ranks last.
+# User 2: no test positive, so it must not be evaluated.
+SCORES = np.array([
+    [9.0, 5.0, 4.0, 3.0, 1.0],
+    [5.0, 4.0, 3.0, 2.0, 1.0],
+    [0.0, 0.0, 0.0, 9.0, 8.0],
+])
+TRAIN = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=np.float32))
+TEST = sp.csr_matrix(np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
+
+
+def test_hand_computed_metrics_at_2():
+    # user 0: top-2 = [1, 2], one hit; user 1: top-2 = [0, 1], none.
+    assert precision_at_k(SCORES, TRAIN, TEST, k=2) == pytest.approx((1 / 2 + 0) / 2)
+    assert recall_at_k(SCORES, TRAIN, TEST, k=2) == pytest.approx((1 / 2 + 0) / 2)
+    ndcg_user0 = 1.0 / (1.0 + 1.0 / math.log2(3))
+    assert ndcg_at_k(SCORES, TRAIN, TEST, k=2) == pytest.approx(ndcg_user0 / 2)
+    # user 0: positives {1, 3} vs negatives {2, 4}: 3 of 4 pairs ordered right; user 1: 0 of 4.
+    assert auc(SCORES, TRAIN, TEST) == pytest.approx((0.75 + 0.0) / 2)
+    # items in some evaluated top-2: {0, 1, 2} of 5 (user 2's top items 3, 4 do not count).
+    assert catalog_coverage(SCORES, TRAIN, TEST, k=2) == pytest.approx(3 / 5)
+
+
+def test_evaluate_names_keys_after_k_and_matches_single_metrics():
+    result = evaluate(lambda users: SCORES[users], TRAIN, TEST, k=2)
+    assert set(result) == {"precision_at_2", "recall_at_2", "ndcg_at_2", "auc", "coverage", "n_users"}
+    assert result["n_users"] == 2
+    assert result["precision_at_2"] == pytest.approx(0.25)
+    assert result["auc"] == pytest.approx(0.375)
+
+
+def test_ties_give_half_auc_and_batches_do_not_change_results():
+    flat = np.zeros((3, 5))
+    assert auc(flat, TRAIN, TEST) == pytest.approx(0.5)
+    one_by_one = ranking_metrics(SCORES, TRAIN, TEST, k=3, batch_size=1)
+    together = ranking_metrics(SCORES, TRAIN, TEST, k=3)
+    for name in ("precision", "recall", "ndcg", "auc", "top_k"):
+        np.testing.assert_array_equal(one_by_one[name], together[name])
+
+
+def test_training_items_are_never_recommended_nor_targets():
+    # A pair in both train and test is dropped from the test side.
+    test = TEST + sp.csr_matrix(([1.0], ([0], [0])), shape=TEST.shape)
+    metrics = ranking_metrics(SCORES, TRAIN, test, k=4)
+    assert 0 not in metrics["top_k"][0]
+    assert metrics["recall"][0] == pytest.approx(1.0)
+
+
+def test_popularity_counts_training_positives():
+    train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [1, 0, 1]], dtype=np.float32))
+    np.testing.assert_array_equal(popularity_scores(train), [3, 1, 1])
+
+
+def _random_positives(seed=0):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((40, 30)) < 0.3).astype(np.float32)
+    positives = sp.csr_matrix(dense)
+    weights = positives.copy()
+    weights.data = rng.random(weights.nnz).astype(np.float32) + 0.5
+    return positives, weights
+
+
+def test_random_split_partitions_rows_reproducibly():
+    positives, weights = _random_positives()
+    split = random_split(positives, weights, test_fraction=0.25, seed=3)
+    assert split.train_positives.nnz + split.test_positives.nnz == positives.nnz
+    assert split.train_positives.multiply(split.test_positives).nnz == 0
+    np.testing.assert_allclose((split.train_weights + split.test_weights).toarray(), weights.toarray())
+    assert abs(split.test_positives.nnz / positives.nnz - 0.25) < 0.06
+    again = random_split(positives, weights, test_fraction=0.25, seed=3)
+    assert (again.test_positives != split.test_positives).nnz == 0
+    other = random_split(positives, weights, test_fraction=0.25, seed=4)
+    assert (other.test_positives != split.test_positives).nnz > 0
+    with pytest.raises(ValueError, match="test_fraction"):
+        random_split(positives, weights, test_fraction=1.0)
+
+
+def test_time_split_puts_newest_pairs_in_test():
+    positives, weights = _random_positives()
+    times = positives.copy()
+    times.data = np.arange(positives.nnz, dtype=np.float64)[::-1]  # first stored pair is the newest
+    split = time_split(positives, weights, times, test_fraction=0.1)
+    n_test = round(0.1 * positives.nnz)
+    assert split.test_positives.nnz == n_test
+    test_times = times.multiply(split.test_positives).data
+    train_times = times.multiply(split.train_positives)
+    assert test_times.min() > train_times.max()
