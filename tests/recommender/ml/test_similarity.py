@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from recommender.ml.similarity import SimilarityError, similarity, top_k
+
+QUERY = np.array([1.0, 0.0])
+VECTORS = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+
+
+def test_hand_computed_measures():
+    root2 = np.sqrt(2.0)
+    np.testing.assert_allclose(similarity(QUERY, VECTORS, "dot"), [2, 0, 1, 0])
+    np.testing.assert_allclose(similarity(QUERY, VECTORS, "cosine"), [1, 0, 1 / root2, 0])
+    np.testing.assert_allclose(similarity(QUERY, VECTORS, "euclidean"), [-1, -root2, -1, -1])
+    np.testing.assert_allclose(similarity(QUERY, VECTORS, "norm_damped", alpha=0.5),
+                               [root2, 0, 2 ** 0.25 / root2, 0])
+
+
+def test_norm_damped_interpolates_between_cosine_and_dot():
+    rng = np.random.default_rng(0)
+    query, vectors = rng.normal(size=5), rng.normal(size=(20, 5))
+    np.testing.assert_allclose(similarity(query, vectors, "norm_damped", alpha=1.0), vectors @ query, rtol=1e-10)
+    np.testing.assert_allclose(similarity(query, vectors, "norm_damped", alpha=0.0),
+                               similarity(query, vectors, "cosine"), rtol=1e-10)
+
+
+def test_batched_queries_match_single_queries():
+    rng = np.random.default_rng(1)
+    queries, vectors = rng.normal(size=(3, 4)), rng.normal(size=(7, 4))
+    for measure in ("dot", "cosine", "euclidean", "norm_damped"):
+        batched = similarity(queries, vectors, measure)
+        assert batched.shape == (3, 7)
+        np.testing.assert_allclose(batched[1], similarity(queries[1], vectors, measure), atol=1e-12)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(SimilarityError, match="measure"):
+        similarity(QUERY, VECTORS, "manhattan")
+    with pytest.raises(SimilarityError, match="last dimension"):
+        similarity(np.ones(3), VECTORS)
+
+
+def test_top_k_orders_and_excludes():
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
+    assert top_k(scores, 3).tolist() == [1, 3, 2]
+    assert top_k(scores, 2, exclude=[1]).tolist() == [3, 2]
+    assert top_k(scores, 2, exclude=scores > 0.6).tolist() == [2, 4]
+    assert top_k(scores, 10).tolist() == [1, 3, 2, 4, 0]
+    batch = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 4.0]])
+    assert top_k(batch, 2).tolist() == [[0, 2], [1, 2]]
+    assert top_k(batch, 2, exclude=[0]).tolist() == [[2, 1], [1, 2]]
+    with pytest.raises(SimilarityError):
+        top_k(scores, 0)
