@@ -39,9 +39,9 @@ ML_LATEST_SMALL_BYTES = 978_202
 DOWNLOAD_TIMEOUT_SECONDS = 5.0
 
 # Big enough to make the pages and a trained model interesting, small enough to load in seconds.
-SYNTHETIC_USERS = 300
-SYNTHETIC_ITEMS = 600
-SYNTHETIC_INTERACTIONS = 15_000
+SYNTHETIC_USERS = 500
+SYNTHETIC_ITEMS = 800
+SYNTHETIC_INTERACTIONS = 20_000
 
 
 class DemoDataError(RuntimeError):

@@ -16,7 +16,7 @@ from catalog.models import Feedback, Item
 
 pytestmark = pytest.mark.django_db
 
-SMALL = {"synthetic_users": 12, "synthetic_items": 25, "synthetic_interactions": 150}
+SMALL = {"synthetic_users": 30, "synthetic_items": 80, "synthetic_interactions": 120}
 MOVIES_CSV = (
     "movieId,title,genres\n"
     "1,Toy Story (1995),Adventure|Animation|Children\n"
@@ -139,9 +139,9 @@ def test_offline_download_falls_back_to_the_synthetic_catalogue(admin_env, no_mo
     output = _bootstrap(download_dir=str(tmp_path), **SMALL)
     assert "offline: could not download ml-latest-small ([Errno 101] Network is unreachable); " \
            "falling back to the synthetic catalogue." in output
-    assert "Demo data: synthetic catalogue (12 users, 25 items, 150 interactions, seed 0)." in output
-    assert Item.objects.count() == 25
-    assert Feedback.objects.exists()
+    assert "Demo data: synthetic catalogue (30 users, 80 items, 120 interactions, seed 0)." in output
+    assert Item.objects.count() == 80
+    assert Feedback.objects.count() == 120
 
 
 def test_checksum_mismatch_is_refused_and_falls_back(admin_env, no_movielens, tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_checksum_mismatch_is_refused_and_falls_back(admin_env, no_movielens, tm
     assert f"expected {demo_data.ML_LATEST_SMALL_SHA256}" in output
     assert "Demo data: synthetic catalogue" in output
     assert not (tmp_path / "ml-latest-small").exists()
-    assert Item.objects.count() == 25
+    assert Item.objects.count() == 80
 
 
 def test_verified_archive_is_extracted_and_imported(admin_env, no_movielens, tmp_path, monkeypatch):
