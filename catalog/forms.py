@@ -59,7 +59,11 @@ class RateForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
-        if data.get("kind") == "rating" and data.get("value") is None and "value" not in self.errors:
+        if data.get("kind") in ("like", "dislike"):
+            # The widget is one form: a like also submits whichever star happens to be checked.
+            self._errors.pop("value", None)
+            data["value"] = None
+        elif data.get("kind") == "rating" and data.get("value") is None and "value" not in self.errors:
             self.add_error("value", "Choose a rating from 1 to 5 stars.")
         return data
 

@@ -200,9 +200,14 @@ def test_rating_through_the_page_records_and_re_rating_supersedes(signed_in, pro
     assert "Thanks, your feedback was saved." in html
 
 
-def test_like_button_records_a_like(signed_in, profile, item):
-    _post_rating(signed_in, item, {"kind": "like", "value": ""})
-    assert list(Feedback.objects.filter(user=profile).values_list("kind_id", "is_current")) == [("like", True)]
+@pytest.mark.parametrize("star", ["", "4", "abc"])
+def test_like_button_records_a_like_whatever_star_is_checked(signed_in, profile, item, star):
+    response = _post_rating(signed_in, item, {"kind": "like", "value": star})
+    assert response.status_code == 302
+    rows = Feedback.objects.filter(user=profile).values_list("kind_id", "value", "is_current")
+    assert list(rows) == [("like", 1.0, True)]
+    html = signed_in.get(reverse("item-detail", args=[item.external_id])).content.decode()
+    assert 'aria-pressed="true">✓ Like</button>' in html and 'aria-pressed="false">Dislike</button>' in html
 
 
 def test_rating_with_htmx_swaps_the_widget(signed_in, profile, item):
