@@ -590,7 +590,9 @@ def feedback_record_batch(*, profile: UserProfile | None = None, events: list[Ma
                 rows.append(feedback_record(**arguments))
             except ValidationError as error:
                 raise FeedbackBatchError({index: _errors_of(error)}) from error
-    logger.info("feedback.batch.recorded events=%s replayed=%s", len(rows), sum(r.replayed for r in rows))
+    # A single API post also comes through here; only real batches are worth an INFO line.
+    logger.log(logging.INFO if len(rows) > 1 else logging.DEBUG, "feedback.batch.recorded events=%s replayed=%s",
+               len(rows), sum(r.replayed for r in rows))
     return rows
 
 
