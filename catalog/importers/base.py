@@ -168,6 +168,22 @@ def temp_table_create(cursor, name: str, columns_sql: str) -> None:
     cursor.execute(f"CREATE TEMP TABLE {name} ({columns_sql}) ON COMMIT DROP")
 
 
+def foreign_keys_checked_per_statement(cursor) -> None:
+    """Check Django's deferred foreign keys at each statement instead of at COMMIT.
+
+    Django creates foreign keys ``DEFERRABLE INITIALLY DEFERRED``: left so, ten million rows
+    queue thirty million pending checks in the backend's memory until COMMIT. Checked per
+    statement the work is the same but the queue stays one chunk long. Call
+    :func:`foreign_keys_deferred_again` before leaving the transaction, so a caller's outer
+    transaction (tests, a larger ``atomic``) keeps Django's usual behaviour afterwards.
+    """
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def foreign_keys_deferred_again(cursor) -> None:
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
 def raw_cursor():
     """The psycopg 3 cursor under Django's connection, for COPY; call inside ``atomic``."""
     from django.db import connection

@@ -29,6 +29,8 @@ from catalog.importers.base import (
     ImportSummary,
     copy_text,
     copy_text_lines,
+    foreign_keys_checked_per_statement,
+    foreign_keys_deferred_again,
     progress_bar,
     raw_cursor,
     temp_table_create,
@@ -90,6 +92,7 @@ def movielens_import(*, directory: Path, progress: bool = True,
     run = _Run(directory=directory, summary=summary, progress=progress, chunk_rows=chunk_rows)
     with transaction.atomic():
         run.cursor = raw_cursor()
+        foreign_keys_checked_per_statement(run.cursor)
         run.rating_range = _rating_range(run.cursor)
         for name, columns in _STAGES.items():
             temp_table_create(run.cursor, name, columns)
@@ -99,6 +102,7 @@ def movielens_import(*, directory: Path, progress: bool = True,
             run.import_csv()
         for name in _STAGES:
             run.cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        foreign_keys_deferred_again(run.cursor)
     summary.seconds = time.monotonic() - started
     logger.info("movielens.imported layout=%s added=%s bad_rows=%d seconds=%.1f",
                 layout, summary.added, summary.bad_row_count, summary.seconds)

@@ -18,6 +18,8 @@ from catalog.importers.base import (
     CatalogImportError,
     ImportSummary,
     copy_binary,
+    foreign_keys_checked_per_statement,
+    foreign_keys_deferred_again,
     progress_bar,
     raw_cursor,
     temp_table_create,
@@ -38,14 +40,26 @@ def synthetic_catalog_generate(*, plan: CatalogPlan, progress: bool = True) -> I
     total = plan.items + plan.users + plan.interactions
     with transaction.atomic(), progress_bar(enabled=progress, total=total, desc="generate", unit="row") as bar:
         cursor = raw_cursor()
+        foreign_keys_checked_per_statement(cursor)
         _refuse_other_plan(cursor, plan)
         cluster_features, noise_features, segment_features = _features_create(cursor, plan, summary)
+        phase_started = time.monotonic()
         _items_load(cursor, plan, summary, cluster_features, noise_features, bar)
+        phase_started = _phase_logged("items", phase_started)
         _users_load(cursor, plan, summary, segment_features, bar)
+        phase_started = _phase_logged("users", phase_started)
         _ratings_load(cursor, plan, summary, bar)
+        _phase_logged("ratings", phase_started)
+        foreign_keys_deferred_again(cursor)
     summary.seconds = time.monotonic() - started
     logger.info("synthetic.generated plan=%r added=%s seconds=%.1f", plan.signature(), summary.added, summary.seconds)
     return summary
+
+
+def _phase_logged(phase: str, started: float) -> float:
+    now = time.monotonic()
+    logger.info("synthetic.phase_done phase=%s seconds=%.1f", phase, now - started)
+    return now
 
 
 def _refuse_other_plan(cursor, plan: CatalogPlan) -> None:
