@@ -2,7 +2,7 @@
 
 It migrates, loads the demo data, then supervises the web server, a Celery worker and Celery beat
 as child processes. Each child gets its own process group so that stopping it also stops what it
-forked (Celery's prefork pool). Ctrl-C or SIGTERM stops everything; a child that dies on its own
+forked (Celery's prefork pool) when it has to be killed. Ctrl-C or SIGTERM stops everything; a child that dies on its own
 takes the others down and makes `run_stack` exit non-zero, so a half-running stack never lingers.
 """
 from __future__ import annotations
@@ -78,9 +78,14 @@ class ProcessGroup:
         return None
 
     def stop(self) -> None:
-        """SIGTERM every child's process group, wait up to ``stop_timeout``, then SIGKILL."""
+        """SIGTERM every child, wait up to ``stop_timeout``, then SIGKILL its whole process group.
+
+        SIGTERM goes to the child alone: Celery's main process shuts its own pool down cleanly
+        (warm shutdown), which it cannot do when the pool is killed under it at the same time.
+        """
         for process in self.children.values():
-            _signal_group(process, signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for name, process in self.children.items():
             try:
