@@ -6,3 +6,8 @@ from .base import BASE_DIR
 
 MODEL_ARTIFACT_DIR = env_str("MODEL_ARTIFACT_DIR", str(BASE_DIR / "var" / "models"))
 MOVIELENS_DIR = env_str("MOVIELENS_DIR")
+
+from config.env import env_int  # noqa: E402
+
+# A running training whose heartbeat is older than this is marked failed (its worker died).
+TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)

@@ -309,7 +309,9 @@ def build_interactions(
     positives.data[:] = 1.0
 
     last_seen = None
-    if seconds is not None:
+    if seconds is not None and positives.nnz == 0:
+        last_seen = sp.csr_matrix(shape, dtype=np.float64)
+    elif seconds is not None:
         # Latest event time per kept pair: sort events by (pair, time), the last of each run wins.
         flat = user_index[positive] * n_items + item_index[positive]
         order = np.lexsort((seconds[positive], flat))

@@ -218,7 +218,10 @@ def _split(data: TrainingData, snapshot: dict) -> evaluation.Split:
 
 
 def artifact_path(version_id: int) -> Path:
-    return Path(settings.MODEL_ARTIFACT_DIR) / f"model_v{version_id}.npz"
+    # Per database, so a test database's v3 never overwrites the development database's v3.
+    from django.db import connection
+
+    return Path(settings.MODEL_ARTIFACT_DIR) / connection.settings_dict["NAME"] / f"model_v{version_id}.npz"
 
 
 def model_version_run(*, version: ModelVersion) -> ModelVersion:

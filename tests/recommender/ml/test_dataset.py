@@ -120,3 +120,10 @@ def test_training_data_checks_shapes():
         TrainingData(user_ids=IdMap.from_ids([1, 2]), item_ids=IdMap.from_ids([1, 2]), interactions=interactions,
                      item_features=features, item_feature_names=["only-one"])
     assert isinstance(interactions, Interactions) and interactions.shape == (2, 2)
+
+
+def test_build_interactions_with_no_positive_event_gives_empty_matrices():
+    interactions = build_interactions([0, 1], [0, 1], [1.0, 1.0], [2.0, 1.0], [True, True], 2, 2,
+                                      positive_threshold=4.0, timestamps=[10.0, 20.0])
+    assert interactions.positives.nnz == 0
+    assert interactions.timestamps.nnz == 0
