@@ -1,0 +1,86 @@
+"""The one interface every candidate source implements, and the pool they fill together.
+
+A source is one module in this package with a class that has a ``name`` and
+``generate(context, n) -> list[Candidate]``. Sources only *nominate*: `recommender/ranking.py`
+scores the merged pool with the active model so that candidates from different sources are
+comparable, and `recommender/rerank/` applies the business rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+import numpy as np
+
+Surface = Literal["home", "related"]
+Measure = Literal["dot", "cosine", "euclidean", "norm_damped"]
+
+
+@dataclass
+class AnnFilters:
+    """Filters that must hold inside the index scan (pgvector iterative scans), so k results still come back."""
+
+    active_only: bool = True
+    exclude_feature_ids: tuple[int, ...] = ()
+    exclude_item_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Context:
+    """Everything a source may need for one request.
+
+    version_id is the active ModelVersion's id (None: no model, only model-free sources run).
+    user_vector is the user's score vector [u, 1, user_bias] (trained or folded in), or None.
+    item_id is the seed item for the related surface.
+    """
+
+    surface: Surface
+    now: datetime
+    version_id: int | None = None
+    profile_id: int | None = None
+    item_id: int | None = None
+    user_vector: np.ndarray | None = None
+    measure: Measure = "dot"
+    norm_damping_alpha: float = 0.5
+    filters: AnnFilters = field(default_factory=AnnFilters)
+    seen_item_ids: frozenset[int] = frozenset()
+
+
+@dataclass
+class Candidate:
+    item_id: int
+    source: str
+    score: float
+    # Why this source nominated it, e.g. {"because_item_id": 42} for "because you liked".
+    reason: dict = field(default_factory=dict)
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def generate(self, context: Context, n: int) -> list[Candidate]: ...
+
+
+@dataclass
+class PooledCandidate:
+    """One item in the merged pool, with every source that nominated it."""
+
+    item_id: int
+    sources: dict[str, float]  # source name -> that source's score
+    reasons: list[dict] = field(default_factory=list)
+    score: float | None = None  # filled by ranking.py: the model's full score
+
+
+def candidates_merge(lists: list[list[Candidate]]) -> list[PooledCandidate]:
+    """De-duplicate nominations into one pool, keeping every source's score and reason (first-seen order)."""
+    pool: dict[int, PooledCandidate] = {}
+    for candidates in lists:
+        for candidate in candidates:
+            entry = pool.get(candidate.item_id)
+            if entry is None:
+                entry = pool[candidate.item_id] = PooledCandidate(item_id=candidate.item_id, sources={})
+            entry.sources[candidate.source] = max(candidate.score, entry.sources.get(candidate.source, -np.inf))
+            if candidate.reason:
+                entry.reasons.append({"source": candidate.source, **candidate.reason})
+    return list(pool.values())
