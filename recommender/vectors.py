@@ -217,6 +217,21 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
         ).format(sql.Identifier(tables.users)), [profile_id, np.asarray(score_vector, dtype=np.float32)])
 
 
+def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray, embedding: np.ndarray) -> None:
+    """Insert or replace one item's vectors in a published version (cold start: no retraining).
+
+    HNSW indexes accept inserts, so the item is found by ANN queries at once.
+    """
+    tables = VersionTables(version_id)
+    raw = _raw_connection()
+    with raw.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "INSERT INTO {} (item_id, score_vector, embedding) VALUES (%s, %s, %s) "
+            "ON CONFLICT (item_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, embedding = EXCLUDED.embedding"
+        ).format(sql.Identifier(tables.items)),
+            [item_id, np.asarray(score_vector, dtype=np.float32), np.asarray(embedding, dtype=np.float32)])
+
+
 def items_nearest_by_score(
     *, version_id: int, query: np.ndarray, k: int, exact: bool = False, ef_search: int = 100
 ) -> list[tuple[int, float]]:

@@ -70,6 +70,7 @@ class PooledCandidate:
     sources: dict[str, float]  # source name -> that source's score
     reasons: list[dict] = field(default_factory=list)
     score: float | None = None  # filled by ranking.py: the model's full score
+    notes: list[str] = field(default_factory=list)  # what re-ranking rules did to it, for explanations
 
 
 def candidates_merge(lists: list[list[Candidate]]) -> list[PooledCandidate]:
