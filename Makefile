@@ -17,18 +17,21 @@ install: $(VENV)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-run: migrate
+# run_stack migrates, creates the admin, loads demo data, trains a first model, then serves.
+run: install
 	$(PY) manage.py run_stack --port $(PORT)
 
 test: install
 	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Not through manage.py: loading the settings would start the server we want to stop.
 stop-db: install
-	$(PY) manage.py embedded_postgres stop
+	$(PY) -c "from config.embedded_postgres import stop; print('stopped' if stop() else 'not running')"
 
 clean-db: stop-db
 	rm -rf .pgdata

@@ -144,6 +144,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=1, stdout=self.stdout)
         if not options["no_demo"]:
             call_command("bootstrap_demo", stdout=self.stdout)
+            self._ensure_trained_model(call_command)
         # The children open their own connections; ours would only sit idle for hours.
         connections.close_all()
 
@@ -167,3 +168,20 @@ class Command(BaseCommand):
         exit_code = group.run()
         if exit_code:
             sys.exit(exit_code)
+
+    def _ensure_trained_model(self, call_command) -> None:
+        """Train a first model in this process so the dashboard opens with recommendations.
+
+        In-process rather than through the worker: the worker is not started yet, and a first
+        `make run` should not open on an empty homepage.
+        """
+        from catalog.models import Feedback
+        from recommender.models import ModelVersion, VersionStatus
+
+        if ModelVersion.objects.filter(status=VersionStatus.ACTIVE).exists() or not Feedback.objects.exists():
+            return
+        self.stdout.write("No active model yet: training the first one (about 15 s on MovieLens 100k)...")
+        try:
+            call_command("train", inline=True, stdout=self.stdout)
+        except Exception as error:  # the stack still serves popular items as a fallback
+            self.stderr.write(f"The first training failed: {error}; serving fallbacks until a model is trained.")
