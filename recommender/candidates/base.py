@@ -24,6 +24,8 @@ class AnnFilters:
     active_only: bool = True
     exclude_feature_ids: tuple[int, ...] = ()
     exclude_item_ids: tuple[int, ...] = ()
+    # Keep only items carrying at least one of these features (e.g. "same genre only"); () = no restriction.
+    require_feature_ids: tuple[int, ...] = ()
 
 
 @dataclass

@@ -1,0 +1,274 @@
+"""Serving-time nearest-neighbour queries on a published version's pgvector tables.
+
+Publishing (`recommender/vectors.py`) owns the tables and indexes; this module only reads them.
+
+Which measure uses which index (``rec_item_vectors_v<N>``):
+
+============  ==========================  ======================================================
+query         distance                    index
+============  ==========================  ======================================================
+user → items  ``score_vector <#> u``      HNSW ``vector_ip_ops`` on score_vector (``_ip_hnsw``)
+cosine        ``embedding <=> q``         HNSW ``vector_cosine_ops`` on embedding (``_cos_hnsw``)
+norm_damped   cosine pool, then exact     the cosine HNSW: a pool of ``NORM_DAMPED_POOL_FACTOR·k``
+              ``|q|^a |v|^a cos`` numpy   (at least ``NORM_DAMPED_MIN_POOL``) is re-scored exactly
+dot           ``embedding <#> q``         an HNSW ``vector_ip_ops`` on embedding when publishing
+                                          built one, else an exact scan (fine at ml-100k size)
+euclidean     ``embedding <-> q``         an HNSW ``vector_l2_ops`` on embedding if present, else
+                                          an exact scan
+============  ==========================  ======================================================
+
+The planner picks an HNSW index whenever one matches the ORDER BY operator, so 'dot' and
+'euclidean' become approximate as soon as publishing builds those indexes; no code change here.
+
+Filters run *inside* the index scan: the HNSW scan is the outer side of nested loops that probe
+``catalog_item`` (active only) and ``catalog_itemfeature`` (excluded / required features), and
+pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``) keeps pulling tuples
+from the graph until ``k`` rows pass the filters or ``hnsw.max_scan_tuples`` is reached. Relaxed
+order may emit a later batch slightly out of order, so the k rows are re-sorted by distance in
+an outer query (the MATERIALIZED CTE keeps the planner from merging the two sorts).
+
+Every score returned follows `recommender.ml.similarity`: larger is more similar (inner
+product, cosine = 1 - cosine distance, euclidean = minus the distance).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from psycopg import sql
+
+from recommender.candidates.base import AnnFilters, Measure
+from recommender.ml.similarity import MEASURES, SimilarityError, similarity
+from recommender.vectors import VersionTables, _raw_connection
+
+logger = logging.getLogger(__name__)
+
+# Tuned with bench/ann_recall.py (see docs/candidates.md for the measured recall).
+DEFAULT_EF_SEARCH = 100
+# Upper bound of tuples an iterative scan visits before giving up (pgvector's default is 20 000);
+# a filter leaving 1% of 100k items needs ~100·k tuples, so this leaves a wide margin.
+MAX_SCAN_TUPLES = 50_000
+NORM_DAMPED_POOL_FACTOR = 10
+NORM_DAMPED_MIN_POOL = 200
+# pgvector refuses ef_search above 1000.
+EF_SEARCH_LIMIT = 1000
+
+_DISTANCE_OPERATORS = {"dot": "<#>", "cosine": "<=>", "euclidean": "<->"}
+
+
+def _scores_from_distances(measure: str, distances: np.ndarray) -> np.ndarray:
+    if measure == "dot":
+        return -distances  # pgvector's <#> is the negative inner product
+    if measure == "cosine":
+        return 1.0 - distances
+    return -distances  # euclidean
+
+
+def _filter_clauses(filters: AnnFilters, extra_excluded_ids: tuple[int, ...]) -> tuple[list[sql.Composable], dict]:
+    clauses: list[sql.Composable] = []
+    params: dict = {}
+    if filters.active_only:
+        clauses.append(sql.SQL("EXISTS (SELECT 1 FROM catalog_item i WHERE i.id = v.item_id AND i.is_active)"))
+    if filters.exclude_feature_ids:
+        clauses.append(sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM catalog_itemfeature f WHERE f.item_id = v.item_id "
+            "AND f.feature_id = ANY(%(excluded_features)s::bigint[]))"))
+        params["excluded_features"] = list(filters.exclude_feature_ids)
+    if filters.require_feature_ids:
+        clauses.append(sql.SQL(
+            "EXISTS (SELECT 1 FROM catalog_itemfeature r WHERE r.item_id = v.item_id "
+            "AND r.feature_id = ANY(%(required_features)s::bigint[]))"))
+        params["required_features"] = list(filters.require_feature_ids)
+    excluded_ids = tuple(filters.exclude_item_ids) + tuple(extra_excluded_ids)
+    if excluded_ids:
+        clauses.append(sql.SQL("v.item_id <> ALL(%(excluded_ids)s::bigint[])"))
+        params["excluded_ids"] = list(excluded_ids)
+    return clauses, params
+
+
+def _session_settings(cursor, *, ef_search: int, k: int) -> None:
+    # set_config(..., true) is SET LOCAL: the settings end with this query's transaction or savepoint.
+    cursor.execute(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        "set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
+        [str(min(max(int(ef_search), int(k)), EF_SEARCH_LIMIT)), str(MAX_SCAN_TUPLES)],
+    )
+
+
+def nearest_statement(
+    *,
+    version_id: int,
+    column: str,
+    operator: str,
+    query: np.ndarray,
+    k: int,
+    filters: AnnFilters,
+    exact: bool = False,
+    extra_excluded_ids: tuple[int, ...] = (),
+    with_embedding: bool = False,
+) -> tuple[sql.Composed, dict]:
+    """The filtered k-NN statement and its parameters (also used by tests and benchmarks to EXPLAIN it)."""
+    tables = VersionTables(version_id)
+    distance = sql.SQL("v.{} {} %(query)s").format(sql.Identifier(column), sql.SQL(operator))
+    # "+ 0" turns the ORDER BY into an expression no index matches: a brute-force scan (recall baseline).
+    order = sql.SQL("({}) + 0").format(distance) if exact else distance
+    clauses, params = _filter_clauses(filters, extra_excluded_ids)
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    statement = sql.SQL(
+        "WITH nearest AS MATERIALIZED (SELECT v.item_id, {distance} AS distance{embedding} FROM {table} v{where} "
+        "ORDER BY {order} LIMIT %(k)s) SELECT * FROM nearest ORDER BY distance, item_id"
+    ).format(distance=distance, embedding=sql.SQL(", v.embedding") if with_embedding else sql.SQL(""),
+             table=sql.Identifier(tables.items), where=where, order=order)
+    params.update(query=np.asarray(query, dtype=np.float32), k=int(k))
+    return statement, params
+
+
+def explain(statement: sql.Composed, params: dict, *, ef_search: int = DEFAULT_EF_SEARCH, k: int = 10) -> str:
+    """EXPLAIN (ANALYZE) text of a statement from `nearest_statement`, under the serving settings."""
+    raw = _raw_connection()
+    with raw.transaction(), raw.cursor() as cursor:
+        _session_settings(cursor, ef_search=ef_search, k=k)
+        cursor.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + statement, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def _nearest(
+    *,
+    version_id: int,
+    column: str,
+    operator: str,
+    query: np.ndarray,
+    k: int,
+    filters: AnnFilters,
+    ef_search: int,
+    exact: bool,
+    extra_excluded_ids: tuple[int, ...] = (),
+    with_embedding: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Run one filtered k-NN query; return (item_ids (n,) int64, distances (n,) float64, embeddings or None)."""
+    if k < 1:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), None
+    statement, params = nearest_statement(
+        version_id=version_id, column=column, operator=operator, query=query, k=k, filters=filters, exact=exact,
+        extra_excluded_ids=extra_excluded_ids, with_embedding=with_embedding)
+    raw = _raw_connection()
+    with raw.transaction(), raw.cursor() as cursor:
+        _session_settings(cursor, ef_search=ef_search, k=k)
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    distances = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    embeddings = None
+    if with_embedding:
+        embeddings = (np.stack([row[2].to_numpy() for row in rows]).astype(np.float64) if rows
+                      else np.zeros((0, len(query)), dtype=np.float64))
+    return ids, distances, embeddings
+
+
+def nearest_items_for_user(
+    *,
+    version_id: int,
+    user_vector: np.ndarray,
+    k: int,
+    filters: AnnFilters | None = None,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    exact: bool = False,
+) -> list[tuple[int, float]]:
+    """Top-k items by LightFM score (user score vector · item score vector), best first.
+
+    Parameters
+    ----------
+    user_vector : (d + 2,) float, [user representation, 1, user bias].
+    filters : applied inside the HNSW scan (iterative scan), so k rows come back when enough pass.
+    exact : brute force over every row (the recall baseline of bench/ann_recall.py).
+
+    Returns
+    -------
+    list of (item_id, score) with score = the full LightFM score, descending.
+    """
+    ids, distances, _ = _nearest(version_id=version_id, column="score_vector", operator="<#>", query=user_vector,
+                                 k=k, filters=filters or AnnFilters(), ef_search=ef_search, exact=exact)
+    return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances)]
+
+
+def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
+    """The bare embedding (d,) float32 of one item, or None if the version has no row for it."""
+    raw = _raw_connection()
+    with raw.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT embedding FROM {} WHERE item_id = %s").format(
+            sql.Identifier(VersionTables(version_id).items)), [item_id])
+        row = cursor.fetchone()
+    return None if row is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
+
+
+def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
+    raw = _raw_connection()
+    with raw.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
+            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)])
+        rows = cursor.fetchall()
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return ids, np.stack([np.asarray(row[1].to_numpy(), dtype=np.float32) for row in rows])
+
+
+def nearest_items_to_vector(
+    *,
+    version_id: int,
+    query: np.ndarray,
+    k: int,
+    filters: AnnFilters | None = None,
+    measure: Measure = "cosine",
+    alpha: float = 0.5,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    exact: bool = False,
+    exclude_item_ids: tuple[int, ...] = (),
+) -> list[tuple[int, float]]:
+    """Top-k items whose embedding is most similar to ``query`` (d,) by ``measure``; [(item_id, score)]."""
+    if measure not in MEASURES:
+        raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
+    filters = filters or AnnFilters()
+    if measure == "norm_damped":
+        # No index orders by |q|^a|v|^a cos; cosine neighbours are its best pool because the
+        # damped norm factor only re-weights within a pool of similar directions.
+        # The exact baseline re-scores every row that passes the filters.
+        pool = 2**31 - 1 if exact else max(k * NORM_DAMPED_POOL_FACTOR, NORM_DAMPED_MIN_POOL)
+        ids, _, embeddings = _nearest(version_id=version_id, column="embedding", operator="<=>", query=query,
+                                      k=pool, filters=filters, ef_search=max(ef_search, min(pool, EF_SEARCH_LIMIT)),
+                                      exact=exact, extra_excluded_ids=exclude_item_ids, with_embedding=True)
+        if len(ids) == 0:
+            return []
+        scores = similarity(query, embeddings, "norm_damped", alpha=alpha)
+        order = np.lexsort((ids, -scores))[:k]
+        return [(int(ids[i]), float(scores[i])) for i in order]
+    ids, distances, _ = _nearest(version_id=version_id, column="embedding", operator=_DISTANCE_OPERATORS[measure],
+                                 query=query, k=k, filters=filters, ef_search=ef_search, exact=exact,
+                                 extra_excluded_ids=exclude_item_ids)
+    scores = _scores_from_distances(measure, distances)
+    return [(int(item_id), float(score)) for item_id, score in zip(ids, scores)]
+
+
+def nearest_items_to_item(
+    *,
+    version_id: int,
+    item_id: int,
+    k: int,
+    filters: AnnFilters | None = None,
+    measure: Measure = "cosine",
+    alpha: float = 0.5,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    exact: bool = False,
+) -> list[tuple[int, float]]:
+    """Related items: the k items most similar to ``item_id``'s embedding, the seed itself excluded.
+
+    Returns [] when the version has no vector for the seed (an item added after publishing that
+    cold start has not embedded yet); the caller decides the fallback.
+    """
+    query = item_embedding_fetch(version_id=version_id, item_id=item_id)
+    if query is None:
+        logger.info("ann.seed_without_vector version=%s item=%s", version_id, item_id)
+        return []
+    return nearest_items_to_vector(version_id=version_id, query=query, k=k, filters=filters, measure=measure,
+                                   alpha=alpha, ef_search=ef_search, exact=exact, exclude_item_ids=(int(item_id),))
