@@ -15,3 +15,6 @@ class RecommenderConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_schedules, sender=self, dispatch_uid="recommender.sync_schedules")
+        from recommender.receivers import receivers_connect
+
+        receivers_connect()

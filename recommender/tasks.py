@@ -55,3 +55,20 @@ def model_train_scheduled_task() -> dict:
         logger.info("training.scheduled_skipped reason=%s", error.message)
         return {"skipped": error.message}
     return {"version": version.pk}
+
+
+@shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900, max_retries=2, default_retry_delay=60)
+def related_items_precompute_task(version_id: int) -> dict:
+    """Precompute the related-item lists of one version (after its activation).
+
+    Safe to run twice: the version's table is rebuilt from scratch in one transaction. Skips a
+    version that is no longer active (a newer one took over before the task ran).
+    """
+    from .selectors import active_version
+    from .services.precompute import related_items_precompute
+
+    version = active_version()
+    if version is None or version.pk != version_id:
+        logger.info("precompute.task_skipped version=%s reason=not_active", version_id)
+        return {"version": version_id, "skipped": True}
+    return {"version": version_id, "items": related_items_precompute(version=version)}

@@ -1,0 +1,105 @@
+"""Signal receivers that keep serving fresh without retraining; connected in `RecommenderConfig.ready`.
+
+Every catalogue signal is sent after commit, so these run once the write is durable:
+
+- feedback recorded or deleted → fold the user's vector in (synchronously, milliseconds) and
+  bump that user's cache generation, so the next homepage request reflects it;
+- item created or changed → a cold-start vector from its features, and a global cache bump;
+- model activated → global cache bump and the related-items precomputation task;
+- re-ranking rule saved or deleted → global cache bump.
+
+A failed fold-in must not turn a stored rating into an error page: it is logged with its
+context and the cache is still invalidated (serving then uses the previous vector).
+"""
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from recommender import cache
+
+logger = logging.getLogger(__name__)
+
+
+def on_feedback_changed(sender, *, profile_id: int, item_id: int, **kwargs) -> None:
+    from recommender.services.realtime import user_vector_fold_in
+
+    try:
+        user_vector_fold_in(profile_id=profile_id)
+    except Exception:
+        logger.exception("realtime.fold_in_failed profile=%s item=%s", profile_id, item_id)
+    cache.home_cache_invalidate_user(profile_id=profile_id)
+
+
+def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) -> None:
+    from recommender.selectors import active_version
+    from recommender.services.precompute import related_precomputed_invalidate_near
+    from recommender.services.realtime import item_vector_cold_start
+
+    try:
+        version = active_version()
+        if version is not None and item_vector_cold_start(item_id=item_id, version=version):
+            related_precomputed_invalidate_near(version_id=version.pk, item_id=item_id)
+    except Exception:
+        logger.exception("realtime.item_cold_start_failed item=%s created=%s", item_id, created)
+    cache.home_cache_invalidate_all()
+
+
+def _broker_serves_this_database() -> bool:
+    """Whether a queued task would run against this database.
+
+    The default broker lives in the project database named by DATABASE_URL; a process bound to
+    another database (a test database) must not send version ids to that broker's workers.
+    """
+    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
+        return True
+    from config.celery import app
+
+    url = app.conf.broker_url or ""
+    if not url.startswith("sqla+"):
+        return True  # Redis or another broker shared by design
+    return urlsplit(url).path.lstrip("/") == connection.settings_dict["NAME"]
+
+
+def on_model_activated(sender, *, version_id: int, **kwargs) -> None:
+    cache.home_cache_invalidate_all()
+    if not _broker_serves_this_database():
+        logger.info("precompute.enqueue_skipped version=%s reason=broker_on_another_database", version_id)
+        return
+    from recommender.tasks import related_items_precompute_task
+
+    def enqueue() -> None:
+        try:
+            related_items_precompute_task.apply_async(args=[version_id])
+        except Exception:
+            # Related items are then computed live; the next activation or a manual run retries.
+            logger.exception("precompute.enqueue_failed version=%s", version_id)
+
+    transaction.on_commit(enqueue)
+
+
+def on_rule_changed(sender, **kwargs) -> None:
+    # Inside the rule's own transaction: the new generation becomes visible exactly when the rule does.
+    cache.home_cache_invalidate_all()
+
+
+def receivers_connect() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    from catalog import signals as catalog_signals
+    from recommender.services.activation import model_activated
+
+    catalog_signals.feedback_recorded.connect(on_feedback_changed, dispatch_uid="recommender.fold_in.recorded")
+    catalog_signals.feedback_deleted.connect(on_feedback_changed, dispatch_uid="recommender.fold_in.deleted")
+    catalog_signals.item_changed.connect(on_item_changed, dispatch_uid="recommender.item_cold_start")
+    model_activated.connect(on_model_activated, dispatch_uid="recommender.model_activated")
+    try:
+        from recommender.rerank.models import Rule
+    except ImportError:
+        logger.debug("receivers.rules_absent")
+        return
+    post_save.connect(on_rule_changed, sender=Rule, dispatch_uid="recommender.rule_saved")
+    post_delete.connect(on_rule_changed, sender=Rule, dispatch_uid="recommender.rule_deleted")
