@@ -155,3 +155,4 @@ class ModelVersion(models.Model):
     def clean(self) -> None:
         if self.status == VersionStatus.ACTIVE and not self.vectors_published:
             raise ValidationError({"status": "Only a version with published vectors can be active."})
+from .rerank.models import Impression, Rule  # noqa: E402,F401

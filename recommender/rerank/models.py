@@ -1,0 +1,111 @@
+"""Re-ranking rules (edited in the admin) and impressions (what each user was shown).
+
+A rule is data: a kind, an order, a scope, and parameters validated per kind by
+`recommender.rerank.params`. The engine (`engine.py`) applies the enabled rules of a surface
+in ascending order; each kind is one function in `rules.py`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal, receiver
+
+from catalog.models import FeatureSubject, Item, UserProfile
+
+from .params import KIND_HELP, RuleKind, params_clean
+
+# Sent after commit whenever a rule is created, changed or deleted; cached lists listen to it.
+rules_changed = Signal()
+
+
+class RuleScope(models.TextChoices):
+    HOME = "home", "Homepage"
+    RELATED = "related", "Related items"
+    BOTH = "both", "Both"
+
+
+class Rule(models.Model):
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=32, choices=RuleKind.choices)
+    enabled = models.BooleanField(default=True)
+    order = models.IntegerField(default=100, help_text="Rules apply in ascending order.")
+    scope = models.CharField(max_length=8, choices=RuleScope.choices, default=RuleScope.BOTH)
+    params = models.JSONField(default=dict, blank=True, help_text="Parameters of the kind, as a JSON object.")
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Optional: the rule applies from then.")
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Optional: the rule applies until then.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order", "id"]
+        indexes = [models.Index(fields=["enabled", "scope", "order"], name="rerank_rule_enabled_scope_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def kind_help(self) -> str:
+        return KIND_HELP.get(self.kind, "")
+
+    def is_live(self, now: datetime) -> bool:
+        """Whether ``now`` lies inside the optional period [starts_at, ends_at)."""
+        return (self.starts_at is None or self.starts_at <= now) and (self.ends_at is None or now < self.ends_at)
+
+    def clean(self) -> None:
+        if self.kind not in RuleKind.values:
+            return  # the kind field reports its own error; parameters cannot be checked without it
+        errors: dict[str, list[str]] = {}
+        cleaned, messages = params_clean(self.kind, self.params)
+        if not messages:
+            messages = self._data_errors(cleaned)
+        if messages:
+            errors["params"] = messages
+        else:
+            self.params = cleaned
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            errors["ends_at"] = ["The end must be after the start."]
+        if errors:
+            raise ValidationError(errors)
+
+    def _data_errors(self, params: dict) -> list[str]:
+        """Checks that need the catalogue: the feature type and the pinned item must exist."""
+        messages = []
+        feature_type = params.get("feature_type")
+        if feature_type is not None:
+            from catalog.models import Feature
+
+            if not Feature.objects.filter(subject=FeatureSubject.ITEM, type=feature_type).exists():
+                known = sorted(set(Feature.objects.filter(subject=FeatureSubject.ITEM)
+                                   .values_list("type", flat=True)))
+                messages.append(f"feature_type: unknown item feature type {feature_type!r}; known types: "
+                                f"{', '.join(known) or 'none yet'}.")
+        if self.kind == RuleKind.PIN and not Item.objects.filter(external_id=params["item"]).exists():
+            messages.append(f"item: no item has the external id {params['item']!r}.")
+        return messages
+
+
+class Impression(models.Model):
+    """One item shown to one user on one surface; written in bulk after serving."""
+
+    profile = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="impressions")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="impressions")
+    surface = models.CharField(max_length=8, choices=[("home", "Homepage"), ("related", "Related items")])
+    shown_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-shown_at", "-id"]
+        indexes = [models.Index(fields=["profile", "-shown_at"], name="impression_profile_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.item_id} shown to {self.profile_id} on {self.surface}"
+
+
+@receiver([post_save, post_delete], sender=Rule, dispatch_uid="rerank.rule_changed")
+def _rule_changed(sender, instance: Rule, **kwargs) -> None:
+    # The admin's list_editable and delete views bypass services, so the model signal is the one
+    # place every write passes through.
+    rule_id = instance.pk
+    transaction.on_commit(lambda: rules_changed.send(sender=Rule, rule_id=rule_id))

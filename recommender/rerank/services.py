@@ -1,0 +1,60 @@
+"""Writes for re-ranking: rules (for the API; the admin validates through the same ``Rule.clean``)
+and impressions (recorded after serving)."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Impression, Rule
+
+logger = logging.getLogger(__name__)
+
+RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"})
+
+
+def impressions_record(*, profile_id: int, item_ids: list[int], surface: str,
+                       shown_at: datetime | None = None) -> list[Impression]:
+    """Insert one impression per shown item in a single statement (duplicates in ``item_ids`` count once)."""
+    shown_at = shown_at or timezone.now()
+    unique_ids = list(dict.fromkeys(item_ids))
+    rows = Impression.objects.bulk_create([
+        Impression(profile_id=profile_id, item_id=item_id, surface=surface, shown_at=shown_at)
+        for item_id in unique_ids
+    ])
+    logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(rows))
+    return rows
+
+
+def rule_create(*, name: str, kind: str, params: dict | None = None, enabled: bool = True, order: int = 100,
+                scope: str = "both", starts_at: datetime | None = None, ends_at: datetime | None = None) -> Rule:
+    """Validate (parameters per kind, see params.py) and save a new rule; raises ValidationError."""
+    rule = Rule(name=name, kind=kind, params=params or {}, enabled=enabled, order=order, scope=scope,
+                starts_at=starts_at, ends_at=ends_at)
+    rule.full_clean()
+    rule.save()
+    logger.info("rule.created id=%s kind=%s", rule.pk, rule.kind)
+    return rule
+
+
+def rule_update(*, rule: Rule, **fields: Any) -> Rule:
+    """Change the given fields (only rule fields, checked against an allow-list) and re-validate."""
+    unknown = set(fields) - RULE_FIELDS
+    if unknown:
+        raise ValueError(f"Not rule fields: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(RULE_FIELDS))}.")
+    for name, value in fields.items():
+        setattr(rule, name, value)
+    rule.full_clean()
+    with transaction.atomic():
+        rule.save()
+    logger.info("rule.updated id=%s fields=%s", rule.pk, ",".join(sorted(fields)))
+    return rule
+
+
+def rule_delete(*, rule: Rule) -> None:
+    rule_id = rule.pk
+    rule.delete()
+    logger.info("rule.deleted id=%s", rule_id)
