@@ -139,6 +139,9 @@ class FittedModel:
     def __post_init__(self) -> None:
         self._item_vectors: np.ndarray | None = None
         self._user_vectors: np.ndarray | None = None
+        # The live LightFM object (with its AdaGrad state) when this model came from `fit`, so that
+        # `fit(..., resume=model)` continues training exactly; never saved.
+        self._lightfm = None
 
     @property
     def n_components(self) -> int:
@@ -292,7 +295,7 @@ def _feature_matrix(features: sp.csr_matrix | None, use: bool, n_entities: int,
 
 def fit(data: TrainingData, params: HyperParameters | None = None, *,
         on_epoch: Callable[[int, int, float | None], None] | None = None,
-        validation: sp.csr_matrix | None = None) -> FittedModel:
+        validation: sp.csr_matrix | None = None, resume: FittedModel | None = None) -> FittedModel:
     """Train LightFM one epoch at a time.
 
     Parameters
@@ -305,6 +308,11 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
         Held-out positives; precision@``early_stopping_k`` is computed on them after each epoch.
         With ``early_stopping_patience`` set, training stops after that many epochs without
         improvement and the best epoch's weights are returned.
+    resume : FittedModel, optional
+        Continue training this model (same feature columns) for ``params.epochs`` more epochs
+        instead of starting from random weights: used to fold the held-out part back in after
+        evaluation at a fraction of a full refit's cost. Its AdaGrad state is kept when it came
+        from this process's ``fit``; otherwise the weights are copied and the state starts afresh.
 
     Returns
     -------
@@ -344,6 +352,8 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
     model = LightFM(no_components=params.no_components, loss=params.loss, learning_rate=params.learning_rate,
                     item_alpha=params.item_alpha, user_alpha=params.user_alpha, max_sampled=params.max_sampled,
                     random_state=params.random_state)
+    if resume is not None:
+        model = _resumed_lightfm(model, resume, user_features, item_features)
 
     def snapshot() -> FittedModel:
         return FittedModel(
@@ -385,6 +395,21 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
             break
     fitted = best if (best is not None and params.early_stopping_patience is not None) else snapshot()
     fitted.check_finite()
+    fitted._lightfm = model if fitted is not best else None
     logger.info("ml.fit.done users=%d items=%d positives=%d seconds=%.2f", n_users, n_items, positives.nnz,
                 time.perf_counter() - started)
     return fitted
+
+
+def _resumed_lightfm(fresh, resume: FittedModel, user_features, item_features):
+    expected = (user_features.shape[1], item_features.shape[1])
+    found = (resume.user_embeddings.shape[0], resume.item_embeddings.shape[0])
+    if expected != found or resume.n_components != fresh.no_components:
+        raise FeatureShapeError(f"cannot resume: the model has {found} user/item feature columns and "
+                                f"{resume.n_components} components, the data {expected} and {fresh.no_components}.")
+    if resume._lightfm is not None:
+        return resume._lightfm
+    fresh._initialize(fresh.no_components, expected[1], expected[0])
+    fresh.user_embeddings[:], fresh.user_biases[:] = resume.user_embeddings, resume.user_biases
+    fresh.item_embeddings[:], fresh.item_biases[:] = resume.item_embeddings, resume.item_biases
+    return fresh

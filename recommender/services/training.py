@@ -2,8 +2,8 @@
 
 Protocol (docs/training.md): positives and weights come from `recommender.ml.dataset`; a split
 (random 80/20 of the positive pairs with the configured seed, or by time) trains a model that is
-evaluated on the held-out part against a popularity baseline. The served model is then refitted
-on all the data with the same hyperparameters (and the best epoch count when early stopping ran),
+evaluated on the held-out part against a popularity baseline. The served model then continues
+training from the evaluated one on all the data for a few more epochs (see `_refit_parameters`),
 because the 20% held out is often the newest and most useful feedback. The metrics stored on the
 version therefore describe the protocol's model, which is the honest estimate of the served one.
 """
@@ -217,6 +217,17 @@ def _split(data: TrainingData, snapshot: dict) -> evaluation.Split:
     return evaluation.random_split(positives, weights, snapshot["test_fraction"], snapshot["seed"])
 
 
+def _refit_parameters(params: HyperParameters, trained_epochs: int, test_fraction: float) -> HyperParameters:
+    """Continue the evaluated model on all the data instead of refitting from scratch.
+
+    The held-out share gets the passes it would have had in proportion to its size
+    (epochs × test/(1 − test): 8 of 30 at 80/20), which brings it in at about a quarter of
+    a second full fit's cost; bench/training.py measures the whole run against a raw fit.
+    """
+    extra = max(1, int(np.ceil(trained_epochs * test_fraction / (1.0 - test_fraction))))
+    return dataclasses.replace(params, epochs=extra, early_stopping_patience=None)
+
+
 def artifact_path(version_id: int) -> Path:
     # Per database, so a test database's v3 never overwrites the development database's v3.
     from django.db import connection
@@ -254,7 +265,8 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.n_interactions = int(data.interactions.positives.nnz)
     version.dimension = params.no_components
     refit = snapshot["refit_on_full_data"]
-    version.epochs_total = params.epochs * (2 if refit else 1)
+    version.epochs_total = params.epochs + (
+        _refit_parameters(params, params.epochs, snapshot["test_fraction"]).epochs if refit else 0)
     version.save(update_fields=["n_users", "n_items", "n_interactions", "dimension", "epochs_total"])
 
     progress.enter(VersionStatus.TRAINING)
@@ -277,8 +289,8 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
 
     if refit:
         progress.enter(VersionStatus.TRAINING)
-        full_params = dataclasses.replace(params, epochs=best["epoch"], early_stopping_patience=None)
-        model = fit(data, full_params, on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs))
+        model = fit(data, _refit_parameters(params, best["epoch"], snapshot["test_fraction"]), resume=model,
+                    on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs))
 
     progress.enter(VersionStatus.PUBLISHING)
     model_publish(version=version, model=model)
