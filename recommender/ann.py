@@ -64,24 +64,33 @@ def _scores_from_distances(measure: str, distances: np.ndarray) -> np.ndarray:
     return -distances  # euclidean
 
 
-def _filter_clauses(filters: AnnFilters, extra_excluded_ids: tuple[int, ...]) -> tuple[list[sql.Composable], dict]:
+def filter_clauses(
+    filters: AnnFilters, *, item_column: str = "v.item_id", extra_excluded_ids: tuple[int, ...] = ()
+) -> tuple[list[sql.Composable], dict]:
+    """SQL predicates (and named parameters) enforcing ``filters`` on the item id in ``item_column``.
+
+    Written as correlated EXISTS / NOT EXISTS probes on primary-key and (item, feature) indexes so
+    that, under an HNSW ORDER BY, they become nested loops on the index scan's output rows.
+    Other sources (content-based, popular, fresh) reuse them so every source filters alike.
+    """
+    item = sql.SQL(item_column)
     clauses: list[sql.Composable] = []
     params: dict = {}
     if filters.active_only:
-        clauses.append(sql.SQL("EXISTS (SELECT 1 FROM catalog_item i WHERE i.id = v.item_id AND i.is_active)"))
+        clauses.append(sql.SQL("EXISTS (SELECT 1 FROM catalog_item fi WHERE fi.id = {} AND fi.is_active)").format(item))
     if filters.exclude_feature_ids:
         clauses.append(sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM catalog_itemfeature f WHERE f.item_id = v.item_id "
-            "AND f.feature_id = ANY(%(excluded_features)s::bigint[]))"))
+            "NOT EXISTS (SELECT 1 FROM catalog_itemfeature fx WHERE fx.item_id = {} "
+            "AND fx.feature_id = ANY(%(excluded_features)s::bigint[]))").format(item))
         params["excluded_features"] = list(filters.exclude_feature_ids)
     if filters.require_feature_ids:
         clauses.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM catalog_itemfeature r WHERE r.item_id = v.item_id "
-            "AND r.feature_id = ANY(%(required_features)s::bigint[]))"))
+            "EXISTS (SELECT 1 FROM catalog_itemfeature fr WHERE fr.item_id = {} "
+            "AND fr.feature_id = ANY(%(required_features)s::bigint[]))").format(item))
         params["required_features"] = list(filters.require_feature_ids)
     excluded_ids = tuple(filters.exclude_item_ids) + tuple(extra_excluded_ids)
     if excluded_ids:
-        clauses.append(sql.SQL("v.item_id <> ALL(%(excluded_ids)s::bigint[])"))
+        clauses.append(sql.SQL("{} <> ALL(%(excluded_ids)s::bigint[])").format(item))
         params["excluded_ids"] = list(excluded_ids)
     return clauses, params
 
@@ -112,7 +121,7 @@ def nearest_statement(
     distance = sql.SQL("v.{} {} %(query)s").format(sql.Identifier(column), sql.SQL(operator))
     # "+ 0" turns the ORDER BY into an expression no index matches: a brute-force scan (recall baseline).
     order = sql.SQL("({}) + 0").format(distance) if exact else distance
-    clauses, params = _filter_clauses(filters, extra_excluded_ids)
+    clauses, params = filter_clauses(filters, extra_excluded_ids=extra_excluded_ids)
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     statement = sql.SQL(
         "WITH nearest AS MATERIALIZED (SELECT v.item_id, {distance} AS distance{embedding} FROM {table} v{where} "

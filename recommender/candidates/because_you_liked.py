@@ -1,0 +1,52 @@
+""""Because you liked X": neighbours of the user's most recent positively rated items."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from recommender import ann
+
+from ._shared import positive_seed_items, source_filters
+from .base import Candidate, Context
+
+DEFAULT_SEEDS = 5
+
+
+class BecauseYouLikedSource:
+    """Up to ``seeds`` recent positive items (ratings >= 4, likes, purchases), newest first.
+
+    Each seed's neighbours are interleaved round-robin, newest seed first, so one seed with many
+    close neighbours cannot fill the whole list; an item reached from two seeds keeps the first.
+    Every candidate's reason names its seed: ``{"because_item_id": seed}``.
+    """
+
+    name = "because_you_liked"
+
+    def __init__(self, seeds: int = DEFAULT_SEEDS):
+        self.seeds = seeds
+
+    def generate(self, context: Context, n: int) -> list[Candidate]:
+        if context.version_id is None or context.profile_id is None or n < 1:
+            return []
+        seeds = positive_seed_items(profile_id=context.profile_id, limit=self.seeds)
+        if not seeds:
+            return []
+        filters = source_filters(context)
+        # Never recommend a seed back because of another seed.
+        filters = replace(filters, exclude_item_ids=tuple(filters.exclude_item_ids) + tuple(seeds))
+        # Twice the even share: seeds' neighbourhoods overlap, and duplicates are skipped below.
+        per_seed = 2 * -(-n // len(seeds))
+        neighbour_lists = [
+            ann.nearest_items_to_item(version_id=context.version_id, item_id=seed, k=per_seed, filters=filters,
+                                      measure=context.measure, alpha=context.norm_damping_alpha)
+            for seed in seeds
+        ]
+        candidates: list[Candidate] = []
+        taken: set[int] = set()
+        for rank in range(per_seed):
+            for seed, neighbours in zip(seeds, neighbour_lists):
+                if rank < len(neighbours) and neighbours[rank][0] not in taken:
+                    item_id, score = neighbours[rank]
+                    taken.add(item_id)
+                    candidates.append(Candidate(item_id=item_id, source=self.name, score=score,
+                                                reason={"because_item_id": seed}))
+        return candidates[:n]

@@ -1,0 +1,100 @@
+"""Popular: interactions within a window, each decayed by its age with a half-life."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from psycopg import sql
+
+from recommender import ann
+
+from ._shared import source_filters
+from .base import Candidate, Context
+
+DEFAULT_WINDOW_DAYS = 90
+DEFAULT_HALF_LIFE_DAYS = 14.0
+# The aggregate is the same for every user: it is memoised per process for this many seconds of
+# ``context.now`` and per newest feedback id, so a new interaction invalidates it at once.
+CACHE_SECONDS = 60
+CACHED_ITEMS = 5000
+
+
+class PopularSource:
+    """Score = sum over in-force, non-negative feedback in (now - window, now] of 0.5^(age / half-life).
+
+    The window is relative to ``context.now`` (an offline evaluation passes its split time), and
+    is served by the feedback (created_at, item) index. Superseded ratings do not count; kinds
+    with a negative training weight (dislikes) are not popularity. Settings
+    ``RECOMMENDER_POPULAR_WINDOW_DAYS`` and ``RECOMMENDER_POPULAR_HALF_LIFE_DAYS`` override the
+    defaults. Request filters (active, features, seen items) apply to the aggregated top items.
+    """
+
+    name = "popular"
+
+    def __init__(self, window_days: float | None = None, half_life_days: float | None = None):
+        self.window_days = float(window_days if window_days is not None else
+                                 getattr(settings, "RECOMMENDER_POPULAR_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+        self.half_life_days = float(half_life_days if half_life_days is not None else
+                                    getattr(settings, "RECOMMENDER_POPULAR_HALF_LIFE_DAYS", DEFAULT_HALF_LIFE_DAYS))
+        self._cache: dict[tuple, tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def decayed_popularity(self, *, now) -> tuple[list[int], list[float]]:
+        """(item ids, scores) of the top CACHED_ITEMS items by decayed popularity at ``now``, best first."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce(max(id), 0) FROM catalog_feedback")
+            newest_feedback = cursor.fetchone()[0]
+        key = (connection.settings_dict["NAME"], self.window_days, self.half_life_days,
+               int(now.timestamp()) // CACHE_SECONDS, newest_feedback)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with connection.cursor() as cursor:
+            # extract() yields numeric: cast to float8, numeric power() is ten times slower. The
+            # exponent is capped because PostgreSQL raises an underflow error for power(0.5, 2000).
+            cursor.execute(
+                "SELECT f.item_id, sum(power(0.5, least("
+                "    extract(epoch FROM (%(now)s - f.created_at))::float8 / %(half_life)s, 1000))) AS score "
+                "FROM catalog_feedback f JOIN catalog_feedbackkind k ON k.code = f.kind_id "
+                "WHERE f.created_at > %(since)s AND f.created_at <= %(now)s "
+                "  AND (f.is_current OR f.is_current IS NULL) AND k.weight > 0 "
+                "GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(limit)s",
+                {"now": now, "since": now - timedelta(days=self.window_days),
+                 "half_life": self.half_life_days * 86400.0, "limit": CACHED_ITEMS},
+            )
+            rows = cursor.fetchall()
+        result = ([row[0] for row in rows], [float(row[1]) for row in rows])
+        with self._lock:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            self._cache[key] = result
+        return result
+
+    def generate(self, context: Context, n: int) -> list[Candidate]:
+        if n < 1:
+            return []
+        item_ids, scores = self.decayed_popularity(now=context.now)
+        if not item_ids:
+            return []
+        extra = (context.item_id,) if context.item_id is not None else ()
+        filters = source_filters(context)
+        clauses, params = ann.filter_clauses(filters, item_column="p.item_id", extra_excluded_ids=extra)
+        where = sql.SQL("").join(sql.SQL(" AND ") + clause for clause in clauses)
+        statement = sql.SQL(
+            "SELECT p.item_id, p.score FROM unnest(%(ids)s::bigint[], %(scores)s::float8[]) AS p(item_id, score) "
+            "WHERE true{where} ORDER BY p.score DESC, p.item_id LIMIT %(n)s"
+        ).format(where=where)
+        # Filter a head of the list first (the filters probe every row they see); only when it
+        # filtered too much is the whole cached list filtered.
+        head = 4 * (n + len(filters.exclude_item_ids)) + 200
+        for size in ((head, len(item_ids)) if head < len(item_ids) else (len(item_ids),)):
+            params.update(ids=item_ids[:size], scores=scores[:size], n=n)
+            with connection.cursor() as cursor:
+                cursor.execute(statement.as_string(cursor.connection), params)
+                rows = cursor.fetchall()
+            if len(rows) >= n:
+                break
+        return [Candidate(item_id=item_id, source=self.name, score=float(score)) for item_id, score in rows]

@@ -1,0 +1,83 @@
+"""One scorer for the merged candidate pool, so candidates from different sources are comparable.
+
+With a user vector, every candidate gets LightFM's full score: the user's score vector
+[u, 1, user bias] · the item's score vector [v, item bias, 1], features and biases included
+(the same number the personal ANN orders by). Without one (anonymous visitor, related panel),
+candidates are scored by similarity to the seed item under ``context.measure``; with neither,
+by all-time popularity. Items the active version has no vector for (added after
+publishing and not embedded yet) keep their place at the bottom of the list, below every
+scored item, so a fallback can still show them.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from django.db import connection
+
+from recommender import ann, vectors
+from recommender.candidates.base import Context, PooledCandidate
+from recommender.ml.similarity import similarity
+
+logger = logging.getLogger(__name__)
+
+
+def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> list[PooledCandidate]:
+    if scores_by_item:
+        floor = min(scores_by_item.values()) - 1.0
+    else:
+        floor = 0.0
+    for entry in pool:
+        entry.score = scores_by_item.get(entry.item_id, floor)
+    return sorted(pool, key=lambda entry: (-entry.score, entry.item_id))
+
+
+def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
+    ids, score_vectors = vectors.item_vectors_fetch(version_id=context.version_id, item_ids=item_ids)
+    if len(ids) == 0:
+        return {}
+    scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
+    return dict(zip(ids.tolist(), scores.tolist()))
+
+
+def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:
+    seed = ann.item_embedding_fetch(version_id=context.version_id, item_id=context.item_id)
+    if seed is None:
+        return None
+    ids, embeddings = ann.item_embeddings_fetch(version_id=context.version_id, item_ids=item_ids)
+    if len(ids) == 0:
+        return {}
+    scores = similarity(seed, embeddings, context.measure, alpha=context.norm_damping_alpha)
+    return dict(zip(ids.tolist(), scores.tolist()))
+
+
+def _popularity_scores(item_ids: list[int]) -> dict[int, float]:
+    """All-time count of in-force, non-negative feedback per pooled item (one query on the (item, kind) index)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT fb.item_id, count(*) FROM catalog_feedback fb JOIN catalog_feedbackkind k ON k.code = fb.kind_id "
+            "WHERE fb.item_id = ANY(%s) AND (fb.is_current OR fb.is_current IS NULL) AND k.weight > 0 "
+            "GROUP BY fb.item_id",
+            [list(item_ids)],
+        )
+        counts = dict(cursor.fetchall())
+    return {item_id: float(counts.get(item_id, 0)) for item_id in item_ids}
+
+
+def pool_score(*, context: Context, pool: list[PooledCandidate]) -> list[PooledCandidate]:
+    """Fill every candidate's ``score`` and return the pool sorted by it, best first.
+
+    Sources and reasons are kept untouched for explanations. Vectors of the pooled items only
+    are read, in one query (``item_id = ANY(...)``).
+    """
+    if not pool:
+        return []
+    item_ids = [entry.item_id for entry in pool]
+    if context.version_id is not None and context.user_vector is not None:
+        return _assign(pool, _model_scores(context, item_ids))
+    if context.version_id is not None and context.item_id is not None:
+        scores = _seed_similarity_scores(context, item_ids)
+        if scores is not None:
+            return _assign(pool, scores)
+        logger.info("ranking.seed_without_vector version=%s item=%s", context.version_id, context.item_id)
+    return _assign(pool, _popularity_scores(item_ids))
