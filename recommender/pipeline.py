@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 import psycopg
 from django.db import DatabaseError, transaction
@@ -152,6 +152,8 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
 def _trace_plain(trace) -> list:
     plain = []
     for entry in trace or []:
+        if is_dataclass(entry):
+            entry = asdict(entry)
         if isinstance(entry, dict):
             plain.append({key: (value if isinstance(value, (str, int, float, bool, type(None), list, dict))
                                 else str(value)) for key, value in entry.items()})

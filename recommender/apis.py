@@ -1,0 +1,275 @@
+"""The recommender REST API (``/api/v1/``): recommendations, related items, rules and models.
+
+Thin views: an input serializer checks the query or body, the pipeline or a service does the
+work, an output serializer answers. Domain errors (``ApplicationError``: a training already
+running, an activation refused) and validation errors become JSON 4xx in
+``config.exception_handlers``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.models import Item, UserProfile
+
+from . import pipeline
+from .models import ModelVersion
+from .rerank.models import Rule, RuleScope
+from .rerank.params import RuleKind
+from .selectors import model_version_list
+from .services.activation import model_version_activate, model_version_rollback
+from .services.training import model_training_request
+
+
+def _is_staff(request) -> bool:
+    return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+# --------------------------------------------------------------------------------------------
+# Recommendations and related items
+# --------------------------------------------------------------------------------------------
+
+class KInputSerializer(serializers.Serializer):
+    k = serializers.IntegerField(min_value=1, default=10,
+                                 help_text=f"How many items (at least 1); values above {pipeline.K_MAX} are capped.")
+
+
+class RecommendedItemOutputSerializer(serializers.Serializer):
+    external_id = serializers.CharField(source="item.external_id")
+    title = serializers.CharField(source="item.title")
+    provider = serializers.CharField(source="item.provider")
+    published_at = serializers.DateTimeField(source="item.published_at", allow_null=True)
+    score = serializers.FloatField(allow_null=True, help_text="The model's full score (null in a fallback).")
+    sources = serializers.DictField(child=serializers.FloatField(),
+                                    help_text="Candidate sources that nominated the item, with their scores.")
+    because_you_liked = serializers.ListField(child=serializers.CharField(), source="reasons",
+                                              help_text='Explanations such as "Because you liked Heat".')
+    rules = serializers.ListField(child=serializers.CharField(), source="notes",
+                                  help_text="What the re-ranking rules did to this item.")
+
+
+class RecommendationsOutputSerializer(serializers.Serializer):
+    surface = serializers.CharField()
+    version = serializers.IntegerField(source="version_id", allow_null=True,
+                                       help_text="The model version that served the list.")
+    fallback = serializers.BooleanField(help_text="True when popular/fresh items were served instead of the model.")
+    fallback_reason = serializers.CharField(
+        help_text="no_active_model, vector_store_error, unknown_user, anonymous, pipeline_error, or empty.")
+    cached = serializers.BooleanField()
+    rules_applied = serializers.ListField(child=serializers.JSONField(),
+                                          help_text="Each rule that ran and what it changed.")
+    items = RecommendedItemOutputSerializer(many=True)
+
+
+def _k_from(request) -> int:
+    serializer = KInputSerializer(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return min(serializer.validated_data["k"], pipeline.K_MAX)
+
+
+class UserRecommendationsApi(APIView):
+    """``GET`` the homepage list of one user: the user themself or staff."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="users_recommendations", parameters=[KInputSerializer],
+                   responses={200: RecommendationsOutputSerializer,
+                              400: OpenApiResponse(description="Invalid k."),
+                              403: OpenApiResponse(description="Another user's list, not staff."),
+                              404: OpenApiResponse(description="No such user.")})
+    def get(self, request, external_id: str):
+        k = _k_from(request)
+        profile = get_object_or_404(UserProfile, external_id=external_id)
+        if not (_is_staff(request) or profile.user_id == request.user.pk):
+            raise exceptions.PermissionDenied("You may only read your own recommendations.")
+        result = pipeline.recommend_for_user(profile=profile, k=k)
+        return Response(RecommendationsOutputSerializer(result).data)
+
+
+class ItemRelatedApi(APIView):
+    """``GET`` items related to one item; public."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="items_related", parameters=[KInputSerializer],
+                   responses={200: RecommendationsOutputSerializer, 400: OpenApiResponse(description="Invalid k."),
+                              404: OpenApiResponse(description="No such (active) item.")})
+    def get(self, request, external_id: str):
+        k = _k_from(request)
+        item = Item.objects.filter(external_id=external_id).first()
+        if item is None or (not item.is_active and not _is_staff(request)):
+            raise exceptions.NotFound(f"No item with external id {external_id!r}.")
+        profile = UserProfile.objects.filter(user=request.user).first() if request.user.is_authenticated else None
+        result = pipeline.related_items(item=item, k=k, profile=profile)
+        return Response(RecommendationsOutputSerializer(result).data)
+
+
+# --------------------------------------------------------------------------------------------
+# Rules (staff)
+# --------------------------------------------------------------------------------------------
+
+class RuleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    kind = serializers.ChoiceField(choices=RuleKind.choices)
+    enabled = serializers.BooleanField(default=True)
+    order = serializers.IntegerField(default=100)
+    scope = serializers.ChoiceField(choices=RuleScope.choices, default=RuleScope.BOTH)
+    params = serializers.JSONField(default=dict)
+    starts_at = serializers.DateTimeField(allow_null=True, required=False)
+    ends_at = serializers.DateTimeField(allow_null=True, required=False)
+
+
+class RuleOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    enabled = serializers.BooleanField()
+    order = serializers.IntegerField()
+    scope = serializers.CharField()
+    params = serializers.JSONField()
+    starts_at = serializers.DateTimeField(allow_null=True)
+    ends_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField()
+
+
+def _rule_save(rule: Rule, data: dict[str, Any]) -> Rule:
+    """Validate through ``Rule.full_clean`` (per-kind parameters) and save; ValidationError → 400 by field."""
+    for name, value in data.items():
+        setattr(rule, name, value)
+    with transaction.atomic():
+        rule.full_clean()
+        rule.save()
+    return rule
+
+
+class RuleListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="rules_list", responses=RuleOutputSerializer(many=True))
+    def get(self, request):
+        return Response(RuleOutputSerializer(Rule.objects.order_by("order", "id"), many=True).data)
+
+    @extend_schema(operation_id="rules_create", request=RuleInputSerializer, responses={201: RuleOutputSerializer})
+    def post(self, request):
+        serializer = RuleInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rule = _rule_save(Rule(), serializer.validated_data)
+        return Response(RuleOutputSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class RuleDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="rules_retrieve", responses=RuleOutputSerializer)
+    def get(self, request, rule_id: int):
+        return Response(RuleOutputSerializer(get_object_or_404(Rule, pk=rule_id)).data)
+
+    @extend_schema(operation_id="rules_update", request=RuleInputSerializer, responses=RuleOutputSerializer)
+    def put(self, request, rule_id: int):
+        return self._update(request, rule_id, partial=False)
+
+    @extend_schema(operation_id="rules_partial_update", request=RuleInputSerializer, responses=RuleOutputSerializer)
+    def patch(self, request, rule_id: int):
+        return self._update(request, rule_id, partial=True)
+
+    def _update(self, request, rule_id: int, *, partial: bool):
+        rule = get_object_or_404(Rule, pk=rule_id)
+        serializer = RuleInputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return Response(RuleOutputSerializer(_rule_save(rule, serializer.validated_data)).data)
+
+    @extend_schema(operation_id="rules_destroy", responses={204: OpenApiResponse(description="Deleted.")})
+    def delete(self, request, rule_id: int):
+        get_object_or_404(Rule, pk=rule_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    is_active = serializers.BooleanField()
+    progress = serializers.FloatField(help_text="0..1 over the whole run.")
+    epoch = serializers.IntegerField()
+    epochs_total = serializers.IntegerField()
+    metrics = serializers.JSONField(help_text="Held-out metrics of the protocol's model.")
+    baseline_metrics = serializers.JSONField(help_text="The popularity baseline on the same split.")
+    gate_reason = serializers.CharField()
+    error = serializers.CharField()
+    config = serializers.CharField(source="config.name", allow_null=True, default=None)
+    dimension = serializers.IntegerField(allow_null=True)
+    n_users = serializers.IntegerField(allow_null=True)
+    n_items = serializers.IntegerField(allow_null=True)
+    n_interactions = serializers.IntegerField(allow_null=True)
+    phase_seconds = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    activated_at = serializers.DateTimeField(allow_null=True)
+
+
+class ModelListApi(APIView):
+    """``GET`` every version with its metrics; readable by any signed-in client."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="models_list", responses=ModelVersionOutputSerializer(many=True))
+    def get(self, request):
+        return Response(ModelVersionOutputSerializer(model_version_list()[:200], many=True).data)
+
+
+class ModelDetailApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="models_retrieve", responses=ModelVersionOutputSerializer)
+    def get(self, request, version_id: int):
+        version = get_object_or_404(model_version_list(), pk=version_id)
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelTrainApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="models_train", request=None,
+                   responses={202: ModelVersionOutputSerializer,
+                              409: OpenApiResponse(description="A training run is already queued or running.")})
+    def post(self, request):
+        version = model_training_request(requested_by=request.user)
+        version = ModelVersion.objects.select_related("config").get(pk=version.pk)
+        return Response(ModelVersionOutputSerializer(version).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelActivateApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="models_activate", request=None,
+                   responses={200: ModelVersionOutputSerializer,
+                              409: OpenApiResponse(description="The version is not ready or has no valid index.")})
+    def post(self, request, version_id: int):
+        version = model_version_activate(version=get_object_or_404(ModelVersion, pk=version_id),
+                                         reason=f"Activated by {request.user.get_username()} through the API.")
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelRollbackApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="models_rollback", request=None,
+                   responses={200: ModelVersionOutputSerializer,
+                              409: OpenApiResponse(description="No earlier version to roll back to.")})
+    def post(self, request):
+        return Response(ModelVersionOutputSerializer(model_version_rollback()).data)
+
+
+def _without_schema(view_class: type[APIView]) -> type[APIView]:
+    """The same view under its trailing-slash URL, left out of the OpenAPI schema."""
+    return extend_schema(exclude=True)(type(f"{view_class.__name__}Slash", (view_class,), {}))

@@ -1,0 +1,39 @@
+"""Recommendation pages: the homepage list and the related-items panel of an item page.
+
+Thin views over `recommender.pipeline`. Both render without JavaScript; with htmx the item page
+loads its panel as a fragment and reloads it after a rating (the fold-in has already run by
+then, synchronously in the rating's request), so recommendations change in place.
+"""
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from catalog import selectors as catalog_selectors
+from catalog.models import Item
+
+from . import pipeline
+
+HOME_COUNT = 12
+RELATED_COUNT = 8
+FOR_YOU_ON_ITEM_PAGE = 4
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    profile = catalog_selectors.user_profile_for_user(user=request.user)
+    result = pipeline.recommend_for_user(profile=profile, k=HOME_COUNT)
+    template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
+    return render(request, template, {"result": result, "signed_in": profile is not None})
+
+
+def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:
+    """Related items (and, when signed in, a few personal picks) for one item page."""
+    item = Item.objects.filter(external_id=external_id).first()
+    if item is None or not item.is_active:
+        raise Http404("No item with this id.")
+    profile = catalog_selectors.user_profile_for_user(user=request.user)
+    related = pipeline.related_items(item=item, k=RELATED_COUNT, profile=profile)
+    for_you = pipeline.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE) if profile else None
+    context = {"item": item, "related": related, "for_you": for_you}
+    template = "recommender/related_panel.html" if request.htmx else "recommender/related_page.html"
+    return render(request, template, context)
