@@ -2,24 +2,20 @@
 
 A rule is data: a kind, an order, a scope, and parameters validated per kind by
 `recommender.rerank.params`. The engine (`engine.py`) applies the enabled rules of a surface
-in ascending order; each kind is one function in `rules.py`.
+in ascending order; each kind is one function in `rules.py`. Cached homepages are invalidated
+on every rule save or delete by `recommender/receivers.py` (model signals, so list_editable and
+deletes in the admin count too).
 """
 from __future__ import annotations
 
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import Signal, receiver
+from django.db import models
 
 from catalog.models import FeatureSubject, Item, UserProfile
 
 from .params import KIND_HELP, RuleKind, params_clean
-
-# Sent after commit whenever a rule is created, changed or deleted; cached lists listen to it.
-rules_changed = Signal()
-
 
 class RuleScope(models.TextChoices):
     HOME = "home", "Homepage"
@@ -101,11 +97,3 @@ class Impression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item_id} shown to {self.profile_id} on {self.surface}"
-
-
-@receiver([post_save, post_delete], sender=Rule, dispatch_uid="rerank.rule_changed")
-def _rule_changed(sender, instance: Rule, **kwargs) -> None:
-    # The admin's list_editable and delete views bypass services, so the model signal is the one
-    # place every write passes through.
-    rule_id = instance.pk
-    transaction.on_commit(lambda: rules_changed.send(sender=Rule, rule_id=rule_id))

@@ -14,10 +14,9 @@ import numpy as np
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Max, Q
-from psycopg import sql
 
 from catalog.models import Feedback, FeatureSubject, Item, ItemFeature
-from recommender.vectors import VersionTables
+from recommender import ann
 
 from .models import Impression, Rule, RuleScope
 from .params import RuleKind
@@ -101,15 +100,11 @@ def long_tail_threshold(*, percentile: float, use_cache: bool = True) -> int:
 
 
 def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> dict[int, np.ndarray]:
-    """Bare item representations of a version (the cosine-indexed ``embedding`` column)."""
+    """Bare item representations of a version (the cosine-indexed ``embedding`` column), by item id."""
     if not item_ids:
         return {}
-    table = VersionTables(version_id).items
-    with connection.cursor() as cursor:
-        # ::real[] reads the vector as a plain float array, so no pgvector adapter is needed here.
-        cursor.execute(sql.SQL("SELECT item_id, embedding::real[] FROM {} WHERE item_id = ANY(%s)").format(
-            sql.Identifier(table)).as_string(cursor.connection), [list(item_ids)])
-        return {int(item_id): np.asarray(values, dtype=np.float32) for item_id, values in cursor.fetchall()}
+    ids, embeddings = ann.item_embeddings_fetch(version_id=version_id, item_ids=item_ids)
+    return dict(zip(ids.tolist(), embeddings))
 
 
 def _impression_window(rules: list[tuple[str, dict]]) -> timedelta | None:
