@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import F, Q
+from django.db.models import Q
 
 from catalog.models import Feedback, ItemFeature, UserFeature
 from recommender import vectors
@@ -108,8 +108,7 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     """
     rows = (
         Feedback.objects.filter(Q(is_current=True) | Q(is_current__isnull=True), user_id=profile_id)
-        .values_list("item_id", "value", kind_weight=F("kind__weight"), is_explicit=F("kind__is_explicit"),
-                     max_value=F("kind__max_value"))
+        .values_list("item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value")
     )
     positive: dict[int, float] = {}
     vetoed: set[int] = set()
