@@ -1,0 +1,78 @@
+"""Recommendation pages: homepage list with explanations and fallback notice, related panel, htmx refresh."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from catalog.models import Feedback
+from tests.factories import UserProfileFactory
+from tests.recommender.test_training import train_inline
+
+pytestmark = pytest.mark.django_db
+
+
+def test_signed_in_home_shows_recommendations_with_explanations_and_badges(client, planted_catalog):
+    train_inline()
+    profile = planted_catalog.profiles_by_cluster[0][0]
+    client.force_login(profile.user)
+    page = client.get(reverse("home")).content.decode()
+    assert "Recommended for you" in page
+    assert "Because you liked Cluster 0 item" in page
+    assert 'class="badge accent"' in page
+    assert "data-fallback-reason" not in page
+
+
+def test_anonymous_and_modelless_homes_say_they_show_popular_and_new(client, planted_catalog):
+    page = client.get(reverse("home")).content.decode()
+    assert 'data-fallback-reason="anonymous"' in page and "Popular and new" in page
+    profile = planted_catalog.profiles_by_cluster[0][0]
+    client.force_login(profile.user)
+    page = client.get(reverse("home")).content.decode()
+    assert 'data-fallback-reason="no_active_model"' in page and "Cluster" in page
+
+
+def test_item_page_loads_the_related_panel_and_refreshes_it_after_a_rating(client, planted_catalog):
+    item = planted_catalog.items_by_cluster[0][0]
+    page = client.get(reverse("item-detail", args=[item.external_id])).content.decode()
+    panel_url = reverse("item-related-panel", args=[item.external_id])
+    assert f'hx-get="{panel_url}"' in page
+    assert "closest('#rating-widget')" in page
+    assert f'<a href="{panel_url}">' in page  # without JavaScript
+
+
+def test_related_panel_updates_after_rating_on_the_item_page(client, planted_catalog,
+                                                            django_capture_on_commit_callbacks):
+    train_inline()
+    profile = planted_catalog.profiles_by_cluster[0][1]
+    client.force_login(profile.user)
+    item = planted_catalog.items_by_cluster[1][0]
+    panel_url = reverse("item-related-panel", args=[item.external_id])
+    before = client.get(panel_url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Related items" in before and "<html" not in before
+    for target in planted_catalog.items_by_cluster[1][1:7]:
+        with django_capture_on_commit_callbacks(execute=True):
+            rated = client.post(reverse("item-rate", args=[target.external_id]), {"kind": "rating", "value": "5"},
+                                HTTP_HX_REQUEST="true")
+        assert rated.status_code == 200
+    assert Feedback.objects.filter(user=profile, item__in=planted_catalog.items_by_cluster[1][1:7]).count() == 6
+    after = client.get(panel_url, HTTP_HX_REQUEST="true").content.decode()
+    for_you_before = before.split('id="for-you"')[1]
+    for_you_after = after.split('id="for-you"')[1]
+    assert for_you_before != for_you_after
+    assert for_you_after.count("Cluster 1 item") > for_you_before.count("Cluster 1 item")
+
+
+def test_related_page_without_javascript_and_unknown_item(client, planted_catalog):
+    train_inline()
+    item = planted_catalog.items_by_cluster[0][0]
+    page = client.get(reverse("item-related-panel", args=[item.external_id])).content.decode()
+    assert "<html" in page and "Cluster 0 item" in page
+    assert client.get(reverse("item-related-panel", args=["missing"])).status_code == 404
+
+
+def test_user_without_any_signal_sees_the_unknown_user_notice(client, planted_catalog):
+    train_inline()
+    profile = UserProfileFactory()
+    client.force_login(profile.user)
+    page = client.get(reverse("home")).content.decode()
+    assert 'data-fallback-reason="unknown_user"' in page and "rate a few items" in page
