@@ -48,6 +48,8 @@ DEFAULT_EF_SEARCH = 100
 # Upper bound of tuples an iterative scan visits before giving up (pgvector's default is 20 000);
 # a filter leaving 1% of 100k items needs ~100·k tuples, so this leaves a wide margin.
 MAX_SCAN_TUPLES = 50_000
+# The index is asked for this many times k rows, re-sorted exactly, and cut to k.
+RELAXED_OVERFETCH = 2.0
 NORM_DAMPED_POOL_FACTOR = 10
 NORM_DAMPED_MIN_POOL = 200
 # pgvector refuses ef_search above 1000.
@@ -125,10 +127,13 @@ def nearest_statement(
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     statement = sql.SQL(
         "WITH nearest AS MATERIALIZED (SELECT v.item_id, {distance} AS distance{embedding} FROM {table} v{where} "
-        "ORDER BY {order} LIMIT %(k)s) SELECT * FROM nearest ORDER BY distance, item_id"
+        "ORDER BY {order} LIMIT %(pool)s) SELECT * FROM nearest ORDER BY distance, item_id LIMIT %(k)s"
     ).format(distance=distance, embedding=sql.SQL(", v.embedding") if with_embedding else sql.SQL(""),
              table=sql.Identifier(tables.items), where=where, order=order)
-    params.update(query=np.asarray(query, dtype=np.float32), k=int(k))
+    # Relaxed order may hand a slightly worse row over before a better one; reading a few more
+    # rows than k from the index and keeping the best k after the exact re-sort recovers them.
+    pool = int(k) if exact else int(np.ceil(k * RELAXED_OVERFETCH))
+    params.update(query=np.asarray(query, dtype=np.float32), k=int(k), pool=pool)
     return statement, params
 
 
