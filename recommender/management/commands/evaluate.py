@@ -1,0 +1,205 @@
+"""Evaluate the whole serving path under the training protocol, on the held-out split.
+
+The served model saw every interaction, so it cannot be judged on held-out data. Instead:
+
+1. re-create the active version's split (same configuration, same seed) from the catalogue;
+2. train an evaluation model on the training part with the same hyperparameters;
+3. publish it to scratch vector tables under a scratch ModelVersion row (status ``retired``,
+   never activatable) and hide the held-out feedback rows, all inside ONE transaction that is
+   rolled back at the end: other sessions never see the scratch version or the hidden rows,
+   and nothing is left behind even if the command is killed;
+4. for every user with a held-out positive run candidates → scoring → re-ranking with only the
+   "exclude rated" rule (rated = the training interactions, which is what the database holds
+   inside the transaction), and compare with the raw model's exact top-k and the popularity
+   baseline, all three excluding the same training interactions.
+
+The last line printed is JSON: ``{"pipeline": {...}, "model": {...}, "popularity": {...}}``.
+While it runs, held-out feedback rows are row-locked by the transaction, so a concurrent
+re-rating of exactly those pairs waits for the command to finish.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from recommender import vectors
+from recommender.candidates.base import AnnFilters, Context
+from recommender.ml import evaluation
+from recommender.ml.training import fit
+from recommender.models import ModelVersion, VersionStatus
+from recommender.pipeline import ranked_candidates
+from recommender.rerank.engine import rules_apply
+from recommender.rerank.models import Rule
+from recommender.selectors import active_version, catalog_arrays_fetch, default_training_config
+from recommender.services.training import hyperparameters_from_config, training_data_build
+
+logger = logging.getLogger(__name__)
+
+
+class _Rollback(Exception):
+    """Raised to leave the evaluation transaction after a successful run (everything is undone)."""
+
+
+def topk_metrics(top: dict[int, list[int]], test: sp.csr_matrix, n_items: int, k: int) -> dict[str, float]:
+    """precision/recall/NDCG at k and coverage of per-user top lists (row index -> item indices).
+
+    Same definitions as `recommender.ml.evaluation.ranking_metrics`; a list shorter than k
+    counts its missing slots as misses.
+    """
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg, shown = [], [], [], set()
+    for user, items in top.items():
+        relevant = set(test.indices[test.indptr[user]:test.indptr[user + 1]].tolist())
+        items = items[:k]
+        hits = np.asarray([item in relevant for item in items], dtype=np.float64)
+        precision.append(hits.sum() / k)
+        recall.append(hits.sum() / len(relevant))
+        ideal = discounts[:min(len(relevant), k)].sum()
+        ndcg.append(float((hits * discounts[:len(hits)]).sum() / ideal))
+        shown.update(items)
+    return {f"precision_at_{k}": float(np.mean(precision)), f"recall_at_{k}": float(np.mean(recall)),
+            f"ndcg_at_{k}": float(np.mean(ndcg)), "coverage": len(shown) / n_items, "n_users": len(top)}
+
+
+def _exact_top(scores_of, users: np.ndarray, exclude: sp.csr_matrix, k: int) -> dict[int, list[int]]:
+    top: dict[int, list[int]] = {}
+    for start in range(0, len(users), 256):
+        batch = users[start:start + 256]
+        scores = np.array(scores_of(batch), dtype=np.float64)
+        scores[exclude[batch].toarray() > 0] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top.update({int(user): row.tolist() for user, row in zip(batch, order)})
+    return top
+
+
+class Command(BaseCommand):
+    help = "Evaluate candidates → scoring → re-ranking against the raw model and popularity on the held-out split."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--k", type=int, default=10)
+        parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
+        parser.add_argument("--max-users", type=int, default=None, help="Evaluate a random subset (quick runs).")
+
+    def handle(self, *args, k: int, json: bool, max_users: int | None, **options):
+        if k < 1:
+            raise CommandError("--k must be at least 1.")
+        results: dict = {}
+        try:
+            with transaction.atomic():
+                results = self._evaluate(k=k, quiet=json, max_users=max_users)
+                raise _Rollback
+        except _Rollback:
+            pass
+        if not json:
+            for name, metrics in results.items():
+                self.stdout.write(f"{name:>10}: " + "  ".join(
+                    f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in metrics.items()))
+        self.stdout.write(_json_dumps(results))
+
+    def _say(self, quiet: bool, message: str) -> None:
+        if not quiet:
+            self.stdout.write(message)
+
+    def _evaluate(self, *, k: int, quiet: bool, max_users: int | None) -> dict:
+        started = time.perf_counter()
+        version = active_version()
+        snapshot = version.config_snapshot if version else default_training_config().hyperparameters()
+        params = dataclasses.replace(hyperparameters_from_config(snapshot), early_stopping_patience=None)
+        data, _ = training_data_build(catalog_arrays_fetch(), snapshot)
+        positives, weights = data.interactions.positives, data.interactions.weights
+        if snapshot["split"] == "time" and data.interactions.timestamps is not None:
+            split = evaluation.time_split(positives, weights, data.interactions.timestamps, snapshot["test_fraction"])
+        else:
+            split = evaluation.random_split(positives, weights, snapshot["test_fraction"], snapshot["seed"])
+        train = dataclasses.replace(data, interactions=dataclasses.replace(
+            data.interactions, positives=split.train_positives, weights=split.train_weights))
+        model = fit(train, params)
+        self._say(quiet, f"evaluation model trained on {split.train_positives.nnz} positives "
+                         f"({time.perf_counter() - started:.1f} s)")
+
+        # Rated = training interactions: training positives and vetoed pairs (low ratings, dislikes).
+        exclude = ((split.train_positives != 0) + (data.interactions.negatives != 0)).astype(np.float64).tocsr()
+        test = (split.test_positives != 0).astype(np.float64).tocsr()
+        test = (test - test.multiply(exclude)).tocsr()
+        test.eliminate_zeros()
+        users = np.flatnonzero(np.diff(test.indptr) > 0)
+        if max_users is not None and len(users) > max_users:
+            users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+        n_items = positives.shape[1]
+
+        results = {
+            "pipeline": self._pipeline(model=model, data=data, test=test, users=users, k=k, quiet=quiet),
+            "model": topk_metrics(_exact_top(model.score_items, users, exclude, k), test, n_items, k),
+            "popularity": topk_metrics(_exact_top(
+                lambda batch: np.broadcast_to(evaluation.popularity_scores(split.train_positives),
+                                              (len(batch), n_items)), users, exclude, k), test, n_items, k),
+        }
+        self._say(quiet, f"evaluated {len(users)} users in {time.perf_counter() - started:.1f} s")
+        return results
+
+    def _hide_held_out_feedback(self, data, test: sp.csr_matrix) -> int:
+        coo = test.tocoo()
+        users = np.asarray(data.user_ids.ids)[coo.row].astype(np.int64).tolist()
+        items = np.asarray(data.item_ids.ids)[coo.col].astype(np.int64).tolist()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM catalog_feedback f USING unnest(%s::bigint[], %s::bigint[]) AS p(user_id, item_id) "
+                "WHERE f.user_id = p.user_id AND f.item_id = p.item_id", [users, items])
+            return cursor.rowcount
+
+    def _pipeline(self, *, model, data, test, users, k, quiet) -> dict:
+        hidden = self._hide_held_out_feedback(data, test)
+        scratch = ModelVersion.objects.create(
+            status=VersionStatus.RETIRED, config_snapshot={}, gate_reason="Scratch version of manage.py evaluate.")
+        with tempfile.TemporaryDirectory() as directory:
+            scratch.artifact_path = str(model.save(Path(directory) / "evaluation.npz"))
+            scratch.save(update_fields=["artifact_path"])
+            _, item_embeddings = model.item_representations()
+            vectors.vectors_publish(
+                version_id=scratch.pk, item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
+                item_score_vectors=model.item_vectors_with_bias(), item_embeddings=item_embeddings,
+                user_ids=np.asarray(model.user_ids.ids, dtype=np.int64),
+                user_score_vectors=model.user_vectors_with_bias())
+            self._say(quiet, f"scratch v{scratch.pk} published; {hidden} held-out feedback rows hidden")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT max(created_at) FROM catalog_feedback")
+                now = cursor.fetchone()[0] or timezone.now()
+            rule = Rule(name="exclude rated", kind="filter_seen", params={"include_views": True})
+            rule.full_clean()
+            user_vectors = model.user_vectors_with_bias()
+            top: dict[int, list[int]] = {}
+            started = time.perf_counter()
+            for count, user in enumerate(users.tolist()):
+                profile_id = int(data.user_ids.ids[user])
+                seen = frozenset(self._training_items(profile_id))
+                context = Context(surface="home", now=now, version_id=scratch.pk, profile_id=profile_id,
+                                  user_vector=user_vectors[user], filters=AnnFilters(active_only=True),
+                                  seen_item_ids=seen)
+                result = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=[rule])
+                top[user] = model.item_ids.index_of([entry.item_id for entry in result.items], missing=-1).tolist()
+                if not quiet and (count + 1) % 200 == 0:
+                    self.stdout.write(f"  pipeline: {count + 1}/{len(users)} users, "
+                                      f"{1000 * (time.perf_counter() - started) / (count + 1):.1f} ms/user")
+        return topk_metrics(top, test, test.shape[1], k)
+
+    @staticmethod
+    def _training_items(profile_id: int) -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT item_id FROM catalog_feedback WHERE user_id = %s "
+                           "AND is_current IS DISTINCT FROM false", [profile_id])
+            return [row[0] for row in cursor.fetchall()]
+
+
+def _json_dumps(results: dict) -> str:
+    return json.dumps(results, sort_keys=True)
