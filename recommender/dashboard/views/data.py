@@ -37,8 +37,17 @@ def import_view(task) -> dict:
         "phase": "failed" if failed else result.get("phase", task.status.lower()), "progress": progress,
         "percent": round(progress * 100), "created": task.date_created, "done": task.date_done,
         "report": result if task.status == "SUCCESS" else None, "directory": directory,
-        "error": (result.get("exc_message") or result.get("raw") or task.traceback or "") if failed else "",
+        # A list, not the dict: the template engine would read ``added.items`` as the "items" key.
+        "added": sorted((result.get("added") or {}).items()) if task.status == "SUCCESS" else [],
+        "error": _error_text(result, task) if failed else "",
     }
+
+
+def _error_text(result: dict, task) -> str:
+    message = result.get("exc_message") or result.get("raw") or task.traceback or "The import failed."
+    if isinstance(message, (list, tuple)):
+        message = " ".join(str(part) for part in message)
+    return f"{result.get('exc_type', 'Error')}: {message}"
 
 
 @staff_required
