@@ -7,7 +7,7 @@ whole list, and returns the top k with a trace of what each rule did.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from recommender.candidates.base import Context, PooledCandidate
 
@@ -42,15 +42,17 @@ def _with_scores(ranked: list[PooledCandidate]) -> list[PooledCandidate]:
     Without a model (fallback lists) nothing is scored; 1/(1 + rank) keeps the given order and is
     positive, so boosts still have something to multiply.
     """
-    if all(item.score is not None for item in ranked):
-        return [replace(item, notes=list(item.notes), sources=dict(item.sources)) for item in ranked]
     known = [item.score for item in ranked if item.score is not None]
     floor = min(known) if known else None
-    return [
-        replace(item, notes=list(item.notes), sources=dict(item.sources),
-                score=item.score if item.score is not None else (floor if floor is not None else 1.0 / (1 + rank)))
-        for rank, item in enumerate(ranked)
-    ]
+
+    def score_of(item: PooledCandidate, rank: int) -> float:
+        if item.score is not None:
+            return item.score
+        return floor if floor is not None else 1.0 / (1 + rank)
+
+    return [PooledCandidate(item_id=item.item_id, sources=dict(item.sources), reasons=item.reasons,
+                            score=score_of(item, rank), notes=list(item.notes))
+            for rank, item in enumerate(ranked)]
 
 
 def _movement(before: list[PooledCandidate], after: list[PooledCandidate], k: int,

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,6 +24,8 @@ from recommender.candidates.base import Context, PooledCandidate
 from .params import RuleKind
 from .selectors import RerankData
 
+HOUR = 3600.0
+DAY = 86400.0
 SEEN_KINDS = frozenset({"view", "click"})  # repeatable "saw it" events; every other kind means "rated"
 
 
@@ -49,6 +50,12 @@ def _exclude(items: list[PooledCandidate], predicate: Callable[[PooledCandidate]
     return RuleOutcome(kept, f"removed {len(removed)} {what}", removed=removed)
 
 
+def _rescored(item: PooledCandidate, score: float) -> PooledCandidate:
+    # Direct construction: dataclasses.replace costs ~10x more, and boosts rescore every pooled item.
+    return PooledCandidate(item_id=item.item_id, sources=item.sources, reasons=item.reasons, score=score,
+                           notes=item.notes)
+
+
 def _gain(score: float, gain: float) -> float:
     return score + gain * abs(score)
 
@@ -63,13 +70,13 @@ def filter_seen(items, *, data: RerankData, params: dict, k: int, context: Conte
     """Exclude items the user rated (any non-view feedback), optionally viewed, optionally was shown."""
     window_start = None
     if params["impressions_within_days"]:
-        window_start = context.now - timedelta(days=params["impressions_within_days"])
+        window_start = context.now.timestamp() - params["impressions_within_days"] * DAY
 
     def seen(item: PooledCandidate) -> bool:
         kinds = {row.kind for row in data.feedback.get(item.item_id, ())}
         if kinds - SEEN_KINDS or (params["include_views"] and kinds & SEEN_KINDS):
             return True
-        shown = data.last_shown_at.get(item.item_id)
+        shown = data.last_shown_epoch.get(item.item_id)
         return window_start is not None and shown is not None and shown >= window_start
 
     return _exclude(items, seen, "already rated or seen")
@@ -97,11 +104,11 @@ def filter_feature(items, *, data: RerankData, params: dict, k: int, context: Co
 
 
 def filter_age(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
-    oldest = context.now - timedelta(days=params["max_age_days"])
+    oldest = context.now.timestamp() - params["max_age_days"] * DAY
 
     def too_old(item: PooledCandidate) -> bool:
         attributes = data.items.get(item.item_id)
-        published = attributes.published_at if attributes else None
+        published = attributes.published_epoch if attributes else None
         if published is None:
             return not params["keep_undated"]
         return published < oldest
@@ -128,7 +135,7 @@ def boost_feature(items, *, data: RerankData, params: dict, k: int, context: Con
         matched = data.feature_values(item.item_id, feature_type) & values
         if matched:
             score = _gain(item.score, amount - 1.0) if multiply else item.score + amount
-            item = replace(item, score=score)
+            item = _rescored(item, score)
             verb = "boosted" if (amount > 1.0 if multiply else amount > 0) else "demoted"
             notes[item.item_id] = f"{verb}: {feature_type}={', '.join(sorted(matched))}"
         result.append(item)
@@ -140,13 +147,14 @@ def boost_feature(items, *, data: RerankData, params: dict, k: int, context: Con
 def boost_freshness(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     """score + weight·|score|·0.5^(age_days / half_life_days); undated items are left alone."""
     half_life, weight = params["half_life_days"], params["weight"]
+    now = context.now.timestamp()
     notes, result = {}, []
     for item in items:
         attributes = data.items.get(item.item_id)
-        if attributes is not None and attributes.published_at is not None:
-            age_days = max(0.0, (context.now - attributes.published_at).total_seconds() / 86400.0)
+        if attributes is not None and attributes.published_epoch is not None:
+            age_days = max(0.0, (now - attributes.published_epoch) / DAY)
             gain = weight * 0.5 ** (age_days / half_life)
-            item = replace(item, score=_gain(item.score, gain))
+            item = _rescored(item, _gain(item.score, gain))
             if gain >= 0.01:
                 notes[item.item_id] = f"fresh: +{gain:.0%} ({age_days:.0f} days old)"
         result.append(item)
@@ -156,14 +164,15 @@ def boost_freshness(items, *, data: RerankData, params: dict, k: int, context: C
 
 def demote_shown(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     """score − (1 − factor)·|score| for items shown to the user within the window."""
-    since = context.now - timedelta(hours=params["within_hours"])
+    now = context.now.timestamp()
+    since = now - params["within_hours"] * HOUR
     loss = 1.0 - params["factor"]
     notes, result = {}, []
     for item in items:
-        shown = data.last_shown_at.get(item.item_id)
+        shown = data.last_shown_epoch.get(item.item_id)
         if shown is not None and shown >= since:
-            item = replace(item, score=_gain(item.score, -loss))
-            hours = (context.now - shown).total_seconds() / 3600.0
+            item = _rescored(item, _gain(item.score, -loss))
+            hours = (now - shown) / HOUR
             notes[item.item_id] = f"demoted: shown {hours:.0f} h ago"
         result.append(item)
     return RuleOutcome(_resorted(result), f"demoted {len(notes)} items shown within "
@@ -309,7 +318,7 @@ def pin(items, *, data: RerankData, params: dict, k: int, context: Context) -> R
     # The pinned entry takes the displaced item's score so later score-based rules treat it like its slot.
     neighbour = rest[position] if position < len(rest) else (rest[-1] if rest else None)
     score = neighbour.score if neighbour is not None else 0.0
-    pinned = replace(existing, score=score) if existing else PooledCandidate(
+    pinned = _rescored(existing, score) if existing else PooledCandidate(
         item_id=item_id, sources={"pin": 1.0}, score=score)
     rest.insert(position, pinned)
     return RuleOutcome(rest, f"pinned {external_id} at slot {position + 1}"

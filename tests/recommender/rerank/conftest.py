@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from recommender.candidates.base import Context, PooledCandidate
 from recommender.rerank.models import Rule
+from recommender.rerank.selectors import popularity_snapshot_clear
 
 
 def ranked(pairs) -> list[PooledCandidate]:
@@ -32,8 +32,8 @@ def ids(entries) -> list[int]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    # The long-tail threshold is cached between requests; each test has its own catalogue.
-    cache.clear()
+def _fresh_popularity():
+    # Popularity is snapshotted per process between requests; each test has its own catalogue.
+    popularity_snapshot_clear()
     yield
-    cache.clear()
+    popularity_snapshot_clear()
