@@ -219,12 +219,14 @@ def _fallback_payload(*, k: int, exclude: set[int], version_id: int | None) -> d
     fresh = list(Item.objects.filter(is_active=True).order_by("-published_at", "-id")
                  .values_list("pk", flat=True)[:k + len(exclude)])
     chosen: list[tuple[int, str]] = []
-    seen = set(exclude)
-    for index in range(max(len(popular), len(fresh))):
-        for ids, source in ((popular, "fallback_popular"), (fresh, "fallback_fresh")):
-            if index < len(ids) and ids[index] not in seen and len(chosen) < k:
-                seen.add(ids[index])
-                chosen.append((ids[index], source))
+    taken: set[int] = set()
+    # Items the user already rated come last: only when too few others exist (a tiny catalogue).
+    for allowed in (lambda item_id: item_id not in exclude, lambda item_id: True):
+        for index in range(max(len(popular), len(fresh))):
+            for ids, source in ((popular, "fallback_popular"), (fresh, "fallback_fresh")):
+                if index < len(ids) and ids[index] not in taken and allowed(ids[index]) and len(chosen) < k:
+                    taken.add(ids[index])
+                    chosen.append((ids[index], source))
     return {"version_id": version_id, "rules_applied": [],
             "items": [{"item_id": item_id, "score": None, "sources": {source: 1.0}, "reasons": [], "notes": []}
                       for item_id, source in chosen]}

@@ -21,9 +21,21 @@ FOR_YOU_ON_ITEM_PAGE = 4
 
 def home(request: HttpRequest) -> HttpResponse:
     profile = catalog_selectors.user_profile_for_user(user=request.user)
+    if profile is None:
+        # Anonymous visitors get the catalogue's own welcome (popular, else newest) and a sign-in
+        # notice: no pipeline, no per-visitor work, the same few queries as before.
+        return render(request, "recommender/home_anonymous.html", _catalog_welcome())
     result = pipeline.recommend_for_user(profile=profile, k=HOME_COUNT)
     template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
-    return render(request, template, {"result": result, "signed_in": profile is not None})
+    return render(request, template, {"result": result, "signed_in": True})
+
+
+def _catalog_welcome() -> dict:
+    items = catalog_selectors.popular_items(limit=HOME_COUNT)
+    showing_popular = bool(items)
+    if not items:
+        items = list(catalog_selectors.item_list(sort="newest")[:HOME_COUNT])
+    return {"items": items, "showing_popular": showing_popular}
 
 
 def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:

@@ -24,7 +24,7 @@ def test_signed_in_home_shows_recommendations_with_explanations_and_badges(clien
 
 def test_anonymous_and_modelless_homes_say_they_show_popular_and_new(client, planted_catalog):
     page = client.get(reverse("home")).content.decode()
-    assert 'data-fallback-reason="anonymous"' in page and "Popular and new" in page
+    assert 'data-fallback-reason="anonymous"' in page and "Popular right now" in page and "Cluster" in page
     profile = planted_catalog.profiles_by_cluster[0][0]
     client.force_login(profile.user)
     page = client.get(reverse("home")).content.decode()
