@@ -118,7 +118,8 @@ def synthetic_vectors(n_items: int, dimension: int, rng) -> tuple[np.ndarray, np
     return score_vectors.astype(np.float32), embeddings.astype(np.float32)
 
 
-def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, dimension: int = 32) -> None:
+def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, dimension: int = 32,
+                    filtered: bool = True) -> None:
     version_id = 900_000 + os.getpid() % 1000
     score_vectors, embeddings = synthetic_vectors(n_items, dimension, rng)
     started = time.perf_counter()
@@ -133,7 +134,7 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
         items = rng.choice(np.arange(1, n_items + 1), n_queries, replace=False).tolist()
         all_ids = np.arange(1, n_items + 1)
         filter_sets = [("all", AnnFilters(active_only=False))]
-        for fraction in (0.1, 0.01):
+        for fraction in (0.1, 0.01) if filtered else ():
             kept = np.zeros(n_items, dtype=bool)
             kept[rng.choice(n_items, int(n_items * fraction), replace=False)] = True
             filter_sets.append((f"random {fraction:.0%} of ids",
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=ann.DEFAULT_EF_SEARCH)
     parser.add_argument("--skip-active", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--synthetic-unfiltered-only", action="store_true")
     parser.add_argument("--force-index", action="store_true",
                         help="SET enable_seqscan = off: measure the HNSW path even where the planner would "
                              "rightly choose an exact scan (small catalogues, very selective filters)")
@@ -172,7 +174,8 @@ def main() -> None:
     if not arguments.skip_active:
         bench_active(arguments.queries, arguments.k, arguments.ef_search, rng)
     if not arguments.skip_synthetic:
-        bench_synthetic(arguments.synthetic_items, arguments.queries, arguments.k, arguments.ef_search, rng)
+        bench_synthetic(arguments.synthetic_items, arguments.queries, arguments.k, arguments.ef_search, rng,
+                        filtered=not arguments.synthetic_unfiltered_only)
     print(f"ANN recall@{arguments.k} vs exact (ef_search={arguments.ef_search}, "
           f"iterative_scan=relaxed_order, overfetch={ann.RELAXED_OVERFETCH}, max_scan_tuples={ann.MAX_SCAN_TUPLES}"
           f"{', seq scans disabled' if arguments.force_index else ''})")
