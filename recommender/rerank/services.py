@@ -6,7 +6,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from .models import Impression, Rule
@@ -48,8 +47,7 @@ def rule_update(*, rule: Rule, **fields: Any) -> Rule:
     for name, value in fields.items():
         setattr(rule, name, value)
     rule.full_clean()
-    with transaction.atomic():
-        rule.save()
+    rule.save()
     logger.info("rule.updated id=%s fields=%s", rule.pk, ",".join(sorted(fields)))
     return rule
 
