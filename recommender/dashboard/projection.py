@@ -26,7 +26,8 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     coordinates : np.ndarray
-        (n, 2) float64 in [0, 1] on both axes (a common scale, so the aspect ratio is kept).
+        (n, 2) float64 in [0, 1] on both axes (a common scale, so the aspect ratio is kept; the
+        narrower axis is centred).
     explained : np.ndarray
         (2,) float64, the share of the total variance each axis explains.
 
@@ -65,5 +66,8 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     explained[: min(2, len(variance))] = variance[:2] / total if total > 0 else 0.0
     low = coordinates.min(axis=0)
     span = float((coordinates.max(axis=0) - low).max())
-    scaled = (coordinates - low) / span if span > 0 else np.full((n, 2), 0.5)
+    if span <= 0:
+        return np.full((n, 2), 0.5), explained
+    scaled = (coordinates - low) / span
+    scaled += (1.0 - scaled.max(axis=0)) / 2  # centre the narrower axis instead of hugging the bottom
     return scaled, explained
