@@ -54,7 +54,11 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
+    parser.add_argument("--quick", action="store_true",
+                        help="100k items, 1M interactions, 10k users (the full size takes about 20 minutes).")
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.items, arguments.interactions, arguments.users = 100_000, 1_000_000, 10_000
 
     server = ensure_running()
     _drop(server)  # a previous run that was killed may have left it

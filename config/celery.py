@@ -8,3 +8,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("recsys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Tasks in a subpackage are not found by the default discovery (it looks for <app>.tasks only).
+app.autodiscover_tasks(["recommender.dashboard"])
