@@ -44,7 +44,7 @@ from recommender.vectors import VersionTables, _raw_connection
 logger = logging.getLogger(__name__)
 
 # Tuned with bench/ann_recall.py (see docs/candidates.md for the measured recall).
-DEFAULT_EF_SEARCH = 100
+DEFAULT_EF_SEARCH = 400
 # Upper bound of tuples an iterative scan visits before giving up (pgvector's default is 20 000);
 # a filter leaving 1% of 100k items needs ~100·k tuples, so this leaves a wide margin.
 MAX_SCAN_TUPLES = 50_000
