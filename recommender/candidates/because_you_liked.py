@@ -33,13 +33,23 @@ class BecauseYouLikedSource:
         filters = source_filters(context)
         # Never recommend a seed back because of another seed.
         filters = replace(filters, exclude_item_ids=tuple(filters.exclude_item_ids) + tuple(seeds))
-        # Twice the even share: seeds' neighbourhoods overlap, and duplicates are skipped below.
+        # Start at twice the even share (seeds' neighbourhoods overlap, duplicates are skipped);
+        # ask again for more only when the interleave came up short and a seed had more to give.
         per_seed = 2 * -(-n // len(seeds))
-        neighbour_lists = [
-            ann.nearest_items_to_item(version_id=context.version_id, item_id=seed, k=per_seed, filters=filters,
-                                      measure=context.measure, alpha=context.norm_damping_alpha)
-            for seed in seeds
-        ]
+        while True:
+            neighbour_lists = [
+                ann.nearest_items_to_item(version_id=context.version_id, item_id=seed, k=per_seed, filters=filters,
+                                          measure=context.measure, alpha=context.norm_damping_alpha)
+                for seed in seeds
+            ]
+            candidates = self._interleave(seeds, neighbour_lists, per_seed)
+            exhausted = all(len(neighbours) < per_seed for neighbours in neighbour_lists)
+            if len(candidates) >= n or exhausted or per_seed >= n:
+                return candidates[:n]
+            per_seed = min(per_seed * 2, n)
+
+    def _interleave(self, seeds: list[int], neighbour_lists: list[list[tuple[int, float]]],
+                    per_seed: int) -> list[Candidate]:
         candidates: list[Candidate] = []
         taken: set[int] = set()
         for rank in range(per_seed):
@@ -49,4 +59,4 @@ class BecauseYouLikedSource:
                     taken.add(item_id)
                     candidates.append(Candidate(item_id=item_id, source=self.name, score=score,
                                                 reason={"because_item_id": seed}))
-        return candidates[:n]
+        return candidates
