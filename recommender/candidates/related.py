@@ -18,5 +18,5 @@ class RelatedSource:
         nearest = ann.nearest_items_to_item(version_id=context.version_id, item_id=context.item_id, k=n,
                                             filters=source_filters(context), measure=context.measure,
                                             alpha=context.norm_damping_alpha)
-        return [Candidate(item_id=item_id, source=self.name, score=score, reason={"related_to_item_id": context.item_id})
-                for item_id, score in nearest]
+        reason = {"related_to_item_id": context.item_id}
+        return [Candidate(item_id=item_id, source=self.name, score=score, reason=reason) for item_id, score in nearest]
