@@ -1,5 +1,8 @@
 """Database: an external PostgreSQL from DATABASE_URL, or the embedded one (the default).
 
+Timeouts: ``connect_timeout`` everywhere; statement and lock timeouts per process kind (see
+``session_options`` and docs/resilience.md).
+
 Tests run on the same real PostgreSQL: pytest-django creates `test_<name>` beside it.
 `TEST_DATABASE_NAME` lets several test runs share one server without sharing a database.
 """
@@ -31,6 +34,23 @@ def database_from_url(url: str) -> dict:
     }
 
 
+def session_options(existing: str, *, statement_timeout_ms: int, lock_timeout_ms: int) -> str:
+    """libpq ``options`` with server-side timeouts, so a stuck database fails a request instead of hanging it.
+
+    A request blocked behind a lock or a runaway query is cancelled by PostgreSQL itself
+    (``QueryCanceled`` / ``LockNotAvailable``, both ``OperationalError`` in Django), which
+    ``config.db_unavailable`` answers with a 503. 0 disables a timeout. Values already in the
+    URL's ``options`` win, so one deployment can still tune them per role.
+    """
+    parts = [existing.strip()] if existing and existing.strip() else []
+    for name, value in (("statement_timeout", statement_timeout_ms), ("lock_timeout", lock_timeout_ms)):
+        if value < 0:
+            raise ImproperlyConfigured(f"The {name} must be 0 (off) or a positive number of milliseconds.")
+        if value and f"{name}=" not in (existing or ""):
+            parts.append(f"-c {name}={int(value)}")
+    return " ".join(parts)
+
+
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL is None:
     from config.embedded_postgres import ensure_running
@@ -42,6 +62,19 @@ else:
 
 _default = database_from_url(DATABASE_URL)
 _default["OPTIONS"].setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
+# Every process (web, Celery, manage.py): off by default, because an HNSW build over a million
+# items or a 10M-row import legitimately runs one statement for minutes.
+_options = session_options(
+    _default["OPTIONS"].get("options", ""),
+    statement_timeout_ms=env_int("DATABASE_STATEMENT_TIMEOUT_MS", 0),
+    lock_timeout_ms=env_int("DATABASE_LOCK_TIMEOUT_MS", 0),
+)
+if _options:
+    _default["OPTIONS"]["options"] = _options
+# Web requests only (config.db_unavailable sets them on each new connection of a web process):
+# a request stuck behind a lock or a runaway query is cancelled and answered 503, not left hanging.
+WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 10_000)
+WEB_LOCK_TIMEOUT_MS = env_int("WEB_LOCK_TIMEOUT_MS", 3_000)
 _default["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 _default["CONN_HEALTH_CHECKS"] = True
 _default["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_default['NAME']}")}
