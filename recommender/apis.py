@@ -7,6 +7,7 @@ running, an activation refused) and validation errors become JSON 4xx in
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db import transaction
@@ -124,6 +125,12 @@ class RuleInputSerializer(serializers.Serializer):
     params = serializers.JSONField(default=dict)
     starts_at = serializers.DateTimeField(allow_null=True, required=False)
     ends_at = serializers.DateTimeField(allow_null=True, required=False)
+
+    def validate_params(self, value):
+        # jsonb cannot store the NUL character: refused here rather than as a DataError (500).
+        if "\\u0000" in json.dumps(value):
+            raise serializers.ValidationError("Parameters may not contain the NUL character.")
+        return value
 
 
 class RuleOutputSerializer(serializers.Serializer):

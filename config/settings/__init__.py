@@ -5,5 +5,6 @@ Each topic lives in its own module; `config.settings.production` layers the hard
 from .base import *  # noqa: F401,F403
 from .database import *  # noqa: F401,F403
 from .tasks import *  # noqa: F401,F403
+from .security import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .recommender import *  # noqa: F401,F403

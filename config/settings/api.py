@@ -1,5 +1,8 @@
 """Django REST Framework and the OpenAPI schema."""
-from config.env import env_int
+from config.env import env_int, env_str
+from config.throttling import throttle_rate
+
+from .security import TRUSTED_PROXY_COUNT
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -7,10 +10,26 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50),
     "EXCEPTION_HANDLER": "config.exception_handlers.api_exception_handler",
+    # 429 with Retry-After beyond these rates (per address for anonymous clients, per user for
+    # signed-in ones); "off" disables one. Counted in the default cache: see CACHE_URL.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": throttle_rate(env_str("API_THROTTLE_ANON", "600/minute")),
+        "user": throttle_rate(env_str("API_THROTTLE_USER", "6000/minute")),
+    },
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 
 SPECTACULAR_SETTINGS = {
