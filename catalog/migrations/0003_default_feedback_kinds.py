@@ -3,7 +3,7 @@ from django.db import migrations
 
 DEFAULT_KINDS = [
     # code, name, weight, explicit, stateful, min, max, default value
-    ("rating", "Rating", 1.0, True, True, 1.0, 5.0, 5.0),
+    ("rating", "Rating", 1.0, True, True, 0.5, 5.0, 5.0),  # half stars, as in MovieLens CSV data
     ("like", "Like", 1.0, False, True, None, None, 1.0),
     ("dislike", "Dislike", -1.0, False, True, None, None, 1.0),
     ("view", "View", 0.5, False, False, None, None, 1.0),

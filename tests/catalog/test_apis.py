@@ -115,7 +115,7 @@ def test_bad_feedback_is_a_json_400_with_the_field_named(alice_client, movie, pa
 
 def test_rating_seven_message_is_clear(alice_client, movie):
     response = alice_client.post("/api/v1/feedback", {"item": "m1", "kind": "rating", "value": 7}, format="json")
-    assert response.json() == {"value": ["A rating must be between 1 and 5; got 7."]}
+    assert response.json() == {"value": ["A rating must be between 0.5 and 5; got 7."]}
 
 
 def test_raw_nan_literal_and_broken_json_are_400(alice_client, movie):
@@ -136,7 +136,7 @@ def test_batch_with_bad_event_three_writes_nothing(alice_client, movie):
     ]
     response = alice_client.post("/api/v1/feedback", {"events": events}, format="json")
     assert response.status_code == 400
-    assert response.json() == {"events": {"2": {"value": ["A rating must be between 1 and 5; got 7."]}}}
+    assert response.json() == {"events": {"2": {"value": ["A rating must be between 0.5 and 5; got 7."]}}}
     events[2]["value"] = "NaN"  # caught by the input serializer this time, same shape of answer
     response = alice_client.post("/api/v1/feedback", {"events": events}, format="json")
     assert response.status_code == 400

@@ -122,7 +122,7 @@ def test_user_profile_update_replaces_features(profile):
 def test_rating_out_of_range_is_a_clear_error_on_value(profile, item):
     with pytest.raises(ValidationError) as error:
         feedback_record(profile=profile, item=item, kind="rating", value=7)
-    assert error.value.message_dict == {"value": ["A rating must be between 1 and 5; got 7."]}
+    assert error.value.message_dict == {"value": ["A rating must be between 0.5 and 5; got 7."]}
     assert Feedback.objects.count() == 0
 
 
@@ -217,10 +217,10 @@ def test_batch_with_bad_event_three_writes_nothing_and_names_it(profile):
     with pytest.raises(FeedbackBatchError) as error:
         feedback_record_batch(profile=profile, events=events)
     assert error.value.event_errors == {
-        2: {"value": ["A rating must be between 1 and 5; got 7."]},
+        2: {"value": ["A rating must be between 0.5 and 5; got 7."]},
         3: {"item": ["Unknown item 'no-such-item'."]},
     }
-    assert error.value.message_dict["events.2.value"] == ["A rating must be between 1 and 5; got 7."]
+    assert error.value.message_dict["events.2.value"] == ["A rating must be between 0.5 and 5; got 7."]
     assert _counts() == before
 
 
