@@ -16,7 +16,8 @@ from pathlib import Path
 from bench._common import REPO
 
 # Order matters a little: the cheap ones first, so a long one failing late still leaves results.
-BENCHMARKS = ["ml_quality", "training", "ann_recall", "serving_latency", "page_speed", "generate_catalog"]
+BENCHMARKS = ["ml_quality", "training", "ann_recall", "serving_latency", "page_speed", "load_feedback", "load_retrain",
+              "generate_catalog"]
 
 
 def main(argv: list[str] | None = None) -> int:
