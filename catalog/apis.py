@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors
+from config.strict_json import StrictSerializer
 from catalog.models import Feedback, Item, UserProfile
 from catalog.services import (
     FEEDBACK_BATCH_LIMIT,
@@ -40,8 +41,26 @@ MAX_PAGE_SIZE = 200
 
 
 class CatalogPagination(PageNumberPagination):
+    """A huge ``page_size`` is capped at MAX_PAGE_SIZE; one that is not a positive integer is a 400
+    (DRF would silently fall back to the default, hiding the client's mistake)."""
+
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise exceptions.ValidationError({"page_size": ["Must be a positive integer."]})
+        return super().get_page_size(request)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only: DRF's FloatField would also take ``true`` (as 1.0) and numeric strings."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 def _paginated(view: APIView, queryset, serializer_class) -> Response:
@@ -54,10 +73,10 @@ def _paginated(view: APIView, queryset, serializer_class) -> Response:
 # Serializers
 # --------------------------------------------------------------------------------------------
 
-class FeatureSerializer(serializers.Serializer):
+class FeatureSerializer(StrictSerializer):
     type = serializers.SlugField(max_length=50)
     value = serializers.CharField(max_length=200)
-    weight = serializers.FloatField(default=1.0)
+    weight = StrictFloatField(default=1.0)
 
 
 def _features_out(links) -> list[dict[str, Any]]:
@@ -98,7 +117,7 @@ class ItemOutputSerializer(serializers.Serializer):
         return _features_out(item.feature_links.all())
 
 
-class ItemInputSerializer(serializers.Serializer):
+class ItemInputSerializer(StrictSerializer):
     external_id = serializers.CharField(max_length=128)
     title = serializers.CharField(max_length=500)
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -132,29 +151,29 @@ class UserOutputSerializer(serializers.Serializer):
         return _features_out(profile.feature_links.all())
 
 
-class UserCreateInputSerializer(serializers.Serializer):
+class UserCreateInputSerializer(StrictSerializer):
     external_id = serializers.CharField(max_length=128)
     username = serializers.CharField(max_length=150, required=False)
     features = FeatureSerializer(many=True, required=False, max_length=1000)
 
 
-class UserUpdateInputSerializer(serializers.Serializer):
+class UserUpdateInputSerializer(StrictSerializer):
     external_id = serializers.CharField(max_length=128, required=False, help_text="Staff only.")
     features = FeatureSerializer(many=True, required=False, max_length=1000)
 
 
-class FeedbackEventInputSerializer(serializers.Serializer):
+class FeedbackEventInputSerializer(StrictSerializer):
     user = serializers.CharField(max_length=128, required=False,
                                  help_text="External user id; defaults to the caller. Only staff may name another user.")
     item = serializers.CharField(max_length=128, help_text="External item id.")
     kind = serializers.CharField(max_length=32, help_text="A feedback kind code: rating, like, dislike, view, …")
-    value = serializers.FloatField(required=False, allow_null=True,
-                                   help_text="Defaults to the kind's default; ratings are 1–5.")
+    value = StrictFloatField(required=False, allow_null=True,
+                             help_text="Defaults to the kind's default; ratings are 1–5.")
     created_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
 
 
-class FeedbackBatchInputSerializer(serializers.Serializer):
+class FeedbackBatchInputSerializer(StrictSerializer):
     events = FeedbackEventInputSerializer(many=True, allow_empty=False, max_length=FEEDBACK_BATCH_LIMIT)
 
 
@@ -219,6 +238,8 @@ def _validated(serializer_class, data, **kwargs) -> dict[str, Any]:
 class ItemListApi(APIView):
     """``GET`` anyone: active items (staff: add ``?include_inactive=true``). ``POST`` staff: create."""
 
+    pagination_class = CatalogPagination  # read by drf-spectacular: the list answers are paginated
+
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "GET" else [IsAdminUser()]
 
@@ -237,7 +258,10 @@ class ItemListApi(APIView):
         sort = request.query_params.get("sort", "title")
         if sort not in selectors.ITEM_SORTS:
             raise exceptions.ValidationError({"sort": [f"Use one of {', '.join(selectors.ITEM_SORTS)}."]})
-        include_inactive = _is_staff(request) and request.query_params.get("include_inactive") in {"1", "true"}
+        include_inactive = request.query_params.get("include_inactive", "false")
+        if include_inactive not in {"1", "0", "true", "false"}:
+            raise exceptions.ValidationError({"include_inactive": ["Use true or false."]})
+        include_inactive = _is_staff(request) and include_inactive in {"1", "true"}
         items = selectors.item_list(
             search=request.query_params.get("search", ""), sort=sort, active_only=not include_inactive,
         ).prefetch_related("feature_links__feature")
@@ -300,6 +324,8 @@ class ItemDetailApi(APIView):
 class UserListApi(APIView):
     """Staff only: list and create user profiles (the auth user gets an unusable password)."""
 
+    pagination_class = CatalogPagination  # read by drf-spectacular: the list answers are paginated
+
     permission_classes = [IsAdminUser]
 
     @extend_schema(operation_id="users_list",
@@ -350,6 +376,8 @@ class UserDetailApi(APIView):
 
 class UserFeedbackListApi(APIView):
     """The profile's owner or staff: current states and events, newest first (superseded history omitted)."""
+
+    pagination_class = CatalogPagination  # read by drf-spectacular: the list answers are paginated
 
     permission_classes = [IsAuthenticated]
 

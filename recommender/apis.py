@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.models import Item, UserProfile
+from config.strict_json import StrictSerializer
 
 from . import pipeline
 from .models import ModelVersion
@@ -116,7 +117,7 @@ class ItemRelatedApi(APIView):
 # Rules (staff)
 # --------------------------------------------------------------------------------------------
 
-class RuleInputSerializer(serializers.Serializer):
+class RuleInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     kind = serializers.ChoiceField(choices=RuleKind.choices)
     enabled = serializers.BooleanField(default=True)

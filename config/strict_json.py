@@ -1,0 +1,47 @@
+"""Input serializers that take JSON types as the schema states them.
+
+DRF coerces generously: ``0`` becomes ``"0"`` for a CharField, ``"5"`` becomes ``5`` for an
+IntegerField, ``"yes"`` becomes ``True`` for a BooleanField. That is convenient for HTML forms,
+but this is a JSON API whose OpenAPI schema is the contract, so a value of the wrong JSON type is
+refused with a 400 naming the field.
+"""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+_JSON_TYPES: list[tuple[type, tuple[type, ...], str]] = [
+    (serializers.BooleanField, (bool,), "a boolean"),
+    (serializers.ChoiceField, (str,), "a string"),
+    (serializers.CharField, (str,), "a string"),
+    (serializers.IntegerField, (int,), "an integer"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.ListSerializer, (list,), "an array"),
+    (serializers.ListField, (list,), "an array"),
+    (serializers.Serializer, (dict,), "an object"),
+]
+
+
+def _type_error(field: serializers.Field, value) -> str | None:
+    if value is None:
+        return None  # the field's own allow_null decides
+    for field_class, json_types, name in _JSON_TYPES:
+        if isinstance(field, field_class):
+            wrong_bool = isinstance(value, bool) and bool not in json_types
+            if wrong_bool or not isinstance(value, json_types):
+                return f"Must be {name}."
+            return None
+    return None
+
+
+class StrictSerializer(serializers.Serializer):
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            errors = {}
+            for name, field in self.fields.items():
+                if not field.read_only and field.source != "*" and name in data:
+                    message = _type_error(field, data[name])
+                    if message:
+                        errors[name] = [message]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
