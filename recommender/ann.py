@@ -35,11 +35,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from django.db.backends.signals import connection_created
 from psycopg import sql
 
 from recommender.candidates.base import AnnFilters, Measure
 from recommender.ml.similarity import MEASURES, SimilarityError, similarity
-from recommender.vectors import VersionTables, _raw_connection
+from recommender.vectors import VersionTables, _binary_cursor, _raw_connection
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ MAX_SCAN_TUPLES = 50_000
 RELAXED_OVERFETCH = 2.0
 NORM_DAMPED_POOL_FACTOR = 10
 NORM_DAMPED_MIN_POOL = 200
+# A short approximate answer is re-asked exactly only for list-sized k (a norm-damped pool asks
+# for "everything" with k = 2**31 - 1 and expects whatever exists).
+EXACT_RETRY_MAX_K = 10_000
 # pgvector refuses ef_search above 1000.
 EF_SEARCH_LIMIT = 1000
 
@@ -102,8 +106,73 @@ def _session_settings(cursor, *, ef_search: int, k: int) -> None:
     cursor.execute(
         "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
         "set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
-        [str(min(max(int(ef_search), int(k)), EF_SEARCH_LIMIT)), str(MAX_SCAN_TUPLES)],
+        [str(_ef_search(ef_search, k)), str(MAX_SCAN_TUPLES)],
     )
+
+
+def _ef_search(ef_search: int, k: int) -> int:
+    return min(max(int(ef_search), int(k)), EF_SEARCH_LIMIT)
+
+
+SESSION_TAG = "_rec_hnsw_session"
+
+
+def _settings_ensure(raw, *, ef_search: int, k: int) -> bool:
+    """True when the serving HNSW settings hold for the whole session of ``raw``.
+
+    Serving sets them once per connection (a plain SET while the connection is idle, so no later
+    rollback can undo it; see `connection_settings_apply`) instead of SAVEPOINT + SET LOCAL +
+    RELEASE around every query: three round trips less per ANN query. When this returns False
+    (a connection first used inside a transaction, as in tests, or a non-default ef_search as in
+    benchmarks) the caller sets them transaction-locally around the query.
+    """
+    from psycopg.pq import TransactionStatus
+
+    wanted = _ef_search(ef_search, k)
+    if wanted != _ef_search(DEFAULT_EF_SEARCH, k):
+        return False
+    if getattr(raw, SESSION_TAG, None) == wanted:
+        return True
+    if raw.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    _session_apply(raw, ef_search=wanted)
+    return True
+
+
+def _session_apply(raw, *, ef_search: int) -> None:
+    with raw.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
+            "set_config('hnsw.ef_search', %s, false), set_config('hnsw.max_scan_tuples', %s, false)",
+            [str(ef_search), str(MAX_SCAN_TUPLES)])
+    setattr(raw, SESSION_TAG, ef_search)
+
+
+def serving_settings_ensure() -> None:
+    """Apply the serving HNSW settings to Django's connection now, if it is idle and not yet set.
+
+    The pipeline calls this before entering its savepoint, so the first request on a persistent
+    connection sets them for the connection's life (one round trip, once) and every ANN query
+    runs as a single statement.
+    """
+    _settings_ensure(_raw_connection(), ef_search=DEFAULT_EF_SEARCH, k=1)
+
+
+def connection_settings_apply(sender=None, connection=None, **kwargs) -> None:
+    """``connection_created`` receiver: the serving HNSW settings for every new database connection.
+
+    Runs right after Django connects, before any transaction, so the settings hold for the
+    connection's life. Skipped quietly where pgvector is absent (the GUCs are placeholders then,
+    which PostgreSQL accepts anyway) or the database is not PostgreSQL.
+    """
+    if connection is None or connection.vendor != "postgresql":
+        return
+    from psycopg.pq import TransactionStatus
+
+    raw = connection.connection
+    if raw is None or raw.info.transaction_status != TransactionStatus.IDLE:
+        return
+    _session_apply(raw, ef_search=DEFAULT_EF_SEARCH)
 
 
 def nearest_statement(
@@ -137,6 +206,19 @@ def nearest_statement(
     return statement, params
 
 
+def _rows_fetch(statement, params: dict, *, ef_search: int, k: int, binary: bool = False) -> list[tuple]:
+    raw = _raw_connection()
+    cursor_of = _binary_cursor if binary else (lambda connection: connection.cursor())
+    if _settings_ensure(raw, ef_search=ef_search, k=k):
+        with cursor_of(raw) as cursor:
+            cursor.execute(statement, params, binary=binary)
+            return cursor.fetchall()
+    with raw.transaction(), cursor_of(raw) as cursor:
+        _session_settings(cursor, ef_search=ef_search, k=k)
+        cursor.execute(statement, params, binary=binary)
+        return cursor.fetchall()
+
+
 def explain(statement: sql.Composed, params: dict, *, ef_search: int = DEFAULT_EF_SEARCH, k: int = 10) -> str:
     """EXPLAIN (ANALYZE) text of a statement from `nearest_statement`, under the serving settings."""
     raw = _raw_connection()
@@ -165,11 +247,15 @@ def _nearest(
     statement, params = nearest_statement(
         version_id=version_id, column=column, operator=operator, query=query, k=k, filters=filters, exact=exact,
         extra_excluded_ids=extra_excluded_ids, with_embedding=with_embedding)
-    raw = _raw_connection()
-    with raw.transaction(), raw.cursor() as cursor:
-        _session_settings(cursor, ef_search=ef_search, k=k)
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
+    rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
+    if len(rows) < k and not exact and k <= EXACT_RETRY_MAX_K:
+        # An approximate scan can come back short (iterative scan limits, a sparse graph region
+        # after filtering). The exact answer under the same filters is complete by definition,
+        # so a short answer is re-asked exactly: callers get k rows whenever k rows exist.
+        statement, params = nearest_statement(
+            version_id=version_id, column=column, operator=operator, query=query, k=k, filters=filters, exact=True,
+            extra_excluded_ids=extra_excluded_ids, with_embedding=with_embedding)
+        rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     distances = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
     embeddings = None
@@ -218,9 +304,9 @@ def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
 def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
     raw = _raw_connection()
-    with raw.cursor() as cursor:
+    with _binary_cursor(raw) as cursor:
         cursor.execute(sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
-            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)])
+            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)], binary=True)
         rows = cursor.fetchall()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
@@ -286,3 +372,81 @@ def nearest_items_to_item(
         return []
     return nearest_items_to_vector(version_id=version_id, query=query, k=k, filters=filters, measure=measure,
                                    alpha=alpha, ef_search=ef_search, exact=exact, exclude_item_ids=(int(item_id),))
+
+
+def nearest_items_to_items(
+    *,
+    version_id: int,
+    item_ids: list[int],
+    k: int,
+    filters: AnnFilters | None = None,
+    measure: Measure = "cosine",
+    alpha: float = 0.5,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    exact: bool = False,
+) -> dict[int, list[tuple[int, float]]]:
+    """Each seed's k nearest items by embedding, every seed excluded from every list, in ONE statement.
+
+    A LATERAL join runs one (HNSW or exact) k-NN scan per seed inside a single round trip, which
+    is what "because you liked" needs for its 5 seeds. Seeds without a vector map to []. A seed
+    whose approximate list came back short is re-asked exactly (see `_nearest`). 'norm_damped'
+    has no SQL operator and falls back to one `nearest_items_to_vector` call per seed.
+
+    Returns
+    -------
+    {seed item id: [(item_id, score), ...] best first}
+    """
+    seeds = [int(item_id) for item_id in dict.fromkeys(item_ids)]
+    if measure not in MEASURES:
+        raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
+    if not seeds or k < 1:
+        return {seed: [] for seed in seeds}
+    filters = filters or AnnFilters()
+    if measure == "norm_damped":
+        found = {}
+        for seed in seeds:
+            query = item_embedding_fetch(version_id=version_id, item_id=seed)
+            found[seed] = [] if query is None else nearest_items_to_vector(
+                version_id=version_id, query=query, k=k, filters=filters, measure=measure, alpha=alpha,
+                ef_search=ef_search, exact=exact, exclude_item_ids=tuple(seeds))
+        return found
+    rows = _rows_fetch(*_many_statement(version_id, seeds, measure, k, filters, exact), ef_search=ef_search, k=k)
+    found = _rows_by_seed(seeds, rows, measure)
+    short = [seed for seed, neighbours in found.items() if len(neighbours) < k]
+    if short and not exact:
+        rows = _rows_fetch(*_many_statement(version_id, short, measure, k, filters, True, excluded=seeds),
+                           ef_search=ef_search, k=k)
+        found.update({seed: neighbours for seed, neighbours in _rows_by_seed(short, rows, measure).items()
+                      if neighbours})
+    return found
+
+
+def _many_statement(version_id: int, seeds: list[int], measure: str, k: int, filters: AnnFilters, exact: bool,
+                    excluded: list[int] | None = None) -> tuple[sql.Composed, dict]:
+    table = sql.Identifier(VersionTables(version_id).items)
+    distance = sql.SQL("v.embedding {} s.query").format(sql.SQL(_DISTANCE_OPERATORS[measure]))
+    order = sql.SQL("({}) + 0").format(distance) if exact else distance
+    clauses, params = filter_clauses(filters, extra_excluded_ids=tuple(excluded or seeds))
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    statement = sql.SQL(
+        "WITH s AS MATERIALIZED (SELECT q.item_id AS seed_id, q.embedding AS query FROM {table} q "
+        "WHERE q.item_id = ANY(%(seeds)s::bigint[])) "
+        "SELECT s.seed_id, n.item_id, n.distance FROM s CROSS JOIN LATERAL ("
+        "  SELECT m.item_id, m.distance FROM (SELECT v.item_id, {distance} AS distance FROM {table} v{where} "
+        "  ORDER BY {order} LIMIT %(pool)s) m ORDER BY m.distance, m.item_id LIMIT %(k)s) n "
+        "ORDER BY s.seed_id, n.distance, n.item_id"
+    ).format(table=table, distance=distance, where=where, order=order)
+    pool = int(k) if exact else int(np.ceil(k * RELAXED_OVERFETCH))
+    params.update(seeds=list(seeds), k=int(k), pool=pool)
+    return statement, params
+
+
+def _rows_by_seed(seeds: list[int], rows: list[tuple], measure: str) -> dict[int, list[tuple[int, float]]]:
+    found: dict[int, list[tuple[int, float]]] = {seed: [] for seed in seeds}
+    for seed_id, item_id, distance in rows:
+        score = float(_scores_from_distances(measure, np.asarray([distance], dtype=np.float64))[0])
+        found[int(seed_id)].append((int(item_id), score))
+    return found
+
+
+connection_created.connect(connection_settings_apply, dispatch_uid="recommender.ann.connection_settings_apply")

@@ -1,8 +1,6 @@
 """"Because you liked X": neighbours of the user's most recent positively rated items."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from recommender import ann
 
 from ._shared import positive_seed_items, source_filters
@@ -31,18 +29,19 @@ class BecauseYouLikedSource:
         if not seeds:
             return []
         filters = source_filters(context)
-        # Never recommend a seed back because of another seed.
-        filters = replace(filters, exclude_item_ids=tuple(filters.exclude_item_ids) + tuple(seeds))
         # Start at twice the even share (seeds' neighbourhoods overlap, duplicates are skipped);
         # ask again for more only when the interleave came up short and a seed had more to give.
+        # Every seed's neighbours come from ONE statement (a LATERAL join over the seeds), which
+        # also keeps every seed out of every list: never recommend a seed because of another.
         per_seed = 2 * -(-n // len(seeds))
         while True:
-            neighbour_lists = [
-                ann.nearest_items_to_item(version_id=context.version_id, item_id=seed, k=per_seed, filters=filters,
-                                          measure=context.measure, alpha=context.norm_damping_alpha)
-                for seed in seeds
-            ]
+            found = ann.nearest_items_to_items(version_id=context.version_id, item_ids=seeds, k=per_seed,
+                                               filters=filters, measure=context.measure,
+                                               alpha=context.norm_damping_alpha)
+            neighbour_lists = [found.get(seed, []) for seed in seeds]
             candidates = self._interleave(seeds, neighbour_lists, per_seed)
+            # A list shorter than asked is everything that seed has under the filters (the ANN
+            # re-asks short answers exactly), so asking again cannot add to it.
             exhausted = all(len(neighbours) < per_seed for neighbours in neighbour_lists)
             if len(candidates) >= n or exhausted or per_seed >= n:
                 return candidates[:n]

@@ -87,8 +87,9 @@ def _solver(version: ModelVersion, state: _VersionState, item_ids: set[int]) -> 
             if len(ids):
                 # Grow V, b, G = V^T V and h = V^T b in place: the new items join "all items".
                 solver = state.solver
-                new_vectors = augmented[:, :-2].astype(np.float64)
-                new_biases = augmented[:, -2].astype(np.float64)
+                # Stored rows are [v, b, 1, MIPS coordinate] (see recommender.vectors).
+                new_vectors = augmented[:, :-3].astype(np.float64)
+                new_biases = augmented[:, -3].astype(np.float64)
                 base = len(solver.item_vectors)
                 for offset, item_id in enumerate(ids.tolist()):
                     state.row_of_item[int(item_id)] = base + offset
@@ -130,6 +131,7 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
 def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None) -> np.ndarray | None:
     """Re-solve and store one user's vector against the active version; returns it (None without a model).
 
+    The returned vector is the stored one, (d + 3,) [u, 1, b, 0], ready for ANN and the scorer.
     A user with no usable feedback left falls back to their side features (or keeps no vector).
     """
     version = version or active_version()
@@ -141,7 +143,7 @@ def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None)
     if not targets:
         vector = user_vector_from_features(profile_id=profile_id, version=version)
         if vector is not None:
-            vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
+            vector = vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
         return vector
     solver = _solver(version, state, set(targets))
     known = [(state.row_of_item[item_id], confidence, preference)
@@ -150,7 +152,7 @@ def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None)
     confidences = np.asarray([c for _, c, _ in known], dtype=np.float64)
     preferences = np.asarray([p for _, _, p in known], dtype=np.float64)
     vector = solver.user_vector_with_bias(rows, confidences, preferences)
-    vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
+    vector = vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
     logger.info("realtime.fold_in profile=%s version=%s observations=%s ms=%.2f",
                 profile_id, version.pk, len(known), 1000 * (time.perf_counter() - started))
     return vector
@@ -222,7 +224,7 @@ def item_vector_cold_start(*, item_id: int, version: ModelVersion | None = None)
 
 
 def user_vector_resolve(*, profile_id: int, version: ModelVersion) -> tuple[np.ndarray | None, str]:
-    """The user's score vector for serving and where it came from.
+    """The user's stored score vector (d + 3,) for serving and where it came from.
 
     Stored (trained or folded in) → fold-in from feedback the model has not seen → side features
     (stored, so the next request is a plain fetch) → ``(None, "unknown")``.
@@ -236,6 +238,5 @@ def user_vector_resolve(*, profile_id: int, version: ModelVersion) -> tuple[np.n
             return vector, "folded_in"
     vector = user_vector_from_features(profile_id=profile_id, version=version)
     if vector is not None:
-        vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
-        return vector, "features"
+        return vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector), "features"
     return None, "unknown"

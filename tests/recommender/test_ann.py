@@ -81,7 +81,8 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
 
-    for operator, query in (("<#>", np.append(rng.standard_normal(8), [1.0, 0.0])), ("<=>", embeddings[0])):
+    user_query = vectors.user_score_vectors_pad(np.append(rng.standard_normal(8), [1.0, 0.0]))
+    for operator, query in (("<#>", user_query), ("<=>", embeddings[0])):
         column = "score_vector" if operator == "<#>" else "embedding"
         statement, params = ann.nearest_statement(version_id=SYNTHETIC_VERSION, column=column, operator=operator,
                                                   query=query, k=k, filters=filters)
@@ -99,11 +100,14 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
     assert np.mean(recalls) >= 0.9
 
     user_vector = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
-    nearest = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=user_vector, k=k, filters=filters)
+    stored_user_vector = vectors.user_score_vectors_pad(user_vector)  # [u, 1, b, 0], as stored
+    nearest = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
+                                         filters=filters)
     assert len(nearest) == k
     assert {item_id for item_id, _ in nearest} <= set(kept.tolist())
-    exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=user_vector, k=k, filters=filters,
-                                       exact=True)
+    exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
+                                       filters=filters, exact=True)
+    # The MIPS coordinate leaves inner products unchanged: scores equal the model-layout products.
     expected_scores = score_vectors[np.array([item_id for item_id, _ in exact]) - 1] @ user_vector
     assert [score for _, score in exact] == pytest.approx(expected_scores.tolist(), abs=1e-4)
 
@@ -142,3 +146,33 @@ def test_measure_selection_changes_the_order_as_expected():
     scores = dict(ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=1, k=3, measure="norm_damped",
                                             alpha=0.5, filters=AnnFilters(active_only=False)))
     assert scores[2] == pytest.approx(np.sqrt(np.sqrt(50.0)) * np.cos(np.pi / 4), rel=1e-5)
+
+
+def test_published_item_score_vectors_have_equal_norms_and_unchanged_inner_products():
+    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=200)
+    ids, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
+    stored = stored[np.argsort(ids)]
+    max_norm = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
+
+    assert stored.shape == (200, score_vectors.shape[1] + 1)
+    np.testing.assert_allclose(np.linalg.norm(stored.astype(np.float64), axis=1), max_norm, rtol=1e-5)
+    assert vectors.item_max_norm(version_id=SYNTHETIC_VERSION) == pytest.approx(max_norm, rel=1e-6)
+    user = np.random.default_rng(3).standard_normal(score_vectors.shape[1]).astype(np.float32)
+    np.testing.assert_allclose(stored @ vectors.user_score_vectors_pad(user), score_vectors @ user, atol=1e-4)
+
+
+def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
+    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=50)
+    longest = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
+    long_item = np.full(score_vectors.shape[1], 2 * longest / np.sqrt(score_vectors.shape[1]), dtype=np.float32)
+    vectors.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_000, score_vector=long_item,
+                              embedding=long_item[:-2])
+    short_item = long_item / 100
+    vectors.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_001, score_vector=short_item,
+                              embedding=short_item[:-2])
+    ids, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION, item_ids=[10_000, 10_001])
+    rows = dict(zip(ids.tolist(), stored))
+
+    assert rows[10_000][-1] == 0.0
+    np.testing.assert_allclose(rows[10_000][:-1], long_item)
+    assert np.linalg.norm(rows[10_001].astype(np.float64)) == pytest.approx(longest, rel=1e-5)
