@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, is_dataclass
 
 import psycopg
-from django.db import DatabaseError, transaction
-from django.db.models import Prefetch, Q
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from catalog import selectors as catalog_selectors
-from catalog.models import Feature, Feedback, Item, UserProfile
+from catalog.models import Feature, Item, UserProfile
 
-from . import cache
+from . import ann, cache
 from .candidates.base import AnnFilters, Context, PooledCandidate
 from .models import ModelVersion
 from .selectors import active_version
@@ -84,10 +85,13 @@ class UnknownUserError(LookupError):
 # --------------------------------------------------------------------------------------------
 
 def _seen_item_ids(profile_id: int | None) -> frozenset[int]:
+    """Items with in-force feedback of the user (one plain query on the feedback (user, ...) index)."""
     if profile_id is None:
         return frozenset()
-    rows = Feedback.objects.filter(Q(is_current=True) | Q(is_current__isnull=True), user_id=profile_id)
-    return frozenset(rows.values_list("item_id", flat=True).distinct())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT item_id FROM catalog_feedback WHERE user_id = %s "
+                       "AND (is_current OR is_current IS NULL)", [profile_id])
+        return frozenset(row[0] for row in cursor.fetchall())
 
 
 def context_build(*, surface: str, version: ModelVersion | None, profile: UserProfile | None = None,
@@ -232,13 +236,30 @@ def _fallback_payload(*, k: int, exclude: set[int], version_id: int | None) -> d
                       for item_id, source in chosen]}
 
 
-def _serve_by_model(surface: str, build, *, k: int, exclude: set[int], version: ModelVersion | None,
+def read_scope():
+    """A savepoint when already inside a transaction, else nothing (autocommit).
+
+    The model path only reads (plus single-statement upserts of a folded-in user vector). In
+    autocommit a failed statement ends its own implicit transaction and leaves the connection
+    usable, so the BEGIN/SAVEPOINT/RELEASE/COMMIT round trips a savepoint per stage would cost
+    buy nothing there; inside an outer transaction (tests, ATOMIC_REQUESTS) the savepoint is what
+    keeps a failed statement from poisoning it.
+    """
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
+
+
+def _serve_by_model(surface: str, build, *, k: int, exclude, version: ModelVersion | None,
                     profile_id: int | None, item_id: int | None):
-    """Run ``build()`` (the model path) in a savepoint; (payload, fallback_reason)."""
+    """Run ``build()`` (the model path) in a read scope; (payload, fallback_reason).
+
+    ``exclude`` is a callable giving the items a fallback should avoid, only called on fallback.
+    """
     if version is None:
-        return _fallback_payload(k=k, exclude=exclude, version_id=None), "no_active_model"
+        return _fallback_payload(k=k, exclude=exclude(), version_id=None), "no_active_model"
     try:
-        with transaction.atomic():
+        # Idle here, so the HNSW settings are set for the connection's life (once per connection).
+        ann.serving_settings_ensure()
+        with read_scope():
             return build(), ""
     except UnknownUserError:
         reason = "unknown_user"
@@ -250,7 +271,7 @@ def _serve_by_model(surface: str, build, *, k: int, exclude: set[int], version: 
         logger.exception("serving.pipeline_error surface=%s version=%s profile=%s item=%s",
                          surface, version.pk, profile_id, item_id)
         reason = "pipeline_error"
-    return _fallback_payload(k=k, exclude=exclude, version_id=version.pk), reason
+    return _fallback_payload(k=k, exclude=exclude(), version_id=version.pk), reason
 
 
 def _k_clean(k: int) -> int:
@@ -283,7 +304,7 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
             reranked = _rerank(context, ranked_candidates(context), k, rules)
             return _payload(reranked.items, version.pk, reranked.trace)
 
-        payload, reason = _serve_by_model("home", build, k=k, exclude=set(_seen_item_ids(profile.pk)),
+        payload, reason = _serve_by_model("home", build, k=k, exclude=lambda: set(_seen_item_ids(profile.pk)),
                                           version=version, profile_id=profile.pk, item_id=None)
         if key and reason in ("", "unknown_user", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
@@ -305,6 +326,10 @@ def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
         return
     try:
         with transaction.atomic():
+            # Telemetry: not worth waiting for the WAL flush (the commit was ~97 ms of a 150 ms
+            # request). A crash may lose the last impressions, never corrupt anything.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('synchronous_commit', 'off', true)")
             impressions_record(profile_id=profile_id, item_ids=item_ids, surface="home")
     except DatabaseError:
         # Losing impressions only weakens "demote recently shown"; the page must still render.
@@ -322,7 +347,7 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
         reranked = _rerank(context, _related_ranked(context), k, None)
         return _payload(reranked.items, version.pk, reranked.trace)
 
-    payload, reason = _serve_by_model("related", build, k=k, exclude={item.pk}, version=version,
+    payload, reason = _serve_by_model("related", build, k=k, exclude=lambda: {item.pk}, version=version,
                                       profile_id=profile.pk if profile else None, item_id=item.pk)
     result = _result("related", payload, fallback=bool(reason), fallback_reason=reason, started=started)
     logger.info("serving.related item=%s version=%s items=%s fallback=%s ms=%.1f", item.pk, result.version_id,

@@ -182,16 +182,24 @@ def user_score_vectors_pad(score_vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([rows, padding], axis=-1))
 
 
-def item_max_norm(*, version_id: int) -> float:
-    """The version's M (set at publish time, kept in the item table's comment)."""
+def item_max_norm(*, version_id: int) -> float | None:
+    """The version's M (set at publish time, kept in the item table's comment); None for a version
+    published before the MIPS coordinate existed (score vectors of d + 2)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [VersionTables(version_id).items])
         row = cursor.fetchone()
     comment = (row[0] or "") if row else ""
     if not comment.startswith("mips_max_norm="):
-        raise VectorIndexError(f"{VersionTables(version_id).items} has no mips_max_norm comment; "
-                               "it was not published by vectors_publish. Re-publish the version.")
+        return None
     return float(comment.split("=", 1)[1])
+
+
+def _score_dimension(table: str) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                       "AND attname = 'score_vector'", [table])
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
 
 
 def _build_indexes(tables: VersionTables) -> None:
@@ -292,7 +300,9 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
     appended here. Returns the stored (d + 3,) vector, the one ANN queries and the scorer use.
     """
     tables = VersionTables(version_id)
-    stored = user_score_vectors_pad(score_vector)
+    stored = np.asarray(score_vector, dtype=np.float32)
+    if _score_dimension(tables.users) == len(stored) + 1:  # older versions (d + 2) get no padding
+        stored = user_score_vectors_pad(stored)
     raw = _raw_connection()
     with raw.cursor() as cursor:
         cursor.execute(sql.SQL(
@@ -311,7 +321,9 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
     inserts, so the item is found by ANN queries at once.
     """
     tables = VersionTables(version_id)
-    stored, _ = item_score_vectors_equalise(score_vector, max_norm=item_max_norm(version_id=version_id))
+    max_norm = item_max_norm(version_id=version_id)
+    stored = (np.asarray(score_vector, dtype=np.float32)[None, :] if max_norm is None  # published before MIPS
+              else item_score_vectors_equalise(score_vector, max_norm=max_norm)[0])
     raw = _raw_connection()
     with raw.cursor() as cursor:
         cursor.execute(sql.SQL(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from .base import (  # noqa: F401  (re-exported: the package is the interface)
     AnnFilters,
@@ -70,8 +71,9 @@ def candidates_generate(context: Context, sizes: dict[str, int] | None = None) -
             continue
         started = time.perf_counter()
         try:
-            # A savepoint: a failed SQL statement must not poison the request's transaction for the next source.
-            with transaction.atomic():
+            # Inside a transaction a savepoint keeps a failed SQL statement from poisoning it for the
+            # next source; in autocommit a failed statement cannot, and the savepoint's round trips are saved.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
                 candidates = SOURCES[name].generate(context, size)
         except Exception as error:  # any source failure is survivable; it is logged with context
             logger.warning("candidates.source_failed source=%s surface=%s error=%r", name, context.surface, error)

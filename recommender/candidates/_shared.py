@@ -38,3 +38,25 @@ def positive_seed_items(*, profile_id: int, limit: int) -> list[int]:
             [profile_id, POSITIVE_RATING, limit],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+# Sources ask for different numbers of seeds (5, 50): one read of the largest serves them all.
+SEEDS_READ = 50
+
+
+def context_positive_seeds(context: Context, *, limit: int) -> list[int]:
+    """`positive_seed_items` for the context's user, read once per request (memoised on the context)."""
+    if context.profile_id is None:
+        return []
+    key = ("positive_seeds", context.profile_id)
+    seeds = context.memo.get(key)
+    if seeds is None or (len(seeds) < limit and seeds.read_limit < limit):
+        read_limit = max(limit, SEEDS_READ)
+        seeds = _SeedList(positive_seed_items(profile_id=context.profile_id, limit=read_limit))
+        seeds.read_limit = read_limit
+        context.memo[key] = seeds
+    return list(seeds[:limit])
+
+
+class _SeedList(list):
+    read_limit: int = 0

@@ -47,6 +47,8 @@ class Context:
     norm_damping_alpha: float = 0.5
     filters: AnnFilters = field(default_factory=AnnFilters)
     seen_item_ids: frozenset[int] = frozenset()
+    # Per-request reads shared by several sources (e.g. the user's positive seeds), so each runs once.
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass

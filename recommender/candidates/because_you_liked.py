@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from recommender import ann
 
-from ._shared import positive_seed_items, source_filters
+from ._shared import context_positive_seeds, source_filters
 from .base import Candidate, Context
 
 DEFAULT_SEEDS = 5
@@ -25,7 +25,7 @@ class BecauseYouLikedSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if context.version_id is None or context.profile_id is None or n < 1:
             return []
-        seeds = positive_seed_items(profile_id=context.profile_id, limit=self.seeds)
+        seeds = context_positive_seeds(context, limit=self.seeds)
         if not seeds:
             return []
         filters = source_filters(context)

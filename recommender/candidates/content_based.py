@@ -6,7 +6,7 @@ from psycopg import sql
 
 from recommender import ann
 
-from ._shared import positive_seed_items, source_filters
+from ._shared import context_positive_seeds, source_filters
 from .base import Candidate, Context
 
 DEFAULT_LIKED_ITEMS = 50
@@ -36,7 +36,7 @@ class ContentBasedSource:
             return [context.item_id] if context.item_id is not None else []
         if context.profile_id is None:
             return []
-        return positive_seed_items(profile_id=context.profile_id, limit=self.liked_items)
+        return context_positive_seeds(context, limit=self.liked_items)
 
     def generate(self, context: Context, n: int) -> list[Candidate]:
         seeds = self._seeds(context)
@@ -46,13 +46,13 @@ class ContentBasedSource:
                                          extra_excluded_ids=tuple(seeds))
         where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("true")
         statement = sql.SQL("""
-            WITH profile AS (
+            WITH catalogue AS (SELECT count(*) AS n_items FROM catalog_item), profile AS (
                 SELECT f.feature_id, sum(f.weight) AS weight FROM catalog_itemfeature f
                 WHERE f.item_id = ANY(%(seeds)s::bigint[]) GROUP BY f.feature_id
             ), weighted AS (
                 SELECT p.feature_id,
-                       p.weight * power(ln((1.0 + %(n_items)s) / (1.0 + d.df)) + 1.0, 2) AS weight
-                FROM profile p
+                       p.weight * power(ln((1.0 + catalogue.n_items) / (1.0 + d.df)) + 1.0, 2) AS weight
+                FROM profile p CROSS JOIN catalogue
                 CROSS JOIN LATERAL (SELECT count(*) AS df FROM catalog_itemfeature c
                                     WHERE c.feature_id = p.feature_id) d
                 ORDER BY weight DESC, p.feature_id LIMIT %(max_features)s
@@ -63,9 +63,7 @@ class ContentBasedSource:
             GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(n)s
         """).format(where=where)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM catalog_item")
-            n_items = cursor.fetchone()[0]
-            params.update(seeds=seeds, n_items=n_items, max_features=self.max_features, n=n)
+            params.update(seeds=seeds, max_features=self.max_features, n=n)
             cursor.execute(statement.as_string(cursor.connection), params)
             rows = cursor.fetchall()
         reason = {"related_to_item_id": context.item_id} if context.surface == "related" else {}

@@ -88,8 +88,9 @@ def _solver(version: ModelVersion, state: _VersionState, item_ids: set[int]) -> 
                 # Grow V, b, G = V^T V and h = V^T b in place: the new items join "all items".
                 solver = state.solver
                 # Stored rows are [v, b, 1, MIPS coordinate] (see recommender.vectors).
-                new_vectors = augmented[:, :-3].astype(np.float64)
-                new_biases = augmented[:, -3].astype(np.float64)
+                dimension = state.model.n_components
+                new_vectors = augmented[:, :dimension].astype(np.float64)
+                new_biases = augmented[:, dimension].astype(np.float64)
                 base = len(solver.item_vectors)
                 for offset, item_id in enumerate(ids.tolist()):
                     state.row_of_item[int(item_id)] = base + offset
