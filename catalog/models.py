@@ -45,13 +45,20 @@ class Item(models.Model):
                                 help_text="Provider or creator, used by fairness rules.")
     is_active = models.BooleanField(default=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Count of in-force feedback (current states and events), kept by database triggers on
+    # catalog_feedback (migration 0005), so every writer — services, COPY importers, the admin —
+    # keeps it exact without counting 100k rows per catalogue page.
+    popularity = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
     features = models.ManyToManyField(Feature, through="ItemFeature", related_name="items", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["title"], name="item_title_idx")]
+        indexes = [
+            models.Index(fields=["title"], name="item_title_idx"),
+            models.Index(fields=["-popularity", "id"], name="item_popularity_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.title

@@ -5,16 +5,15 @@ and ordering, so views and APIs never build queries themselves (see /work/shared
 
 Popularity counts the feedback rows that are *in force*: current states (``is_current=True``)
 and repeatable events (``is_current IS NULL``). Superseded ratings (``is_current=False``) are
-history and do not count, so re-rating an item does not make it more popular.
+history and do not count, so re-rating an item does not make it more popular. All-time
+popularity is the stored ``Item.popularity`` column, kept exact by triggers (migration 0005).
 """
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import (
-    Avg, Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value,
-)
-from django.db.models.functions import Coalesce, Lower
+from django.db.models import Avg, Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from catalog.models import Feature, FeatureSubject, Feedback, Item, ItemFeature, UserProfile
@@ -33,15 +32,6 @@ def _feedback_in_force() -> Q:
     # Written as an explicit OR (not ``~Q(is_current=False)``) so PostgreSQL sees two simple
     # predicates it can combine with the feedback(item, kind) index.
     return Q(is_current=True) | Q(is_current__isnull=True)
-
-
-def _popularity_subquery(*, since=None) -> Coalesce:
-    """A correlated count of in-force feedback per item; one index range scan per item."""
-    rows = Feedback.objects.filter(_feedback_in_force(), item=OuterRef("pk"))
-    if since is not None:
-        rows = rows.filter(created_at__gte=since)
-    counted = rows.order_by().values("item").annotate(total=Count("*")).values("total")
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
 def _features_prefetch() -> Prefetch:
@@ -88,7 +78,8 @@ def item_list(
         items = items.filter(provider__in=providers)
     if year is not None:
         items = items.filter(published_at__year=year)
-    items = items.annotate(popularity=_popularity_subquery()).prefetch_related(_features_prefetch())
+    # ``popularity`` is a stored column kept exact by triggers (migration 0005): no per-request count.
+    items = items.prefetch_related(_features_prefetch())
     if sort == "popular":
         return items.order_by("-popularity", Lower("title"), "id")
     if sort == "newest":
@@ -201,11 +192,16 @@ def popular_items(*, days: int | None = None, limit: int = 20, active_only: bool
     Items nobody has interacted with in the window are left out, so the list may be shorter
     than ``limit`` (even empty); callers choose their own fallback.
     """
-    since = timezone.now() - timedelta(days=days) if days is not None else None
+    if days is None:
+        # All-time popularity is the stored, trigger-maintained column: an index scan, not a count.
+        items = Item.objects.filter(popularity__gt=0)
+        if active_only:
+            items = items.filter(is_active=True)
+        return list(items.order_by("-popularity", "id").prefetch_related(_features_prefetch())[:limit])
+    since = timezone.now() - timedelta(days=days)
     rows = Feedback.objects.filter(_feedback_in_force())
-    if since is not None:
-        # The (created_at, item) index serves this range; without a window it is one scan.
-        rows = rows.filter(created_at__gte=since)
+    # The (created_at, item) index serves this range.
+    rows = rows.filter(created_at__gte=since)
     if active_only:
         rows = rows.filter(item__is_active=True)
     top = list(
