@@ -18,6 +18,7 @@ module needs no migration; creating it races safely (``IF NOT EXISTS`` inside a 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
@@ -40,9 +41,13 @@ def _table_ensure() -> None:
 
 
 def _with_table(operation):
-    """Run ``operation`` in a savepoint; create the table and retry once if it is missing."""
+    """Run ``operation`` (in a savepoint inside a transaction); create the table and retry once if missing.
+
+    In autocommit no savepoint is needed (a failed statement cannot poison anything), which
+    saves the BEGIN/COMMIT round trips on every homepage request.
+    """
     try:
-        with transaction.atomic():
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
             return operation()
     except DatabaseError as error:
         if "does not exist" not in str(error):
@@ -93,9 +98,26 @@ def generations_fetch(*, profile_id: int) -> tuple[int, int]:
     return _with_table(read)
 
 
-def home_cache_key(*, profile_id: int, k: int) -> str:
+def global_generation_fetch() -> int:
+    """The ``global`` generation alone (bumped by model activation, rule and item changes)."""
+    def read() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT generation FROM {GENERATION_TABLE} WHERE scope = %s", [GLOBAL_SCOPE])
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    return _with_table(read)
+
+
+def home_cache_key_and_generation(*, profile_id: int, k: int) -> tuple[str, int]:
+    """(the homepage cache key, the global generation it embeds) from one query."""
     global_generation, user_generation = generations_fetch(profile_id=profile_id)
-    return f"rec:home:{connection.settings_dict['NAME']}:g{global_generation}:u{profile_id}.{user_generation}:k{k}"
+    key = f"rec:home:{connection.settings_dict['NAME']}:g{global_generation}:u{profile_id}.{user_generation}:k{k}"
+    return key, global_generation
+
+
+def home_cache_key(*, profile_id: int, k: int) -> str:
+    return home_cache_key_and_generation(profile_id=profile_id, k=k)[0]
 
 
 def home_cache_get(key: str) -> dict | None:

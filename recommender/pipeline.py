@@ -16,6 +16,7 @@ A fallback serves popular and fresh items, flagged ``fallback=True``; never a 50
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -176,9 +177,35 @@ def _payload(ranked: list[PooledCandidate], version_id: int | None, trace=None) 
     }
 
 
-def _items_load(item_ids: list[int]) -> dict[int, Item]:
-    features = Prefetch("features", queryset=Feature.objects.order_by("type", "value"))
-    return Item.objects.filter(pk__in=item_ids).prefetch_related(features).in_bulk()
+# Item rows (with features) shown in lists, kept per process while the global cache generation
+# holds: every item change bumps it (`item_changed` → `home_cache_invalidate_all`), so a row is
+# never served after its item changed. Saves the two item queries of most requests.
+ITEM_MEMO_MAX = 20_000
+_item_memo: dict = {"key": None, "items": {}}
+_item_memo_lock = threading.Lock()
+
+
+def _items_load(item_ids: list[int], *, generation: int | None = None) -> dict[int, Item]:
+    """Items by id with their features prefetched; served from the per-generation memo when known."""
+    key = (connection.settings_dict["NAME"], generation) if generation is not None else None
+    with _item_memo_lock:
+        if key is None or _item_memo["key"] != key:
+            if key is not None:
+                _item_memo.update(key=key, items={})
+            memo = {}
+        else:
+            memo = _item_memo["items"]
+        found = {item_id: memo[item_id] for item_id in item_ids if item_id in memo}
+    missing = [item_id for item_id in item_ids if item_id not in found]
+    if missing:
+        features = Prefetch("features", queryset=Feature.objects.order_by("type", "value"))
+        loaded = Item.objects.filter(pk__in=missing).prefetch_related(features).in_bulk()
+        found.update(loaded)
+        if key is not None:
+            with _item_memo_lock:
+                if _item_memo["key"] == key and len(_item_memo["items"]) + len(loaded) <= ITEM_MEMO_MAX:
+                    _item_memo["items"].update(loaded)
+    return found
 
 
 def _reason_sentences(reasons: list[dict], titles: dict[int, str]) -> list[str]:
@@ -197,15 +224,16 @@ def _reason_sentences(reasons: list[dict], titles: dict[int, str]) -> list[str]:
 
 
 def _result(surface: str, payload: dict, *, fallback: bool = False, fallback_reason: str = "",
-            cached: bool = False, started: float) -> Recommendations:
+            cached: bool = False, started: float, generation: int | None = None) -> Recommendations:
     entries = payload["items"]
     liked_ids = {reason["because_item_id"] for entry in entries for reason in entry["reasons"]
                  if reason.get("because_item_id") is not None}
-    items = _items_load([entry["item_id"] for entry in entries])
-    titles = {item_id: item.title for item_id, item in items.items()}
-    missing_titles = liked_ids - titles.keys()
-    if missing_titles:
-        titles.update(Item.objects.filter(pk__in=missing_titles).values_list("pk", "title"))
+    if generation is None:
+        generation = cache.global_generation_fetch()
+    shown_ids = [entry["item_id"] for entry in entries]
+    loaded = _items_load(list(dict.fromkeys(shown_ids + sorted(liked_ids))), generation=generation)
+    items = {item_id: loaded[item_id] for item_id in shown_ids if item_id in loaded}
+    titles = {item_id: item.title for item_id, item in loaded.items()}
     recommended = [
         RecommendedItem(item=items[entry["item_id"]], score=entry["score"], sources=entry["sources"],
                         reasons=_reason_sentences(entry["reasons"], titles), notes=entry["notes"])
@@ -291,11 +319,13 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
         return _result("home", _fallback_payload(k=k, exclude=set(), version_id=None),
                        fallback=True, fallback_reason="anonymous", started=started)
     use_cache = use_cache and rules is None
-    key = cache.home_cache_key(profile_id=profile.pk, k=k) if use_cache else None
+    key, generation = (cache.home_cache_key_and_generation(profile_id=profile.pk, k=k) if use_cache
+                       else (None, None))
     cached = cache.home_cache_get(key) if key else None
     if cached is not None:
         result = _result("home", cached["payload"], fallback=cached["fallback"],
-                         fallback_reason=cached["fallback_reason"], cached=True, started=started)
+                         fallback_reason=cached["fallback_reason"], cached=True, started=started,
+                         generation=generation)
     else:
         version = active_version()
 
@@ -309,7 +339,8 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
         if key and reason in ("", "unknown_user", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
             cache.home_cache_set(key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason})
-        result = _result("home", payload, fallback=bool(reason), fallback_reason=reason, started=started)
+        result = _result("home", payload, fallback=bool(reason), fallback_reason=reason, started=started,
+                         generation=generation)
     _impressions_record(profile.pk, [entry.item.pk for entry in result.items])
     logger.info("serving.home profile=%s version=%s items=%s cached=%s fallback=%s ms=%.1f", profile.pk,
                 result.version_id, len(result.items), result.cached, result.fallback_reason or "no",
@@ -320,17 +351,11 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
 def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
     if not item_ids:
         return
+    from .rerank.services import impressions_record_fast
+
     try:
-        from .rerank.services import impressions_record
-    except ImportError:
-        return
-    try:
-        with transaction.atomic():
-            # Telemetry: not worth waiting for the WAL flush (the commit was ~97 ms of a 150 ms
-            # request). A crash may lose the last impressions, never corrupt anything.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('synchronous_commit', 'off', true)")
-            impressions_record(profile_id=profile_id, item_ids=item_ids, surface="home")
+        with read_scope():
+            impressions_record_fast(profile_id=profile_id, item_ids=item_ids, surface="home")
     except DatabaseError:
         # Losing impressions only weakens "demote recently shown"; the page must still render.
         logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))

@@ -6,6 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from .models import Impression, Rule
@@ -13,6 +14,31 @@ from .models import Impression, Rule
 logger = logging.getLogger(__name__)
 
 RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"})
+
+
+def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: str) -> int:
+    """Serving's impression write: ONE round trip, without waiting for the WAL flush.
+
+    Telemetry for "demote recently shown": a crash may lose the last impressions, never corrupt
+    anything, so the transaction commits with ``synchronous_commit = off`` (the flush wait was
+    ~97 ms of a 150 ms homepage request). In autocommit the BEGIN, the setting, the insert and
+    the COMMIT go as one multi-statement query; inside an outer transaction (tests,
+    ATOMIC_REQUESTS) the insert joins it and commits with it. Returns the number of rows.
+    """
+    unique_ids = [int(item_id) for item_id in dict.fromkeys(item_ids)]
+    if not unique_ids:
+        return 0
+    insert = ("INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
+              "SELECT %s, item_id, %s, now() FROM unnest(%s::bigint[]) AS item_id")
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            cursor.execute(insert, [profile_id, surface, unique_ids])
+        else:
+            # Client-side binding (Django's default cursor) sends this as one simple query.
+            cursor.execute("BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT",
+                           [profile_id, surface, unique_ids])
+    logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
+    return len(unique_ids)
 
 
 def impressions_record(*, profile_id: int, item_ids: list[int], surface: str,
