@@ -242,12 +242,13 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
     try:
         _run_phases(version, progress)
     except BaseException as error:  # SoftTimeLimitExceeded and KeyboardInterrupt included: record, then re-raise
+        failed_phase = progress.phase
         progress.finish()
         vectors.vectors_drop(version_id=version.pk)
         ModelVersion.objects.filter(pk=version.pk).update(
             status=VersionStatus.FAILED, error=f"{type(error).__name__}: {error}"[:5000],
             finished_at=timezone.now(), phase_seconds=version.phase_seconds, vectors_published=False)
-        logger.exception("training.failed version=%s phase=%s", version.pk, progress.phase)
+        logger.exception("training.failed version=%s phase=%s", version.pk, failed_phase)
         raise
     version.refresh_from_db()
     return version
