@@ -109,7 +109,11 @@ def bench_active(n_queries: int, k: int, ef_search: int, rng) -> None:
 
 
 def synthetic_vectors(n_items: int, dimension: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered item embeddings with popularity-like norms, and LightFM-shaped score vectors."""
+    """Clustered item embeddings with popularity-like norms, and LightFM-shaped score vectors.
+
+    The score vectors are in the model's layout [v, b, 1]; `vectors.vectors_publish` appends the
+    MIPS coordinate exactly as it does for a trained version.
+    """
     centres = rng.standard_normal((200, dimension))
     embeddings = centres[rng.integers(0, len(centres), n_items)] + 0.5 * rng.standard_normal((n_items, dimension))
     embeddings *= rng.lognormal(0.0, 0.3, (n_items, 1))
@@ -119,18 +123,21 @@ def synthetic_vectors(n_items: int, dimension: int, rng) -> tuple[np.ndarray, np
 
 
 def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, dimension: int = 32,
-                    filtered: bool = True) -> None:
+                    filtered: bool = True, mips_augment: bool = False) -> None:
     version_id = 900_000 + os.getpid() % 1000
     score_vectors, embeddings = synthetic_vectors(n_items, dimension, rng)
     started = time.perf_counter()
     vectors.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
                             item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
-                            user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32))
+                            user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32),
+                            mips_augment=mips_augment)
     print(f"synthetic v{version_id}: {n_items} items published and indexed in {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
     try:
         users = np.hstack([rng.standard_normal((n_queries, dimension)), np.ones((n_queries, 1)),
                            rng.normal(0, 0.5, (n_queries, 1))]).astype(np.float32)
+        # As stored for this version ([u, 1, b], or [u, 1, b, 0] with --mips-augment).
+        users = np.stack([vectors.user_search_vector(version_id=version_id, score_vector=user) for user in users])
         items = rng.choice(np.arange(1, n_items + 1), n_queries, replace=False).tolist()
         all_ids = np.arange(1, n_items + 1)
         filter_sets = [("all", AnnFilters(active_only=False))]
@@ -157,16 +164,23 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quick", action="store_true",
+                        help="`make bench --quick`: 50 queries, 20k synthetic items")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--synthetic-items", type=int, default=100_000)
     parser.add_argument("--ef-search", type=int, default=ann.DEFAULT_EF_SEARCH)
     parser.add_argument("--skip-active", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--synthetic-unfiltered-only", action="store_true")
+    parser.add_argument("--mips-augment", action="store_true",
+                        help="publish the synthetic version with the MIPS coordinate (vectors.MIPS_AUGMENT)")
     parser.add_argument("--force-index", action="store_true",
                         help="SET enable_seqscan = off: measure the HNSW path even where the planner would "
                              "rightly choose an exact scan (small catalogues, very selective filters)")
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.queries = min(arguments.queries, 50)
+        arguments.synthetic_items = min(arguments.synthetic_items, 20_000)
     if arguments.force_index:
         with connection.cursor() as cursor:
             cursor.execute("SET enable_seqscan = off")
@@ -175,7 +189,7 @@ def main() -> None:
         bench_active(arguments.queries, arguments.k, arguments.ef_search, rng)
     if not arguments.skip_synthetic:
         bench_synthetic(arguments.synthetic_items, arguments.queries, arguments.k, arguments.ef_search, rng,
-                        filtered=not arguments.synthetic_unfiltered_only)
+                        filtered=not arguments.synthetic_unfiltered_only, mips_augment=arguments.mips_augment)
     print(f"ANN recall@{arguments.k} vs exact (ef_search={arguments.ef_search}, "
           f"iterative_scan=relaxed_order, overfetch={ann.RELAXED_OVERFETCH}, max_scan_tuples={ann.MAX_SCAN_TUPLES}"
           f"{', seq scans disabled' if arguments.force_index else ''})")

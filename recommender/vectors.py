@@ -3,20 +3,19 @@
 Each version owns two tables, created and filled while the version is *publishing* and never
 written again afterwards (except user rows refreshed by fold-in):
 
-- ``rec_item_vectors_v<N>``: ``item_id`` → ``score_vector`` = [item representation, item bias, 1,
-  sqrt(M² − ‖s‖²)] (inner product with a user's score vector equals LightFM's score) and
-  ``embedding`` = the bare item representation, for cosine similarity between items. HNSW indexes:
-  inner product on ``score_vector`` (personal recommendations), cosine on ``embedding`` (related items).
-- ``rec_user_vectors_v<N>``: ``profile_id`` → ``score_vector`` = [user representation, 1, user bias, 0].
+- ``rec_item_vectors_v<N>``: ``item_id`` → ``score_vector`` = [item representation, item bias, 1]
+  (inner product with a user's score vector equals LightFM's score) and ``embedding`` = the bare
+  item representation, for cosine similarity between items. HNSW indexes: inner product on
+  ``score_vector`` (personal recommendations), cosine on ``embedding`` (related items).
+- ``rec_user_vectors_v<N>``: ``profile_id`` → ``score_vector`` = [user representation, 1, user bias].
 
-The last coordinate is the standard MIPS → nearest-neighbour reduction (Bachrach et al. 2014):
-M is the largest norm of the version's model-layout item score vectors s = [v, b, 1]; appending
-sqrt(M² − ‖s‖²) gives every item the same norm M, and appending 0 to the user vector leaves every
-inner product unchanged. With equal item norms, ordering by inner product is ordering by cosine,
-a metric for which HNSW graphs work well (raw MIPS lets long vectors act as hubs: recall@10 was
-0.94 at 100k items, ef_search 400). M is kept in the table's comment (``mips_max_norm``) for cold
-start: a new item whose norm exceeds M gets 0 (it cannot be equalised; its inner products are
-still exact, only its recall through the graph is that of plain MIPS).
+Optionally (``mips_augment``, off by default, see `MIPS_AUGMENT` for the measurement) publishing
+applies the MIPS → nearest-neighbour reduction: item rows get sqrt(M² − ‖s‖²) appended (M = the
+largest norm of the version's [v, b, 1] rows, kept in the table's comment ``mips_max_norm=…``)
+and user rows a 0, so inner products are unchanged and every item has norm M. Cold start then
+uses the version's M; an item longer than M gets 0 (its scores stay exact). Readers need not
+know which layout a version has: scores are inner products of stored rows either way, and
+`user_vector_store` / `user_search_vector` pad model-layout user vectors only for augmented tables.
 
 Why one table per version rather than one table with a version column: the pgvector dimension is
 fixed per version, an HNSW index is built once over exactly one version's rows, a half-written
@@ -36,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+# The MIPS → NN reduction is implemented but OFF by default: measured with pgvector HNSW on
+# 30k synthetic items (bench/ann_recall.py's generator, 100 random users, ef_search 400) it
+# LOWERED inner-product recall@10 from 0.994 (raw score vectors) to 0.643 (ef 100: 0.929 → 0.308).
+# With M the largest norm, most items are dominated by the appended coordinate, and a user query
+# (0 there) is nearly orthogonal to every item: the graph's neighbourhoods stop predicting the
+# query's answer (Morozov & Babenko, NeurIPS 2018, report the same direction on real data).
+MIPS_AUGMENT = False
 # Columns the stored score vectors carry beyond the representation: bias, 1 (or 1, bias for
 # users) and the MIPS coordinate (0 for users).
 SCORE_EXTRA_COLUMNS = 3
@@ -104,8 +110,12 @@ def vectors_publish(
     item_embeddings: np.ndarray,
     user_ids: np.ndarray,
     user_score_vectors: np.ndarray,
+    mips_augment: bool | None = None,
 ) -> VersionTables:
     """Create, fill and index the tables of one version; raise VectorIndexError if an index is invalid.
+
+    ``mips_augment`` (default `MIPS_AUGMENT`) stores the MIPS coordinate (items: d + 3 columns,
+    users: a trailing 0); without it score vectors keep the model's d + 2 layout.
 
     Parameters
     ----------
@@ -125,21 +135,27 @@ def vectors_publish(
         raise ValueError(f"user_score_vectors has shape {user_score_vectors.shape}, expected "
                          f"({len(user_ids)}, {dimension + 2})")
     vectors_drop(version_id=version_id)  # a re-run of a crashed publish starts clean
-    item_score_vectors, max_norm = item_score_vectors_equalise(item_score_vectors)
-    user_score_vectors = user_score_vectors_pad(user_score_vectors)
+    augment = MIPS_AUGMENT if mips_augment is None else mips_augment
+    if augment:
+        item_score_vectors, max_norm = item_score_vectors_equalise(item_score_vectors)
+        user_score_vectors = user_score_vectors_pad(user_score_vectors)
+    else:
+        item_score_vectors = np.ascontiguousarray(item_score_vectors, dtype=np.float32)
+    extra_columns = SCORE_EXTRA_COLUMNS if augment else SCORE_EXTRA_COLUMNS - 1
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(sql.SQL(
                 "CREATE TABLE {} (item_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
                 "embedding vector({}) NOT NULL)"
-            ).format(sql.Identifier(tables.items), sql.Literal(dimension + SCORE_EXTRA_COLUMNS),
+            ).format(sql.Identifier(tables.items), sql.Literal(dimension + extra_columns),
                      sql.Literal(dimension)).as_string())
-            cursor.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                sql.Identifier(tables.items), sql.Literal(f"mips_max_norm={max_norm!r}")).as_string())
+            if augment:
+                cursor.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                    sql.Identifier(tables.items), sql.Literal(f"mips_max_norm={max_norm!r}")).as_string())
             cursor.execute(sql.SQL(
                 "CREATE TABLE {} (profile_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
                 "folded_in_at timestamptz NULL)"
-            ).format(sql.Identifier(tables.users), sql.Literal(dimension + SCORE_EXTRA_COLUMNS)).as_string())
+            ).format(sql.Identifier(tables.users), sql.Literal(dimension + extra_columns)).as_string())
         item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
         _copy_rows(tables.items, ["item_id", "score_vector", "embedding"], ["int8", "vector", "vector"],
                    zip(item_ids.tolist(), item_score_vectors, item_embeddings))
@@ -173,6 +189,14 @@ def item_score_vectors_equalise(score_vectors: np.ndarray, *,
         max_norm = float(np.sqrt(squared.max())) if len(rows) else 0.0
     extra = np.sqrt(np.clip(max_norm * max_norm - squared, 0.0, None))
     return np.ascontiguousarray(np.hstack([rows, extra[:, None]]), dtype=np.float32), float(max_norm)
+
+
+def user_search_vector(*, version_id: int, score_vector: np.ndarray) -> np.ndarray:
+    """A model-layout user vector [u, 1, b] as the version's ANN queries need it (0 appended when augmented)."""
+    vector = np.asarray(score_vector, dtype=np.float32)
+    if _score_dimension(VersionTables(version_id).items) == len(vector) + 1:
+        return user_score_vectors_pad(vector)
+    return vector
 
 
 def user_score_vectors_pad(score_vectors: np.ndarray) -> np.ndarray:
@@ -261,9 +285,9 @@ def _vectors_stack(values, width: int | None = None) -> np.ndarray:
 
 
 def item_vectors_fetch(*, version_id: int, item_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return (item_ids (n,) int64, score_vectors (n, d + 3) float32) of a version.
+    """Return (item_ids (n,) int64, score_vectors (n, d + 2) float32) of a version (d + 3 when augmented).
 
-    Rows are [representation, bias, 1, MIPS coordinate]; their inner product with a stored user
+    Rows are [representation, bias, 1(, MIPS coordinate)]; their inner product with a stored user
     score vector is LightFM's score. Read in binary (no text parsing).
     """
     tables = VersionTables(version_id)
@@ -283,7 +307,7 @@ def item_vectors_fetch(*, version_id: int, item_ids: list[int] | None = None) ->
 
 
 def user_vector_fetch(*, version_id: int, profile_id: int) -> np.ndarray | None:
-    """The stored user score vector (d + 3,) float32, [u, 1, b, 0], or None."""
+    """The stored user score vector [u, 1, b] (d + 2,) float32 ([u, 1, b, 0] when augmented), or None."""
     tables = VersionTables(version_id)
     raw = _raw_connection()
     with _binary_cursor(raw) as cursor:
@@ -296,8 +320,8 @@ def user_vector_fetch(*, version_id: int, profile_id: int) -> np.ndarray | None:
 def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndarray) -> np.ndarray:
     """Insert or replace a user's score vector (fold-in); the next publish replaces it.
 
-    ``score_vector`` is in the model's layout (d + 2,) [u, 1, b]; the 0 MIPS coordinate is
-    appended here. Returns the stored (d + 3,) vector, the one ANN queries and the scorer use.
+    ``score_vector`` is in the model's layout (d + 2,) [u, 1, b]; for an augmented version the 0
+    MIPS coordinate is appended here. Returns the stored vector, the one ANN queries and the scorer use.
     """
     tables = VersionTables(version_id)
     stored = np.asarray(score_vector, dtype=np.float32)
@@ -315,9 +339,9 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
 def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray, embedding: np.ndarray) -> None:
     """Insert or replace one item's vectors in a published version (cold start: no retraining).
 
-    ``score_vector`` is in the model's layout (d + 2,) [v, b, 1]; the MIPS coordinate is
-    sqrt(M² − ‖s‖²) with the version's M, clipped at 0 when the new item is longer than M (its
-    inner products stay exact; only its graph recall is that of plain MIPS). HNSW indexes accept
+    ``score_vector`` is in the model's layout (d + 2,) [v, b, 1]; for an augmented version the MIPS
+    coordinate sqrt(M² − ‖s‖²) is appended with the version's M, clipped at 0 when the new item is
+    longer than M (its inner products stay exact; only its graph recall is that of plain MIPS). HNSW indexes accept
     inserts, so the item is found by ANN queries at once.
     """
     tables = VersionTables(version_id)

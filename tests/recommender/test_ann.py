@@ -15,7 +15,8 @@ pytestmark = pytest.mark.django_db
 SYNTHETIC_VERSION = 900_101
 
 
-def publish_random(*, version_id: int, n_items: int, dimension: int = 8, seed: int = 0) -> np.ndarray:
+def publish_random(*, version_id: int, n_items: int, dimension: int = 8, seed: int = 0,
+                   mips_augment: bool = False) -> np.ndarray:
     """A throwaway version of clustered random vectors (no catalogue rows: use active_only=False)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((20, dimension))
@@ -24,7 +25,8 @@ def publish_random(*, version_id: int, n_items: int, dimension: int = 8, seed: i
     score_vectors = np.hstack([embeddings, rng.normal(0, 0.1, (n_items, 1)), np.ones((n_items, 1))]).astype(np.float32)
     vectors.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
                             item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
-                            user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32))
+                            user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32),
+                            mips_augment=mips_augment)
     return score_vectors
 
 
@@ -81,7 +83,7 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
 
-    user_query = vectors.user_score_vectors_pad(np.append(rng.standard_normal(8), [1.0, 0.0]))
+    user_query = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
     for operator, query in (("<#>", user_query), ("<=>", embeddings[0])):
         column = "score_vector" if operator == "<#>" else "embedding"
         statement, params = ann.nearest_statement(version_id=SYNTHETIC_VERSION, column=column, operator=operator,
@@ -100,14 +102,13 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
     assert np.mean(recalls) >= 0.9
 
     user_vector = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
-    stored_user_vector = vectors.user_score_vectors_pad(user_vector)  # [u, 1, b, 0], as stored
+    stored_user_vector = vectors.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user_vector)
     nearest = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
                                          filters=filters)
     assert len(nearest) == k
     assert {item_id for item_id, _ in nearest} <= set(kept.tolist())
     exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
                                        filters=filters, exact=True)
-    # The MIPS coordinate leaves inner products unchanged: scores equal the model-layout products.
     expected_scores = score_vectors[np.array([item_id for item_id, _ in exact]) - 1] @ user_vector
     assert [score for _, score in exact] == pytest.approx(expected_scores.tolist(), abs=1e-4)
 
@@ -148,8 +149,8 @@ def test_measure_selection_changes_the_order_as_expected():
     assert scores[2] == pytest.approx(np.sqrt(np.sqrt(50.0)) * np.cos(np.pi / 4), rel=1e-5)
 
 
-def test_published_item_score_vectors_have_equal_norms_and_unchanged_inner_products():
-    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=200)
+def test_mips_augmented_item_score_vectors_have_equal_norms_and_unchanged_inner_products():
+    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=200, mips_augment=True)
     ids, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
     stored = stored[np.argsort(ids)]
     max_norm = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
@@ -158,11 +159,16 @@ def test_published_item_score_vectors_have_equal_norms_and_unchanged_inner_produ
     np.testing.assert_allclose(np.linalg.norm(stored.astype(np.float64), axis=1), max_norm, rtol=1e-5)
     assert vectors.item_max_norm(version_id=SYNTHETIC_VERSION) == pytest.approx(max_norm, rel=1e-6)
     user = np.random.default_rng(3).standard_normal(score_vectors.shape[1]).astype(np.float32)
-    np.testing.assert_allclose(stored @ vectors.user_score_vectors_pad(user), score_vectors @ user, atol=1e-4)
+    query = vectors.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user)
+    assert query.shape == (score_vectors.shape[1] + 1,) and query[-1] == 0.0
+    np.testing.assert_allclose(stored @ query, score_vectors @ user, atol=1e-4)
+    exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=query, k=5,
+                                       filters=AnnFilters(active_only=False), exact=True)
+    assert [item_id for item_id, _ in exact] == (np.argsort(-(score_vectors @ user), kind="stable")[:5] + 1).tolist()
 
 
 def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
-    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=50)
+    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=50, mips_augment=True)
     longest = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
     long_item = np.full(score_vectors.shape[1], 2 * longest / np.sqrt(score_vectors.shape[1]), dtype=np.float32)
     vectors.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_000, score_vector=long_item,
@@ -176,3 +182,11 @@ def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
     assert rows[10_000][-1] == 0.0
     np.testing.assert_allclose(rows[10_000][:-1], long_item)
     assert np.linalg.norm(rows[10_001].astype(np.float64)) == pytest.approx(longest, rel=1e-5)
+
+
+def test_default_publish_keeps_the_model_layout():
+    score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=20)
+    _, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
+
+    assert stored.shape == score_vectors.shape
+    assert vectors.item_max_norm(version_id=SYNTHETIC_VERSION) is None

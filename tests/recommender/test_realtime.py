@@ -41,7 +41,7 @@ def test_feedback_folds_the_user_in_synchronously_and_changes_the_homepage(serve
     after_vector = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     after = [entry.item.pk for entry in after_result.items]
     assert not np.allclose(before_vector, after_vector)
-    assert after_vector[-3:].tolist() == [1.0, 0.0, 0.0]  # the fold-in's [u, 1, 0] shape, then the MIPS 0
+    assert after_vector[-2:].tolist() == [1.0, 0.0]  # the fold-in's [u, 1, 0] shape
     assert not after_result.cached and not after_result.fallback
     assert after != before
     cluster_one = {item.pk for item in other_cluster}
@@ -64,9 +64,7 @@ def test_fold_in_matches_the_solver_on_the_users_feedback(served):
     rated = list(profile.feedback.values_list("item_id", "value"))
     rows = model.item_ids.index_of([item_id for item_id, _ in rated])
     expected = solver.user_vector_with_bias(rows, [value / 5.0 for _, value in rated])
-    # Stored with the MIPS coordinate's partner 0 appended (recommender.vectors).
-    assert stored[-1] == 0.0
-    np.testing.assert_allclose(stored[:-1], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_deleting_feedback_folds_in_again(served, django_capture_on_commit_callbacks):

@@ -184,7 +184,8 @@ class Command(BaseCommand):
                 profile_id = int(data.user_ids.ids[user])
                 seen = frozenset(self._training_items(profile_id))
                 context = Context(surface="home", now=now, version_id=scratch.pk, profile_id=profile_id,
-                                  user_vector=vectors.user_score_vectors_pad(user_vectors[user]),
+                                  user_vector=vectors.user_search_vector(version_id=scratch.pk,
+                                                                        score_vector=user_vectors[user]),
                                   filters=AnnFilters(active_only=True),
                                   seen_item_ids=seen)
                 result = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=[rule])
