@@ -44,8 +44,10 @@ from recommender.vectors import VersionTables, _binary_cursor, _raw_connection
 
 logger = logging.getLogger(__name__)
 
-# Tuned with bench/ann_recall.py (see docs/candidates.md for the measured recall).
-DEFAULT_EF_SEARCH = 400
+# Tuned with bench/ann_recall.py (see docs/candidates.md for the measured recall): on 100k
+# synthetic items inner-product recall@10 is 0.942 at 400 and 0.994 at 1000 (cosine 0.9985 /
+# 1.000), p50 5.6 → 8.4 ms; ml-100k is answered by exact plans either way. pgvector's maximum.
+DEFAULT_EF_SEARCH = 1000
 # Upper bound of tuples an iterative scan visits before giving up (pgvector's default is 20 000);
 # a filter leaving 1% of 100k items needs ~100·k tuples, so this leaves a wide margin.
 MAX_SCAN_TUPLES = 50_000
