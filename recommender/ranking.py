@@ -2,11 +2,13 @@
 
 With a user vector, every candidate gets LightFM's full score: the user's score vector
 [u, 1, user bias] · the item's score vector [v, item bias, 1], features and biases included
-(the same number the personal ANN orders by). Without one (anonymous visitor, related panel),
-candidates are scored by similarity to the seed item under ``context.measure``; with neither,
-by all-time popularity. Items the active version has no vector for (added after
-publishing and not embedded yet) keep their place at the bottom of the list, below every
-scored item, so a fallback can still show them.
+(the same number the personal ANN orders by). When the version has a blend (fitted at training
+on a validation split, see `recommender/blend.py`), the score is the blend of that model score
+with the item-item and popularity signals instead (z-units within the pool). Without a user
+vector (anonymous visitor, related panel), candidates are scored by similarity to the seed item
+under ``context.measure``; with neither, by all-time popularity. Items the active version has no
+vector for (added after publishing and not embedded yet) keep their place at the bottom of the
+list, below every scored item, so a fallback can still show them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from django.db import connection
 
 from recommender import ann, vectors
+from recommender.blend import pool_blend_scores
 from recommender.candidates.base import Context, PooledCandidate
 from recommender.ml.similarity import similarity
 
@@ -37,7 +40,10 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
     if len(ids) == 0:
         return {}
     scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
-    return dict(zip(ids.tolist(), scores.tolist()))
+    # The version's blend (recommender/blend.py), when it has one, mixes signals the model lacks
+    # into the order; the items without a vector still sink below every scored item.
+    blended = pool_blend_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
+    return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist()))
 
 
 def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:

@@ -1,0 +1,130 @@
+"""The version's blend (`recommender.ml.blend`): fitted at training, stored next to the artifact, served.
+
+A version's blend lives in ``<artifact stem>.blend.npz`` beside its LightFM artifact (no schema
+change; the weights are also copied into ``ModelVersion.metrics["blend"]`` for the admin and the
+API). A version without that file (too little data to fit weights, or the blend did not beat the
+model on its validation split) is served by the model's score alone.
+
+Serving reads nothing new from the database: the features come from the pool's model scores,
+the user's rated items (``context.seen_item_ids``, already read for filtering) and the blend's
+in-memory item-item matrix and popularity, loaded once per version per process.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from recommender.candidates.base import Context
+from recommender.ml.blend import BlendModel, blend_fit_on_validation, blend_model_build
+from recommender.ml.dataset import TrainingData
+
+logger = logging.getLogger(__name__)
+
+# Fewer validation users than this give weights that are mostly noise: serve the model's score.
+DEFAULT_MIN_USERS = 200
+# Relative precision gain over the model, on the validation split, a blend needs to be stored.
+DEFAULT_MIN_GAIN = 0.01
+_CACHE_SIZE = 3
+_MISSING_RECHECK_SECONDS = 30.0
+
+
+def blend_path(artifact_path: str | Path) -> Path:
+    """``…/model_v7.npz`` → ``…/model_v7.blend.npz``."""
+    path = Path(artifact_path)
+    return path.with_name(f"{path.stem}.blend.npz")
+
+
+def blend_train(*, data: TrainingData, params, min_users: int | None = None,
+                min_gain: float | None = None) -> BlendModel | None:
+    """Fit blend weights on a validation split of ``data`` (training interactions only).
+
+    Returns the fitted BlendModel (its B and popularity from the reduced data; see
+    `blend_for_serving`), or None when ``data`` has fewer than ``min_users`` users with a positive
+    (settings ``RECOMMENDER_BLEND_MIN_USERS``) or the blend's validation precision does not beat
+    the model's by ``min_gain`` (relative, ``RECOMMENDER_BLEND_MIN_GAIN``).
+    """
+    min_users = getattr(settings, "RECOMMENDER_BLEND_MIN_USERS", DEFAULT_MIN_USERS) if min_users is None else min_users
+    min_gain = getattr(settings, "RECOMMENDER_BLEND_MIN_GAIN", DEFAULT_MIN_GAIN) if min_gain is None else min_gain
+    users = int((np.diff(data.interactions.positives.tocsr().indptr) > 0).sum())
+    if users < min_users:
+        logger.info("blend.skipped reason=few_users users=%s min_users=%s", users, min_users)
+        return None
+    started = time.perf_counter()
+    fitted = blend_fit_on_validation(data, params)
+    model_precision = next(v for key, v in fitted.validation.items() if key.startswith("model_precision"))
+    blend_precision = next(v for key, v in fitted.validation.items() if key.startswith("blend_precision"))
+    logger.info("blend.fitted weights=%s model_precision=%.4f blend_precision=%.4f s=%.1f",
+                fitted.weights.as_dict(), model_precision, blend_precision, time.perf_counter() - started)
+    if blend_precision < model_precision * (1.0 + min_gain):
+        logger.info("blend.skipped reason=no_gain model_precision=%.4f blend_precision=%.4f",
+                    model_precision, blend_precision)
+        return None
+    return fitted
+
+
+def blend_store(*, fitted: BlendModel, data: TrainingData, artifact_path: str | Path) -> BlendModel:
+    """Refit B and popularity on ``data`` (what the served model saw), keep the frozen weights, save."""
+    served = blend_model_build(fitted, data)
+    served.save(blend_path(artifact_path))
+    _cache_clear()
+    return served
+
+
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def version_blend(version_id: int) -> BlendModel | None:
+    """The version's BlendModel, loaded once per process (LRU of 3); None when it has none."""
+    key = (connection.settings_dict["NAME"], version_id)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            blend, checked_at = hit
+            if blend is not None or time.monotonic() - checked_at < _MISSING_RECHECK_SECONDS:
+                return blend
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT artifact_path FROM recommender_modelversion WHERE id = %s", [version_id])
+        row = cursor.fetchone()
+    blend = None
+    if row and row[0]:
+        path = blend_path(row[0])
+        if path.exists():
+            started = time.perf_counter()
+            blend = BlendModel.load(path)
+            logger.info("blend.loaded version=%s ms=%.1f", version_id, 1000 * (time.perf_counter() - started))
+    with _cache_lock:
+        _cache[key] = (blend, time.monotonic())
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return blend
+
+
+def pool_blend_scores(*, context: Context, item_ids: list[int], model_scores: np.ndarray) -> np.ndarray | None:
+    """Blended scores of the pooled items for the context's user, or None without a blend.
+
+    ``model_scores`` are LightFM's scores of ``item_ids`` (same order); the user's history is
+    ``context.seen_item_ids``.
+    """
+    if context.version_id is None:
+        return None
+    blend = version_blend(context.version_id)
+    if blend is None:
+        return None
+    history = np.fromiter(context.seen_item_ids, dtype=np.int64, count=len(context.seen_item_ids))
+    return blend.pool_scores(model_scores=model_scores, history_ids=history,
+                             candidate_ids=np.asarray(item_ids, dtype=np.int64))
