@@ -4,8 +4,9 @@ Two halves (docs/resilience.md):
 
 - **Bounded waits.** Each new database connection of a web process gets ``statement_timeout``
   and ``lock_timeout`` (``WEB_STATEMENT_TIMEOUT_MS``, ``WEB_LOCK_TIMEOUT_MS``), set in the
-  ``connection_created`` signal. Only web processes load middleware, so Celery workers, imports
-  and index builds keep their long statements. ``connect_timeout`` (settings) bounds a connect
+  ``connection_created`` signal, connected in ``config/wsgi.py``: only processes that serve HTTP
+  through it (gunicorn, runserver) get them, so Celery workers, imports, index builds and the
+  test process keep their long statements. ``connect_timeout`` (settings) bounds a connect
   to a host that does not answer; a stopped server refuses at once.
 - **A clear answer.** :class:`DatabaseUnavailableMiddleware` turns ``OperationalError`` and
   ``InterfaceError`` (refused connection, cancelled statement, lock timeout, server gone) raised
@@ -20,7 +21,6 @@ import logging
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.db.backends.signals import connection_created
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ class DatabaseUnavailableMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        connection_created.connect(web_timeouts_apply, dispatch_uid="config.db_unavailable.web_timeouts")
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)

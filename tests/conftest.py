@@ -15,3 +15,24 @@ def movielens_100k_dir() -> Path:
     if not (directory / "u.data").exists():
         pytest.skip(f"MovieLens 100k not found at {directory} (set MOVIELENS_DIR)")
     return directory
+
+
+@pytest.fixture(autouse=True)
+def _migration_seeded_rows(request):
+    """Put back the rows the migrations seed (feedback kinds, the default training config).
+
+    Transactional tests (``transaction=True``, ``live_server``) end by flushing every table, and
+    ``serialized_rollback`` does not reliably restore them under pytest-django, so a later
+    transactional test would start without them. Seeding is idempotent.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker is not None and marker.kwargs.get("transaction")) or any(
+        name in request.fixturenames for name in ("transactional_db", "live_server"))
+    if not transactional:
+        return
+    request.getfixturevalue("transactional_db")
+    from recommender.selectors import default_training_config
+    from tests.factories import feedback_kinds_ensure
+
+    feedback_kinds_ensure()
+    default_training_config()
