@@ -286,6 +286,16 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.metrics = evaluation.evaluate(model.score_items, split.train_positives, split.test_positives, k)
     popularity = evaluation.popularity_scores(split.train_positives)
     version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, split.test_positives, k)
+    # Blend weights from a validation split of the training part only (recommender/blend.py); the
+    # test split above stays untouched by them. None: too little data, or no gain on validation.
+    from recommender.blend import blend_train
+
+    fitted_blend = blend_train(data=train, params=dataclasses.replace(params, early_stopping_patience=None))
+    if fitted_blend is not None:
+        version.metrics.update({f"blend_weight_{name}": weight
+                                for name, weight in fitted_blend.weights.as_dict().items()})
+        version.metrics.update({f"blend_validation_{key}": value for key, value in fitted_blend.validation.items()
+                                if "precision" in key})
     version.save(update_fields=["metrics", "baseline_metrics"])
 
     if refit:
@@ -295,6 +305,11 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
 
     progress.enter(VersionStatus.PUBLISHING)
     model_publish(version=version, model=model)
+    if fitted_blend is not None:
+        from recommender.blend import blend_store
+
+        # Item-item weights and popularity from everything the served model saw; weights stay frozen.
+        blend_store(fitted=fitted_blend, data=data if refit else train, artifact_path=version.artifact_path)
     progress.finish()
     version.status = VersionStatus.READY
     version.finished_at = timezone.now()

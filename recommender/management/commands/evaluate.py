@@ -13,7 +13,10 @@ The served model saw every interaction, so it cannot be judged on held-out data.
    inside the transaction), and compare with the raw model's exact top-k and the popularity
    baseline, all three excluding the same training interactions.
 
-The last line printed is JSON: ``{"pipeline": {...}, "model": {...}, "popularity": {...}}``.
+The last line printed is JSON: ``{"pipeline": {...}, "model": {...}, "popularity": {...}}``;
+``pipeline.blend`` holds the blend weights the scorer used and their validation numbers (fitted on
+a validation split of the training part, `recommender/blend.py`), or null (``--no-blend``, or no
+blend fitted).
 While it runs, held-out feedback rows are row-locked by the transaction, so a concurrent
 re-rating of exactly those pairs waits for the command to finish.
 """
@@ -33,6 +36,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from recommender import vectors
+from recommender.blend import blend_store, blend_train
 from recommender.candidates.base import AnnFilters, Context
 from recommender.ml import evaluation
 from recommender.ml.training import fit
@@ -89,14 +93,16 @@ class Command(BaseCommand):
         parser.add_argument("--k", type=int, default=10)
         parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
         parser.add_argument("--max-users", type=int, default=None, help="Evaluate a random subset (quick runs).")
+        parser.add_argument("--no-blend", action="store_true",
+                            help="Serve the evaluation version by the model's score alone (no blend fitted).")
 
-    def handle(self, *args, k: int, json: bool, max_users: int | None, **options):
+    def handle(self, *args, k: int, json: bool, max_users: int | None, no_blend: bool = False, **options):
         if k < 1:
             raise CommandError("--k must be at least 1.")
         results: dict = {}
         try:
             with transaction.atomic():
-                results = self._evaluate(k=k, quiet=json, max_users=max_users)
+                results = self._evaluate(k=k, quiet=json, max_users=max_users, blend=not no_blend)
                 raise _Rollback
         except _Rollback:
             pass
@@ -111,7 +117,7 @@ class Command(BaseCommand):
         if not quiet:
             self.stdout.write(message)
 
-    def _evaluate(self, *, k: int, quiet: bool, max_users: int | None) -> dict:
+    def _evaluate(self, *, k: int, quiet: bool, max_users: int | None, blend: bool = True) -> dict:
         started = time.perf_counter()
         version = active_version()
         snapshot = version.config_snapshot if version else default_training_config().hyperparameters()
@@ -127,6 +133,12 @@ class Command(BaseCommand):
         model = fit(train, params)
         self._say(quiet, f"evaluation model trained on {split.train_positives.nnz} positives "
                          f"({time.perf_counter() - started:.1f} s)")
+        # The blend's weights come from a validation split of the training part only, exactly as
+        # training fits them: the held-out split below never influences them.
+        fitted_blend = blend_train(data=train, params=params) if blend else None
+        if fitted_blend is not None:
+            self._say(quiet, f"blend weights {fitted_blend.weights.as_dict()} (validation "
+                             f"{fitted_blend.validation}, {time.perf_counter() - started:.1f} s)")
 
         # Rated = training interactions: training positives and vetoed pairs (low ratings, dislikes).
         exclude = ((split.train_positives != 0) + (data.interactions.negatives != 0)).astype(np.float64).tocsr()
@@ -139,12 +151,17 @@ class Command(BaseCommand):
         n_items = positives.shape[1]
 
         results = {
-            "pipeline": self._pipeline(model=model, data=data, test=test, users=users, k=k, quiet=quiet),
+            "pipeline": self._pipeline(model=model, data=data, test=test, users=users, k=k, quiet=quiet,
+                                       blend=fitted_blend, train=train),
             "model": topk_metrics(_exact_top(model.score_items, users, exclude, k), test, n_items, k),
             "popularity": topk_metrics(_exact_top(
                 lambda batch: np.broadcast_to(evaluation.popularity_scores(split.train_positives),
                                               (len(batch), n_items)), users, exclude, k), test, n_items, k),
         }
+        # What the pipeline's scorer used, next to its metrics (None: the model's score alone).
+        results["pipeline"]["blend"] = ({"weights": fitted_blend.weights.as_dict(),
+                                         "validation": fitted_blend.validation}
+                                        if fitted_blend is not None else None)
         self._say(quiet, f"evaluated {len(users)} users in {time.perf_counter() - started:.1f} s")
         return results
 
@@ -158,13 +175,15 @@ class Command(BaseCommand):
                 "WHERE f.user_id = p.user_id AND f.item_id = p.item_id", [users, items])
             return cursor.rowcount
 
-    def _pipeline(self, *, model, data, test, users, k, quiet) -> dict:
+    def _pipeline(self, *, model, data, test, users, k, quiet, blend=None, train=None) -> dict:
         hidden = self._hide_held_out_feedback(data, test)
         scratch = ModelVersion.objects.create(
             status=VersionStatus.RETIRED, config_snapshot={}, gate_reason="Scratch version of manage.py evaluate.")
         with tempfile.TemporaryDirectory() as directory:
             scratch.artifact_path = str(model.save(Path(directory) / "evaluation.npz"))
             scratch.save(update_fields=["artifact_path"])
+            if blend is not None:
+                blend_store(fitted=blend, data=train, artifact_path=scratch.artifact_path)
             _, item_embeddings = model.item_representations()
             vectors.vectors_publish(
                 version_id=scratch.pk, item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
