@@ -13,6 +13,7 @@ from catalog import selectors as catalog_selectors
 from catalog.models import Item
 
 from . import pipeline
+from .dashboard.selectors import viewing_profile
 
 HOME_COUNT = 12
 RELATED_COUNT = 8
@@ -20,14 +21,44 @@ FOR_YOU_ON_ITEM_PAGE = 4
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    profile = catalog_selectors.user_profile_for_user(user=request.user)
+    # Staff who picked a user in the "view as" switcher see that user's homepage.
+    profile = viewing_profile(request)
     if profile is None:
         # Anonymous visitors get the catalogue's own welcome (popular, else newest) and a sign-in
         # notice: no pipeline, no per-visitor work, the same few queries as before.
         return render(request, "recommender/home_anonymous.html", _catalog_welcome())
     result = pipeline.recommend_for_user(profile=profile, k=HOME_COUNT)
     template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
-    return render(request, template, {"result": result, "signed_in": True})
+    show_rows = request.GET.get("rows") == "sources"
+    context = {
+        "result": result,
+        "signed_in": True,
+        "viewing_other": profile.user_id != request.user.pk,
+        "viewed_profile": profile,
+        "show_rows": show_rows,
+        "source_rows": _source_rows(profile) if show_rows and not result.fallback else [],
+    }
+    return render(request, template, context)
+
+
+SOURCE_ROW_ORDER = ("personal_ann", "because_you_liked", "content_based", "popular", "fresh")
+SOURCE_ROW_SIZE = 6
+
+
+def _source_rows(profile) -> list[dict]:
+    """One row per candidate source: its best items by the model's score, before the rules.
+
+    Lets a product manager see what each source contributes to the merged pool.
+    """
+    ranked, _ = pipeline.pipeline_preview(profile=profile, k=HOME_COUNT)
+    picks = {source: [c for c in ranked if source in c.sources][:SOURCE_ROW_SIZE] for source in SOURCE_ROW_ORDER}
+    wanted = {c.item_id for row in picks.values() for c in row}
+    items = Item.objects.filter(pk__in=wanted).prefetch_related("features").in_bulk()
+    return [
+        {"source": source, "label": pipeline.SOURCE_LABELS.get(source, source.replace("_", " ")),
+         "items": [items[c.item_id] for c in row if c.item_id in items]}
+        for source, row in picks.items() if row
+    ]
 
 
 def _catalog_welcome() -> dict:
@@ -43,7 +74,7 @@ def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:
     item = Item.objects.filter(external_id=external_id).first()
     if item is None or not item.is_active:
         raise Http404("No item with this id.")
-    profile = catalog_selectors.user_profile_for_user(user=request.user)
+    profile = viewing_profile(request)
     related = pipeline.related_items(item=item, k=RELATED_COUNT, profile=profile)
     for_you = pipeline.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE) if profile else None
     context = {"item": item, "related": related, "for_you": for_you}

@@ -76,3 +76,38 @@ def test_user_without_any_signal_sees_the_unknown_user_notice(client, planted_ca
     client.force_login(profile.user)
     page = client.get(reverse("home")).content.decode()
     assert 'data-fallback-reason="unknown_user"' in page and "rate a few items" in page
+
+
+@pytest.mark.django_db
+def test_home_shows_a_row_per_candidate_source_on_request(client, planted_catalog):
+    from tests.recommender.test_training import train_inline
+
+    train_inline()
+    profile = planted_catalog.profiles_by_cluster[0][0]
+    client.force_login(profile.user)
+
+    plain = client.get("/").content.decode()
+    rows = client.get("/?rows=sources").content.decode()
+
+    assert "Show a row per candidate source" in plain and "<h3>For you</h3>" not in plain
+    assert "<h3>For you</h3>" in rows
+    assert "<h3>Popular</h3>" in rows
+
+
+@pytest.mark.django_db
+def test_staff_viewing_as_a_user_sees_that_users_homepage(client, planted_catalog, django_user_model):
+    from tests.recommender.test_training import train_inline
+
+    train_inline()
+    staff = django_user_model.objects.create_user("boss", password="pw-12345-long", is_staff=True)
+    viewed = planted_catalog.profiles_by_cluster[1][0]
+    client.force_login(staff)
+    session = client.session
+    session["view_as_profile_id"] = viewed.pk
+    session.save()
+
+    html = client.get("/").content.decode()
+
+    assert f"Viewing as <strong>{viewed.external_id}</strong>" in html
+    cluster_one_titles = [item.title for item in planted_catalog.items_by_cluster[1]]
+    assert sum(title in html for title in cluster_one_titles) >= 8
