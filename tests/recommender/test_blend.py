@@ -1,0 +1,73 @@
+"""The blend end to end on a planted catalogue: fitted at training, stored, used by the scorer."""
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from recommender import vectors
+from recommender.blend import blend_path, version_blend
+from recommender.candidates import Context, candidates_generate
+from recommender.ml.blend import FEATURE_NAMES, BlendModel
+from recommender.ranking import pool_score
+from tests.recommender.test_training import train_inline
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def blend_always(settings):
+    # The planted catalogue is far below the default 200 validation users: fit the blend anyway.
+    settings.RECOMMENDER_BLEND_MIN_USERS = 0
+    settings.RECOMMENDER_BLEND_MIN_GAIN = -1.0
+
+
+def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, blend_always):
+    version = train_inline()
+
+    path = blend_path(version.artifact_path)
+    assert path.exists()
+    stored = BlendModel.load(path)
+    assert {f"blend_weight_{name}" for name in FEATURE_NAMES} <= set(version.metrics)
+    assert version.metrics["blend_weight_model"] == pytest.approx(stored.weights.as_dict()["model"])
+    assert version_blend(version.pk).weights == stored.weights
+
+    profile = planted_catalog.profiles_by_cluster[0][0]
+    seen = frozenset(profile.feedback.values_list("item_id", flat=True))
+    context = Context(surface="home", now=timezone.now(), version_id=version.pk, profile_id=profile.pk,
+                      user_vector=vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk),
+                      seen_item_ids=seen)
+    ranked = pool_score(context=context, pool=candidates_generate(context))
+
+    item_ids, score_vectors = vectors.item_vectors_fetch(version_id=version.pk,
+                                                         item_ids=[entry.item_id for entry in ranked])
+    model_scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
+    expected = dict(zip(item_ids.tolist(), stored.pool_scores(model_scores=model_scores, history_ids=sorted(seen),
+                                                              candidate_ids=item_ids).tolist()))
+    assert [entry.score for entry in ranked] == pytest.approx([expected[entry.item_id] for entry in ranked])
+    assert [entry.score for entry in ranked] == sorted((entry.score for entry in ranked), reverse=True)
+    assert not seen & {entry.item_id for entry in ranked}
+
+
+def test_without_enough_users_no_blend_is_stored_and_the_model_score_is_served(planted_catalog):
+    version = train_inline()  # 50 planted users < the default minimum of 200
+
+    assert not blend_path(version.artifact_path).exists()
+    assert "blend_weight_model" not in version.metrics
+    assert version_blend(version.pk) is None
+
+
+def test_blended_pipeline_ranks_held_out_items_at_least_as_well_as_the_model(planted_catalog, blend_always):
+    train_inline()
+    out = StringIO()
+
+    call_command("evaluate", "--json", stdout=out)
+
+    last = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert set(last["pipeline"]["blend"]["weights"]) == set(FEATURE_NAMES)
+    assert last["pipeline"]["precision_at_10"] >= last["model"]["precision_at_10"]
+    assert last["pipeline"]["precision_at_10"] > last["popularity"]["precision_at_10"]
