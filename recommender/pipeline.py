@@ -100,17 +100,24 @@ def context_build(*, surface: str, version: ModelVersion | None, profile: UserPr
     """The request's Context; the user vector is stored (trained/folded in) or derived from features."""
     from .services.realtime import user_vector_resolve
 
+    from .candidates._shared import context_feedback_prime, user_feedback_summary
+
     user_vector = None
     if profile is not None and version is not None:
         user_vector, origin = user_vector_resolve(profile_id=profile.pk, version=version)
         if user_vector is None and require_user_vector:
             raise UnknownUserError(f"profile {profile.pk} has no vector in v{version.pk}")
-    return Context(
+    # Seen items, positive seeds and the log's newest id in one round trip (sources read the memo).
+    summary = user_feedback_summary(profile_id=profile.pk) if profile is not None else None
+    context = Context(
         surface=surface, now=timezone.now(), version_id=version.pk if version else None,
         profile_id=profile.pk if profile else None, item_id=item.pk if item else None,
         user_vector=user_vector, filters=AnnFilters(active_only=True),
-        seen_item_ids=_seen_item_ids(profile.pk if profile else None),
+        seen_item_ids=summary.seen_item_ids if summary is not None else frozenset(),
     )
+    if summary is not None:
+        context_feedback_prime(context, summary)
+    return context
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +338,8 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
 
         def build() -> dict:
             context = context_build(surface="home", version=version, profile=profile, require_user_vector=True)
+            # Lets stages use per-process memos keyed by it (recommender.ann.version_vectors).
+            context.memo["global_generation"] = generation
             reranked = _rerank(context, ranked_candidates(context), k, rules)
             return _payload(reranked.items, version.pk, reranked.trace)
 
@@ -366,15 +375,19 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
     started = time.perf_counter()
     k = _k_clean(k)
     version = active_version()
+    # Read before the model path (it was read for the item rows anyway): stages may use memos keyed by it.
+    generation = cache.global_generation_fetch()
 
     def build() -> dict:
         context = context_build(surface="related", version=version, profile=profile, item=item)
+        context.memo["global_generation"] = generation
         reranked = _rerank(context, _related_ranked(context), k, None)
         return _payload(reranked.items, version.pk, reranked.trace)
 
     payload, reason = _serve_by_model("related", build, k=k, exclude=lambda: {item.pk}, version=version,
                                       profile_id=profile.pk if profile else None, item_id=item.pk)
-    result = _result("related", payload, fallback=bool(reason), fallback_reason=reason, started=started)
+    result = _result("related", payload, fallback=bool(reason), fallback_reason=reason, started=started,
+                     generation=generation)
     logger.info("serving.related item=%s version=%s items=%s fallback=%s ms=%.1f", item.pk, result.version_id,
                 len(result.items), result.fallback_reason or "no", result.milliseconds)
     return result

@@ -36,7 +36,12 @@ def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> li
 
 
 def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
-    ids, score_vectors = vectors.item_vectors_fetch(version_id=context.version_id, item_ids=item_ids)
+    memo = ann.context_vectors(context)  # the version's vectors held in process, when the request may use them
+    if memo is not None:
+        ids, rows = memo.rows(item_ids)
+        score_vectors = memo.score_vectors[rows]
+    else:
+        ids, score_vectors = vectors.item_vectors_fetch(version_id=context.version_id, item_ids=item_ids)
     if len(ids) == 0:
         return {}
     scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
@@ -47,10 +52,18 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
 
 
 def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:
-    seed = ann.item_embedding_fetch(version_id=context.version_id, item_id=context.item_id)
-    if seed is None:
-        return None
-    ids, embeddings = ann.item_embeddings_fetch(version_id=context.version_id, item_ids=item_ids)
+    memo = ann.context_vectors(context)
+    if memo is not None:
+        if context.item_id not in memo.row_of:
+            return None
+        seed = memo.embeddings[memo.row_of[context.item_id]]
+        ids, rows = memo.rows(item_ids)
+        embeddings = memo.embeddings[rows]
+    else:
+        seed = ann.item_embedding_fetch(version_id=context.version_id, item_id=context.item_id)
+        if seed is None:
+            return None
+        ids, embeddings = ann.item_embeddings_fetch(version_id=context.version_id, item_ids=item_ids)
     if len(ids) == 0:
         return {}
     scores = similarity(seed, embeddings, context.measure, alpha=context.norm_damping_alpha)

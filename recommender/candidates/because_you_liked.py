@@ -34,10 +34,17 @@ class BecauseYouLikedSource:
         # Every seed's neighbours come from ONE statement (a LATERAL join over the seeds), which
         # also keeps every seed out of every list: never recommend a seed because of another.
         per_seed = 2 * -(-n // len(seeds))
+        memo = ann.context_vectors(context)
         while True:
-            found = ann.nearest_items_to_items(version_id=context.version_id, item_ids=seeds, k=per_seed,
-                                               filters=filters, measure=context.measure,
-                                               alpha=context.norm_damping_alpha)
+            # Exact in process from the version's memoised vectors when the request has them (same
+            # contract), else the SQL statement.
+            found = None if memo is None else ann.nearest_items_to_items_memo(
+                memo=memo, item_ids=seeds, k=per_seed, filters=filters, measure=context.measure,
+                alpha=context.norm_damping_alpha)
+            if found is None:
+                found = ann.nearest_items_to_items(version_id=context.version_id, item_ids=seeds, k=per_seed,
+                                                   filters=filters, measure=context.measure,
+                                                   alpha=context.norm_damping_alpha)
             neighbour_lists = [found.get(seed, []) for seed in seeds]
             candidates = self._interleave(seeds, neighbour_lists, per_seed)
             # A list shorter than asked is everything that seed has under the filters (the ANN

@@ -41,11 +41,15 @@ class PopularSource:
         self._cache: dict[tuple, tuple[list[int], list[float]]] = {}
         self._lock = threading.Lock()
 
-    def decayed_popularity(self, *, now) -> tuple[list[int], list[float]]:
-        """(item ids, scores) of the top CACHED_ITEMS items by decayed popularity at ``now``, best first."""
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT coalesce(max(id), 0) FROM catalog_feedback")
-            newest_feedback = cursor.fetchone()[0]
+    def decayed_popularity(self, *, now, newest_feedback: int | None = None) -> tuple[list[int], list[float]]:
+        """(item ids, scores) of the top CACHED_ITEMS items by decayed popularity at ``now``, best first.
+
+        ``newest_feedback`` is the log's newest id when the caller already read it this request.
+        """
+        if newest_feedback is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT coalesce(max(id), 0) FROM catalog_feedback")
+                newest_feedback = cursor.fetchone()[0]
         key = (connection.settings_dict["NAME"], self.window_days, self.half_life_days,
                int(now.timestamp()) // CACHE_SECONDS, newest_feedback)
         with self._lock:
@@ -76,7 +80,8 @@ class PopularSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if n < 1:
             return []
-        item_ids, scores = self.decayed_popularity(now=context.now)
+        item_ids, scores = self.decayed_popularity(now=context.now,
+                                                   newest_feedback=context.memo.get("newest_feedback_id"))
         if not item_ids:
             return []
         extra = (context.item_id,) if context.item_id is not None else ()
