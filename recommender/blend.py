@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 
 from recommender.candidates.base import Context
-from recommender.ml.blend import BlendModel, blend_fit_on_validation, blend_model_build
+from recommender.ml.blend import BlendModel, blend_fit_on_validation, blend_fit_with_model, blend_model_build
 from recommender.ml.dataset import TrainingData
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,12 @@ def blend_path(artifact_path: str | Path) -> Path:
 
 
 def blend_train(*, data: TrainingData, params, min_users: int | None = None,
-                min_gain: float | None = None) -> BlendModel | None:
+                min_gain: float | None = None, model=None, held_out=None) -> BlendModel | None:
     """Fit blend weights on a validation split of ``data`` (training interactions only).
+
+    With ``model`` (trained on ``data``) and ``held_out`` (positives it never saw), the weights are
+    fitted against those instead, with no extra LightFM fit: training passes its evaluation model
+    and the protocol's held-out part (see docs/serving.md, "The blend").
 
     Returns the fitted BlendModel (its B and popularity from the reduced data; see
     `blend_for_serving`), or None when ``data`` has fewer than ``min_users`` users with a positive
@@ -57,7 +61,10 @@ def blend_train(*, data: TrainingData, params, min_users: int | None = None,
         logger.info("blend.skipped reason=few_users users=%s min_users=%s", users, min_users)
         return None
     started = time.perf_counter()
-    fitted = blend_fit_on_validation(data, params)
+    if model is not None and held_out is not None:
+        fitted = blend_fit_with_model(data, model, held_out)
+    else:
+        fitted = blend_fit_on_validation(data, params)
     model_precision = next(v for key, v in fitted.validation.items() if key.startswith("model_precision"))
     blend_precision = next(v for key, v in fitted.validation.items() if key.startswith("blend_precision"))
     logger.info("blend.fitted weights=%s model_precision=%.4f blend_precision=%.4f s=%.1f",

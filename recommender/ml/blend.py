@@ -327,10 +327,24 @@ def blend_fit_on_validation(data: TrainingData, params, *, fraction: float = 0.2
     reduced = dataclasses.replace(data, interactions=dataclasses.replace(
         interactions, positives=split.train_positives, weights=split.train_weights))
     model = fit(reduced, dataclasses.replace(params, early_stopping_patience=None))
-    rated = rated_matrix(reduced)
+    fitted = blend_fit_with_model(reduced, model, split.test_positives, pool_size=pool_size,
+                                  popular_size=popular_size, k=k, l2=l2)
+    fitted.validation["fraction"] = fraction
+    return fitted
+
+
+def blend_fit_with_model(train: TrainingData, model, held_out_positives: sp.csr_matrix, *, pool_size: int = 200,
+                         popular_size: int = 50, k: int = 10, l2: float = 1.0) -> BlendModel:
+    """Fit blend weights for ``model`` (trained on ``train``) against positives it never saw.
+
+    Training calls this with its evaluation model and the protocol's held-out part, which costs no
+    extra fit; `blend_fit_on_validation` calls it after carving a validation split out of training
+    data, which is what `manage.py evaluate` needs to measure the pipeline on the test part honestly.
+    """
+    rated = rated_matrix(train)
     item_item = item_item_fit(rated)
     popularity = item_popularity(rated)
-    held_out = ((split.test_positives != 0).astype(np.float32) - (split.test_positives != 0).multiply(rated)).tocsr()
+    held_out = ((held_out_positives != 0).astype(np.float32) - (held_out_positives != 0).multiply(rated)).tocsr()
     held_out.eliminate_zeros()
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     if len(users) == 0:
@@ -344,8 +358,8 @@ def blend_fit_on_validation(data: TrainingData, params, *, fraction: float = 0.2
     model_only = BlendWeights(names=FEATURE_NAMES, weights=(1.0, 0.0, 0.0))
     validation = {f"model_precision_at_{k}": _precision(lists, model_only, k),
                   f"blend_precision_at_{k}": _precision(lists, weights, k), "users": int(len(users)),
-                  "fraction": fraction, "pool_size": pool_size, "popular_size": popular_size}
-    return BlendModel(weights=weights, item_ids=data.item_ids, item_item=item_item, popularity=popularity,
+                  "pool_size": pool_size, "popular_size": popular_size}
+    return BlendModel(weights=weights, item_ids=train.item_ids, item_item=item_item, popularity=popularity,
                       validation=validation)
 
 

@@ -286,11 +286,14 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.metrics = evaluation.evaluate(model.score_items, split.train_positives, split.test_positives, k)
     popularity = evaluation.popularity_scores(split.train_positives)
     version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, split.test_positives, k)
-    # Blend weights from a validation split of the training part only (recommender/blend.py); the
-    # test split above stays untouched by them. None: too little data, or no gain on validation.
+    # Serving blend weights (recommender/blend.py), fitted for the evaluation model against the
+    # held-out part: no extra fit. The version's metrics above are the model's own and were computed
+    # before; `manage.py evaluate` measures the whole pipeline with weights fitted on training data only.
+    # None: too little data, or no gain on the held-out part.
     from recommender.blend import blend_train
 
-    fitted_blend = blend_train(data=train, params=dataclasses.replace(params, early_stopping_patience=None))
+    fitted_blend = blend_train(data=train, params=dataclasses.replace(params, early_stopping_patience=None),
+                               model=model, held_out=split.test_positives)
     if fitted_blend is not None:
         version.metrics.update({f"blend_weight_{name}": weight
                                 for name, weight in fitted_blend.weights.as_dict().items()})
