@@ -42,10 +42,12 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from catalog.models import Item, UserProfile
 from recommender.selectors import active_version
-staff = get_user_model().objects.create_user("bench-latency", password="bench-latency-password", is_staff=True)
+# Idempotent, so --database-url can measure the same (e.g. --keep-database) database again.
+staff = get_user_model().objects.filter(username="bench-latency").first() or get_user_model().objects.create_user(
+    "bench-latency", password="bench-latency-password", is_staff=True)
 version = active_version()
 print("SETUP " + json.dumps({
-    "token": Token.objects.create(user=staff).key,
+    "token": Token.objects.get_or_create(user=staff)[0].key,
     "version_id": version.pk,
     "users": list(UserProfile.objects.order_by("pk").values_list("external_id", flat=True)),
     "items": list(Item.objects.filter(is_active=True).order_by("pk").values_list("external_id", flat=True)),
@@ -66,6 +68,8 @@ def raw_pgvector_latency(url: str, version_id: int, n_queries: int) -> dict[str,
     from pgvector.psycopg import register_vector
 
     sys.path.insert(0, str(REPO))
+    # recommender.ann imports the candidate sources, which read settings (constants only here).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from recommender.ann import DEFAULT_EF_SEARCH, MAX_SCAN_TUPLES
 
     with psycopg.connect(url, autocommit=True) as connection:

@@ -552,12 +552,12 @@ def context_vectors(context) -> VersionVectors | None:
     return context.memo[key]
 
 
-def _memo_allowed(memo: VersionVectors, filters: AnnFilters, excluded_ids) -> np.ndarray | None:
+def _memo_allowed(memo: VersionVectors, filters: AnnFilters, extra_excluded_ids=()) -> np.ndarray | None:
     """Rows passing ``filters`` (as `filter_clauses`), or None when a filter needs features (SQL path)."""
     if filters.exclude_feature_ids or filters.require_feature_ids:
         return None
     allowed = memo.active.copy() if filters.active_only else np.ones(len(memo.item_ids), dtype=bool)
-    _, excluded_rows = memo.rows(excluded_ids)
+    _, excluded_rows = memo.rows(tuple(filters.exclude_item_ids) + tuple(extra_excluded_ids))
     allowed[excluded_rows] = False
     return allowed
 
@@ -573,6 +573,24 @@ def _top_rows(scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray, k: int) 
     return candidates[order]
 
 
+def nearest_items_for_user_memo(
+    *, memo: VersionVectors, user_vector: np.ndarray, k: int, filters: AnnFilters | None = None,
+) -> list[tuple[int, float]] | None:
+    """`nearest_items_for_user` answered exactly from a `VersionVectors` memo; None when it cannot be.
+
+    At ml-100k size the planner answers the filtered top-200 with an exact scan anyway (no HNSW
+    scan), so this is the same answer without the round trip, the statement and its parsing.
+    """
+    allowed = _memo_allowed(memo, filters or AnnFilters())
+    if allowed is None:
+        return None
+    if k < 1 or len(memo.item_ids) == 0:
+        return []
+    scores = memo.score_vectors.astype(np.float64) @ np.asarray(user_vector, dtype=np.float64)
+    rows = _top_rows(scores, memo.item_ids, allowed, k)
+    return list(zip(memo.item_ids[rows].tolist(), scores[rows].tolist()))
+
+
 def nearest_items_to_items_memo(
     *, memo: VersionVectors, item_ids: list[int], k: int, filters: AnnFilters | None = None,
     measure: Measure = "cosine", alpha: float = 0.5,
@@ -586,7 +604,7 @@ def nearest_items_to_items_memo(
         raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
     seeds = [int(item_id) for item_id in dict.fromkeys(item_ids)]
     filters = filters or AnnFilters()
-    allowed = _memo_allowed(memo, filters, tuple(filters.exclude_item_ids) + tuple(seeds))
+    allowed = _memo_allowed(memo, filters, seeds)
     if allowed is None:
         return None
     found: dict[int, list[tuple[int, float]]] = {seed: [] for seed in seeds}

@@ -215,6 +215,29 @@ def _items_load(item_ids: list[int], *, generation: int | None = None) -> dict[i
     return found
 
 
+_version_memo: dict = {"key": None, "version": None}
+
+
+def _active_version(generation: int | None) -> ModelVersion | None:
+    """`active_version()`, kept per process for as long as the ``global`` generation holds.
+
+    Activation (and rollback) changes which version is active and bumps the generation after
+    it commits, so the copy read under a generation is the one any request of that generation
+    would read (at worst the moment before the bump, as the homepage cache itself). Not inside a
+    transaction and not without a generation. The object is shared: serving only reads it.
+    """
+    if generation is None or connection.in_atomic_block:
+        return active_version()
+    key = (connection.settings_dict["NAME"], int(generation))
+    with _item_memo_lock:
+        if _version_memo["key"] == key:
+            return _version_memo["version"]
+    version = active_version()
+    with _item_memo_lock:
+        _version_memo.update(key=key, version=version)
+    return version
+
+
 def _reason_sentences(reasons: list[dict], titles: dict[int, str]) -> list[str]:
     sentences: list[str] = []
     for reason in reasons:
@@ -334,7 +357,7 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
                          fallback_reason=cached["fallback_reason"], cached=True, started=started,
                          generation=generation)
     else:
-        version = active_version()
+        version = _active_version(generation)
 
         def build() -> dict:
             context = context_build(surface="home", version=version, profile=profile, require_user_vector=True)
@@ -374,9 +397,9 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
     """Items related to ``item``: the precomputed list when present (else live), then the rules."""
     started = time.perf_counter()
     k = _k_clean(k)
-    version = active_version()
     # Read before the model path (it was read for the item rows anyway): stages may use memos keyed by it.
     generation = cache.global_generation_fetch()
+    version = _active_version(generation)
 
     def build() -> dict:
         context = context_build(surface="related", version=version, profile=profile, item=item)

@@ -6,6 +6,7 @@ from psycopg import sql
 
 from recommender import ann
 
+from ._catalogue import catalogue_memo
 from ._shared import source_filters
 from .base import Candidate, Context
 
@@ -23,6 +24,11 @@ class FreshSource:
         if n < 1:
             return []
         extra = (context.item_id,) if context.item_id is not None else ()
+        memo = catalogue_memo(generation=context.memo.get("global_generation"))
+        if memo is not None:  # the same answer from the process's catalogue copy (see _catalogue)
+            rows = memo.fresh(now_epoch=context.now.timestamp(), filters=source_filters(context), excluded_ids=extra,
+                              n=n)
+            return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]
         clauses, params = ann.filter_clauses(source_filters(context), item_column="it.id", extra_excluded_ids=extra)
         where = sql.SQL("").join(sql.SQL(" AND ") + clause for clause in clauses)
         statement = sql.SQL("""

@@ -19,6 +19,13 @@ class PersonalAnnSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if context.version_id is None or context.user_vector is None or n < 1:
             return []
-        nearest = ann.nearest_items_for_user(version_id=context.version_id, user_vector=context.user_vector, k=n,
-                                             filters=source_filters(context))
+        filters = source_filters(context)
+        # Exact in process from the version's memoised vectors when the request may use them (small
+        # catalogues, where the planner scans exactly anyway), else through the HNSW index.
+        memo = ann.context_vectors(context)
+        nearest = None if memo is None else ann.nearest_items_for_user_memo(
+            memo=memo, user_vector=context.user_vector, k=n, filters=filters)
+        if nearest is None:
+            nearest = ann.nearest_items_for_user(version_id=context.version_id, user_vector=context.user_vector, k=n,
+                                                 filters=filters)
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in nearest]

@@ -67,11 +67,37 @@ class RerankData:
         return self.features.get(item_id, {}).get(feature_type, frozenset())
 
 
-def rules_for_surface(*, surface: str) -> list[Rule]:
-    """The enabled rules that apply to ``surface``, in application order (periods not checked here)."""
-    return list(
-        Rule.objects.filter(enabled=True, scope__in=[surface, RuleScope.BOTH]).order_by("order", "id")
-    )
+_rules_memo: dict = {"key": None, "rules": {}}
+_rules_memo_lock = threading.Lock()
+
+
+def rules_for_surface(*, surface: str, generation: int | None = None) -> list[Rule]:
+    """The enabled rules that apply to ``surface``, in application order (periods not checked here).
+
+    With the ``global`` cache ``generation`` the request read, the rows are kept per process for
+    as long as it holds: every rule save or delete bumps it inside the rule's own transaction, so
+    the new rules and the new generation become visible together. Not inside a transaction (its
+    own rule writes are visible to it before they commit) and never without a generation. The
+    Rule objects are shared between requests: callers only read them.
+    """
+    from django.db import connection
+
+    if generation is None or connection.in_atomic_block:
+        return _rules_read(surface)
+    key = (connection.settings_dict["NAME"], int(generation))
+    with _rules_memo_lock:
+        if _rules_memo["key"] == key and surface in _rules_memo["rules"]:
+            return list(_rules_memo["rules"][surface])
+    rules = _rules_read(surface)
+    with _rules_memo_lock:
+        if _rules_memo["key"] != key:
+            _rules_memo.update(key=key, rules={})
+        _rules_memo["rules"][surface] = tuple(rules)
+    return list(rules)
+
+
+def _rules_read(surface: str) -> list[Rule]:
+    return list(Rule.objects.filter(enabled=True, scope__in=[surface, RuleScope.BOTH]).order_by("order", "id"))
 
 
 def rule_list():
