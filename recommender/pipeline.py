@@ -101,14 +101,20 @@ def context_build(*, surface: str, version: ModelVersion | None, profile: UserPr
     from .services.realtime import user_vector_resolve
 
     from .candidates._shared import context_feedback_prime, user_feedback_summary
+    from .vectors import VersionTables
 
+    # Seen items, positive seeds, the log's newest id and the stored user vector in one round trip
+    # (sources read the first three from the context's memo).
+    summary = (user_feedback_summary(profile_id=profile.pk,
+                                     user_vectors_table=VersionTables(version.pk).users if version else None)
+               if profile is not None else None)
     user_vector = None
     if profile is not None and version is not None:
-        user_vector, origin = user_vector_resolve(profile_id=profile.pk, version=version)
+        user_vector = summary.user_vector
+        if user_vector is None:  # not stored: fold-in, side features, or unknown
+            user_vector, origin = user_vector_resolve(profile_id=profile.pk, version=version)
         if user_vector is None and require_user_vector:
             raise UnknownUserError(f"profile {profile.pk} has no vector in v{version.pk}")
-    # Seen items, positive seeds and the log's newest id in one round trip (sources read the memo).
-    summary = user_feedback_summary(profile_id=profile.pk) if profile is not None else None
     context = Context(
         surface=surface, now=timezone.now(), version_id=version.pk if version else None,
         profile_id=profile.pk if profile else None, item_id=item.pk if item else None,

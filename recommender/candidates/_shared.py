@@ -4,7 +4,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 
+import numpy as np
 from django.db import connection
+from psycopg import sql
 
 from .base import AnnFilters, Context
 
@@ -50,31 +52,35 @@ class FeedbackSummary:
     seen_item_ids: frozenset[int]  # items with in-force feedback (any kind)
     positive_item_ids: list[int]  # every positive item, newest first (as `positive_seed_items`)
     newest_feedback_id: int  # the whole log's newest id (the popular source's freshness key)
+    user_vector: np.ndarray | None = None  # the stored score vector, when a user table was given and has one
 
 
-def user_feedback_summary(*, profile_id: int) -> FeedbackSummary:
-    """The user's seen items, all their positive seeds and the log's newest id, in ONE statement.
+def user_feedback_summary(*, profile_id: int, user_vectors_table: str | None = None) -> FeedbackSummary:
+    """The user's seen items, all their positive seeds, the log's newest id (and stored vector), in ONE statement.
 
-    Replaces three round trips per homepage request (seen items, positive seeds, newest id). One
-    grouped pass over the user's rows on the feedback (user, ...) index; the seed order is
-    ranked in SQL so no timestamps travel.
+    Replaces four round trips per homepage request (seen items, positive seeds, newest id, the
+    user's vector). One grouped pass over the user's rows on the feedback (user, ...) index; the
+    seed order is ranked in SQL so no timestamps travel; the scalars come once, in a header row.
     """
+    vector = (sql.SQL("(SELECT score_vector::real[] FROM {} WHERE profile_id = %(profile)s)").format(
+        sql.Identifier(user_vectors_table)) if user_vectors_table else sql.SQL("NULL::real[]"))
+    statement = sql.SQL(
+        "WITH mine AS (SELECT item_id, bool_or(is_current OR is_current IS NULL) AS seen, "
+        "  max(created_at) FILTER (WHERE " + _POSITIVE.replace("%s", "%(rating)s") + ") AS liked_at "
+        "  FROM catalog_feedback WHERE user_id = %(profile)s GROUP BY item_id) "
+        "SELECT item_id, seen, liked, newest, vector FROM ("
+        "  SELECT 0 AS part, NULL::timestamptz AS liked_at, NULL::bigint AS item_id, NULL::boolean AS seen, "
+        "    false AS liked, (SELECT coalesce(max(id), 0) FROM catalog_feedback) AS newest, {vector} AS vector "
+        "  UNION ALL SELECT 1, liked_at, item_id, seen, liked_at IS NOT NULL, NULL, NULL FROM mine"
+        ") summary ORDER BY part, liked_at DESC NULLS LAST, item_id DESC").format(vector=vector)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "WITH mine AS (SELECT item_id, bool_or(is_current OR is_current IS NULL) AS seen, "
-            f"  max(created_at) FILTER (WHERE {_POSITIVE}) AS liked_at "
-            "  FROM catalog_feedback WHERE user_id = %s GROUP BY item_id) "
-            "SELECT m.item_id, m.seen, m.liked_at IS NOT NULL, "
-            "  (SELECT coalesce(max(id), 0) FROM catalog_feedback) "
-            "FROM (SELECT 1) one LEFT JOIN mine m ON true "
-            "ORDER BY m.liked_at DESC NULLS LAST, m.item_id DESC",
-            [POSITIVE_RATING, profile_id],
-        )
-        rows = cursor.fetchall()
+        cursor.execute(statement.as_string(cursor.connection), {"rating": POSITIVE_RATING, "profile": profile_id})
+        header, *rows = cursor.fetchall()
     return FeedbackSummary(
         seen_item_ids=frozenset(row[0] for row in rows if row[1]),
         positive_item_ids=[row[0] for row in rows if row[2]],
-        newest_feedback_id=int(rows[0][3]) if rows else 0,
+        newest_feedback_id=int(header[3]),
+        user_vector=None if header[4] is None else np.asarray(header[4], dtype=np.float32),
     )
 
 
