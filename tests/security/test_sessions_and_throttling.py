@@ -157,6 +157,9 @@ def _throttle(settings, anon: str, user: str):
 def test_api_answers_429_json_with_retry_after_beyond_the_rate(world, settings):
     from rest_framework.throttling import SimpleRateThrottle
 
+    # DRF copies the rates onto the class at import; keep the original to put back, since the
+    # settings fixture only reverts after this test, too late for the class attribute.
+    original_rates = SimpleRateThrottle.THROTTLE_RATES
     _throttle(settings, "3/minute", "5/minute")
     SimpleRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
     try:
@@ -172,9 +175,7 @@ def test_api_answers_429_json_with_retry_after_beyond_the_rate(world, settings):
         assert owner.get("/api/v1/models").status_code == 429
         assert api_client(world.other, token=True).get("/api/v1/models").status_code == 200  # per user
     finally:
-        from rest_framework.settings import api_settings
-
-        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+        SimpleRateThrottle.THROTTLE_RATES = original_rates
 
 
 # --- Production settings -----------------------------------------------------------------------------
