@@ -14,8 +14,9 @@ trains.
    gate holds it back); the load continues ``--after`` seconds past the activation.
 
 Checked on every 200 answer: the ``version`` field names one version, and every item's
-``score`` equals the inner product of the user's and the item's score vectors IN THAT VERSION's
-tables (``rec_user_vectors_v<N>``, ``rec_item_vectors_v<N>``). Because v1 and v2 differ, a
+personal-ANN source score (``sources.personal_ann``, the raw model score; ``score`` itself is the
+scorer's blend when the version has one) equals the inner product of the user's and the item's
+score vectors IN THAT VERSION's tables (``rec_user_vectors_v<N>``, ``rec_item_vectors_v<N>``). Because v1 and v2 differ, a
 response that mixed versions (a user vector of one, item vectors of the other, or a version
 field that does not match the scores) would fail the check. Promises: 0 5xx, 0 mixed responses,
 p99 during the retrain ≤ 2× the idle p99 measured in the same run. Exit status 1 if one fails.
@@ -127,17 +128,25 @@ def consistency_check(database_url: str, samples: list[Sample]) -> dict:
         items = {v: _vectors(connection, f"rec_item_vectors_v{v}", "item_id") for v in versions}
 
     def matches(version: int, profile_id: int, entries: list[dict]) -> bool:
+        """Every item the personal ANN nominated carries that source's score, the raw inner product
+        of the user's and the item's score vectors; it must equal the named version's. (The item's
+        ``score`` is the scorer's blend when the version has one, so it is not an inner product.)"""
         user = users[version].get(profile_id)
         if user is None:
             return False
+        checked = 0
         for entry in entries:
+            nominated = entry["sources"].get("personal_ann")
+            if nominated is None:
+                continue
             item = items[version].get(item_ids[entry["external_id"]])
-            if item is None or entry["score"] is None:
+            if item is None:
                 return False
             expected = float(user @ item)
-            if abs(expected - entry["score"]) > 1e-3 * max(1.0, abs(expected)):
+            if abs(expected - nominated) > 1e-3 * max(1.0, abs(expected)):
                 return False
-        return True
+            checked += 1
+        return checked > 0
 
     result = Counter()
     for sample, body in answers:

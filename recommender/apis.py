@@ -48,7 +48,10 @@ class RecommendedItemOutputSerializer(serializers.Serializer):
     title = serializers.CharField(source="item.title")
     provider = serializers.CharField(source="item.provider")
     published_at = serializers.DateTimeField(source="item.published_at", allow_null=True)
-    score = serializers.FloatField(allow_null=True, help_text="The model's full score (null in a fallback).")
+    score = serializers.FloatField(
+        allow_null=True,
+        help_text="The scorer's score: LightFM's full score, or its blend with item-item and popularity "
+                  "signals when the version has one (null in a fallback).")
     sources = serializers.DictField(child=serializers.FloatField(),
                                     help_text="Candidate sources that nominated the item, with their scores.")
     because_you_liked = serializers.ListField(child=serializers.CharField(), source="reasons",
