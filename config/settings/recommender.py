@@ -11,3 +11,6 @@ from config.env import env_int  # noqa: E402
 
 # A running training whose heartbeat is older than this is marked failed (its worker died).
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
+
+# LightFM threads for training; 0 = every core (see recommender/services/training.py).
+TRAINING_NUM_THREADS = env_int("TRAINING_NUM_THREADS", 0)

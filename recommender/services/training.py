@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -56,6 +57,9 @@ def hyperparameters_from_config(snapshot: dict) -> HyperParameters:
         random_state=snapshot["seed"],
         early_stopping_patience=snapshot["early_stopping_patience"],
         early_stopping_k=snapshot["eval_k"],
+        # 0 = every core. LightFM's Hogwild threads make multi-threaded runs non-reproducible;
+        # 1 gives bit-identical runs for a seed (tests that compare two scorers use it).
+        num_threads=getattr(settings, "TRAINING_NUM_THREADS", 0) or os.cpu_count() or 1,
     ).validate()
 
 

@@ -48,7 +48,11 @@ def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, b
     model_scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
     expected = dict(zip(item_ids.tolist(), stored.pool_scores(model_scores=model_scores, history_ids=sorted(seen),
                                                               candidate_ids=item_ids).tolist()))
-    assert [entry.score for entry in ranked] == pytest.approx([expected[entry.item_id] for entry in ranked])
+    # Serving computes the model scores in float32; blended scores are z-units of order 1, so an
+    # absolute float32-rounding allowance is the right notion of "equal" (a score near 0 makes a
+    # purely relative one meaningless). A wrong blend or wrong inputs differ by ~0.1, not 1e-6.
+    assert [entry.score for entry in ranked] == pytest.approx([expected[entry.item_id] for entry in ranked],
+                                                              abs=1e-6)
     assert [entry.score for entry in ranked] == sorted((entry.score for entry in ranked), reverse=True)
     assert not seen & {entry.item_id for entry in ranked}
 
@@ -61,13 +65,24 @@ def test_without_enough_users_no_blend_is_stored_and_the_model_score_is_served(p
     assert version_blend(version.pk) is None
 
 
-def test_blended_pipeline_ranks_held_out_items_at_least_as_well_as_the_model(planted_catalog, blend_always):
+def test_evaluate_serves_the_blend_and_without_it_the_pipeline_is_the_model(planted_catalog, blend_always,
+                                                                          settings):
+    """What `evaluate` guarantees on any catalogue. Whether the blend *beats* the model is an empirical
+    claim measured on ml-100k (docs/serving.md: +12–13%); on 50 planted users, where the product
+    itself refuses to blend (RECOMMENDER_BLEND_MIN_USERS = 200), it does not hold reliably."""
+    # One LightFM thread: multi-threaded (Hogwild) fits differ run to run; one thread is reproducible.
+    settings.TRAINING_NUM_THREADS = 1
     train_inline()
-    out = StringIO()
 
-    call_command("evaluate", "--json", stdout=out)
+    blended, plain = StringIO(), StringIO()
+    call_command("evaluate", "--json", stdout=blended)
+    call_command("evaluate", "--json", "--no-blend", stdout=plain)
 
-    last = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert set(last["pipeline"]["blend"]["weights"]) == set(FEATURE_NAMES)
-    assert last["pipeline"]["precision_at_10"] >= last["model"]["precision_at_10"]
-    assert last["pipeline"]["precision_at_10"] > last["popularity"]["precision_at_10"]
+    with_blend = json.loads(blended.getvalue().strip().splitlines()[-1])
+    without = json.loads(plain.getvalue().strip().splitlines()[-1])
+    assert set(with_blend["pipeline"]["blend"]["weights"]) == set(FEATURE_NAMES)
+    assert with_blend["pipeline"]["precision_at_10"] > with_blend["popularity"]["precision_at_10"]
+    # Without a blend the scorer ranks by the model's full score and the rules only drop rated items,
+    # so the pipeline's top 10 are the model's top 10.
+    assert without["pipeline"]["precision_at_10"] == without["model"]["precision_at_10"]
+    assert without["pipeline"]["recall_at_10"] == without["model"]["recall_at_10"]
