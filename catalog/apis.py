@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -24,10 +25,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import selectors
+from config.exception_handlers import ConflictError
 from config.strict_json import StrictSerializer
 from catalog.models import Feedback, Item, UserProfile
 from catalog.services import (
     FEEDBACK_BATCH_LIMIT,
+    FEEDBACK_VALUE_LIMIT,
     FeedbackBatchError,
     feedback_record_batch,
     item_create,
@@ -47,6 +50,14 @@ class CatalogPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 
+    def get_page_number(self, request, paginator):
+        # DRF would read "?page=" as page 1 and "?page=last" as the last page; the schema says a
+        # positive integer, so anything else is the 404 of a page that does not exist.
+        raw = request.query_params.get(self.page_query_param)
+        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise exceptions.NotFound(f"Invalid page {raw!r}: pages are numbered from 1.")
+        return super().get_page_number(request, paginator)
+
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
@@ -63,6 +74,22 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+# The paging query parameters as the API checks them: positive integers, page_size capped (not refused).
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", {"type": "integer", "minimum": 1}, description="1-based; past the end: 404."),
+    OpenApiParameter("page_size", {"type": "integer", "minimum": 1},
+                     description=f"Default {CatalogPagination.page_size}; larger than {MAX_PAGE_SIZE} is capped."),
+]
+
+
+def _conflict(what: str) -> OpenApiResponse:
+    return OpenApiResponse(description=f"{what} (field errors as for 400); nothing written.")
+
+
+ITEM_ID_TAKEN = _conflict("Another item has this external id")
+PROFILE_ID_TAKEN = _conflict("Another user has this external id (or username)")
+
+
 def _paginated(view: APIView, queryset, serializer_class) -> Response:
     paginator = CatalogPagination()
     page = paginator.paginate_queryset(queryset, view.request, view=view)
@@ -74,7 +101,7 @@ def _paginated(view: APIView, queryset, serializer_class) -> Response:
 # --------------------------------------------------------------------------------------------
 
 class FeatureSerializer(StrictSerializer):
-    type = serializers.SlugField(max_length=50)
+    type = serializers.SlugField(max_length=50, trim_whitespace=False)  # exactly the schema's pattern
     value = serializers.CharField(max_length=200)
     weight = StrictFloatField(default=1.0)
 
@@ -153,7 +180,7 @@ class UserOutputSerializer(serializers.Serializer):
 
 class UserCreateInputSerializer(StrictSerializer):
     external_id = serializers.CharField(max_length=128)
-    username = serializers.CharField(max_length=150, required=False)
+    username = serializers.CharField(max_length=150, required=False, validators=[UnicodeUsernameValidator()])
     features = FeatureSerializer(many=True, required=False, max_length=1000)
 
 
@@ -168,13 +195,23 @@ class FeedbackEventInputSerializer(StrictSerializer):
     item = serializers.CharField(max_length=128, help_text="External item id.")
     kind = serializers.CharField(max_length=32, help_text="A feedback kind code: rating, like, dislike, view, …")
     value = StrictFloatField(required=False, allow_null=True,
-                             help_text="Defaults to the kind's default; ratings are 1–5.")
+                             min_value=-FEEDBACK_VALUE_LIMIT, max_value=FEEDBACK_VALUE_LIMIT,
+                             help_text="Defaults to the kind's default; each kind may narrow the range "
+                                       "(ratings: 0.5–5).")
     created_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
 
 
 class FeedbackBatchInputSerializer(StrictSerializer):
     events = FeedbackEventInputSerializer(many=True, allow_empty=False, max_length=FEEDBACK_BATCH_LIMIT)
+
+
+class FeedbackRecordInputSerializer(serializers.Serializer):
+    """The body of ``POST /feedback`` for the schema only (catalog.openapi); the view reads either
+    serializer above itself."""
+
+
+from catalog import openapi as _feedback_input_schema  # noqa: E402,F401  registers the schema above
 
 
 class FeedbackOutputSerializer(serializers.Serializer):
@@ -249,8 +286,7 @@ class ItemListApi(APIView):
             OpenApiParameter("search", str, description="Words that must all appear in the title."),
             OpenApiParameter("sort", str, enum=list(selectors.ITEM_SORTS), description="Default: title."),
             OpenApiParameter("include_inactive", bool, description="Staff only."),
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int, description=f"At most {MAX_PAGE_SIZE}."),
+            *PAGE_PARAMETERS,
         ],
         responses=ItemOutputSerializer(many=True),
     )
@@ -268,7 +304,7 @@ class ItemListApi(APIView):
         return _paginated(self, items, ItemOutputSerializer)
 
     @extend_schema(operation_id="items_create", request=ItemInputSerializer,
-                   responses={201: ItemOutputSerializer})
+                   responses={201: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
     def post(self, request):
         data = _validated(ItemInputSerializer, request.data)
         features = data.pop("features", None)
@@ -294,12 +330,13 @@ class ItemDetailApi(APIView):
     def get(self, request, external_id: str):
         return Response(ItemOutputSerializer(self.get_item(external_id)).data)
 
-    @extend_schema(operation_id="items_update", request=ItemUpdateInputSerializer, responses=ItemOutputSerializer)
+    @extend_schema(operation_id="items_update", request=ItemUpdateInputSerializer,
+                   responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
     def put(self, request, external_id: str):
         return self._update(request, external_id)
 
     @extend_schema(operation_id="items_partial_update", request=ItemUpdateInputSerializer,
-                   responses=ItemOutputSerializer)
+                   responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
     def patch(self, request, external_id: str):
         return self._update(request, external_id)
 
@@ -329,7 +366,7 @@ class UserListApi(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(operation_id="users_list",
-                   parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+                   parameters=PAGE_PARAMETERS,
                    responses=UserOutputSerializer(many=True))
     def get(self, request):
         # Why not a selector: catalog.selectors has no profile list yet.
@@ -337,7 +374,7 @@ class UserListApi(APIView):
         return _paginated(self, profiles.order_by("id"), UserOutputSerializer)
 
     @extend_schema(operation_id="users_create", request=UserCreateInputSerializer,
-                   responses={201: UserOutputSerializer})
+                   responses={201: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
     def post(self, request):
         data = _validated(UserCreateInputSerializer, request.data)
         features = data.pop("features", None)
@@ -354,12 +391,13 @@ class UserDetailApi(APIView):
     def get(self, request, external_id: str):
         return Response(UserOutputSerializer(_profile_get(external_id=external_id, request=request)).data)
 
-    @extend_schema(operation_id="users_update", request=UserUpdateInputSerializer, responses=UserOutputSerializer)
+    @extend_schema(operation_id="users_update", request=UserUpdateInputSerializer,
+                   responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
     def put(self, request, external_id: str):
         return self._update(request, external_id)
 
     @extend_schema(operation_id="users_partial_update", request=UserUpdateInputSerializer,
-                   responses=UserOutputSerializer)
+                   responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
     def patch(self, request, external_id: str):
         return self._update(request, external_id)
 
@@ -382,7 +420,7 @@ class UserFeedbackListApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(operation_id="users_feedback_list",
-                   parameters=[OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+                   parameters=PAGE_PARAMETERS,
                    responses=FeedbackOutputSerializer(many=True))
     def get(self, request, external_id: str):
         profile = _profile_get(external_id=external_id, request=request)
@@ -409,11 +447,7 @@ class FeedbackRecordApi(APIView):
 
     @extend_schema(
         operation_id="feedback_record",
-        request=PolymorphicProxySerializer(
-            component_name="FeedbackRecordRequest",
-            serializers=[FeedbackEventInputSerializer, FeedbackBatchInputSerializer],
-            resource_type_field_name=None,
-        ),
+        request=FeedbackRecordInputSerializer,
         responses={
             201: PolymorphicProxySerializer(
                 component_name="FeedbackRecordResponse",
@@ -422,6 +456,8 @@ class FeedbackRecordApi(APIView):
             ),
             200: OpenApiResponse(description="Idempotency key repeated: the stored rows, nothing written."),
             400: OpenApiResponse(description="Field errors; for a batch keyed by event index."),
+            409: OpenApiResponse(description="An idempotency key already names a different event (field errors "
+                                             "as for 400); nothing written."),
         },
     )
     def post(self, request):
@@ -438,9 +474,10 @@ class FeedbackRecordApi(APIView):
         try:
             rows = feedback_record_batch(profile=own_profile, events=events)
         except FeedbackBatchError as error:
+            error_class = ConflictError if error.conflict else exceptions.ValidationError
             if is_batch:
-                raise exceptions.ValidationError(_feedback_batch_errors(error.event_errors)) from error
-            raise exceptions.ValidationError(error.event_errors[min(error.event_errors)]) from error
+                raise error_class(_feedback_batch_errors(error.event_errors)) from error
+            raise error_class(error.event_errors[min(error.event_errors)]) from error
 
         written = any(not row.replayed for row in rows)
         answer_status = status.HTTP_201_CREATED if written else status.HTTP_200_OK

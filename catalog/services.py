@@ -22,6 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from catalog import signals
+from config.validation import CONFLICT, is_conflict
 from catalog.models import (
     Feature,
     FeatureSubject,
@@ -266,7 +267,9 @@ def user_profile_create(
         try:
             user.full_clean(exclude=["password"])
         except ValidationError as error:
-            raise ValidationError({"username": error.message_dict.get("username", error.messages)}) from error
+            # error_dict keeps the codes: a taken username stays code "unique" (the API's 409).
+            username_errors = error.error_dict.get("username") if hasattr(error, "error_dict") else None
+            raise ValidationError({"username": username_errors or error.messages}) from error
         user.save()
     profile.user = user
     profile.full_clean()
@@ -371,7 +374,8 @@ def _feedback_replay(*, key: str, profile: UserProfile, item: Item, kind: Feedba
     if existing is None:
         return None
     if (existing.user_id, existing.item_id, existing.kind_id) != (profile.pk, item.pk, kind.pk):
-        raise ValidationError({"idempotency_key": "This idempotency key was already used for a different event."})
+        raise ValidationError({"idempotency_key": ValidationError(
+            "This idempotency key was already used for a different event.", code=CONFLICT)})
     existing.replayed = True
     return existing
 
@@ -487,8 +491,9 @@ class FeedbackBatchError(ValidationError):
     ValidationError it reads ``{"events.3.value": [...]}``.
     """
 
-    def __init__(self, event_errors: dict[int, dict[str, list[str]]]):
+    def __init__(self, event_errors: dict[int, dict[str, list[str]]], *, conflict: bool = False):
         self.event_errors = event_errors
+        self.conflict = conflict  # the event clashes with stored data (see config.exception_handlers)
         super().__init__({
             f"events.{index}.{field}": messages
             for index, fields in sorted(event_errors.items()) for field, messages in fields.items()
@@ -589,7 +594,7 @@ def feedback_record_batch(*, profile: UserProfile | None = None, events: list[Ma
             try:
                 rows.append(feedback_record(**arguments))
             except ValidationError as error:
-                raise FeedbackBatchError({index: _errors_of(error)}) from error
+                raise FeedbackBatchError({index: _errors_of(error)}, conflict=is_conflict(error)) from error
     # A single API post also comes through here; only real batches are worth an INFO line.
     logger.log(logging.INFO if len(rows) > 1 else logging.DEBUG, "feedback.batch.recorded events=%s replayed=%s",
                len(rows), sum(r.replayed for r in rows))

@@ -7,6 +7,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from config.validation import CONFLICT, is_conflict
+
 
 class ApplicationError(Exception):
     """A domain error with a message safe to show to API clients."""
@@ -19,6 +21,13 @@ class ApplicationError(Exception):
         self.extra = extra or {}
 
 
+class ConflictError(exceptions.ValidationError):
+    """Field errors, like a 400, but the request clashes with stored data: 409."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = CONFLICT
+
+
 def _django_validation_detail(error: DjangoValidationError) -> dict | list:
     if hasattr(error, "error_dict"):
         return {field: [str(m) for m in messages] for field, messages in error.message_dict.items()}
@@ -27,7 +36,8 @@ def _django_validation_detail(error: DjangoValidationError) -> dict | list:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(detail=_django_validation_detail(exc))
+        error_class = ConflictError if is_conflict(exc) else exceptions.ValidationError
+        exc = error_class(detail=_django_validation_detail(exc))
     elif isinstance(exc, (Http404, ObjectDoesNotExist)):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

@@ -27,7 +27,9 @@ def _type_error(field: serializers.Field, value) -> str | None:
     for field_class, json_types, name in _JSON_TYPES:
         if isinstance(field, field_class):
             wrong_bool = isinstance(value, bool) and bool not in json_types
-            if wrong_bool or not isinstance(value, json_types):
+            # JSON Schema (OpenAPI 3.1) counts 36.0 as an integer: a number with no fraction.
+            whole_float = int in json_types and isinstance(value, float) and value.is_integer()
+            if wrong_bool or not (isinstance(value, json_types) or whole_float):
                 return f"Must be {name}."
             return None
     return None

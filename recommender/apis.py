@@ -74,7 +74,9 @@ class RecommendationsOutputSerializer(serializers.Serializer):
 
 
 def _k_from(request) -> int:
-    serializer = KInputSerializer(data=request.query_params)
+    # A plain dict, not the QueryDict: DRF reads "?k=" from a QueryDict as "not given" (HTML form
+    # rules) and would serve the default; for this API an empty k is a malformed k.
+    serializer = KInputSerializer(data=request.query_params.dict())
     serializer.is_valid(raise_exception=True)
     return min(serializer.validated_data["k"], pipeline.K_MAX)
 
@@ -159,7 +161,7 @@ class RuleInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     kind = serializers.ChoiceField(choices=RuleKind.choices)
     enabled = serializers.BooleanField(default=True)
-    order = serializers.IntegerField(default=100)
+    order = serializers.IntegerField(default=100, min_value=-2**31, max_value=2**31 - 1)  # a PostgreSQL integer
     scope = serializers.ChoiceField(choices=RuleScope.choices, default=RuleScope.BOTH)
     params = serializers.JSONField(default=dict)
     starts_at = serializers.DateTimeField(allow_null=True, required=False)
@@ -170,6 +172,11 @@ class RuleInputSerializer(StrictSerializer):
         if "\\u0000" in json.dumps(value):
             raise serializers.ValidationError("Parameters may not contain the NUL character.")
         return value
+
+
+# Its OpenAPI description (one variant per kind, with that kind's parameters) is
+# recommender.openapi.RuleInputSchema, registered by this import.
+from recommender import openapi as _rule_input_schema  # noqa: E402,F401
 
 
 class RuleOutputSerializer(serializers.Serializer):

@@ -33,6 +33,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Recommendation platform API",
     "DESCRIPTION": "Catalogue, feedback, recommendations and models.",
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Request and response components apart: requests carry the stricter input rules of config.schema.
     "COMPONENT_SPLIT_REQUEST": True,

@@ -166,9 +166,10 @@ def test_idempotency_key_of_another_users_event_is_not_leaked(alice_client, movi
     feedback_record(profile=bob, item=movie, kind="rating", value=2, idempotency_key="shared")
     response = alice_client.post("/api/v1/feedback", {"item": "m1", "kind": "rating", "idempotency_key": "shared"},
                                  format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409  # the key is bound to another event: a conflict, not a malformed request
     assert "idempotency_key" in response.json()
     assert "bob" not in response.content.decode()
+    assert Feedback.objects.count() == 1
 
 
 # ---------------------------------------------------------------- user feedback list
@@ -237,7 +238,6 @@ def test_item_create_update_delete_is_staff_only(alice_client, staff_client, ano
 @pytest.mark.parametrize("payload, field", [
     ({"external_id": "", "title": "x"}, "external_id"),
     ({"external_id": "   ", "title": "x"}, "external_id"),
-    ({"external_id": "m1", "title": "x"}, "external_id"),  # taken
     ({"external_id": "n", "title": "x", "metadata": [1]}, "metadata"),
     ({"external_id": "n", "title": "x", "metadata": {"a": "\x00"}}, "metadata"),
     ({"external_id": "n", "title": "x", "features": [{"type": "bad type", "value": "x"}]}, "features"),
@@ -251,7 +251,40 @@ def test_bad_item_is_a_json_400(staff_client, movie, payload, field):
     assert Item.objects.count() == 1
 
 
+def test_an_external_id_already_taken_is_a_409_with_the_field_named(staff_client, movie):
+    ItemFactory(external_id="m2")
+    created = staff_client.post("/api/v1/items", {"external_id": " m1 ", "title": "Copy"}, format="json")
+    renamed = staff_client.patch("/api/v1/items/m2", {"external_id": "m1"}, format="json")
+    for response in (created, renamed):
+        assert response.status_code == 409, response.content
+        assert list(response.json()) == ["external_id"]
+        assert "already exists" in response.json()["external_id"][0]
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == ["m1", "m2"]
+
+
+def test_a_batch_event_reusing_a_key_for_another_event_is_a_409_and_writes_nothing(alice_client, movie):
+    other = ItemFactory(external_id="m2")
+    events = [{"item": "m1", "kind": "like", "idempotency_key": "k1"},
+              {"item": other.external_id, "kind": "like", "idempotency_key": "k1"}]
+    response = alice_client.post("/api/v1/feedback", {"events": events}, format="json")
+    assert response.status_code == 409, response.content
+    assert list(response.json()["events"]) == ["1"] and "idempotency_key" in response.json()["events"]["1"]
+    assert Feedback.objects.count() == 0
+
+
 # ---------------------------------------------------------------- users
+
+def test_a_taken_user_id_or_username_is_a_409_and_a_malformed_username_a_400(staff_client, alice):
+    taken_id = staff_client.post("/api/v1/users", {"external_id": "alice"}, format="json")
+    taken_username = staff_client.post("/api/v1/users", {"external_id": "a2", "username": alice.user.username},
+                                       format="json")
+    malformed = staff_client.post("/api/v1/users", {"external_id": "a3", "username": "no spaces allowed"},
+                                  format="json")
+    assert (taken_id.status_code, list(taken_id.json())) == (409, ["external_id"])
+    assert (taken_username.status_code, list(taken_username.json())) == (409, ["username"])
+    assert (malformed.status_code, list(malformed.json())) == (400, ["username"])
+    assert UserProfile.objects.count() == 1
+
 
 def test_users_list_and_create_are_staff_only(alice_client, staff_client, alice):
     assert alice_client.get("/api/v1/users").status_code == 403
@@ -260,7 +293,7 @@ def test_users_list_and_create_are_staff_only(alice_client, staff_client, alice)
                                  format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["features"] == [{"type": "age", "value": "25-34", "weight": 1.0}]
-    assert staff_client.post("/api/v1/users", {"external_id": "42"}, format="json").status_code == 400
+    assert staff_client.post("/api/v1/users", {"external_id": "42"}, format="json").status_code == 409
     assert staff_client.get("/api/v1/users").json()["count"] == 2
 
 

@@ -73,7 +73,7 @@ def test_only_the_user_or_staff_may_read_recommendations(served):
     assert missing.status_code == 404 and "detail" in missing.json()
 
 
-@pytest.mark.parametrize("k", ["0", "abc", "-3"])
+@pytest.mark.parametrize("k", ["0", "abc", "-3", ""])
 def test_invalid_k_is_a_json_400(k):
     profile = UserProfileFactory()
     response = client_for(profile.user).get(f"/api/v1/users/{profile.external_id}/recommendations?k={k}")
@@ -142,3 +142,25 @@ def test_schema_documents_the_recommender_endpoints(db):
                  "/api/v1/rules", "/api/v1/models", "/api/v1/models/train", "/api/v1/models/{version_id}/activate",
                  "/api/v1/models/rollback"):
         assert path in schema["paths"], path
+
+
+def test_schema_gives_each_rule_kind_exactly_its_parameters(db):
+    from recommender.rerank.params import KIND_PARAMS
+
+    schema = client_for(StaffUserFactory()).get("/api/schema/?format=json").json()
+    variants = schema["components"]["schemas"]["RuleInputRequest"]["oneOf"]
+    described = {v["properties"]["kind"]["allOf"][0]["enum"][0]: v["properties"]["params"] for v in variants}
+    assert set(described) == set(KIND_PARAMS)
+    for kind, params in described.items():
+        assert set(params["properties"]) == {p.name for p in KIND_PARAMS[kind]}, kind
+        assert set(params.get("required", [])) == {p.name for p in KIND_PARAMS[kind] if p.required}, kind
+        assert params["additionalProperties"] is False
+
+
+def test_rule_order_takes_a_whole_number_written_as_a_float_and_refuses_a_fraction(planted_catalog):
+    staff = client_for(StaffUserFactory())
+    body = {"name": "unseen", "kind": "filter_seen"}
+    whole = staff.post("/api/v1/rules", {**body, "order": 36.0}, format="json")
+    fraction = staff.post("/api/v1/rules", {**body, "order": 36.5}, format="json")
+    assert whole.status_code == 201 and whole.json()["order"] == 36
+    assert fraction.status_code == 400 and "order" in fraction.json()

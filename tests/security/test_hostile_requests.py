@@ -143,6 +143,12 @@ def test_page_size_of_a_billion_is_capped(world, path):
     assert len(response.json()["results"]) <= MAX_PAGE_SIZE
 
 
+@pytest.mark.parametrize("page", ["", "0", "last", "-1", "1.5"])
+def test_a_page_that_is_not_a_positive_integer_is_a_json_404(world, page):
+    # DRF would serve page 1 for "" and the last page for "last"; the schema promises integers >= 1.
+    assert_json_4xx(api_client(world.staff).get(f"/api/v1/items?page={page}"), 404)
+
+
 def test_page_size_cap_holds_with_more_rows_than_the_cap(world):
     from catalog.apis import MAX_PAGE_SIZE
     from tests.factories import ItemFactory
