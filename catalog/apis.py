@@ -29,6 +29,7 @@ from config.exception_handlers import ConflictError
 from config.strict_json import StrictSerializer
 from catalog.models import Feedback, Item, UserProfile
 from catalog.services import (
+    FEATURE_WEIGHT_MAX,
     FEEDBACK_BATCH_LIMIT,
     FEEDBACK_VALUE_LIMIT,
     FeedbackBatchError,
@@ -103,7 +104,7 @@ def _paginated(view: APIView, queryset, serializer_class) -> Response:
 class FeatureSerializer(StrictSerializer):
     type = serializers.SlugField(max_length=50, trim_whitespace=False)  # exactly the schema's pattern
     value = serializers.CharField(max_length=200)
-    weight = StrictFloatField(default=1.0)
+    weight = StrictFloatField(default=1.0, min_value=0, max_value=FEATURE_WEIGHT_MAX)
 
 
 def _features_out(links) -> list[dict[str, Any]]:

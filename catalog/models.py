@@ -68,13 +68,28 @@ class Item(models.Model):
             raise ValidationError({"external_id": "The external id may not be empty."})
 
 
+# Side-feature weights training accepts: LightFM's feature matrix is float32 and non-negative,
+# and one stored weight outside that would fail every training run. The services say so
+# politely first (catalog.services.FEATURE_WEIGHT_MAX); this holds for every other writer.
+FEATURE_WEIGHT_MAX = 1e6
+
+
+def _feature_weight_in_range(name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=models.Q(weight__gte=0, weight__lte=FEATURE_WEIGHT_MAX), name=name,
+        violation_error_message=f"A feature weight must be between 0 and {FEATURE_WEIGHT_MAX:g}.")
+
+
 class ItemFeature(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="feature_links")
     feature = models.ForeignKey(Feature, on_delete=models.CASCADE, related_name="item_links")
     weight = models.FloatField(default=1.0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["item", "feature"], name="item_feature_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "feature"], name="item_feature_unique"),
+            _feature_weight_in_range("item_feature_weight_range"),
+        ]
         indexes = [models.Index(fields=["feature", "item"], name="item_feature_by_feature_idx")]
 
 
@@ -103,7 +118,10 @@ class UserFeature(models.Model):
     weight = models.FloatField(default=1.0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["profile", "feature"], name="user_feature_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "feature"], name="user_feature_unique"),
+            _feature_weight_in_range("user_feature_weight_range"),
+        ]
 
 
 class FeedbackKind(models.Model):

@@ -24,6 +24,7 @@ from django.utils import timezone
 from catalog import signals
 from config.validation import CONFLICT, is_conflict
 from catalog.models import (
+    FEATURE_WEIGHT_MAX,
     Feature,
     FeatureSubject,
     Feedback,
@@ -87,6 +88,11 @@ def _features_normalize(features: FeatureSpec) -> dict[tuple[str, str], float]:
             raise ValidationError({"features": "Every feature needs a non-empty type and value."})
         if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(float(weight)):
             raise ValidationError({"features": f"The weight of {feature_type}={value} must be a finite number."})
+        if not 0 <= weight <= FEATURE_WEIGHT_MAX:
+            # Training refuses the whole feature matrix otherwise (negative, or beyond float32):
+            # one stored bad weight would fail every run until someone found it.
+            raise ValidationError({"features": f"The weight of {feature_type}={value} must be between 0 and "
+                                               f"{FEATURE_WEIGHT_MAX:g}; got {weight:g}."})
         normalized[(feature_type, value)] = float(weight)
     return normalized
 

@@ -242,6 +242,7 @@ def test_item_create_update_delete_is_staff_only(alice_client, staff_client, ano
     ({"external_id": "n", "title": "x", "metadata": {"a": "\x00"}}, "metadata"),
     ({"external_id": "n", "title": "x", "features": [{"type": "bad type", "value": "x"}]}, "features"),
     ({"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": "NaN"}]}, "features"),
+    ({"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": -1}]}, "features"),
     ({"external_id": "n", "title": "x", "published_at": "not a date"}, "published_at"),
 ])
 def test_bad_item_is_a_json_400(staff_client, movie, payload, field):

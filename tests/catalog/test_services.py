@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from catalog import signals
@@ -86,6 +86,18 @@ def test_item_update_changes_fields_and_replaces_features(django_capture_on_comm
     assert received == [{"signal": signals.item_changed, "sender": Item, "item_id": item.pk, "created": False}]
     with pytest.raises(TypeError):
         item_update(item=item, created_at=timezone.now())
+
+
+@pytest.mark.parametrize("weight", [-0.5, 1e7, 1e300])
+def test_a_feature_weight_training_would_refuse_is_refused_at_the_door(weight):
+    # Training builds a non-negative float32 matrix; one such stored weight would fail every run.
+    with pytest.raises(ValidationError, match="between 0 and 1e\\+06"):
+        item_create(external_id="m1", title="x", features=[("genre", "Comedy", weight)])
+    assert Item.objects.count() == 0
+    item = ItemFactory()
+    feature = Feature.objects.create(subject="item", type="genre", value="Comedy")
+    with pytest.raises(IntegrityError), transaction.atomic():  # any other writer meets the database's check
+        ItemFeature.objects.create(item=item, feature=feature, weight=weight)
 
 
 def test_user_profile_create_makes_user_with_unusable_password():
