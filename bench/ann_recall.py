@@ -100,12 +100,14 @@ def bench_active(n_queries: int, k: int, ef_search: int, rng) -> None:
                                                             ef_search=ef_search, exact=exact), user_vectors, k,
                 plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>", query=user_vectors[0],
                                k=k, filters=filters))
-        measure(f"v{version_id} item->items cosine, {filter_name}",
-                lambda q, exact: ann.nearest_items_to_item(version_id=version_id, item_id=q, k=k, filters=filters,
-                                                           measure="cosine", ef_search=ef_search, exact=exact),
-                items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator="<=>",
-                                         query=ann.item_embedding_fetch(version_id=version_id, item_id=items[0]),
-                                         k=k, filters=filters))
+        for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
+            measure(f"v{version_id} item->items {name}, {filter_name}",
+                    lambda q, exact, name=name: ann.nearest_items_to_item(
+                        version_id=version_id, item_id=q, k=k, filters=filters, measure=name, ef_search=ef_search,
+                        exact=exact),
+                    items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
+                                             query=ann.item_embedding_fetch(version_id=version_id, item_id=items[0]),
+                                             k=k, filters=filters))
 
 
 def synthetic_vectors(n_items: int, dimension: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -152,11 +154,13 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
                                                                 filters=filters, ef_search=ef_search, exact=exact),
                     list(users), k, plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>",
                                                    query=users[0], k=k, filters=filters))
-            measure(f"synthetic {n_items} item->items cosine, {filter_name}",
-                    lambda q, exact: ann.nearest_items_to_item(version_id=version_id, item_id=q, k=k, filters=filters,
-                                                               measure="cosine", ef_search=ef_search, exact=exact),
-                    items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator="<=>",
-                                             query=embeddings[items[0] - 1], k=k, filters=filters))
+            for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
+                measure(f"synthetic {n_items} item->items {name}, {filter_name}",
+                        lambda q, exact, name=name: ann.nearest_items_to_item(
+                            version_id=version_id, item_id=q, k=k, filters=filters, measure=name,
+                            ef_search=ef_search, exact=exact),
+                        items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
+                                                 query=embeddings[items[0] - 1], k=k, filters=filters))
     finally:
         vectors.vectors_drop(version_id=version_id)
 

@@ -11,14 +11,15 @@ user → items  ``score_vector <#> u``      HNSW ``vector_ip_ops`` on score_vect
 cosine        ``embedding <=> q``         HNSW ``vector_cosine_ops`` on embedding (``_cos_hnsw``)
 norm_damped   cosine pool, then exact     the cosine HNSW: a pool of ``NORM_DAMPED_POOL_FACTOR·k``
               ``|q|^a |v|^a cos`` numpy   (at least ``NORM_DAMPED_MIN_POOL``) is re-scored exactly
-dot           ``embedding <#> q``         an HNSW ``vector_ip_ops`` on embedding when publishing
-                                          built one, else an exact scan (fine at ml-100k size)
+dot           ``embedding <#> q``         HNSW ``vector_ip_ops`` on embedding (``_emb_ip_hnsw``;
+                                          versions published before it existed: exact scan)
 euclidean     ``embedding <-> q``         an HNSW ``vector_l2_ops`` on embedding if present, else
                                           an exact scan
 ============  ==========================  ======================================================
 
-The planner picks an HNSW index whenever one matches the ORDER BY operator, so 'dot' and
-'euclidean' become approximate as soon as publishing builds those indexes; no code change here.
+The planner picks an HNSW index whenever one matches the ORDER BY operator (and the table is big
+enough for it to pay), so 'euclidean' would become approximate as soon as publishing built that
+index too; no code change here.
 
 Filters run *inside* the index scan: the HNSW scan is the outer side of nested loops that probe
 ``catalog_item`` (active only) and ``catalog_itemfeature`` (excluded / required features), and

@@ -84,22 +84,29 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
         cursor.execute("SET LOCAL enable_seqscan = off")
 
     user_query = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
-    for operator, query in (("<#>", user_query), ("<=>", embeddings[0])):
-        column = "score_vector" if operator == "<#>" else "embedding"
+    tables = vectors.VersionTables(SYNTHETIC_VERSION)
+    for column, operator, query, index in (("score_vector", "<#>", user_query, tables.item_ip_index),
+                                           ("embedding", "<=>", embeddings[0], tables.item_cosine_index),
+                                           ("embedding", "<#>", embeddings[0], tables.item_embedding_ip_index)):
         statement, params = ann.nearest_statement(version_id=SYNTHETIC_VERSION, column=column, operator=operator,
                                                   query=query, k=k, filters=filters)
         plan = ann.explain(statement, params, k=k)
-        assert f"Index Scan using rec_item_vectors_v{SYNTHETIC_VERSION}_" in plan and "hnsw" in plan, plan
+        assert f"Index Scan using {index} " in plan, plan
 
-    recalls = []
-    for seed_item in rng.choice(kept, 20, replace=False).tolist():
-        nearest = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k, filters=filters)
-        exact = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k, filters=filters,
-                                          exact=True)
-        assert len(nearest) == k
-        assert {item_id for item_id, _ in nearest} <= set(kept.tolist()) - {seed_item}
-        recalls.append(len({item_id for item_id, _ in nearest} & {item_id for item_id, _ in exact}) / k)
-    assert np.mean(recalls) >= 0.9
+    for measure in ("cosine", "dot"):
+        recalls = []
+        for seed_item in rng.choice(kept, 20, replace=False).tolist():
+            nearest = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k,
+                                                filters=filters, measure=measure)
+            exact = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k,
+                                              filters=filters, measure=measure, exact=True)
+            assert len(nearest) == k
+            assert {item_id for item_id, _ in nearest} <= set(kept.tolist()) - {seed_item}
+            recalls.append(len({item_id for item_id, _ in nearest} & {item_id for item_id, _ in exact}) / k)
+        if measure == "cosine":
+            assert np.mean(recalls) >= 0.9
+    # Inner-product graphs (dot, and user → items below) keep k and the filter, but their recall
+    # under a 1% filter is lower: bench/ann_recall.py reports it (100k items: 0.70 / 0.77).
 
     user_vector = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
     stored_user_vector = vectors.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user_vector)
