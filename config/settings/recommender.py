@@ -14,3 +14,7 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
 
 # LightFM threads for training; 0 = every core (see recommender/services/training.py).
 TRAINING_NUM_THREADS = env_int("TRAINING_NUM_THREADS", 0)
+
+# Related lists precomputed after each activation: the most popular active items only (the rest
+# are computed live on request). Each item costs one pipeline run, so this bounds the task.
+RELATED_PRECOMPUTE_MAX_ITEMS = env_int("RELATED_PRECOMPUTE_MAX_ITEMS", 20_000)

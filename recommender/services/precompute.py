@@ -19,6 +19,7 @@ import json
 import logging
 import time
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
@@ -103,15 +104,19 @@ def related_tables_drop_stale() -> list[int]:
 
 
 def related_items_precompute(*, version: ModelVersion, limit: int = RELATED_STORED) -> int:
-    """Compute and store every active item's related list for ``version``; returns the rows written.
+    """Compute and store the related lists of ``version``; returns the rows written.
 
+    Only the ``settings.RELATED_PRECOMPUTE_MAX_ITEMS`` most popular active items: each costs one
+    pipeline run, so a million-item catalogue would keep a worker busy for hours, while the head
+    of the popularity curve is where related lists are asked for; the tail is computed live.
     Idempotent: the table is rebuilt from scratch in one transaction, so readers see either the
     previous complete table or the new complete one.
     """
     from ..pipeline import ranked_candidates
 
     started = time.perf_counter()
-    item_ids = list(Item.objects.filter(is_active=True).order_by("pk").values_list("pk", flat=True))
+    most_popular = Item.objects.filter(is_active=True).order_by("-popularity", "pk")
+    item_ids = sorted(most_popular.values_list("pk", flat=True)[:settings.RELATED_PRECOMPUTE_MAX_ITEMS])
     written = 0
     with transaction.atomic():
         _table_create(version.pk)

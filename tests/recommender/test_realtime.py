@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from catalog.models import Feature, UserFeature
+from catalog.models import Feature, Item, UserFeature
 from catalog.services import feedback_delete, feedback_record, item_create
 from recommender import pipeline, vectors
 from recommender.ml.training import FittedModel
@@ -138,3 +138,16 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
     served_ids = [entry.item.pk for entry in pipeline.related_items(item=seed, k=5).items]
     assert served_ids == [candidate.item_id for candidate in stored][:5]
     assert related_items_precompute_task(version.pk + 1000)["skipped"] is True
+
+
+def test_only_the_most_popular_items_are_precomputed_and_the_tail_is_answered_live(served, settings):
+    catalog, version = served
+    settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
+    by_popularity = list(Item.objects.filter(is_active=True).order_by("-popularity", "pk").values_list("pk", flat=True))
+    assert precompute.related_items_precompute(version=version) == 5
+    assert all(precompute.related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None
+               for pk in by_popularity[:5])
+    tail = Item.objects.get(pk=by_popularity[-1])
+    assert precompute.related_precomputed_fetch(version_id=version.pk, item_id=tail.pk) is None
+    related = pipeline.related_items(item=tail, k=10)
+    assert not related.fallback and len(related.items) == 10
