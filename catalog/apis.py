@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from catalog import selectors
 from config.exception_handlers import ConflictError
 from config.strict_json import StrictSerializer
-from catalog.models import Feedback, Item, UserProfile
+from catalog.models import Item, UserProfile
 from catalog.services import (
     FEATURE_WEIGHT_MAX,
     FEEDBACK_BATCH_LIMIT,

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feat
 from recommender.ml.training import FittedModel, HyperParameters, fit
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
-from ..selectors import CatalogArrays, active_version, catalog_arrays_fetch, default_training_config
+from ..selectors import CatalogArrays, catalog_arrays_fetch, default_training_config
 
 logger = logging.getLogger(__name__)
 

@@ -100,7 +100,6 @@ class Command(BaseCommand):
 
 
 def version_summary(version: ModelVersion) -> dict:
-    k = version.config_snapshot.get("eval_k", 10)
     metrics, baseline = version.metrics, version.baseline_metrics
     return {
         "version": version.pk,
