@@ -367,7 +367,7 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
 
         def build() -> dict:
             context = context_build(surface="home", version=version, profile=profile, require_user_vector=True)
-            # Lets stages use per-process memos keyed by it (recommender.ann.version_vectors).
+            # Lets stages use per-process memos keyed by it (recommender.vector_memo.version_vectors).
             context.memo["global_generation"] = generation
             reranked = _rerank(context, ranked_candidates(context), k, rules)
             return _payload(reranked.items, version.pk, reranked.trace)

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from django.db import connection
 
-from recommender import ann, vectors
+from recommender import ann, vector_memo, vectors
 from recommender.blend import pool_blend_scores
 from recommender.candidates.base import Context, PooledCandidate
 from recommender.ml.similarity import similarity
@@ -36,7 +36,7 @@ def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> li
 
 
 def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
-    memo = ann.context_vectors(context)  # the version's vectors held in process, when the request may use them
+    memo = vector_memo.context_vectors(context)  # the version's vectors held in process, when the request may use them
     if memo is not None:
         ids, rows = memo.rows(item_ids)
         score_vectors = memo.score_vectors[rows]
@@ -52,7 +52,7 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
 
 
 def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:
-    memo = ann.context_vectors(context)
+    memo = vector_memo.context_vectors(context)
     if memo is not None:
         if context.item_id not in memo.row_of:
             return None

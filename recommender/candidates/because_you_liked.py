@@ -1,7 +1,7 @@
 """"Because you liked X": neighbours of the user's most recent positively rated items."""
 from __future__ import annotations
 
-from recommender import ann
+from recommender import ann, vector_memo
 
 from ._shared import context_positive_seeds, source_filters
 from .base import Candidate, Context
@@ -34,11 +34,11 @@ class BecauseYouLikedSource:
         # Every seed's neighbours come from ONE statement (a LATERAL join over the seeds), which
         # also keeps every seed out of every list: never recommend a seed because of another.
         per_seed = 2 * -(-n // len(seeds))
-        memo = ann.context_vectors(context)
+        memo = vector_memo.context_vectors(context)
         while True:
             # Exact in process from the version's memoised vectors when the request has them (same
             # contract), else the SQL statement.
-            found = None if memo is None else ann.nearest_items_to_items_memo(
+            found = None if memo is None else vector_memo.nearest_items_to_items_memo(
                 memo=memo, item_ids=seeds, k=per_seed, filters=filters, measure=context.measure,
                 alpha=context.norm_damping_alpha)
             if found is None:

@@ -1,7 +1,7 @@
 """Personal ANN: the user's score vector against every item's score vector (LightFM's score)."""
 from __future__ import annotations
 
-from recommender import ann
+from recommender import ann, vector_memo
 
 from ._shared import source_filters
 from .base import Candidate, Context
@@ -22,8 +22,8 @@ class PersonalAnnSource:
         filters = source_filters(context)
         # Exact in process from the version's memoised vectors when the request may use them (small
         # catalogues, where the planner scans exactly anyway), else through the HNSW index.
-        memo = ann.context_vectors(context)
-        nearest = None if memo is None else ann.nearest_items_for_user_memo(
+        memo = vector_memo.context_vectors(context)
+        nearest = None if memo is None else vector_memo.nearest_items_for_user_memo(
             memo=memo, user_vector=context.user_vector, k=n, filters=filters)
         if nearest is None:
             nearest = ann.nearest_items_for_user(version_id=context.version_id, user_vector=context.user_vector, k=n,

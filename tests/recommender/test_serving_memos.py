@@ -1,6 +1,6 @@
 """The per-process serving copies answer exactly as the SQL they replace, and are refused where unsafe.
 
-`recommender.ann.version_vectors` (personal ANN, "because you liked", the scorer) and
+`recommender.vector_memo.version_vectors` (personal ANN, "because you liked", the scorer) and
 `recommender.candidates._catalogue.catalogue_memo` (content-based, fresh) are only used by
 requests in autocommit that read the ``global`` cache generation; here they are loaded directly
 and compared, answer for answer, with the SQL statements on a planted catalogue with a trained
@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Feedback, Item
-from recommender import ann, cache, pipeline
+from recommender import ann, cache, pipeline, vector_memo
 from recommender.apis import RecommendationsOutputSerializer, recommendations_data
 from recommender.candidates._catalogue import _memo_load, catalogue_memo
 from recommender.candidates._shared import positive_seed_items, source_filters, user_feedback_summary
@@ -52,12 +52,12 @@ def _profiles(catalog):
 
 def test_memo_personal_ann_equals_the_exact_sql_answer(served):
     catalog, version = served
-    memo = ann._version_vectors_load(version.pk)
+    memo = vector_memo._version_vectors_load(version.pk)
     hidden = catalog.items_by_cluster[0][5].pk
     for profile in _profiles(catalog):
         context = _context(catalog, version, profile)
         filters = source_filters(context)
-        in_memory = ann.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=25, filters=filters)
+        in_memory = vector_memo.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=25, filters=filters)
         by_sql = ann.nearest_items_for_user(version_id=version.pk, user_vector=context.user_vector, k=25,
                                             filters=filters, exact=True)
         assert [item_id for item_id, _ in in_memory] == [item_id for item_id, _ in by_sql]
@@ -69,13 +69,13 @@ def test_memo_personal_ann_equals_the_exact_sql_answer(served):
 @pytest.mark.parametrize("measure", ["dot", "cosine", "euclidean"])
 def test_memo_because_you_liked_neighbours_equal_the_exact_sql_answer(served, measure):
     catalog, version = served
-    memo = ann._version_vectors_load(version.pk)
+    memo = vector_memo._version_vectors_load(version.pk)
     for profile in _profiles(catalog):
         context = _context(catalog, version, profile)
         seeds = user_feedback_summary(profile_id=profile.pk).positive_item_ids[:5]
         assert seeds
         kwargs = dict(item_ids=seeds, k=12, filters=source_filters(context), measure=measure)
-        in_memory = ann.nearest_items_to_items_memo(memo=memo, **kwargs)
+        in_memory = vector_memo.nearest_items_to_items_memo(memo=memo, **kwargs)
         by_sql = ann.nearest_items_to_items(version_id=version.pk, exact=True, **kwargs)
         assert in_memory.keys() == by_sql.keys()
         for seed in seeds:
@@ -85,11 +85,11 @@ def test_memo_because_you_liked_neighbours_equal_the_exact_sql_answer(served, me
 
 def test_memo_refuses_feature_filters_so_the_sql_path_applies_them(served):
     catalog, version = served
-    memo = ann._version_vectors_load(version.pk)
+    memo = vector_memo._version_vectors_load(version.pk)
     context = _context(catalog, version, catalog.profiles_by_cluster[0][0])
     filters = source_filters(context)
     filters.require_feature_ids = (1,)
-    assert ann.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=5, filters=filters) is None
+    assert vector_memo.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=5, filters=filters) is None
 
 
 def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeypatch):
@@ -118,7 +118,7 @@ def test_memos_are_refused_inside_a_transaction_and_without_a_generation(served)
     catalog, version = served
     generation = cache.global_generation_fetch()
     assert transaction.get_connection().in_atomic_block  # the test's own transaction
-    assert ann.version_vectors(version_id=version.pk, generation=generation) is None
+    assert vector_memo.version_vectors(version_id=version.pk, generation=generation) is None
     assert catalogue_memo(generation=generation) is None
     # Rules are read fresh inside a transaction: a rule created in it is seen at once.
     before = rules_for_surface(surface="home", generation=generation)
