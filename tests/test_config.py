@@ -255,3 +255,14 @@ def test_operations_doc_lists_every_environment_variable():
     doc = (REPO / "docs" / "operations.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in doc)
     assert not missing, f"docs/operations.md does not document: {missing}"
+
+
+@pytest.mark.django_db
+def test_the_test_process_keeps_long_statements():
+    """Only web processes (config.wsgi) bound statements. A test module importing config.wsgi would
+    bound every test's connection and make the long ones (imports, index builds) flaky."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"

@@ -31,11 +31,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections, transaction
 from rest_framework.authtoken.models import Token
 
 from catalog.models import Feature, FeedbackKind, Item, UserProfile
-from config.wsgi import application
 from recommender.openapi import params_schema
 from recommender.rerank.models import Rule
 from recommender.rerank.params import RuleKind, params_clean
@@ -113,6 +113,9 @@ def _narrow_to_world(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+# Django's WSGI handler, not config.wsgi: importing that module gives every new connection of this
+# process the web statement timeout, and the import tests need long statements.
+application = get_wsgi_application()
 served = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
 schema = schemathesis.openapi.from_dict(_narrow_to_world(served.raw_schema))
 schema.app = application
