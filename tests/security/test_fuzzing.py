@@ -13,7 +13,8 @@ world's ids, feedback values follow each kind's range, and the stored rule's kin
 PATCH bodies are valid. That makes both directions meaningful: every schema-valid request about
 the world must succeed (2xx, or 409 when it clashes with stored data), and a request naming
 anything outside it is negative data that must be refused. The one cross-field rule JSON Schema
-cannot state (a rule's ``ends_at`` after its ``starts_at``) is restored on positive examples.
+cannot state (a rule's ``ends_at`` after its ``starts_at``) holds on positive examples: an end not
+after the start is dropped.
 Each example runs in a savepoint that is rolled back, so every example meets the same world.
 """
 from __future__ import annotations
