@@ -128,10 +128,17 @@ def _point_broker_at(url: str) -> str:
     """Make this process publish to ``url``; the settings computed the broker before the test DB existed."""
     from config.celery import app
 
+    from kombu.transport.sqlalchemy import Channel
+
     previous = app.conf.broker_url
     app.conf.broker_url = url
     app._pool = None  # drop connections and producers built for the previous broker
     app.amqp._producer_pool = None
+    # kombu caches one SQLAlchemy engine per broker database for the whole process; its pooled
+    # session on the test database would otherwise keep that database from being dropped.
+    for engine, _ in Channel._engines.values():
+        engine.dispose()
+    Channel._engines.clear()
     return previous
 
 
