@@ -30,8 +30,9 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from recommender import ann, vectors  # noqa: E402
-from recommender.candidates.base import AnnFilters  # noqa: E402
+from recommender.vectors import pgvector, store  # noqa: E402
+from recommender.vectors.pgvector import PgvectorIndex  # noqa: E402
+from recommender.vectors.base import AnnFilters  # noqa: E402
 from recommender.selectors import active_version  # noqa: E402
 
 ROWS: list[tuple] = []
@@ -39,9 +40,9 @@ ROWS: list[tuple] = []
 
 def plan_uses_hnsw(*, version_id: int, column: str, operator: str, query, k: int, filters: AnnFilters) -> str:
     """'hnsw' if the planner answers this query through an HNSW index, else 'exact' (it may rightly prefer a scan)."""
-    statement, params = ann.nearest_statement(version_id=version_id, column=column, operator=operator,
+    statement, params = pgvector.nearest_statement(version_id=version_id, column=column, operator=operator,
                                               query=np.asarray(query, dtype=np.float32), k=k, filters=filters)
-    return "hnsw" if "_hnsw" in ann.explain(statement, params, k=k) else "exact"
+    return "hnsw" if "_hnsw" in pgvector.explain(statement, params, k=k) else "exact"
 
 
 def measure(label: str, run, queries, k: int, plan: str = "") -> None:
@@ -82,38 +83,35 @@ def bench_active(n_queries: int, k: int, ef_search: int, rng) -> None:
         print("no active version: skipping the ml-100k part", file=sys.stderr)
         return
     version_id = version.pk
-    tables = vectors.VersionTables(version_id)
+    tables = store.VersionTables(version_id)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT profile_id FROM {tables.users} ORDER BY random() LIMIT %s", [n_queries])
         profiles = [row[0] for row in cursor.fetchall()]
         cursor.execute(f"SELECT v.item_id FROM {tables.items} v JOIN catalog_item i ON i.id = v.item_id "
                        f"AND i.is_active ORDER BY random() LIMIT %s", [n_queries])
         items = [row[0] for row in cursor.fetchall()]
-    user_vectors = [vectors.user_vector_fetch(version_id=version_id, profile_id=p) for p in profiles]
+    user_vectors = [store.user_vector_fetch(version_id=version_id, profile_id=p) for p in profiles]
     filter_sets = [("all active", AnnFilters())]
     for fraction in (0.1, 0.01):
         feature_id, name, share = genre_near(fraction)
         filter_sets.append((f"{name} ({share:.1%})", AnnFilters(require_feature_ids=(feature_id,))))
     for filter_name, filters in filter_sets:
         measure(f"v{version_id} user->items ip, {filter_name}",
-                lambda q, exact: ann.nearest_items_for_user(version_id=version_id, user_vector=q, k=k, filters=filters,
-                                                            ef_search=ef_search, exact=exact), user_vectors, k,
+                lambda q, exact: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters), user_vectors, k,
                 plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>", query=user_vectors[0],
                                k=k, filters=filters))
         for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
             measure(f"v{version_id} item->items {name}, {filter_name}",
-                    lambda q, exact, name=name: ann.nearest_items_to_item(
-                        version_id=version_id, item_id=q, k=k, filters=filters, measure=name, ef_search=ef_search,
-                        exact=exact),
+                    lambda q, exact, name=name: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
                     items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
-                                             query=ann.item_embedding_fetch(version_id=version_id, item_id=items[0]),
+                                             query=store.item_embedding_fetch(version_id=version_id, item_id=items[0]),
                                              k=k, filters=filters))
 
 
 def synthetic_vectors(n_items: int, dimension: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Clustered item embeddings with popularity-like norms, and LightFM-shaped score vectors.
 
-    The score vectors are in the model's layout [v, b, 1]; `vectors.vectors_publish` appends the
+    The score vectors are in the model's layout [v, b, 1]; `store.vectors_publish` appends the
     MIPS coordinate exactly as it does for a trained version.
     """
     centres = rng.standard_normal((200, dimension))
@@ -129,7 +127,7 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
     version_id = 900_000 + os.getpid() % 1000
     score_vectors, embeddings = synthetic_vectors(n_items, dimension, rng)
     started = time.perf_counter()
-    vectors.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
+    store.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
                             item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
                             user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32),
                             mips_augment=mips_augment)
@@ -139,7 +137,7 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
         users = np.hstack([rng.standard_normal((n_queries, dimension)), np.ones((n_queries, 1)),
                            rng.normal(0, 0.5, (n_queries, 1))]).astype(np.float32)
         # As stored for this version ([u, 1, b], or [u, 1, b, 0] with --mips-augment).
-        users = np.stack([vectors.user_search_vector(version_id=version_id, score_vector=user) for user in users])
+        users = np.stack([store.user_search_vector(version_id=version_id, score_vector=user) for user in users])
         items = rng.choice(np.arange(1, n_items + 1), n_queries, replace=False).tolist()
         all_ids = np.arange(1, n_items + 1)
         filter_sets = [("all", AnnFilters(active_only=False))]
@@ -150,19 +148,16 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
                                 AnnFilters(active_only=False, exclude_item_ids=tuple(all_ids[~kept].tolist()))))
         for filter_name, filters in filter_sets:
             measure(f"synthetic {n_items} user->items ip, {filter_name}",
-                    lambda q, exact: ann.nearest_items_for_user(version_id=version_id, user_vector=q, k=k,
-                                                                filters=filters, ef_search=ef_search, exact=exact),
+                    lambda q, exact: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters),
                     list(users), k, plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>",
                                                    query=users[0], k=k, filters=filters))
             for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
                 measure(f"synthetic {n_items} item->items {name}, {filter_name}",
-                        lambda q, exact, name=name: ann.nearest_items_to_item(
-                            version_id=version_id, item_id=q, k=k, filters=filters, measure=name,
-                            ef_search=ef_search, exact=exact),
+                        lambda q, exact, name=name: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
                         items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
                                                  query=embeddings[items[0] - 1], k=k, filters=filters))
     finally:
-        vectors.vectors_drop(version_id=version_id)
+        store.vectors_drop(version_id=version_id)
 
 
 def main() -> None:
@@ -172,12 +167,12 @@ def main() -> None:
                         help="`make bench --quick`: 50 queries, 20k synthetic items")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--synthetic-items", type=int, default=100_000)
-    parser.add_argument("--ef-search", type=int, default=ann.DEFAULT_EF_SEARCH)
+    parser.add_argument("--ef-search", type=int, default=pgvector.DEFAULT_EF_SEARCH)
     parser.add_argument("--skip-active", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--synthetic-unfiltered-only", action="store_true")
     parser.add_argument("--mips-augment", action="store_true",
-                        help="publish the synthetic version with the MIPS coordinate (vectors.MIPS_AUGMENT)")
+                        help="publish the synthetic version with the MIPS coordinate (store.MIPS_AUGMENT)")
     parser.add_argument("--force-index", action="store_true",
                         help="SET enable_seqscan = off: measure the HNSW path even where the planner would "
                              "rightly choose an exact scan (small catalogues, very selective filters)")
@@ -195,7 +190,7 @@ def main() -> None:
         bench_synthetic(arguments.synthetic_items, arguments.queries, arguments.k, arguments.ef_search, rng,
                         filtered=not arguments.synthetic_unfiltered_only, mips_augment=arguments.mips_augment)
     print(f"ANN recall@{arguments.k} vs exact (ef_search={arguments.ef_search}, "
-          f"iterative_scan=relaxed_order, overfetch={ann.RELAXED_OVERFETCH}, max_scan_tuples={ann.MAX_SCAN_TUPLES}"
+          f"iterative_scan=relaxed_order, overfetch={pgvector.RELAXED_OVERFETCH}, max_scan_tuples={pgvector.MAX_SCAN_TUPLES}"
           f"{', seq scans disabled' if arguments.force_index else ''})")
     header = ("query set", "plan", "n", "recall", "min", "all k", "ann p50 ms", "ann p99 ms", "exact p50 ms")
     print(f"{header[0]:<62} {header[1]:>5} {header[2]:>4} {header[3]:>7} {header[4]:>5} {header[5]:>7} "

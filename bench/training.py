@@ -37,7 +37,8 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
     from lightfm import LightFM
 
     from recommender.models import ModelVersion, VersionStatus
-    from recommender.selectors import catalog_arrays_fetch, default_training_config
+    from catalog.array_selectors import catalog_arrays_fetch
+    from recommender.selectors import default_training_config
     from recommender.services.training import model_training_request, training_data_build
 
     log = open(REPO / "bench" / "results" / "training_worker.log", "wb")

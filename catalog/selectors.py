@@ -28,7 +28,8 @@ class UnknownSortError(ValueError):
     """``item_list`` was asked for a sort order it does not know."""
 
 
-def _feedback_in_force() -> Q:
+def feedback_in_force() -> Q:
+    """Feedback that counts now, for ORM reads: the same rule as `catalog.sql.feedback_in_force_sql`."""
     # Written as an explicit OR (not ``~Q(is_current=False)``) so PostgreSQL sees two simple
     # predicates it can combine with the feedback(item, kind) index.
     return Q(is_current=True) | Q(is_current__isnull=True)
@@ -154,7 +155,7 @@ def user_profile_for_user(*, user) -> UserProfile | None:
 def user_feedback_list(*, profile: UserProfile) -> QuerySet[Feedback]:
     """A profile's current states and events, newest first; superseded history is left out."""
     return (
-        Feedback.objects.filter(_feedback_in_force(), user=profile)
+        Feedback.objects.filter(feedback_in_force(), user=profile)
         .select_related("item", "kind")
         .order_by("-created_at", "-id")
     )
@@ -199,7 +200,7 @@ def popular_items(*, days: int | None = None, limit: int = 20, active_only: bool
             items = items.filter(is_active=True)
         return list(items.order_by("-popularity", "id").prefetch_related(_features_prefetch())[:limit])
     since = timezone.now() - timedelta(days=days)
-    rows = Feedback.objects.filter(_feedback_in_force())
+    rows = Feedback.objects.filter(feedback_in_force())
     # The (created_at, item) index serves this range.
     rows = rows.filter(created_at__gte=since)
     if active_only:

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from catalog.models import Item, UserProfile
 from config.strict_json import StrictSerializer
 
-from . import pipeline
+from . import serving
 from .models import ModelVersion
 from .rerank.models import Rule, RuleScope
 from .rerank.params import RuleKind
@@ -40,7 +40,7 @@ def _is_staff(request) -> bool:
 
 class KInputSerializer(serializers.Serializer):
     k = serializers.IntegerField(min_value=1, default=10,
-                                 help_text=f"How many items (at least 1); values above {pipeline.K_MAX} are capped.")
+                                 help_text=f"How many items (at least 1); values above {serving.K_MAX} are capped.")
 
 
 class RecommendedItemOutputSerializer(serializers.Serializer):
@@ -78,14 +78,14 @@ def _k_from(request) -> int:
     # rules) and would serve the default; for this API an empty k is a malformed k.
     serializer = KInputSerializer(data=request.query_params.dict())
     serializer.is_valid(raise_exception=True)
-    return min(serializer.validated_data["k"], pipeline.K_MAX)
+    return min(serializer.validated_data["k"], serving.K_MAX)
 
 
 # One field instance formats every date: DRF's own rules (current time zone, "Z" for UTC).
 _DATETIME = serializers.DateTimeField()
 
 
-def recommendations_data(result: pipeline.Recommendations) -> dict[str, Any]:
+def recommendations_data(result: serving.Recommendations) -> dict[str, Any]:
     """The body of `RecommendationsOutputSerializer` built from plain values.
 
     Same keys, types and formats as the serializer (which stays the schema, and the reference a
@@ -131,7 +131,7 @@ class UserRecommendationsApi(APIView):
         profile = get_object_or_404(UserProfile, external_id=external_id)
         if not (_is_staff(request) or profile.user_id == request.user.pk):
             raise exceptions.PermissionDenied("You may only read your own recommendations.")
-        result = pipeline.recommend_for_user(profile=profile, k=k)
+        result = serving.recommend_for_user(profile=profile, k=k)
         return Response(recommendations_data(result))
 
 
@@ -149,7 +149,7 @@ class ItemRelatedApi(APIView):
         if item is None or (not item.is_active and not _is_staff(request)):
             raise exceptions.NotFound(f"No item with external id {external_id!r}.")
         profile = UserProfile.objects.filter(user=request.user).first() if request.user.is_authenticated else None
-        result = pipeline.related_items(item=item, k=k, profile=profile)
+        result = serving.related_items(item=item, k=k, profile=profile)
         return Response(recommendations_data(result))
 
 

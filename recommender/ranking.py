@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from django.db import connection
 
-from recommender import ann, vector_memo, vectors
+from catalog.array_selectors import item_feedback_counts
 from recommender.blend import pool_blend_scores
 from recommender.candidates.base import Context, PooledCandidate
 from recommender.ml.similarity import similarity
@@ -36,12 +35,7 @@ def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> li
 
 
 def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
-    memo = vector_memo.context_vectors(context)  # the version's vectors held in process, when the request may use them
-    if memo is not None:
-        ids, rows = memo.rows(item_ids)
-        score_vectors = memo.score_vectors[rows]
-    else:
-        ids, score_vectors = vectors.item_vectors_fetch(version_id=context.version_id, item_ids=item_ids)
+    ids, score_vectors = context.vector_index.score_vectors(item_ids)
     if len(ids) == 0:
         return {}
     scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
@@ -52,34 +46,22 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
 
 
 def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:
-    memo = vector_memo.context_vectors(context)
-    if memo is not None:
-        if context.item_id not in memo.row_of:
-            return None
-        seed = memo.embeddings[memo.row_of[context.item_id]]
-        ids, rows = memo.rows(item_ids)
-        embeddings = memo.embeddings[rows]
-    else:
-        seed = ann.item_embedding_fetch(version_id=context.version_id, item_id=context.item_id)
-        if seed is None:
-            return None
-        ids, embeddings = ann.item_embeddings_fetch(version_id=context.version_id, item_ids=item_ids)
-    if len(ids) == 0:
+    # The seed and the pool in one read (the store's ANY(...) gives no order: match rows by id).
+    ids, embeddings = context.vector_index.embeddings([context.item_id, *item_ids])
+    by_id = dict(zip(ids.tolist(), embeddings))
+    if context.item_id not in by_id:
+        return None
+    pooled = [item_id for item_id in dict.fromkeys(item_ids) if item_id in by_id]
+    if not pooled:
         return {}
-    scores = similarity(seed, embeddings, context.measure, alpha=context.norm_damping_alpha)
-    return dict(zip(ids.tolist(), scores.tolist()))
+    scores = similarity(by_id[context.item_id], np.stack([by_id[item_id] for item_id in pooled]), context.measure,
+                        alpha=context.norm_damping_alpha)
+    return dict(zip(pooled, np.atleast_1d(scores).tolist()))
 
 
 def _popularity_scores(item_ids: list[int]) -> dict[int, float]:
     """All-time count of in-force, non-negative feedback per pooled item (one query on the (item, kind) index)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT fb.item_id, count(*) FROM catalog_feedback fb JOIN catalog_feedbackkind k ON k.code = fb.kind_id "
-            "WHERE fb.item_id = ANY(%s) AND (fb.is_current OR fb.is_current IS NULL) AND k.weight > 0 "
-            "GROUP BY fb.item_id",
-            [list(item_ids)],
-        )
-        counts = dict(cursor.fetchall())
+    counts = item_feedback_counts(item_ids=item_ids)
     return {item_id: float(counts.get(item_id, 0)) for item_id in item_ids}
 
 
@@ -87,7 +69,7 @@ def pool_score(*, context: Context, pool: list[PooledCandidate]) -> list[PooledC
     """Fill every candidate's ``score`` and return the pool sorted by it, best first.
 
     Sources and reasons are kept untouched for explanations. Vectors of the pooled items only
-    are read, in one query (``item_id = ANY(...)``).
+    are read, from the request's vector index (one query, or none for the in-process index).
     """
     if not pool:
         return []

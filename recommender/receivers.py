@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import connection, transaction
 
-from recommender import cache
+from recommender import generations
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def on_feedback_changed(sender, *, profile_id: int, item_id: int, **kwargs) -> N
         user_vector_fold_in(profile_id=profile_id)
     except Exception:
         logger.exception("realtime.fold_in_failed profile=%s item=%s", profile_id, item_id)
-    cache.home_cache_invalidate_user(profile_id=profile_id)
+    generations.user_generation_bump(profile_id=profile_id)
 
 
 def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) -> None:
@@ -45,7 +45,7 @@ def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) ->
             related_precomputed_invalidate_near(version_id=version.pk, item_id=item_id)
     except Exception:
         logger.exception("realtime.item_cold_start_failed item=%s created=%s", item_id, created)
-    cache.home_cache_invalidate_all()
+    generations.global_generation_bump()
 
 
 def _broker_serves_this_database() -> bool:
@@ -65,7 +65,7 @@ def _broker_serves_this_database() -> bool:
 
 
 def on_model_activated(sender, *, version_id: int, **kwargs) -> None:
-    cache.home_cache_invalidate_all()
+    generations.global_generation_bump()
     if not _broker_serves_this_database():
         logger.info("precompute.enqueue_skipped version=%s reason=broker_on_another_database", version_id)
         return
@@ -83,7 +83,7 @@ def on_model_activated(sender, *, version_id: int, **kwargs) -> None:
 
 def on_rule_changed(sender, **kwargs) -> None:
     # Inside the rule's own transaction: the new generation becomes visible exactly when the rule does.
-    cache.home_cache_invalidate_all()
+    generations.global_generation_bump()
 
 
 def receivers_connect() -> None:

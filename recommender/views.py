@@ -12,7 +12,8 @@ from django.shortcuts import render
 from catalog import selectors as catalog_selectors
 from catalog.models import Item
 
-from . import pipeline
+from . import serving
+from .serving.results import SOURCE_LABELS
 from .dashboard.selectors import viewing_profile
 
 HOME_COUNT = 12
@@ -27,7 +28,7 @@ def home(request: HttpRequest) -> HttpResponse:
         # Anonymous visitors get the catalogue's own welcome (popular, else newest) and a sign-in
         # notice: no pipeline, no per-visitor work, the same few queries as before.
         return render(request, "recommender/home_anonymous.html", _catalog_welcome())
-    result = pipeline.recommend_for_user(profile=profile, k=HOME_COUNT)
+    result = serving.recommend_for_user(profile=profile, k=HOME_COUNT)
     template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
     show_rows = request.GET.get("rows") == "sources"
     context = {
@@ -50,12 +51,12 @@ def _source_rows(profile) -> list[dict]:
 
     Lets a product manager see what each source contributes to the merged pool.
     """
-    ranked, _ = pipeline.pipeline_preview(profile=profile, k=HOME_COUNT)
+    ranked, _ = serving.pipeline_preview(profile=profile, k=HOME_COUNT)
     picks = {source: [c for c in ranked if source in c.sources][:SOURCE_ROW_SIZE] for source in SOURCE_ROW_ORDER}
     wanted = {c.item_id for row in picks.values() for c in row}
     items = Item.objects.filter(pk__in=wanted).prefetch_related("features").in_bulk()
     return [
-        {"source": source, "label": pipeline.SOURCE_LABELS.get(source, source.replace("_", " ")),
+        {"source": source, "label": SOURCE_LABELS.get(source, source.replace("_", " ")),
          "items": [items[c.item_id] for c in row if c.item_id in items]}
         for source, row in picks.items() if row
     ]
@@ -75,8 +76,8 @@ def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:
     if item is None or not item.is_active:
         raise Http404("No item with this id.")
     profile = viewing_profile(request)
-    related = pipeline.related_items(item=item, k=RELATED_COUNT, profile=profile)
-    for_you = pipeline.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE) if profile else None
+    related = serving.related_items(item=item, k=RELATED_COUNT, profile=profile)
+    for_you = serving.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE) if profile else None
     context = {"item": item, "related": related, "for_you": for_you}
     template = "recommender/related_panel.html" if request.htmx else "recommender/related_page.html"
     return render(request, template, context)

@@ -15,6 +15,7 @@ from .feedback import (
     OPPOSING_KINDS,
     FeedbackBatchError,
     feedback_delete,
+    feedback_pairs_delete,
     feedback_record,
     feedback_record_batch,
 )
@@ -23,7 +24,7 @@ from .users import user_profile_create, user_profile_get_or_create_for_user, use
 
 __all__ = [
     "FEATURE_WEIGHT_MAX", "FEEDBACK_BATCH_LIMIT", "FEEDBACK_VALUE_LIMIT", "ITEM_UPDATABLE_FIELDS", "OPPOSING_KINDS",
-    "FeatureSpec", "FeedbackBatchError", "feedback_delete", "feedback_record", "feedback_record_batch",
+    "FeatureSpec", "FeedbackBatchError", "feedback_delete", "feedback_pairs_delete", "feedback_record", "feedback_record_batch",
     "item_change_announce", "item_create", "item_update", "user_profile_create",
     "user_profile_get_or_create_for_user", "user_profile_update",
 ]

@@ -326,3 +326,18 @@ def feedback_delete(*, feedback: Feedback) -> None:
     transaction.on_commit(lambda: signals.feedback_deleted.send(
         sender=Feedback, profile_id=profile_id, item_id=item_id, kind=kind, was_current=bool(was_current),
     ))
+
+
+def feedback_pairs_delete(*, user_ids: list[int], item_ids: list[int]) -> int:
+    """Delete every feedback row of the given (user, item) pairs in one statement; returns rows deleted.
+
+    For offline evaluation only, which hides held-out feedback inside a transaction it rolls back:
+    no signals are sent and no caches are told. Must run inside a transaction.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("feedback_pairs_delete runs only inside a transaction that will be rolled back.")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM catalog_feedback f USING unnest(%s::bigint[], %s::bigint[]) AS p(user_id, item_id) "
+            "WHERE f.user_id = p.user_id AND f.item_id = p.item_id", [list(user_ids), list(item_ids)])
+        return cursor.rowcount

@@ -4,23 +4,23 @@ published) and their feature postings, for as long as the ``global`` cache gener
 At ml-100k the content-based statement costs ~3 ms (planning, df counts, aggregation) and the
 fresh one ~1 ms; the same answers from this copy cost a fraction of a millisecond. Every item
 change (features and ``is_active`` included) bumps the generation after it commits, so a copy
-keyed by it is current for a request that read the generation first. Inside a transaction
-(tests, evaluation, ATOMIC_REQUESTS) and above ``MEMO_MAX_POSTINGS`` the sources keep their SQL.
+keyed by it is current for a request that read the generation first (`recommender.memo`).
+Inside a transaction (tests, evaluation, ATOMIC_REQUESTS) and above
+``settings.CATALOGUE_COPY_BUDGET_BYTES`` the sources keep their SQL.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import numpy as np
-from django.db import connection
+from django.conf import settings
 from scipy import sparse
 
-logger = logging.getLogger(__name__)
+from catalog.array_selectors import item_feature_postings, item_states
+from recommender.memo import GenerationMemo
 
-MEMO_MAX_ITEMS = 50_000
-MEMO_MAX_POSTINGS = 500_000
+logger = logging.getLogger(__name__)
 
 
 class CatalogueMemo:
@@ -46,7 +46,7 @@ class CatalogueMemo:
         return self.columns_matrix[:, columns].getnnz(axis=1) > 0
 
     def allowed(self, filters, excluded_ids=()) -> np.ndarray:
-        """Rows passing ``filters`` (as `recommender.ann.filter_clauses`) and not in ``excluded_ids``."""
+        """Rows passing ``filters`` (as `catalog.sql.item_filter_clauses`) and not in ``excluded_ids``."""
         allowed = self.active.copy() if filters.active_only else np.ones(len(self.item_ids), dtype=bool)
         if filters.exclude_feature_ids:
             allowed &= ~self._has_any(filters.exclude_feature_ids)
@@ -86,9 +86,37 @@ class CatalogueMemo:
         return list(zip(self.item_ids[ranked].tolist(), (1.0 / (1.0 + ages)).tolist()))
 
 
-_TOO_MANY = object()
-_memo: dict = {"key": None, "value": None}
-_memo_lock = threading.Lock()
+def catalogue_copy_load(_key: None = None) -> CatalogueMemo | None:
+    """Read every item and posting into a `CatalogueMemo`; None when they exceed the budget."""
+    started = time.perf_counter()
+    budget = settings.CATALOGUE_COPY_BUDGET_BYTES
+    # Per item: id, active flag, publication time and its row entries; per posting: its weight and
+    # indices, once in CSR and once in CSC.
+    states = item_states(limit=budget // ITEM_BYTES)
+    postings = item_feature_postings(limit=budget // POSTING_BYTES) if states is not None else None
+    if states is None or postings is None or len(states[0]) * ITEM_BYTES + len(postings[0]) * POSTING_BYTES > budget:
+        logger.info("candidates.catalogue_copy_over_budget budget_bytes=%s", budget)
+        return None
+    item_ids, active, published = states
+    posting_items, posting_features, posting_weights = postings
+    # An item created between the two reads has postings but no row yet: left out until the next
+    # generation (its creation bumps it).
+    rows = np.searchsorted(item_ids, posting_items)
+    known = (rows < len(item_ids)) & (item_ids[np.minimum(rows, len(item_ids) - 1)] == posting_items) \
+        if len(item_ids) else np.zeros(len(posting_items), dtype=bool)
+    feature_ids, columns = np.unique(posting_features[known], return_inverse=True)
+    matrix = sparse.csr_matrix((posting_weights[known], (rows[known], columns)),
+                               shape=(len(item_ids), len(feature_ids)))
+    memo = CatalogueMemo(item_ids=item_ids, active=active, published=published, feature_ids=feature_ids,
+                         matrix=matrix, n_items=len(item_ids))
+    logger.info("candidates.catalogue_copy_loaded items=%s postings=%s ms=%.1f", len(item_ids), int(known.sum()),
+                1000 * (time.perf_counter() - started))
+    return memo
+
+
+ITEM_BYTES = 8 + 1 + 8 + 2 * 8
+POSTING_BYTES = 2 * (8 + 8 + 8)
+CATALOGUE_COPY = GenerationMemo("catalogue_copy", catalogue_copy_load, max_entries=1)
 
 
 def catalogue_memo(*, generation: int | None) -> CatalogueMemo | None:
@@ -96,53 +124,9 @@ def catalogue_memo(*, generation: int | None) -> CatalogueMemo | None:
 
     Item saves (features included) bump the generation after they commit, so a copy keyed by it
     is current for a request that read the generation first. None without a generation, inside
-    a transaction (its uncommitted writes bumped nothing yet) and above ``MEMO_MAX_ITEMS`` items or
-    ``MEMO_MAX_POSTINGS`` postings.
+    a transaction (its uncommitted writes bumped nothing yet) and above the
+    ``CATALOGUE_COPY_BUDGET_BYTES`` budget.
     """
-    if generation is None or connection.in_atomic_block:
+    if not CATALOGUE_COPY.usable(generation):
         return None
-    key = (connection.settings_dict["NAME"], int(generation))
-    with _memo_lock:
-        if _memo["key"] == key:
-            value = _memo["value"]
-            return None if value is _TOO_MANY else value
-    value = _memo_load()
-    with _memo_lock:
-        _memo.update(key=key, value=_TOO_MANY if value is None else value)
-    return value
-
-
-def _memo_load() -> CatalogueMemo | None:
-    started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id, is_active, extract(epoch FROM published_at)::float8 FROM catalog_item ORDER BY id "
-                       "LIMIT %s", [MEMO_MAX_ITEMS + 1])
-        items = cursor.fetchall()
-        if len(items) > MEMO_MAX_ITEMS:
-            logger.info("candidates.catalogue_memo_skipped reason=too_many_items")
-            return None
-        cursor.execute("SELECT item_id, feature_id, weight FROM catalog_itemfeature LIMIT %s", [MEMO_MAX_POSTINGS + 1])
-        postings = cursor.fetchall()
-    if len(postings) > MEMO_MAX_POSTINGS:
-        logger.info("candidates.catalogue_memo_skipped reason=too_many_postings")
-        return None
-    item_ids = np.fromiter((row[0] for row in items), dtype=np.int64, count=len(items))
-    active = np.fromiter((bool(row[1]) for row in items), dtype=bool, count=len(items))
-    published = np.fromiter((np.nan if row[2] is None else row[2] for row in items), dtype=np.float64,
-                            count=len(items))
-    row_of = {int(item_id): row for row, item_id in enumerate(item_ids.tolist())}
-    # An item created between the two reads has postings but no row yet: left out until the next
-    # generation (its creation bumps it).
-    postings = [row for row in postings if row[0] in row_of]
-    feature_ids = np.unique(np.fromiter((row[1] for row in postings), dtype=np.int64, count=len(postings)))
-    column_of = {int(feature_id): column for column, feature_id in enumerate(feature_ids.tolist())}
-    matrix = sparse.csr_matrix(
-        (np.fromiter((row[2] for row in postings), dtype=np.float64, count=len(postings)),
-         (np.fromiter((row_of[row[0]] for row in postings), dtype=np.int64, count=len(postings)),
-          np.fromiter((column_of[row[1]] for row in postings), dtype=np.int64, count=len(postings)))),
-        shape=(len(item_ids), len(feature_ids)))
-    memo = CatalogueMemo(item_ids=item_ids, active=active, published=published, feature_ids=feature_ids,
-                         matrix=matrix, n_items=len(item_ids))
-    logger.info("candidates.catalogue_memo_loaded items=%s postings=%s ms=%.1f", len(item_ids), len(postings),
-                1000 * (time.perf_counter() - started))
-    return memo
+    return CATALOGUE_COPY.get(None, generation=generation)

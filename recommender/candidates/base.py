@@ -8,24 +8,16 @@ comparable, and `recommender/rerank/` applies the business rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Literal, Protocol
 
 import numpy as np
 
+from recommender.vectors import index_for
+from recommender.vectors.base import AnnFilters, Measure, VectorIndex
+
 Surface = Literal["home", "related"]
-Measure = Literal["dot", "cosine", "euclidean", "norm_damped"]
-
-
-@dataclass
-class AnnFilters:
-    """Filters that must hold inside the index scan (pgvector iterative scans), so k results still come back."""
-
-    active_only: bool = True
-    exclude_feature_ids: tuple[int, ...] = ()
-    exclude_item_ids: tuple[int, ...] = ()
-    # Keep only items carrying at least one of these features (e.g. "same genre only"); () = no restriction.
-    require_feature_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -35,6 +27,8 @@ class Context:
     version_id is the active ModelVersion's id (None: no model, only model-free sources run).
     user_vector is the user's score vector [u, 1, user_bias] (trained or folded in), or None.
     item_id is the seed item for the related surface.
+    generation is the ``global`` cache generation the request read first (None: not read), which
+    lets stages use per-process copies (`recommender.memo`); ``vector_index`` is chosen from it once.
     """
 
     surface: Surface
@@ -47,8 +41,16 @@ class Context:
     norm_damping_alpha: float = 0.5
     filters: AnnFilters = field(default_factory=AnnFilters)
     seen_item_ids: frozenset[int] = frozenset()
+    generation: int | None = None
     # Per-request reads shared by several sources (e.g. the user's positive seeds), so each runs once.
     memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def vector_index(self) -> VectorIndex | None:
+        """The index every source and the scorer query for this request (None without a version)."""
+        if self.version_id is None:
+            return None
+        return index_for(version_id=self.version_id, generation=self.generation)
 
 
 @dataclass

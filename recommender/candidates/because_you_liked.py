@@ -1,8 +1,6 @@
 """"Because you liked X": neighbours of the user's most recent positively rated items."""
 from __future__ import annotations
 
-from recommender import ann, vector_memo
-
 from ._shared import context_positive_seeds, source_filters
 from .base import Candidate, Context
 
@@ -34,21 +32,13 @@ class BecauseYouLikedSource:
         # Every seed's neighbours come from ONE statement (a LATERAL join over the seeds), which
         # also keeps every seed out of every list: never recommend a seed because of another.
         per_seed = 2 * -(-n // len(seeds))
-        memo = vector_memo.context_vectors(context)
         while True:
-            # Exact in process from the version's memoised vectors when the request has them (same
-            # contract), else the SQL statement.
-            found = None if memo is None else vector_memo.nearest_items_to_items_memo(
-                memo=memo, item_ids=seeds, k=per_seed, filters=filters, measure=context.measure,
-                alpha=context.norm_damping_alpha)
-            if found is None:
-                found = ann.nearest_items_to_items(version_id=context.version_id, item_ids=seeds, k=per_seed,
-                                                   filters=filters, measure=context.measure,
-                                                   alpha=context.norm_damping_alpha)
+            found = context.vector_index.item_neighbours(seeds, k=per_seed, filters=filters, measure=context.measure,
+                                                         alpha=context.norm_damping_alpha)
             neighbour_lists = [found.get(seed, []) for seed in seeds]
             candidates = self._interleave(seeds, neighbour_lists, per_seed)
-            # A list shorter than asked is everything that seed has under the filters (the ANN
-            # re-asks short answers exactly), so asking again cannot add to it.
+            # A list shorter than asked is everything that seed has under the filters (the index
+            # contract: k rows or a stated shortfall), so asking again cannot add to it.
             exhausted = all(len(neighbours) < per_seed for neighbours in neighbour_lists)
             if len(candidates) >= n or exhausted or per_seed >= n:
                 return candidates[:n]

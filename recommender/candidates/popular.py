@@ -6,9 +6,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from psycopg import sql
 
-from recommender import ann
+from catalog.array_selectors import feedback_newest_id, items_decayed_popularity, items_scored_filter
 
 from ._shared import source_filters
 from .base import Candidate, Context
@@ -47,30 +46,15 @@ class PopularSource:
         ``newest_feedback`` is the log's newest id when the caller already read it this request.
         """
         if newest_feedback is None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT coalesce(max(id), 0) FROM catalog_feedback")
-                newest_feedback = cursor.fetchone()[0]
+            newest_feedback = feedback_newest_id()
         key = (connection.settings_dict["NAME"], self.window_days, self.half_life_days,
                int(now.timestamp()) // CACHE_SECONDS, newest_feedback)
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:
             return cached
-        with connection.cursor() as cursor:
-            # extract() yields numeric: cast to float8, numeric power() is ten times slower. The
-            # exponent is capped because PostgreSQL raises an underflow error for power(0.5, 2000).
-            cursor.execute(
-                "SELECT f.item_id, sum(power(0.5, least("
-                "    extract(epoch FROM (%(now)s - f.created_at))::float8 / %(half_life)s, 1000))) AS score "
-                "FROM catalog_feedback f JOIN catalog_feedbackkind k ON k.code = f.kind_id "
-                "WHERE f.created_at > %(since)s AND f.created_at <= %(now)s "
-                "  AND (f.is_current OR f.is_current IS NULL) AND k.weight > 0 "
-                "GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(limit)s",
-                {"now": now, "since": now - timedelta(days=self.window_days),
-                 "half_life": self.half_life_days * 86400.0, "limit": CACHED_ITEMS},
-            )
-            rows = cursor.fetchall()
-        result = ([row[0] for row in rows], [float(row[1]) for row in rows])
+        result = items_decayed_popularity(now=now, since=now - timedelta(days=self.window_days),
+                                          half_life_seconds=self.half_life_days * 86400.0, limit=CACHED_ITEMS)
         with self._lock:
             if len(self._cache) > 8:
                 self._cache.clear()
@@ -86,20 +70,12 @@ class PopularSource:
             return []
         extra = (context.item_id,) if context.item_id is not None else ()
         filters = source_filters(context)
-        clauses, params = ann.filter_clauses(filters, item_column="p.item_id", extra_excluded_ids=extra)
-        where = sql.SQL("").join(sql.SQL(" AND ") + clause for clause in clauses)
-        statement = sql.SQL(
-            "SELECT p.item_id, p.score FROM unnest(%(ids)s::bigint[], %(scores)s::float8[]) AS p(item_id, score) "
-            "WHERE true{where} ORDER BY p.score DESC, p.item_id LIMIT %(n)s"
-        ).format(where=where)
         # Filter a head of the list first (the filters probe every row they see); only when it
         # filtered too much is the whole cached list filtered.
         head = 4 * (n + len(filters.exclude_item_ids)) + 200
         for size in ((head, len(item_ids)) if head < len(item_ids) else (len(item_ids),)):
-            params.update(ids=item_ids[:size], scores=scores[:size], n=n)
-            with connection.cursor() as cursor:
-                cursor.execute(statement.as_string(cursor.connection), params)
-                rows = cursor.fetchall()
+            rows = items_scored_filter(item_ids=item_ids[:size], scores=scores[:size], n=n,
+                                       filters=filters.item_filter(extra))
             if len(rows) >= n:
                 break
-        return [Candidate(item_id=item_id, source=self.name, score=float(score)) for item_id, score in rows]
+        return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]

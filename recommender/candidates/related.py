@@ -1,8 +1,6 @@
 """Related items: the seed item's nearest neighbours by embedding, under ``context.measure``."""
 from __future__ import annotations
 
-from recommender import ann
-
 from ._shared import source_filters
 from .base import Candidate, Context
 
@@ -15,8 +13,8 @@ class RelatedSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if context.version_id is None or context.item_id is None or n < 1:
             return []
-        nearest = ann.nearest_items_to_item(version_id=context.version_id, item_id=context.item_id, k=n,
-                                            filters=source_filters(context), measure=context.measure,
-                                            alpha=context.norm_damping_alpha)
+        nearest = context.vector_index.item_neighbours(
+            [context.item_id], k=n, filters=source_filters(context), measure=context.measure,
+            alpha=context.norm_damping_alpha)[context.item_id]
         reason = {"related_to_item_id": context.item_id}
         return [Candidate(item_id=item_id, source=self.name, score=score, reason=reason) for item_id, score in nearest]

@@ -12,7 +12,8 @@ from psycopg import sql
 
 from catalog.models import Feature, FeatureSubject, Feedback, Item, UserProfile
 from recommender.models import ModelVersion
-from recommender.vectors import VersionTables
+from catalog.array_selectors import item_strongest_feature_values
+from recommender.vectors.store import VersionTables
 
 from .projection import pca_2d
 
@@ -155,15 +156,8 @@ def _item_categories(item_ids: list[int], color: str) -> dict[int, str]:
     if color == PROVIDER_COLOR:
         return {pk: provider or "(none)"
                 for pk, provider in Item.objects.filter(pk__in=item_ids).values_list("pk", "provider")}
-    # An item can carry several values of one type (several genres): colour by its strongest,
-    # then alphabetically first, so the choice is stable.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT ON (link.item_id) link.item_id, feature.value "
-            "FROM catalog_itemfeature link JOIN catalog_feature feature ON feature.id = link.feature_id "
-            "WHERE feature.subject = 'item' AND feature.type = %s AND link.item_id = ANY(%s) "
-            "ORDER BY link.item_id, link.weight DESC, feature.value", [color, item_ids])
-        return dict(cursor.fetchall())
+    # An item can carry several values of one type (several genres): colour by its strongest.
+    return item_strongest_feature_values(item_ids=item_ids, feature_type=color)
 
 
 def embedding_map_points(*, version: ModelVersion, color: str) -> dict:

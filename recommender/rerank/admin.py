@@ -9,7 +9,7 @@ from django.urls import path, reverse
 
 from catalog.models import Item, UserProfile
 from recommender.candidates.base import PooledCandidate
-from recommender.pipeline import pipeline_preview
+from recommender.serving import pipeline_preview
 from recommender.selectors import active_version
 
 from .engine import RerankResult

@@ -73,7 +73,7 @@ def rules_apply(*, context: Context, ranked: list[PooledCandidate], k: int,
     period at ``context.now`` are skipped. Each returned item's ``notes`` says what rules did to it.
     """
     if rules is None:
-        rules = rules_for_surface(surface=context.surface, generation=context.memo.get("global_generation"))
+        rules = rules_for_surface(surface=context.surface, generation=context.generation)
     trace: list[RuleEffect] = []
     live: list[tuple[Rule, dict]] = []
     for rule in rules:

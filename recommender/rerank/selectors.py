@@ -15,8 +15,15 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.db import connection
 
-from catalog.models import FeatureSubject
-from recommender import ann
+from catalog.array_selectors import (
+    item_active_popularity,
+    item_attribute_rows,
+    item_feature_value_rows,
+    user_feedback_rows,
+)
+from recommender.vectors import store
+
+from recommender.memo import GenerationMemo
 
 from .models import Rule, RuleScope
 from .params import RuleKind
@@ -67,37 +74,22 @@ class RerankData:
         return self.features.get(item_id, {}).get(feature_type, frozenset())
 
 
-_rules_memo: dict = {"key": None, "rules": {}}
-_rules_memo_lock = threading.Lock()
+def _rules_read(surface: str) -> tuple[Rule, ...]:
+    return tuple(Rule.objects.filter(enabled=True, scope__in=[surface, RuleScope.BOTH]).order_by("order", "id"))
+
+
+# Every rule save or delete bumps the global generation inside the rule's own transaction, so the
+# new rules and the new generation become visible together. The Rule objects are shared between
+# requests: callers only read them.
+RULES = GenerationMemo("rules", _rules_read, max_entries=8)
 
 
 def rules_for_surface(*, surface: str, generation: int | None = None) -> list[Rule]:
     """The enabled rules that apply to ``surface``, in application order (periods not checked here).
 
-    With the ``global`` cache ``generation`` the request read, the rows are kept per process for
-    as long as it holds: every rule save or delete bumps it inside the rule's own transaction, so
-    the new rules and the new generation become visible together. Not inside a transaction (its
-    own rule writes are visible to it before they commit) and never without a generation. The
-    Rule objects are shared between requests: callers only read them.
+    Kept per process for the ``global`` cache ``generation`` the request read (`recommender.memo`).
     """
-    from django.db import connection
-
-    if generation is None or connection.in_atomic_block:
-        return _rules_read(surface)
-    key = (connection.settings_dict["NAME"], int(generation))
-    with _rules_memo_lock:
-        if _rules_memo["key"] == key and surface in _rules_memo["rules"]:
-            return list(_rules_memo["rules"][surface])
-    rules = _rules_read(surface)
-    with _rules_memo_lock:
-        if _rules_memo["key"] != key:
-            _rules_memo.update(key=key, rules={})
-        _rules_memo["rules"][surface] = tuple(rules)
-    return list(rules)
-
-
-def _rules_read(surface: str) -> list[Rule]:
-    return list(Rule.objects.filter(enabled=True, scope__in=[surface, RuleScope.BOTH]).order_by("order", "id"))
+    return list(RULES.get(surface, generation=generation))
 
 
 def rule_list():
@@ -137,11 +129,7 @@ def popularity_snapshot(*, max_age_seconds: float = POPULARITY_TTL_SECONDS) -> P
     if snapshot is not None and time.monotonic() - snapshot.taken_at < max_age_seconds:
         return snapshot
     with _popularity_lock:
-        rows = _rows(
-            "SELECT i.id, coalesce(f.total, 0) FROM catalog_item i LEFT JOIN ("
-            "  SELECT item_id, count(*) AS total FROM catalog_feedback"
-            "  WHERE is_current IS DISTINCT FROM false GROUP BY item_id"
-            ") f ON f.item_id = i.id WHERE i.is_active", [])
+        rows = item_active_popularity()
         counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
         snapshot = PopularitySnapshot(
             counts={item_id: total for item_id, total in rows if total}, sorted_counts=np.sort(counts),
@@ -165,7 +153,7 @@ def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> dict[int, 
     """Bare item representations of a version (the cosine-indexed ``embedding`` column), by item id."""
     if not item_ids:
         return {}
-    ids, embeddings = ann.item_embeddings_fetch(version_id=version_id, item_ids=item_ids)
+    ids, embeddings = store.item_embeddings_fetch(version_id=version_id, item_ids=item_ids)
     return dict(zip(ids.tolist(), embeddings))
 
 
@@ -191,19 +179,16 @@ def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], pro
 
     Pinned items are loaded too (by external id) even when no source nominated them.
 
-    Plain SQL with fixed column names, and times as epoch seconds: on a 300-item pool the ORM's
-    per-row cost and timestamptz parsing were most of the engine's time (≈7 ms against 0.5 ms).
-    Rule parameters only ever travel as bound values.
+    The catalogue's rows come from `catalog.array_selectors` as plain tuples (see
+    `item_attribute_rows` for why). Rule parameters only ever travel as bound values.
     """
     kinds = {kind for kind, _ in rules}
     data = RerankData()
     all_ids = list(item_ids)
     if kinds & _ITEM_ROW_KINDS:
         pinned_external_ids = [params["item"] for kind, params in rules if kind == RuleKind.PIN]
-        for pk, external_id, provider, published, is_active in _rows(
-            "SELECT id, external_id, provider, extract(epoch FROM published_at)::float8, is_active "
-            "FROM catalog_item WHERE id = ANY(%s) OR external_id = ANY(%s)", [all_ids, pinned_external_ids],
-        ):
+        for pk, external_id, provider, published, is_active in item_attribute_rows(
+                item_ids=all_ids, external_ids=pinned_external_ids):
             data.items[pk] = ItemAttributes(pk, external_id, provider, published, is_active)
             data.item_id_by_external_id[external_id] = pk
         all_ids = list(dict.fromkeys(all_ids + list(data.items)))  # + pinned items not among the candidates
@@ -211,22 +196,12 @@ def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], pro
     if kinds & _FEATURE_KINDS:
         wanted_types = sorted({params["feature_type"] for kind, params in rules if kind in _FEATURE_KINDS})
         grouped: dict[int, dict[str, set[str]]] = {}
-        for item_id, feature_type, value in _rows(
-            "SELECT link.item_id, feature.type, feature.value FROM catalog_itemfeature link "
-            "JOIN catalog_feature feature ON feature.id = link.feature_id "
-            "WHERE link.item_id = ANY(%s) AND feature.subject = %s AND feature.type = ANY(%s)",
-            [all_ids, FeatureSubject.ITEM.value, wanted_types],
-        ):
+        for item_id, feature_type, value in item_feature_value_rows(item_ids=all_ids, feature_types=wanted_types):
             grouped.setdefault(item_id, {}).setdefault(feature_type, set()).add(value)
         data.features = {item_id: {t: frozenset(v) for t, v in types.items()} for item_id, types in grouped.items()}
 
     if profile_id is not None and kinds & _FEEDBACK_KINDS:
-        for item_id, kind, weight, value, is_current in _rows(
-            "SELECT f.item_id, f.kind_id, k.weight, f.value, f.is_current FROM catalog_feedback f "
-            "JOIN catalog_feedbackkind k ON k.code = f.kind_id "
-            "WHERE f.user_id = %s AND f.item_id = ANY(%s) AND f.is_current IS DISTINCT FROM false",
-            [profile_id, all_ids],
-        ):
+        for item_id, kind, weight, value, is_current in user_feedback_rows(profile_id=profile_id, item_ids=all_ids):
             data.feedback.setdefault(item_id, []).append(UserFeedback(kind, weight, value, is_current))
 
     window = _impression_window(rules)

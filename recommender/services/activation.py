@@ -14,8 +14,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from config.exception_handlers import ApplicationError
-from recommender import vectors
-
+from recommender.vectors import store
 from ..models import ModelVersion, VersionStatus
 from ..selectors import active_version, rollback_candidate
 
@@ -56,7 +55,7 @@ def model_version_activate(*, version: ModelVersion, reason: str = "") -> ModelV
     if not version.vectors_published or version.status not in (VersionStatus.READY, VersionStatus.ACTIVE):
         raise ActivationRefused(f"v{version.pk} is {version.get_status_display().lower()}, not ready; "
                                 "only a trained and published version can be activated.")
-    if not vectors.version_tables_exist(version.pk) or not vectors.version_indexes_valid(version.pk):
+    if not store.version_tables_exist(version.pk) or not store.version_indexes_valid(version.pk):
         raise ActivationRefused(f"v{version.pk} has no valid HNSW indexes (see pg_index); it cannot serve.")
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
@@ -103,10 +102,10 @@ def model_versions_retire(*, keep: int = KEEP_READY_VERSIONS, grace: timedelta =
         if (version.finished_at or version.created_at) < cutoff:
             retired.append(version.pk)
     for version_id in retired:
-        vectors.vectors_drop(version_id=version_id)
+        store.vectors_drop(version_id=version_id)
     ModelVersion.objects.filter(pk__in=retired).update(status=VersionStatus.RETIRED, vectors_published=False)
     for version_id in ModelVersion.objects.filter(status=VersionStatus.FAILED).values_list("pk", flat=True):
-        vectors.vectors_drop(version_id=version_id)
+        store.vectors_drop(version_id=version_id)
     if retired:
         logger.info("model.retired versions=%s", retired)
     return retired

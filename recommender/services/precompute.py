@@ -7,7 +7,7 @@ table, like the vector tables::
     rec_related_v<N>(item_id bigint PRIMARY KEY, related_ids bigint[], scores real[],
                      sources jsonb, computed_at timestamptz)
 
-Serving reads one row and still applies the re-ranking rules (they may change at any time and
+Serving reads one row (`recommender.selectors.related_precomputed_fetch`) and still applies the re-ranking rules (they may change at any time and
 may depend on the visitor). An item without a row (new since the run, or the table not yet
 filled) is computed live. A plain table rather than a Django model: it lives and dies with a
 version, and is dropped here when a newer version's table is written and the version it
@@ -26,8 +26,12 @@ from psycopg import sql
 
 from catalog.models import Item
 
-from ..candidates.base import AnnFilters, Context, PooledCandidate
+from ..candidates.base import Context
 from ..models import ModelVersion, VersionStatus
+from ..selectors import related_table
+from ..serving.surfaces import ranked_candidates
+from ..vectors.base import AnnFilters
+from ..vectors.pgvector import PgvectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -35,36 +39,10 @@ RELATED_STORED = 100  # per item, before the rules: enough for filters to leave 
 WRITE_BATCH = 500
 
 
-def related_table(version_id: int) -> str:
-    return f"rec_related_v{int(version_id)}"
-
-
 def _table_exists(name: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
         return bool(cursor.fetchone()[0])
-
-
-def related_precomputed_fetch(*, version_id: int | None, item_id: int | None) -> list[PooledCandidate] | None:
-    """The stored ranked list for ``item_id`` (scores are the model's), or None when there is none."""
-    if version_id is None or item_id is None:
-        return None
-    table = related_table(version_id)
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql.SQL("SELECT related_ids, scores, sources FROM {} WHERE item_id = %s")
-                           .format(sql.Identifier(table)).as_string(connection.connection), [item_id])
-            row = cursor.fetchone()
-    except DatabaseError as error:
-        if "does not exist" in str(error):
-            return None  # not precomputed (yet): the caller computes live
-        raise
-    if row is None:
-        return None
-    related_ids, scores, sources = row
-    sources = sources if isinstance(sources, list) else json.loads(sources)
-    return [PooledCandidate(item_id=int(related_id), sources=dict(source), score=float(score))
-            for related_id, score, source in zip(related_ids, scores, sources)]
 
 
 def _table_create(version_id: int) -> None:
@@ -112,8 +90,6 @@ def related_items_precompute(*, version: ModelVersion, limit: int = RELATED_STOR
     Idempotent: the table is rebuilt from scratch in one transaction, so readers see either the
     previous complete table or the new complete one.
     """
-    from ..pipeline import ranked_candidates
-
     started = time.perf_counter()
     most_popular = Item.objects.filter(is_active=True).order_by("-popularity", "pk")
     item_ids = sorted(most_popular.values_list("pk", flat=True)[:settings.RELATED_PRECOMPUTE_MAX_ITEMS])
@@ -148,13 +124,12 @@ def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int
     neighbourhood size), so their rows, and its own, are deleted and computed live until the
     next precomputation.
     """
-    from ..ann import nearest_items_to_item
-
     table = related_table(version_id)
     if not _table_exists(table):
         return 0
-    neighbours = [related_id for related_id, _ in nearest_items_to_item(
-        version_id=version_id, item_id=item_id, k=n, filters=AnnFilters(active_only=False))]
+    # The store's own index, not a request's: the in-process copy predates the new item.
+    nearest = PgvectorIndex(version_id).item_neighbours([item_id], k=n, filters=AnnFilters(active_only=False))
+    neighbours = [related_id for related_id, _ in nearest[item_id]]
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("DELETE FROM {} WHERE item_id = ANY(%s)").format(sql.Identifier(table))
                        .as_string(connection.connection), [[item_id, *neighbours]])

@@ -21,10 +21,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import Q
 
 from catalog.models import Feedback, ItemFeature, UserFeature
-from recommender import vectors
+from catalog.selectors import feedback_in_force
+from recommender.vectors import store
 from recommender.ml.dataset import FeatureShapeError
 from recommender.ml.foldin import FoldIn
 from recommender.ml.training import FittedModel
@@ -83,7 +83,7 @@ def _solver(version: ModelVersion, state: _VersionState, item_ids: set[int]) -> 
             state.row_of_item = {int(item_id): row for row, item_id in enumerate(state.model.item_ids.ids.tolist())}
         missing = sorted(item_ids - state.row_of_item.keys())
         if missing:
-            ids, augmented = vectors.item_vectors_fetch(version_id=version.pk, item_ids=missing)
+            ids, augmented = store.item_vectors_fetch(version_id=version.pk, item_ids=missing)
             if len(ids):
                 # Grow V, b, G = V^T V and h = V^T b in place: the new items join "all items".
                 solver = state.solver
@@ -109,7 +109,7 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     negative kind vetoes the pair, which becomes a negative target (preference 0).
     """
     rows = (
-        Feedback.objects.filter(Q(is_current=True) | Q(is_current__isnull=True), user_id=profile_id)
+        Feedback.objects.filter(feedback_in_force(), user_id=profile_id)
         .values_list("item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value")
     )
     positive: dict[int, float] = {}
@@ -144,7 +144,7 @@ def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None)
     if not targets:
         vector = user_vector_from_features(profile_id=profile_id, version=version)
         if vector is not None:
-            vector = vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
+            vector = store.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
         return vector
     solver = _solver(version, state, set(targets))
     known = [(state.row_of_item[item_id], confidence, preference)
@@ -153,7 +153,7 @@ def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None)
     confidences = np.asarray([c for _, c, _ in known], dtype=np.float64)
     preferences = np.asarray([p for _, _, p in known], dtype=np.float64)
     vector = solver.user_vector_with_bias(rows, confidences, preferences)
-    vector = vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
+    vector = store.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
     logger.info("realtime.fold_in profile=%s version=%s observations=%s ms=%.2f",
                 profile_id, version.pk, len(known), 1000 * (time.perf_counter() - started))
     return vector
@@ -214,7 +214,7 @@ def item_vector_cold_start(*, item_id: int, version: ModelVersion | None = None)
     embedding = (weights_array[:, None] * model.item_embeddings[index]).sum(axis=0).astype(np.float32)
     bias = np.float32((weights_array * model.item_biases[index]).sum())
     score_vector = np.concatenate([embedding, np.asarray([bias, 1.0], dtype=np.float32)])
-    vectors.item_vector_store(version_id=version.pk, item_id=item_id, score_vector=score_vector, embedding=embedding)
+    store.item_vector_store(version_id=version.pk, item_id=item_id, score_vector=score_vector, embedding=embedding)
     state = _state(version)
     with state.lock:
         if state.solver is not None and item_id in state.row_of_item and row < 0:
@@ -230,7 +230,7 @@ def user_vector_resolve(*, profile_id: int, version: ModelVersion) -> tuple[np.n
     Stored (trained or folded in) → fold-in from feedback the model has not seen → side features
     (stored, so the next request is a plain fetch) → ``(None, "unknown")``.
     """
-    vector = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile_id)
+    vector = store.user_vector_fetch(version_id=version.pk, profile_id=profile_id)
     if vector is not None:
         return vector, "stored"
     if Feedback.objects.filter(user_id=profile_id).exists():
@@ -239,5 +239,5 @@ def user_vector_resolve(*, profile_id: int, version: ModelVersion) -> tuple[np.n
             return vector, "folded_in"
     vector = user_vector_from_features(profile_id=profile_id, version=version)
     if vector is not None:
-        return vectors.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector), "features"
+        return store.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector), "features"
     return None, "unknown"

@@ -23,13 +23,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.exception_handlers import ApplicationError
-from recommender import vectors
+from recommender.vectors import store
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
 from recommender.ml.training import FittedModel, HyperParameters, fit
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
-from ..selectors import CatalogArrays, catalog_arrays_fetch, default_training_config
+from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
+
+from ..selectors import default_training_config
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +249,7 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
     except BaseException as error:  # SoftTimeLimitExceeded and KeyboardInterrupt included: record, then re-raise
         failed_phase = progress.phase
         progress.finish()
-        vectors.vectors_drop(version_id=version.pk)
+        store.vectors_drop(version_id=version.pk)
         ModelVersion.objects.filter(pk=version.pk).update(
             status=VersionStatus.FAILED, error=f"{type(error).__name__}: {error}"[:5000],
             finished_at=timezone.now(), phase_seconds=version.phase_seconds, vectors_published=False)
@@ -333,7 +335,7 @@ def model_publish(*, version: ModelVersion, model: FittedModel) -> None:
     version.artifact_path = str(path)
     version.save(update_fields=["artifact_path"])
     _, item_repr = model.item_representations()
-    vectors.vectors_publish(
+    store.vectors_publish(
         version_id=version.pk,
         item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
         item_score_vectors=model.item_vectors_with_bias(),

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection
 from django.test import Client
 
-from recommender import vectors
+from recommender.vectors import store
 from recommender.models import ModelVersion, VersionStatus
 from recommender.selectors import active_version
 from recommender.services.activation import ActivationRefused, model_version_activate, model_version_apply_gate
@@ -55,7 +55,7 @@ def test_a_failing_hnsw_build_fails_the_version_and_the_active_one_keeps_serving
     assert version.status == VersionStatus.FAILED
     assert version.error.startswith('DataError: value 1 out of bounds for option "m"'), version.error
     assert not version.vectors_published
-    assert not vectors.version_tables_exist(version.pk)  # the half-published tables were dropped
+    assert not store.version_tables_exist(version.pk)  # the half-published tables were dropped
     with pytest.raises(ActivationRefused):
         model_version_activate(version=version)
 
@@ -72,7 +72,7 @@ def test_a_version_whose_index_disappeared_is_ready_but_refused():
     candidate = model_version_run(version=model_version_claim(version_id=model_training_request(enqueue=False).pk))
     assert candidate.status == VersionStatus.READY and candidate.vectors_published
     with connection.cursor() as cursor:  # an operator's DROP INDEX, or a restore without indexes
-        cursor.execute(f'DROP INDEX "{vectors.VersionTables(candidate.pk).item_ip_index}"')
+        cursor.execute(f'DROP INDEX "{store.VersionTables(candidate.pk).item_ip_index}"')
 
     # The automatic path (what the training task does after publishing) refuses too.
     with pytest.raises(ActivationRefused, match="HNSW"):

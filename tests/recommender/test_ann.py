@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 
 from catalog.models import Feature, Item
-from recommender import ann, vectors
-from recommender.candidates.base import AnnFilters
+from recommender.vectors import pgvector, store
+from recommender.vectors.pgvector import PgvectorIndex
+from recommender.vectors.base import AnnFilters
 from tests.recommender.candidates.conftest import trained  # noqa: F401  (the shared trained-catalogue fixture)
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ def publish_random(*, version_id: int, n_items: int, dimension: int = 8, seed: i
     embeddings = (centres[rng.integers(0, 20, n_items)] + 0.3 * rng.standard_normal((n_items, dimension)))
     embeddings = embeddings.astype(np.float32)
     score_vectors = np.hstack([embeddings, rng.normal(0, 0.1, (n_items, 1)), np.ones((n_items, 1))]).astype(np.float32)
-    vectors.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
+    store.vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
                             item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
                             user_score_vectors=np.zeros((0, dimension + 2), dtype=np.float32),
                             mips_augment=mips_augment)
@@ -36,23 +37,20 @@ def test_inactive_items_are_never_returned(trained):
     profile = trained.catalog.profiles_by_cluster[0][0]
     user_vector = trained.user_vector(profile.pk)
 
-    for_user = ann.nearest_items_for_user(version_id=trained.version.pk, user_vector=user_vector, k=40)
-    related = ann.nearest_items_to_item(version_id=trained.version.pk,
-                                        item_id=trained.catalog.items_by_cluster[0][1].pk, k=40)
+    for_user = PgvectorIndex(trained.version.pk).user_neighbours(user_vector, k=40, filters=AnnFilters())
+    related = PgvectorIndex(trained.version.pk).item_neighbours([trained.catalog.items_by_cluster[0][1].pk], k=40, filters=AnnFilters())[trained.catalog.items_by_cluster[0][1].pk]
     assert len(for_user) == len(related) == 40
     assert not {item_id for item_id, _ in for_user} & inactive
     assert not {item_id for item_id, _ in related} & inactive
     # Without the filter they would have been there: the filter did the work.
-    unfiltered = ann.nearest_items_for_user(version_id=trained.version.pk, user_vector=user_vector, k=10,
-                                            filters=AnnFilters(active_only=False))
+    unfiltered = PgvectorIndex(trained.version.pk).user_neighbours(user_vector, k=10, filters=AnnFilters(active_only=False))
     assert {item_id for item_id, _ in unfiltered} & inactive
 
 
 def test_excluded_feature_is_excluded_and_k_still_come_back(trained):
     genre_0 = Feature.objects.get(type="genre", value="cluster-0")
     profile = trained.catalog.profiles_by_cluster[0][0]
-    nearest = ann.nearest_items_for_user(version_id=trained.version.pk, user_vector=trained.user_vector(profile.pk),
-                                         k=10, filters=AnnFilters(exclude_feature_ids=(genre_0.pk,)))
+    nearest = PgvectorIndex(trained.version.pk).user_neighbours(trained.user_vector(profile.pk), k=10, filters=AnnFilters(exclude_feature_ids=(genre_0.pk,)))
 
     assert len(nearest) == 10
     assert {item_id for item_id, _ in nearest} <= trained.own_item_ids(1)
@@ -61,9 +59,7 @@ def test_excluded_feature_is_excluded_and_k_still_come_back(trained):
 def test_required_feature_and_excluded_ids(trained):
     genre_1 = Feature.objects.get(type="genre", value="cluster-1")
     excluded = tuple(sorted(trained.own_item_ids(1)))[:5]
-    related = ann.nearest_items_to_item(
-        version_id=trained.version.pk, item_id=trained.catalog.items_by_cluster[0][0].pk, k=10,
-        filters=AnnFilters(require_feature_ids=(genre_1.pk,), exclude_item_ids=excluded))
+    related = PgvectorIndex(trained.version.pk).item_neighbours([trained.catalog.items_by_cluster[0][0].pk], k=10, filters=AnnFilters(require_feature_ids=(genre_1.pk,), exclude_item_ids=excluded))[trained.catalog.items_by_cluster[0][0].pk]
 
     assert len(related) == 10
     assert {item_id for item_id, _ in related} <= trained.own_item_ids(1) - set(excluded)
@@ -84,22 +80,20 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
         cursor.execute("SET LOCAL enable_seqscan = off")
 
     user_query = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
-    tables = vectors.VersionTables(SYNTHETIC_VERSION)
+    tables = store.VersionTables(SYNTHETIC_VERSION)
     for column, operator, query, index in (("score_vector", "<#>", user_query, tables.item_ip_index),
                                            ("embedding", "<=>", embeddings[0], tables.item_cosine_index),
                                            ("embedding", "<#>", embeddings[0], tables.item_embedding_ip_index)):
-        statement, params = ann.nearest_statement(version_id=SYNTHETIC_VERSION, column=column, operator=operator,
+        statement, params = pgvector.nearest_statement(version_id=SYNTHETIC_VERSION, column=column, operator=operator,
                                                   query=query, k=k, filters=filters)
-        plan = ann.explain(statement, params, k=k)
+        plan = pgvector.explain(statement, params, k=k)
         assert f"Index Scan using {index} " in plan, plan
 
     for measure in ("cosine", "dot"):
         recalls = []
         for seed_item in rng.choice(kept, 20, replace=False).tolist():
-            nearest = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k,
-                                                filters=filters, measure=measure)
-            exact = ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=seed_item, k=k,
-                                              filters=filters, measure=measure, exact=True)
+            nearest = PgvectorIndex(SYNTHETIC_VERSION).item_neighbours([seed_item], k=k, filters=filters, measure=measure)[seed_item]
+            exact = PgvectorIndex(SYNTHETIC_VERSION, exact=True).item_neighbours([seed_item], k=k, filters=filters, measure=measure)[seed_item]
             assert len(nearest) == k
             assert {item_id for item_id, _ in nearest} <= set(kept.tolist()) - {seed_item}
             recalls.append(len({item_id for item_id, _ in nearest} & {item_id for item_id, _ in exact}) / k)
@@ -109,23 +103,21 @@ def test_selective_filter_still_returns_k_through_the_hnsw_index(kept_fraction):
     # under a 1% filter is lower: bench/ann_recall.py reports it (100k items: 0.70 / 0.77).
 
     user_vector = np.append(rng.standard_normal(8), [1.0, 0.0]).astype(np.float32)
-    stored_user_vector = vectors.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user_vector)
-    nearest = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
-                                         filters=filters)
+    stored_user_vector = store.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user_vector)
+    nearest = PgvectorIndex(SYNTHETIC_VERSION).user_neighbours(stored_user_vector, k=k, filters=filters)
     assert len(nearest) == k
     assert {item_id for item_id, _ in nearest} <= set(kept.tolist())
-    exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=stored_user_vector, k=k,
-                                       filters=filters, exact=True)
+    exact = PgvectorIndex(SYNTHETIC_VERSION, exact=True).user_neighbours(stored_user_vector, k=k, filters=filters)
     expected_scores = score_vectors[np.array([item_id for item_id, _ in exact]) - 1] @ user_vector
     assert [score for _, score in exact] == pytest.approx(expected_scores.tolist(), abs=1e-4)
 
 
 def test_exact_plan_does_not_use_the_index():
     publish_random(version_id=SYNTHETIC_VERSION, n_items=500)
-    statement, params = ann.nearest_statement(version_id=SYNTHETIC_VERSION, column="embedding", operator="<=>",
+    statement, params = pgvector.nearest_statement(version_id=SYNTHETIC_VERSION, column="embedding", operator="<=>",
                                               query=np.ones(8, dtype=np.float32), k=10,
                                               filters=AnnFilters(active_only=False), exact=True)
-    assert "hnsw" not in ann.explain(statement, params)
+    assert "hnsw" not in pgvector.explain(statement, params)
 
 
 def test_measure_selection_changes_the_order_as_expected():
@@ -136,14 +128,12 @@ def test_measure_selection_changes_the_order_as_expected():
                            [3.0, 0.1]],  # 4: C, smallest angle
                           dtype=np.float32)
     score_vectors = np.hstack([embeddings, np.zeros((4, 1)), np.ones((4, 1))]).astype(np.float32)
-    vectors.vectors_publish(version_id=SYNTHETIC_VERSION, item_ids=np.arange(1, 5), item_score_vectors=score_vectors,
+    store.vectors_publish(version_id=SYNTHETIC_VERSION, item_ids=np.arange(1, 5), item_score_vectors=score_vectors,
                             item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
                             user_score_vectors=np.zeros((0, 4), dtype=np.float32))
 
     def order(measure, alpha=0.5, exact=False):
-        return [item_id for item_id, _ in ann.nearest_items_to_item(
-            version_id=SYNTHETIC_VERSION, item_id=1, k=3, measure=measure, alpha=alpha, exact=exact,
-            filters=AnnFilters(active_only=False))]
+        return [item_id for item_id, _ in PgvectorIndex(SYNTHETIC_VERSION, exact=exact).item_neighbours([1], k=3, filters=AnnFilters(active_only=False), measure=measure, alpha=alpha)[1]]
 
     for exact in (False, True):
         assert order("dot", exact=exact) == [2, 4, 3]
@@ -151,26 +141,24 @@ def test_measure_selection_changes_the_order_as_expected():
         assert order("euclidean", exact=exact) == [3, 4, 2]
         assert order("norm_damped", alpha=1.0, exact=exact) == [2, 4, 3]
         assert order("norm_damped", alpha=0.1, exact=exact) == [4, 3, 2]
-    scores = dict(ann.nearest_items_to_item(version_id=SYNTHETIC_VERSION, item_id=1, k=3, measure="norm_damped",
-                                            alpha=0.5, filters=AnnFilters(active_only=False)))
+    scores = dict(PgvectorIndex(SYNTHETIC_VERSION).item_neighbours([1], k=3, filters=AnnFilters(active_only=False), measure="norm_damped", alpha=0.5)[1])
     assert scores[2] == pytest.approx(np.sqrt(np.sqrt(50.0)) * np.cos(np.pi / 4), rel=1e-5)
 
 
 def test_mips_augmented_item_score_vectors_have_equal_norms_and_unchanged_inner_products():
     score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=200, mips_augment=True)
-    ids, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
+    ids, stored = store.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
     stored = stored[np.argsort(ids)]
     max_norm = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
 
     assert stored.shape == (200, score_vectors.shape[1] + 1)
     np.testing.assert_allclose(np.linalg.norm(stored.astype(np.float64), axis=1), max_norm, rtol=1e-5)
-    assert vectors.item_max_norm(version_id=SYNTHETIC_VERSION) == pytest.approx(max_norm, rel=1e-6)
+    assert store.item_max_norm(version_id=SYNTHETIC_VERSION) == pytest.approx(max_norm, rel=1e-6)
     user = np.random.default_rng(3).standard_normal(score_vectors.shape[1]).astype(np.float32)
-    query = vectors.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user)
+    query = store.user_search_vector(version_id=SYNTHETIC_VERSION, score_vector=user)
     assert query.shape == (score_vectors.shape[1] + 1,) and query[-1] == 0.0
     np.testing.assert_allclose(stored @ query, score_vectors @ user, atol=1e-4)
-    exact = ann.nearest_items_for_user(version_id=SYNTHETIC_VERSION, user_vector=query, k=5,
-                                       filters=AnnFilters(active_only=False), exact=True)
+    exact = PgvectorIndex(SYNTHETIC_VERSION, exact=True).user_neighbours(query, k=5, filters=AnnFilters(active_only=False))
     assert [item_id for item_id, _ in exact] == (np.argsort(-(score_vectors @ user), kind="stable")[:5] + 1).tolist()
 
 
@@ -178,12 +166,12 @@ def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
     score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=50, mips_augment=True)
     longest = np.linalg.norm(score_vectors.astype(np.float64), axis=1).max()
     long_item = np.full(score_vectors.shape[1], 2 * longest / np.sqrt(score_vectors.shape[1]), dtype=np.float32)
-    vectors.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_000, score_vector=long_item,
+    store.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_000, score_vector=long_item,
                               embedding=long_item[:-2])
     short_item = long_item / 100
-    vectors.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_001, score_vector=short_item,
+    store.item_vector_store(version_id=SYNTHETIC_VERSION, item_id=10_001, score_vector=short_item,
                               embedding=short_item[:-2])
-    ids, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION, item_ids=[10_000, 10_001])
+    ids, stored = store.item_vectors_fetch(version_id=SYNTHETIC_VERSION, item_ids=[10_000, 10_001])
     rows = dict(zip(ids.tolist(), stored))
 
     assert rows[10_000][-1] == 0.0
@@ -193,7 +181,7 @@ def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
 
 def test_default_publish_keeps_the_model_layout():
     score_vectors = publish_random(version_id=SYNTHETIC_VERSION, n_items=20)
-    _, stored = vectors.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
+    _, stored = store.item_vectors_fetch(version_id=SYNTHETIC_VERSION)
 
     assert stored.shape == score_vectors.shape
-    assert vectors.item_max_norm(version_id=SYNTHETIC_VERSION) is None
+    assert store.item_max_norm(version_id=SYNTHETIC_VERSION) is None

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from recommender import vectors
+from recommender.vectors import store
 from recommender.blend import blend_path, version_blend
 from recommender.candidates import Context, candidates_generate
 from recommender.ml.blend import FEATURE_NAMES, BlendModel
@@ -39,11 +39,11 @@ def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, b
     profile = planted_catalog.profiles_by_cluster[0][0]
     seen = frozenset(profile.feedback.values_list("item_id", flat=True))
     context = Context(surface="home", now=timezone.now(), version_id=version.pk, profile_id=profile.pk,
-                      user_vector=vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk),
+                      user_vector=store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk),
                       seen_item_ids=seen)
     ranked = pool_score(context=context, pool=candidates_generate(context))
 
-    item_ids, score_vectors = vectors.item_vectors_fetch(version_id=version.pk,
+    item_ids, score_vectors = store.item_vectors_fetch(version_id=version.pk,
                                                          item_ids=[entry.item_id for entry in ranked])
     model_scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
     expected = dict(zip(item_ids.tolist(), stored.pool_scores(model_scores=model_scores, history_ids=sorted(seen),

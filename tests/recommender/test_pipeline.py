@@ -6,7 +6,9 @@ from django.db import connection
 
 from catalog.models import Item
 from catalog.services import feedback_record
-from recommender import cache, pipeline, vectors
+from recommender import generations, serving
+from recommender.serving import home_cache
+from recommender.vectors import store
 from recommender.models import VersionStatus
 from recommender.rerank.models import Rule
 from recommender.services.activation import model_version_activate
@@ -29,7 +31,7 @@ def _ids(result) -> list[int]:
 def test_home_serves_the_users_cluster_by_model_with_sources(served):
     catalog, version = served
     profile = catalog.profiles_by_cluster[0][0]
-    result = pipeline.recommend_for_user(profile=profile, k=10, use_cache=False)
+    result = serving.recommend_for_user(profile=profile, k=10, use_cache=False)
 
     assert not result.fallback, result.fallback_reason
     assert result.version_id == version.pk
@@ -44,7 +46,7 @@ def test_home_serves_the_users_cluster_by_model_with_sources(served):
 def test_related_items_of_a_cluster_item_come_from_its_cluster(served):
     catalog, version = served
     seed = catalog.items_by_cluster[1][0]
-    result = pipeline.related_items(item=seed, k=5)
+    result = serving.related_items(item=seed, k=5)
 
     assert not result.fallback, result.fallback_reason
     assert seed.pk not in _ids(result)
@@ -54,22 +56,22 @@ def test_related_items_of_a_cluster_item_come_from_its_cluster(served):
 
 def test_no_active_model_serves_popular_and_fresh_marked_as_fallback(planted_catalog):
     profile = planted_catalog.profiles_by_cluster[0][0]
-    result = pipeline.recommend_for_user(profile=profile, k=6)
+    result = serving.recommend_for_user(profile=profile, k=6)
 
     assert result.fallback and result.fallback_reason == "no_active_model"
     assert len(result.items) == 6
     assert {name for entry in result.items for name in entry.sources} <= {"fallback_popular", "fallback_fresh"}
-    related = pipeline.related_items(item=planted_catalog.items_by_cluster[0][0], k=4)
+    related = serving.related_items(item=planted_catalog.items_by_cluster[0][0], k=4)
     assert related.fallback and related.fallback_reason == "no_active_model" and len(related.items) == 4
 
 
 def test_dropped_vector_table_falls_back_and_leaves_the_connection_usable(served):
     catalog, version = served
     profile = catalog.profiles_by_cluster[0][1]
-    vectors.vectors_drop(version_id=version.pk)
+    store.vectors_drop(version_id=version.pk)
 
-    result = pipeline.recommend_for_user(profile=profile, k=5, use_cache=False)
-    related = pipeline.related_items(item=catalog.items_by_cluster[0][0], k=5)
+    result = serving.recommend_for_user(profile=profile, k=5, use_cache=False)
+    related = serving.related_items(item=catalog.items_by_cluster[0][0], k=5)
 
     assert result.fallback and result.fallback_reason == "vector_store_error"
     assert related.fallback and related.fallback_reason == "vector_store_error"
@@ -81,12 +83,12 @@ def test_user_unknown_to_the_model_without_features_gets_the_fallback(served):
     from tests.factories import UserProfileFactory
 
     profile = UserProfileFactory()
-    result = pipeline.recommend_for_user(profile=profile, k=5)
+    result = serving.recommend_for_user(profile=profile, k=5)
     assert result.fallback and result.fallback_reason == "unknown_user"
 
 
 def test_anonymous_visitor_gets_popular_and_fresh(served):
-    result = pipeline.recommend_for_user(profile=None, k=5)
+    result = serving.recommend_for_user(profile=None, k=5)
     assert result.fallback and result.fallback_reason == "anonymous" and len(result.items) == 5
 
 
@@ -94,42 +96,42 @@ def test_cache_hit_then_invalidated_by_feedback_rule_change_and_activation(serve
     catalog, version = served
     profile = catalog.profiles_by_cluster[0][2]
 
-    first = pipeline.recommend_for_user(profile=profile, k=10)
-    second = pipeline.recommend_for_user(profile=profile, k=10)
+    first = serving.recommend_for_user(profile=profile, k=10)
+    second = serving.recommend_for_user(profile=profile, k=10)
     assert not first.cached and second.cached
     assert _ids(first) == _ids(second)
 
     with django_capture_on_commit_callbacks(execute=True):
         feedback_record(profile=profile, item=catalog.items_by_cluster[1][0], kind="rating", value=5)
-    assert not pipeline.recommend_for_user(profile=profile, k=10).cached
-    assert pipeline.recommend_for_user(profile=profile, k=10).cached
+    assert not serving.recommend_for_user(profile=profile, k=10).cached
+    assert serving.recommend_for_user(profile=profile, k=10).cached
 
     Rule.objects.create(name="max 2 per genre", kind="diversity_feature_cap",
                         params={"feature_type": "genre", "max_per_value": 2})
-    after_rule = pipeline.recommend_for_user(profile=profile, k=10)
+    after_rule = serving.recommend_for_user(profile=profile, k=10)
     assert not after_rule.cached
 
     with django_capture_on_commit_callbacks(execute=True):
         model_version_activate(version=version)  # already active: no switch, no signal
-    assert pipeline.recommend_for_user(profile=profile, k=10).cached
+    assert serving.recommend_for_user(profile=profile, k=10).cached
     with django_capture_on_commit_callbacks(execute=True):
         from recommender.services.activation import model_activated
 
         model_activated.send(sender=None, version_id=version.pk)
-    assert not pipeline.recommend_for_user(profile=profile, k=10).cached
+    assert not serving.recommend_for_user(profile=profile, k=10).cached
 
 
 def test_generations_are_shared_through_the_database_not_the_process():
-    key_before = cache.home_cache_key(profile_id=7, k=10)
-    cache.home_cache_invalidate_user(profile_id=7)
-    assert cache.home_cache_key(profile_id=7, k=10) != key_before
-    other = cache.home_cache_key(profile_id=8, k=10)
+    key_before = home_cache.home_cache_key_and_generation(profile_id=7, k=10)[0]
+    generations.user_generation_bump(profile_id=7)
+    assert home_cache.home_cache_key_and_generation(profile_id=7, k=10)[0] != key_before
+    other = home_cache.home_cache_key_and_generation(profile_id=8, k=10)[0]
     # Another process sees the same generation: read it straight from the table.
     with connection.cursor() as cursor:
         cursor.execute("SELECT generation FROM rec_cache_generation WHERE scope = 'user:7'")
         assert cursor.fetchone()[0] == 1
-    cache.home_cache_invalidate_all()
-    assert cache.home_cache_key(profile_id=8, k=10) != other
+    generations.global_generation_bump()
+    assert home_cache.home_cache_key_and_generation(profile_id=8, k=10)[0] != other
 
 
 def test_pipeline_preview_returns_the_list_before_and_after_the_rules(served):
@@ -137,7 +139,7 @@ def test_pipeline_preview_returns_the_list_before_and_after_the_rules(served):
     profile = catalog.profiles_by_cluster[0][0]
     Rule.objects.create(name="max 2 per genre", kind="diversity_feature_cap", scope="home",
                         params={"feature_type": "genre", "max_per_value": 2})
-    before, after = pipeline.pipeline_preview(profile=profile, k=10)
+    before, after = serving.pipeline_preview(profile=profile, k=10)
     assert len(before) >= 10
     assert len(after.items) <= 10
     assert after.trace

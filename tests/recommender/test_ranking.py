@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from recommender import ann, vectors
+from recommender.vectors import store
 from recommender.candidates import Context, candidates_generate
 from recommender.candidates.base import PooledCandidate
 from recommender.ml.similarity import similarity
@@ -26,7 +26,7 @@ def test_score_is_the_user_item_inner_product_and_sources_are_kept(trained):
     pool = candidates_generate(context, {"personal_ann": 15, "fresh": 10, "because_you_liked": 10})
     ranked = pool_score(context=context, pool=pool)
 
-    item_ids, score_vectors = vectors.item_vectors_fetch(version_id=trained.version.pk)
+    item_ids, score_vectors = store.item_vectors_fetch(version_id=trained.version.pk)
     expected = dict(zip(item_ids.tolist(), (score_vectors @ user_vector).tolist()))
     assert len(ranked) == len(pool) > 15
     for entry in ranked:
@@ -46,8 +46,8 @@ def test_without_a_user_the_related_pool_is_scored_by_similarity_to_the_seed(tra
                       measure="euclidean")
     ranked = pool_score(context=context, pool=candidates_generate(context, {"related": 10, "content_based": 10}))
 
-    ids, embeddings = ann.item_embeddings_fetch(version_id=trained.version.pk, item_ids=[e.item_id for e in ranked])
-    seed_embedding = ann.item_embedding_fetch(version_id=trained.version.pk, item_id=seed.pk)
+    ids, embeddings = store.item_embeddings_fetch(version_id=trained.version.pk, item_ids=[e.item_id for e in ranked])
+    seed_embedding = store.item_embedding_fetch(version_id=trained.version.pk, item_id=seed.pk)
     expected = dict(zip(ids.tolist(), similarity(seed_embedding, embeddings, "euclidean").tolist()))
     assert seed.pk not in {entry.item_id for entry in ranked}
     assert [entry.score for entry in ranked] == pytest.approx([expected[entry.item_id] for entry in ranked])

@@ -9,8 +9,10 @@ from django.db import connection
 
 from catalog.models import Feature, Item, UserFeature
 from catalog.services import feedback_delete, feedback_record, item_create
-from recommender import pipeline, vectors
+from recommender import serving
+from recommender.vectors import store
 from recommender.ml.training import FittedModel
+from recommender.selectors import related_precomputed_fetch
 from recommender.services import precompute, realtime
 from recommender.tasks import related_items_precompute_task
 from tests.factories import UserProfileFactory
@@ -27,18 +29,18 @@ def served(planted_catalog):
 def test_feedback_folds_the_user_in_synchronously_and_changes_the_homepage(served, django_capture_on_commit_callbacks):
     catalog, version = served
     profile = catalog.profiles_by_cluster[0][0]
-    before_vector = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
-    before = [entry.item.pk for entry in pipeline.recommend_for_user(profile=profile, k=10).items]
+    before_vector = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    before = [entry.item.pk for entry in serving.recommend_for_user(profile=profile, k=10).items]
     other_cluster = catalog.items_by_cluster[1]
 
     started = time.perf_counter()
     with django_capture_on_commit_callbacks(execute=True):
         for item in other_cluster[:8]:
             feedback_record(profile=profile, item=item, kind="rating", value=5)
-    after_result = pipeline.recommend_for_user(profile=profile, k=10)
+    after_result = serving.recommend_for_user(profile=profile, k=10)
     elapsed = time.perf_counter() - started
 
-    after_vector = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    after_vector = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     after = [entry.item.pk for entry in after_result.items]
     assert not np.allclose(before_vector, after_vector)
     assert after_vector[-2:].tolist() == [1.0, 0.0]  # the fold-in's [u, 1, 0] shape
@@ -72,10 +74,10 @@ def test_deleting_feedback_folds_in_again(served, django_capture_on_commit_callb
     profile = catalog.profiles_by_cluster[0][3]
     with django_capture_on_commit_callbacks(execute=True):
         row = feedback_record(profile=profile, item=catalog.items_by_cluster[1][0], kind="rating", value=5)
-    with_rating = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    with_rating = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     with django_capture_on_commit_callbacks(execute=True):
         feedback_delete(feedback=row)
-    without = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    without = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     assert not np.allclose(with_rating, without)
 
 
@@ -85,15 +87,15 @@ def test_new_item_with_features_appears_among_related_items_without_retraining(s
     seed = catalog.items_by_cluster[0][0]
     related_precompute_rows = precompute.related_items_precompute(version=version)
     assert related_precompute_rows == 60
-    assert precompute.related_precomputed_fetch(version_id=version.pk, item_id=seed.pk) is not None
+    assert related_precomputed_fetch(version_id=version.pk, item_id=seed.pk) is not None
 
     with django_capture_on_commit_callbacks(execute=True):
         new_item = item_create(external_id="brand-new", title="Brand new cluster 0 item",
                                features=[("genre", "cluster-0", 1.0)])
-    stored_ids, _ = vectors.item_vectors_fetch(version_id=version.pk, item_ids=[new_item.pk])
+    stored_ids, _ = store.item_vectors_fetch(version_id=version.pk, item_ids=[new_item.pk])
     assert stored_ids.tolist() == [new_item.pk]
 
-    related = pipeline.related_items(item=seed, k=30)
+    related = serving.related_items(item=seed, k=30)
     assert not related.fallback, related.fallback_reason
     assert new_item.pk in [entry.item.pk for entry in related.items]
     assert version.pk == related.version_id
@@ -102,9 +104,9 @@ def test_new_item_with_features_appears_among_related_items_without_retraining(s
 def test_cold_start_vector_of_a_trained_item_reproduces_its_trained_vector(served):
     catalog, version = served
     item = catalog.items_by_cluster[0][5]
-    _, before = vectors.item_vectors_fetch(version_id=version.pk, item_ids=[item.pk])
+    _, before = store.item_vectors_fetch(version_id=version.pk, item_ids=[item.pk])
     assert realtime.item_vector_cold_start(item_id=item.pk, version=version)
-    _, after = vectors.item_vectors_fetch(version_id=version.pk, item_ids=[item.pk])
+    _, after = store.item_vectors_fetch(version_id=version.pk, item_ids=[item.pk])
     np.testing.assert_allclose(before, after, rtol=1e-4, atol=1e-5)
 
 
@@ -116,10 +118,10 @@ def test_new_user_with_side_features_gets_a_vector_from_them(planted_catalog):
     profile = UserProfileFactory()
     UserFeature.objects.create(profile=profile, feature=Feature.objects.get(subject="user", type="segment", value="1"))
 
-    result = pipeline.recommend_for_user(profile=profile, k=10)
+    result = serving.recommend_for_user(profile=profile, k=10)
 
     assert not result.fallback, result.fallback_reason
-    stored = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    stored = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     assert stored is not None
     cluster_one = {item.pk for item in planted_catalog.items_by_cluster[1]}
     assert sum(entry.item.pk in cluster_one for entry in result.items) >= 7
@@ -134,8 +136,8 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
         cursor.execute("SELECT to_regclass('rec_related_v999999') IS NULL")
         assert cursor.fetchone()[0] is True
     seed = catalog.items_by_cluster[1][2]
-    stored = precompute.related_precomputed_fetch(version_id=version.pk, item_id=seed.pk)
-    served_ids = [entry.item.pk for entry in pipeline.related_items(item=seed, k=5).items]
+    stored = related_precomputed_fetch(version_id=version.pk, item_id=seed.pk)
+    served_ids = [entry.item.pk for entry in serving.related_items(item=seed, k=5).items]
     assert served_ids == [candidate.item_id for candidate in stored][:5]
     assert related_items_precompute_task(version.pk + 1000)["skipped"] is True
 
@@ -145,9 +147,9 @@ def test_only_the_most_popular_items_are_precomputed_and_the_tail_is_answered_li
     settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
     by_popularity = list(Item.objects.filter(is_active=True).order_by("-popularity", "pk").values_list("pk", flat=True))
     assert precompute.related_items_precompute(version=version) == 5
-    assert all(precompute.related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None
+    assert all(related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None
                for pk in by_popularity[:5])
     tail = Item.objects.get(pk=by_popularity[-1])
-    assert precompute.related_precomputed_fetch(version_id=version.pk, item_id=tail.pk) is None
-    related = pipeline.related_items(item=tail, k=10)
+    assert related_precomputed_fetch(version_id=version.pk, item_id=tail.pk) is None
+    related = serving.related_items(item=tail, k=10)
     assert not related.fallback and len(related.items) == 10

@@ -1,10 +1,10 @@
 """The per-process serving copies answer exactly as the SQL they replace, and are refused where unsafe.
 
-`recommender.vector_memo.version_vectors` (personal ANN, "because you liked", the scorer) and
-`recommender.candidates._catalogue.catalogue_memo` (content-based, fresh) are only used by
-requests in autocommit that read the ``global`` cache generation; here they are loaded directly
-and compared, answer for answer, with the SQL statements on a planted catalogue with a trained
-model (planted clusters, seen items excluded, an inactive item, a future item).
+`recommender.candidates._catalogue.catalogue_memo` (content-based, fresh) and the in-process
+vector index (tests/recommender/vectors/) are only used by requests in autocommit that read the
+``global`` cache generation; here the catalogue copy is loaded directly and compared, answer for
+answer, with the SQL statements on a planted catalogue with a trained model (planted clusters,
+seen items excluded, an inactive item, a future item).
 """
 from __future__ import annotations
 
@@ -14,16 +14,19 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.array_selectors import user_feedback_summary, user_positive_item_ids, user_seen_item_ids
 from catalog.models import Feedback, Item
-from recommender import ann, cache, pipeline, vector_memo
+from recommender import serving
 from recommender.apis import RecommendationsOutputSerializer, recommendations_data
-from recommender.candidates._catalogue import _memo_load, catalogue_memo
-from recommender.candidates._shared import positive_seed_items, source_filters, user_feedback_summary
+from recommender.candidates._catalogue import catalogue_copy_load, catalogue_memo
 from recommender.candidates.content_based import ContentBasedSource
 from recommender.candidates.fresh import FreshSource
+from recommender.generations import global_generation_fetch
 from recommender.rerank.models import Rule
 from recommender.rerank.selectors import rules_for_surface
-from recommender.vectors import VersionTables, user_vector_fetch
+from recommender.serving.context import context_build
+from recommender.vectors.exact import version_vectors
+from recommender.vectors.store import user_vector_fetch
 from tests.recommender.test_training import train_inline
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +44,7 @@ def served(planted_catalog):
 
 
 def _context(catalog, version, profile, *, surface="home", item=None):
-    context = pipeline.context_build(surface=surface, version=version, profile=profile, item=item)
+    context = context_build(surface=surface, version=version, profile=profile, item=item)
     context.measure = "dot"
     return context
 
@@ -50,51 +53,9 @@ def _profiles(catalog):
     return [profiles[index] for profiles in catalog.profiles_by_cluster.values() for index in (0, 3, 9)]
 
 
-def test_memo_personal_ann_equals_the_exact_sql_answer(served):
-    catalog, version = served
-    memo = vector_memo._version_vectors_load(version.pk)
-    hidden = catalog.items_by_cluster[0][5].pk
-    for profile in _profiles(catalog):
-        context = _context(catalog, version, profile)
-        filters = source_filters(context)
-        in_memory = vector_memo.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=25, filters=filters)
-        by_sql = ann.nearest_items_for_user(version_id=version.pk, user_vector=context.user_vector, k=25,
-                                            filters=filters, exact=True)
-        assert [item_id for item_id, _ in in_memory] == [item_id for item_id, _ in by_sql]
-        assert [score for _, score in in_memory] == pytest.approx([score for _, score in by_sql], abs=1e-4)
-        assert hidden not in {item_id for item_id, _ in in_memory}
-        assert not {item_id for item_id, _ in in_memory} & context.seen_item_ids
-
-
-@pytest.mark.parametrize("measure", ["dot", "cosine", "euclidean"])
-def test_memo_because_you_liked_neighbours_equal_the_exact_sql_answer(served, measure):
-    catalog, version = served
-    memo = vector_memo._version_vectors_load(version.pk)
-    for profile in _profiles(catalog):
-        context = _context(catalog, version, profile)
-        seeds = user_feedback_summary(profile_id=profile.pk).positive_item_ids[:5]
-        assert seeds
-        kwargs = dict(item_ids=seeds, k=12, filters=source_filters(context), measure=measure)
-        in_memory = vector_memo.nearest_items_to_items_memo(memo=memo, **kwargs)
-        by_sql = ann.nearest_items_to_items(version_id=version.pk, exact=True, **kwargs)
-        assert in_memory.keys() == by_sql.keys()
-        for seed in seeds:
-            assert [i for i, _ in in_memory[seed]] == [i for i, _ in by_sql[seed]]
-            assert not {i for i, _ in in_memory[seed]} & set(seeds)
-
-
-def test_memo_refuses_feature_filters_so_the_sql_path_applies_them(served):
-    catalog, version = served
-    memo = vector_memo._version_vectors_load(version.pk)
-    context = _context(catalog, version, catalog.profiles_by_cluster[0][0])
-    filters = source_filters(context)
-    filters.require_feature_ids = (1,)
-    assert vector_memo.nearest_items_for_user_memo(memo=memo, user_vector=context.user_vector, k=5, filters=filters) is None
-
-
 def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeypatch):
     catalog, version = served
-    memo = _memo_load()
+    memo = catalogue_copy_load()
     cases = [_context(catalog, version, profile) for profile in _profiles(catalog)]
     cases += [_context(catalog, version, None, surface="related", item=items[2])
               for items in catalog.items_by_cluster.values()]
@@ -116,9 +77,9 @@ def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeyp
 
 def test_memos_are_refused_inside_a_transaction_and_without_a_generation(served):
     catalog, version = served
-    generation = cache.global_generation_fetch()
+    generation = global_generation_fetch()
     assert transaction.get_connection().in_atomic_block  # the test's own transaction
-    assert vector_memo.version_vectors(version_id=version.pk, generation=generation) is None
+    assert version_vectors(version_id=version.pk, generation=generation) is None
     assert catalogue_memo(generation=generation) is None
     # Rules are read fresh inside a transaction: a rule created in it is seen at once.
     before = rules_for_surface(surface="home", generation=generation)
@@ -129,10 +90,11 @@ def test_memos_are_refused_inside_a_transaction_and_without_a_generation(served)
 def test_feedback_summary_matches_the_separate_reads(served):
     catalog, version = served
     for profile in _profiles(catalog):
-        summary = user_feedback_summary(profile_id=profile.pk, user_vectors_table=VersionTables(version.pk).users)
-        assert summary.seen_item_ids == pipeline._seen_item_ids(profile.pk)
-        assert summary.positive_item_ids[:50] == positive_seed_items(profile_id=profile.pk, limit=50)
-        assert (summary.user_vector == user_vector_fetch(version_id=version.pk, profile_id=profile.pk)).all()
+        context = context_build(surface="home", version=version, profile=profile)
+        summary = user_feedback_summary(profile_id=profile.pk)
+        assert summary.seen_item_ids == user_seen_item_ids(profile_id=profile.pk) == context.seen_item_ids
+        assert summary.positive_item_ids[:50] == user_positive_item_ids(profile_id=profile.pk, limit=50)
+        assert (context.user_vector == user_vector_fetch(version_id=version.pk, profile_id=profile.pk)).all()
         assert summary.newest_feedback_id == Feedback.objects.order_by("-id").values_list("id", flat=True)[0]
 
 
@@ -140,9 +102,9 @@ def test_plain_recommendations_body_equals_the_serializer(served):
     catalog, version = served
     profile = catalog.profiles_by_cluster[1][2]
     Rule.objects.create(name="no inactive", kind="filter_inactive", scope="home")
-    for result in (pipeline.recommend_for_user(profile=profile, k=6, use_cache=False),
-                   pipeline.recommend_for_user(profile=None, k=4),
-                   pipeline.related_items(item=catalog.items_by_cluster[0][1], k=5, profile=profile)):
+    for result in (serving.recommend_for_user(profile=profile, k=6, use_cache=False),
+                   serving.recommend_for_user(profile=None, k=4),
+                   serving.related_items(item=catalog.items_by_cluster[0][1], k=5, profile=profile)):
         assert result.items
         assert recommendations_data(result) == RecommendationsOutputSerializer(result).data
-    assert any(entry.reasons for entry in pipeline.recommend_for_user(profile=profile, k=10).items)
+    assert any(entry.reasons for entry in serving.recommend_for_user(profile=profile, k=10).items)

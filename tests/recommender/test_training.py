@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from recommender import vectors
+from recommender.vectors import store
+from recommender.vectors.base import AnnFilters
+from recommender.vectors.pgvector import PgvectorIndex
 from recommender.ml.training import FittedModel
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.selectors import active_version
@@ -28,8 +30,9 @@ def train_inline(config=None) -> ModelVersion:
 
 
 def top_items(version: ModelVersion, profile_id: int, k: int) -> list[int]:
-    query = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile_id)
-    return [item_id for item_id, _ in vectors.items_nearest_by_score(version_id=version.pk, query=query, k=k)]
+    query = store.user_vector_fetch(version_id=version.pk, profile_id=profile_id)
+    nearest = PgvectorIndex(version.pk).user_neighbours(query, k=k, filters=AnnFilters(active_only=False))
+    return [item_id for item_id, _ in nearest]
 
 
 @pytest.mark.django_db
@@ -52,7 +55,7 @@ def test_published_inner_products_equal_lightfm_predict(planted_catalog):
     rng = np.random.default_rng(1)
     users = rng.integers(0, len(model.user_ids), 100)
     items = rng.integers(0, len(model.item_ids), 100)
-    item_ids, item_vectors = vectors.item_vectors_fetch(version_id=version.pk)
+    item_ids, item_vectors = store.item_vectors_fetch(version_id=version.pk)
     row_of_item = {item_id: row for row, item_id in enumerate(item_ids.tolist())}
 
     from lightfm import LightFM
@@ -64,7 +67,7 @@ def test_published_inner_products_equal_lightfm_predict(planted_catalog):
     expected = lightfm.predict(users.astype(np.int32), items.astype(np.int32),
                                user_features=model.user_features, item_features=model.item_features)
     for user, item, score in zip(users, items, expected):
-        user_vector = vectors.user_vector_fetch(version_id=version.pk, profile_id=int(model.user_ids.ids[user]))
+        user_vector = store.user_vector_fetch(version_id=version.pk, profile_id=int(model.user_ids.ids[user]))
         item_vector = item_vectors[row_of_item[int(model.item_ids.ids[item])]]
         assert abs(float(user_vector @ item_vector) - float(score)) < 1e-4
 
@@ -106,7 +109,7 @@ def test_failed_run_never_touches_the_served_version(planted_catalog):
     version.refresh_from_db()
     assert version.status == VersionStatus.FAILED
     assert "positive" in version.error
-    assert not vectors.version_tables_exist(version.pk)
+    assert not store.version_tables_exist(version.pk)
     assert active_version().pk == good.pk
     assert len(top_items(good, planted_catalog.profiles_by_cluster[0][0].pk, 5)) == 5
 
@@ -120,7 +123,7 @@ def test_activation_refuses_a_version_whose_index_is_invalid(planted_catalog):
 
     with connection.cursor() as cursor:  # what an interrupted CREATE INDEX CONCURRENTLY leaves behind
         cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
-                       [vectors.VersionTables(candidate.pk).item_ip_index])
+                       [store.VersionTables(candidate.pk).item_ip_index])
     with pytest.raises(ActivationRefused, match="HNSW"):
         model_version_activate(version=candidate)
     assert active_version().pk == good.pk

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from recommender import vectors
+from recommender.vectors import store
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.selectors import active_version
 from recommender.services.training import model_training_request, model_versions_fail_stale
@@ -65,6 +65,6 @@ def test_worker_killed_mid_training_leaves_the_active_version_serving(celery_wor
     version.refresh_from_db()
     assert version.status == VersionStatus.FAILED
     assert "worker" in version.error
-    assert not vectors.version_tables_exist(version.pk) or not version.vectors_published
+    assert not store.version_tables_exist(version.pk) or not version.vectors_published
     assert ModelVersion.objects.filter(config=slow).count() == 1  # no duplicate versions
     assert active_version().pk == served.pk

@@ -54,7 +54,7 @@ def _titles(item_ids: list[int]) -> dict[int, Item]:
 
 @staff_required
 def rules_preview(request: HttpRequest) -> HttpResponse:
-    from recommender.pipeline import pipeline_preview
+    from recommender.serving import pipeline_preview
 
     external_id = request.GET.get("user", "").strip()
     profile = UserProfile.objects.filter(external_id=external_id).first() if external_id else None

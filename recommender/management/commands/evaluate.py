@@ -35,16 +35,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from recommender import vectors
+from recommender.vectors import store
 from recommender.blend import blend_store, blend_train
-from recommender.candidates.base import AnnFilters, Context
+from recommender.candidates.base import Context
+from recommender.vectors.base import AnnFilters
 from recommender.ml import evaluation
 from recommender.ml.training import fit
 from recommender.models import ModelVersion, VersionStatus
-from recommender.pipeline import ranked_candidates
+from recommender.serving.surfaces import ranked_candidates
 from recommender.rerank.engine import rules_apply
 from recommender.rerank.models import Rule
-from recommender.selectors import active_version, catalog_arrays_fetch, default_training_config
+from catalog.array_selectors import catalog_arrays_fetch, feedback_newest_time, user_seen_item_ids
+from catalog.services import feedback_pairs_delete
+from recommender.selectors import active_version, default_training_config
 from recommender.services.training import hyperparameters_from_config, training_data_build
 
 logger = logging.getLogger(__name__)
@@ -169,11 +172,7 @@ class Command(BaseCommand):
         coo = test.tocoo()
         users = np.asarray(data.user_ids.ids)[coo.row].astype(np.int64).tolist()
         items = np.asarray(data.item_ids.ids)[coo.col].astype(np.int64).tolist()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM catalog_feedback f USING unnest(%s::bigint[], %s::bigint[]) AS p(user_id, item_id) "
-                "WHERE f.user_id = p.user_id AND f.item_id = p.item_id", [users, items])
-            return cursor.rowcount
+        return feedback_pairs_delete(user_ids=users, item_ids=items)
 
     def _pipeline(self, *, model, data, test, users, k, quiet, blend=None, train=None) -> dict:
         hidden = self._hide_held_out_feedback(data, test)
@@ -185,15 +184,13 @@ class Command(BaseCommand):
             if blend is not None:
                 blend_store(fitted=blend, data=train, artifact_path=scratch.artifact_path)
             _, item_embeddings = model.item_representations()
-            vectors.vectors_publish(
+            store.vectors_publish(
                 version_id=scratch.pk, item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
                 item_score_vectors=model.item_vectors_with_bias(), item_embeddings=item_embeddings,
                 user_ids=np.asarray(model.user_ids.ids, dtype=np.int64),
                 user_score_vectors=model.user_vectors_with_bias())
             self._say(quiet, f"scratch v{scratch.pk} published; {hidden} held-out feedback rows hidden")
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT max(created_at) FROM catalog_feedback")
-                now = cursor.fetchone()[0] or timezone.now()
+            now = feedback_newest_time() or timezone.now()
             rule = Rule(name="exclude rated", kind="filter_seen", params={"include_views": True})
             rule.full_clean()
             user_vectors = model.user_vectors_with_bias()
@@ -201,9 +198,9 @@ class Command(BaseCommand):
             started = time.perf_counter()
             for count, user in enumerate(users.tolist()):
                 profile_id = int(data.user_ids.ids[user])
-                seen = frozenset(self._training_items(profile_id))
+                seen = user_seen_item_ids(profile_id=profile_id)
                 context = Context(surface="home", now=now, version_id=scratch.pk, profile_id=profile_id,
-                                  user_vector=vectors.user_search_vector(version_id=scratch.pk,
+                                  user_vector=store.user_search_vector(version_id=scratch.pk,
                                                                         score_vector=user_vectors[user]),
                                   filters=AnnFilters(active_only=True),
                                   seen_item_ids=seen)
@@ -213,13 +210,6 @@ class Command(BaseCommand):
                     self.stdout.write(f"  pipeline: {count + 1}/{len(users)} users, "
                                       f"{1000 * (time.perf_counter() - started) / (count + 1):.1f} ms/user")
         return topk_metrics(top, test, test.shape[1], k)
-
-    @staticmethod
-    def _training_items(profile_id: int) -> list[int]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT DISTINCT item_id FROM catalog_feedback WHERE user_id = %s "
-                           "AND is_current IS DISTINCT FROM false", [profile_id])
-            return [row[0] for row in cursor.fetchall()]
 
 
 def _json_dumps(results: dict) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 from django.utils import timezone
 
-from recommender import vectors
+from recommender.vectors import store
 from recommender.models import ModelVersion
 from tests.recommender.conftest import PlantedCatalog, build_planted_catalog
 from tests.recommender.test_training import train_inline
@@ -21,7 +21,7 @@ class Trained:
         return {item.pk for item in self.catalog.items_by_cluster[cluster]}
 
     def user_vector(self, profile_id: int):
-        return vectors.user_vector_fetch(version_id=self.version.pk, profile_id=profile_id)
+        return store.user_vector_fetch(version_id=self.version.pk, profile_id=profile_id)
 
 
 @pytest.fixture

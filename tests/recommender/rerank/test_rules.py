@@ -242,14 +242,16 @@ def _mean_pairwise_cosine(embeddings: list[np.ndarray]) -> float:
 
 
 def test_mmr_lowers_pairwise_similarity_of_the_top_k(planted_catalog):
-    from recommender import vectors
     from recommender.rerank.selectors import item_embeddings_fetch
+    from recommender.vectors import store
+    from recommender.vectors.base import AnnFilters
+    from recommender.vectors.pgvector import PgvectorIndex
     from tests.recommender.test_training import train_inline
 
     version = train_inline()
     profile = planted_catalog.profiles_by_cluster[0][0]
-    query = vectors.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
-    pairs = vectors.items_nearest_by_score(version_id=version.pk, query=query, k=60, exact=True)
+    query = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
+    pairs = PgvectorIndex(version.pk, exact=True).user_neighbours(query, k=60, filters=AnnFilters(active_only=False))
     items = ranked([(Item(pk=item_id), score) for item_id, score in pairs])
     embeddings = item_embeddings_fetch(version_id=version.pk, item_ids=ids(items))
     context = home(profile, version_id=version.pk)

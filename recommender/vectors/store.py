@@ -1,4 +1,7 @@
-"""pgvector storage for published model versions.
+"""The vector store: publish, fetch, drop and check the pgvector tables of model versions.
+
+Reading neighbours is the indexes' job (`recommender.vectors.base.VectorIndex`); this module
+owns the tables themselves.
 
 Each version owns two tables, created and filled while the version is *publishing* and never
 written again afterwards (except user rows refreshed by fold-in):
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from django.db import connection, transaction
 from psycopg import sql
+
+from .connection import binary_cursor, raw_connection, vectors_stack
 
 logger = logging.getLogger(__name__)
 
@@ -83,27 +88,8 @@ class VersionTables:
         return (self.item_ip_index, self.item_cosine_index)
 
 
-def _raw_connection():
-    connection.ensure_connection()
-    raw = connection.connection
-    if not getattr(raw, "_pgvector_registered", False):
-        from pgvector.psycopg import register_vector
-
-        register_vector(raw)
-        raw._pgvector_registered = True
-    return raw
-
-
-def _binary_cursor(raw):
-    """A server-side-binding cursor: Django's client-side cursors cannot return binary results,
-    and binary vectors load with one ``np.frombuffer`` instead of parsing text."""
-    import psycopg
-
-    return psycopg.Cursor(raw)
-
-
 def _copy_rows(table: str, columns: list[str], types: list[str], rows_iter) -> None:
-    raw = _raw_connection()
+    raw = raw_connection()
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -292,13 +278,6 @@ def vectors_drop(*, version_id: int) -> None:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)).as_string())
 
 
-def _vectors_stack(values, width: int | None = None) -> np.ndarray:
-    """Binary pgvector values → one (n, width) float32 array (one copy per row, no text parsing)."""
-    if not values:
-        return np.zeros((0, width or 0), dtype=np.float32)
-    return np.stack([value.to_numpy() for value in values]).astype(np.float32, copy=False)
-
-
 def item_vectors_fetch(*, version_id: int, item_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return (item_ids (n,) int64, score_vectors (n, d + 2) float32) of a version (d + 3 when augmented).
 
@@ -311,21 +290,21 @@ def item_vectors_fetch(*, version_id: int, item_ids: list[int] | None = None) ->
     if item_ids is not None:
         query += sql.SQL(" WHERE item_id = ANY(%s)")
         params.append(list(item_ids))
-    raw = _raw_connection()
-    with _binary_cursor(raw) as cursor:
+    raw = raw_connection()
+    with binary_cursor(raw) as cursor:
         cursor.execute(query, params, binary=True)
         rows = cursor.fetchall()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    return ids, _vectors_stack([row[1] for row in rows])
+    return ids, vectors_stack([row[1] for row in rows])
 
 
 def user_vector_fetch(*, version_id: int, profile_id: int) -> np.ndarray | None:
     """The stored user score vector [u, 1, b] (d + 2,) float32 ([u, 1, b, 0] when augmented), or None."""
     tables = VersionTables(version_id)
-    raw = _raw_connection()
-    with _binary_cursor(raw) as cursor:
+    raw = raw_connection()
+    with binary_cursor(raw) as cursor:
         cursor.execute(sql.SQL("SELECT score_vector FROM {} WHERE profile_id = %s").format(
             sql.Identifier(tables.users)), [profile_id], binary=True)
         row = cursor.fetchone()
@@ -342,7 +321,7 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
     stored = np.asarray(score_vector, dtype=np.float32)
     if _score_dimension(tables.users) == len(stored) + 1:  # older versions (d + 2) get no padding
         stored = user_score_vectors_pad(stored)
-    raw = _raw_connection()
+    raw = raw_connection()
     with raw.cursor() as cursor:
         cursor.execute(sql.SQL(
             "INSERT INTO {} (profile_id, score_vector, folded_in_at) VALUES (%s, %s, now()) "
@@ -363,7 +342,7 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
     max_norm = item_max_norm(version_id=version_id)
     stored = (np.asarray(score_vector, dtype=np.float32)[None, :] if max_norm is None  # published before MIPS
               else item_score_vectors_equalise(score_vector, max_norm=max_norm)[0])
-    raw = _raw_connection()
+    raw = raw_connection()
     with raw.cursor() as cursor:
         cursor.execute(sql.SQL(
             "INSERT INTO {} (item_id, score_vector, embedding) VALUES (%s, %s, %s) "
@@ -372,22 +351,20 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
             [item_id, stored[0], np.asarray(embedding, dtype=np.float32)])
 
 
-def items_nearest_by_score(
-    *, version_id: int, query: np.ndarray, k: int, exact: bool = False, ef_search: int = 100
-) -> list[tuple[int, float]]:
-    """Top-k items by inner product with a stored user score vector (d + 3,): [(item_id, score)], best first.
+def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
+    """The bare embedding (d,) float32 of one item, or None if the version has no row for it."""
+    ids, embeddings = item_embeddings_fetch(version_id=version_id, item_ids=[item_id])
+    return embeddings[0] if len(ids) else None
 
-    ``exact=True`` disables the index for a brute-force answer (the ANN benchmark's baseline).
-    """
-    tables = VersionTables(version_id)
-    raw = _raw_connection()
-    query = np.asarray(query, dtype=np.float32)
-    with raw.transaction(), raw.cursor() as cursor:
-        if exact:
-            cursor.execute("SET LOCAL enable_indexscan = off")
-        else:
-            cursor.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k))))
-        cursor.execute(sql.SQL(
-            "SELECT item_id, -(score_vector <#> %s) AS score FROM {} ORDER BY score_vector <#> %s LIMIT %s"
-        ).format(sql.Identifier(tables.items)), [query, query, k])
-        return [(int(item_id), float(score)) for item_id, score in cursor.fetchall()]
+
+def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
+    raw = raw_connection()
+    with binary_cursor(raw) as cursor:
+        cursor.execute(sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
+            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)], binary=True)
+        rows = cursor.fetchall()
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return ids, vectors_stack([row[1] for row in rows])

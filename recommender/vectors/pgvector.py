@@ -1,6 +1,6 @@
-"""Serving-time nearest-neighbour queries on a published version's pgvector tables.
+"""`PgvectorIndex`: the vector index answered by a version's pgvector tables and HNSW indexes.
 
-Publishing (`recommender/vectors.py`) owns the tables and indexes; this module only reads them.
+Publishing (`recommender.vectors.store`) owns the tables and indexes; this module only reads them.
 
 Which measure uses which index (``rec_item_vectors_v<N>``):
 
@@ -39,9 +39,12 @@ import numpy as np
 from django.db.backends.signals import connection_created
 from psycopg import sql
 
-from recommender.candidates.base import AnnFilters, Measure
+from catalog.sql import item_filter_clauses
 from recommender.ml.similarity import MEASURES, SimilarityError, similarity
-from recommender.vectors import VersionTables, _binary_cursor, _raw_connection
+
+from .base import AnnFilters, Measure, Neighbours
+from .connection import binary_cursor, raw_connection
+from .store import VersionTables, item_embedding_fetch, item_embeddings_fetch, item_vectors_fetch
 
 logger = logging.getLogger(__name__)
 
@@ -78,30 +81,10 @@ def filter_clauses(
 ) -> tuple[list[sql.Composable], dict]:
     """SQL predicates (and named parameters) enforcing ``filters`` on the item id in ``item_column``.
 
-    Written as correlated EXISTS / NOT EXISTS probes on primary-key and (item, feature) indexes so
-    that, under an HNSW ORDER BY, they become nested loops on the index scan's output rows.
-    Other sources (content-based, popular, fresh) reuse them so every source filters alike.
+    The catalogue spells them (`catalog.sql.item_filter_clauses`); other sources (content-based,
+    popular, fresh) use the same ones, so every source filters alike.
     """
-    item = sql.SQL(item_column)
-    clauses: list[sql.Composable] = []
-    params: dict = {}
-    if filters.active_only:
-        clauses.append(sql.SQL("EXISTS (SELECT 1 FROM catalog_item fi WHERE fi.id = {} AND fi.is_active)").format(item))
-    if filters.exclude_feature_ids:
-        clauses.append(sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM catalog_itemfeature fx WHERE fx.item_id = {} "
-            "AND fx.feature_id = ANY(%(excluded_features)s::bigint[]))").format(item))
-        params["excluded_features"] = list(filters.exclude_feature_ids)
-    if filters.require_feature_ids:
-        clauses.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM catalog_itemfeature fr WHERE fr.item_id = {} "
-            "AND fr.feature_id = ANY(%(required_features)s::bigint[]))").format(item))
-        params["required_features"] = list(filters.require_feature_ids)
-    excluded_ids = tuple(filters.exclude_item_ids) + tuple(extra_excluded_ids)
-    if excluded_ids:
-        clauses.append(sql.SQL("{} <> ALL(%(excluded_ids)s::bigint[])").format(item))
-        params["excluded_ids"] = list(excluded_ids)
-    return clauses, params
+    return item_filter_clauses(item_column=item_column, **filters.item_filter(tuple(extra_excluded_ids)))
 
 
 def _session_settings(cursor, *, ef_search: int, k: int) -> None:
@@ -158,7 +141,7 @@ def serving_settings_ensure() -> None:
     connection sets them for the connection's life (one round trip, once) and every ANN query
     runs as a single statement.
     """
-    _settings_ensure(_raw_connection(), ef_search=DEFAULT_EF_SEARCH, k=1)
+    _settings_ensure(raw_connection(), ef_search=DEFAULT_EF_SEARCH, k=1)
 
 
 def connection_settings_apply(sender=None, connection=None, **kwargs) -> None:
@@ -210,8 +193,8 @@ def nearest_statement(
 
 
 def _rows_fetch(statement, params: dict, *, ef_search: int, k: int, binary: bool = False) -> list[tuple]:
-    raw = _raw_connection()
-    cursor_of = _binary_cursor if binary else (lambda connection: connection.cursor())
+    raw = raw_connection()
+    cursor_of = binary_cursor if binary else (lambda connection: connection.cursor())
     if _settings_ensure(raw, ef_search=ef_search, k=k):
         with cursor_of(raw) as cursor:
             cursor.execute(statement, params, binary=binary)
@@ -224,7 +207,7 @@ def _rows_fetch(statement, params: dict, *, ef_search: int, k: int, binary: bool
 
 def explain(statement: sql.Composed, params: dict, *, ef_search: int = DEFAULT_EF_SEARCH, k: int = 10) -> str:
     """EXPLAIN (ANALYZE) text of a statement from `nearest_statement`, under the serving settings."""
-    raw = _raw_connection()
+    raw = raw_connection()
     with raw.transaction(), raw.cursor() as cursor:
         _session_settings(cursor, ef_search=ef_search, k=k)
         cursor.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + statement, params)
@@ -268,160 +251,100 @@ def _nearest(
     return ids, distances, embeddings
 
 
-def nearest_items_for_user(
-    *,
-    version_id: int,
-    user_vector: np.ndarray,
-    k: int,
-    filters: AnnFilters | None = None,
-    ef_search: int = DEFAULT_EF_SEARCH,
-    exact: bool = False,
-) -> list[tuple[int, float]]:
-    """Top-k items by LightFM score (user score vector · item score vector), best first.
+class PgvectorIndex:
+    """`VectorIndex` over a version's pgvector tables: HNSW scans with filters inside, exact retries.
 
     Parameters
     ----------
-    user_vector : (d + 2,) float, [user representation, 1, user bias].
-    filters : applied inside the HNSW scan (iterative scan), so k rows come back when enough pass.
-    exact : brute force over every row (the recall baseline of bench/ann_recall.py).
-
-    Returns
-    -------
-    list of (item_id, score) with score = the full LightFM score, descending.
+    version_id : the published version whose ``rec_item_vectors_v<N>`` table is queried.
+    ef_search : HNSW candidate list size (serving default `DEFAULT_EF_SEARCH`; benchmarks vary it).
+    exact : brute force over every row passing the filters (the recall baseline of bench/ann_recall.py).
     """
-    ids, distances, _ = _nearest(version_id=version_id, column="score_vector", operator="<#>", query=user_vector,
-                                 k=k, filters=filters or AnnFilters(), ef_search=ef_search, exact=exact)
-    return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances)]
 
+    def __init__(self, version_id: int, *, ef_search: int = DEFAULT_EF_SEARCH, exact: bool = False):
+        self.version_id = int(version_id)
+        self.ef_search = int(ef_search)
+        self.exact = bool(exact)
 
-def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
-    """The bare embedding (d,) float32 of one item, or None if the version has no row for it."""
-    raw = _raw_connection()
-    with raw.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT embedding FROM {} WHERE item_id = %s").format(
-            sql.Identifier(VersionTables(version_id).items)), [item_id])
-        row = cursor.fetchone()
-    return None if row is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
+    def __repr__(self) -> str:
+        return f"PgvectorIndex(v{self.version_id}, ef_search={self.ef_search}, exact={self.exact})"
 
+    def user_neighbours(self, user_vector: np.ndarray, *, k: int, filters: AnnFilters) -> Neighbours:
+        """Top-k items by LightFM score (user score vector · item score vector), best first.
 
-def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
-    raw = _raw_connection()
-    with _binary_cursor(raw) as cursor:
-        cursor.execute(sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
-            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)], binary=True)
-        rows = cursor.fetchall()
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    return ids, np.stack([np.asarray(row[1].to_numpy(), dtype=np.float32) for row in rows])
+        ``user_vector`` is [user representation, 1, user bias] (plus a 0 for MIPS-augmented
+        versions); filters are applied inside the HNSW scan (iterative scan).
+        """
+        ids, distances, _ = _nearest(version_id=self.version_id, column="score_vector", operator="<#>",
+                                     query=user_vector, k=k, filters=filters, ef_search=self.ef_search,
+                                     exact=self.exact)
+        return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances)]
 
+    def vector_neighbours(self, query: np.ndarray, *, k: int, filters: AnnFilters, measure: Measure = "cosine",
+                          alpha: float = 0.5, exclude_item_ids: tuple[int, ...] = ()) -> Neighbours:
+        """Top-k items whose embedding is most similar to ``query`` (d,) by ``measure``."""
+        if measure not in MEASURES:
+            raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
+        if measure == "norm_damped":
+            # No index orders by |q|^a|v|^a cos; cosine neighbours are its best pool because the
+            # damped norm factor only re-weights within a pool of similar directions.
+            # The exact baseline re-scores every row that passes the filters.
+            pool = 2**31 - 1 if self.exact else max(k * NORM_DAMPED_POOL_FACTOR, NORM_DAMPED_MIN_POOL)
+            ids, _, embeddings = _nearest(
+                version_id=self.version_id, column="embedding", operator="<=>", query=query, k=pool, filters=filters,
+                ef_search=max(self.ef_search, min(pool, EF_SEARCH_LIMIT)), exact=self.exact,
+                extra_excluded_ids=exclude_item_ids, with_embedding=True)
+            if len(ids) == 0:
+                return []
+            scores = similarity(query, embeddings, "norm_damped", alpha=alpha)
+            order = np.lexsort((ids, -scores))[:k]
+            return [(int(ids[i]), float(scores[i])) for i in order]
+        ids, distances, _ = _nearest(version_id=self.version_id, column="embedding",
+                                     operator=_DISTANCE_OPERATORS[measure], query=query, k=k, filters=filters,
+                                     ef_search=self.ef_search, exact=self.exact, extra_excluded_ids=exclude_item_ids)
+        scores = _scores_from_distances(measure, distances)
+        return [(int(item_id), float(score)) for item_id, score in zip(ids, scores)]
 
-def nearest_items_to_vector(
-    *,
-    version_id: int,
-    query: np.ndarray,
-    k: int,
-    filters: AnnFilters | None = None,
-    measure: Measure = "cosine",
-    alpha: float = 0.5,
-    ef_search: int = DEFAULT_EF_SEARCH,
-    exact: bool = False,
-    exclude_item_ids: tuple[int, ...] = (),
-) -> list[tuple[int, float]]:
-    """Top-k items whose embedding is most similar to ``query`` (d,) by ``measure``; [(item_id, score)]."""
-    if measure not in MEASURES:
-        raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
-    filters = filters or AnnFilters()
-    if measure == "norm_damped":
-        # No index orders by |q|^a|v|^a cos; cosine neighbours are its best pool because the
-        # damped norm factor only re-weights within a pool of similar directions.
-        # The exact baseline re-scores every row that passes the filters.
-        pool = 2**31 - 1 if exact else max(k * NORM_DAMPED_POOL_FACTOR, NORM_DAMPED_MIN_POOL)
-        ids, _, embeddings = _nearest(version_id=version_id, column="embedding", operator="<=>", query=query,
-                                      k=pool, filters=filters, ef_search=max(ef_search, min(pool, EF_SEARCH_LIMIT)),
-                                      exact=exact, extra_excluded_ids=exclude_item_ids, with_embedding=True)
-        if len(ids) == 0:
-            return []
-        scores = similarity(query, embeddings, "norm_damped", alpha=alpha)
-        order = np.lexsort((ids, -scores))[:k]
-        return [(int(ids[i]), float(scores[i])) for i in order]
-    ids, distances, _ = _nearest(version_id=version_id, column="embedding", operator=_DISTANCE_OPERATORS[measure],
-                                 query=query, k=k, filters=filters, ef_search=ef_search, exact=exact,
-                                 extra_excluded_ids=exclude_item_ids)
-    scores = _scores_from_distances(measure, distances)
-    return [(int(item_id), float(score)) for item_id, score in zip(ids, scores)]
+    def item_neighbours(self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine",
+                        alpha: float = 0.5) -> dict[int, Neighbours]:
+        """Each seed's k nearest items by embedding, every seed excluded from every list.
 
-
-def nearest_items_to_item(
-    *,
-    version_id: int,
-    item_id: int,
-    k: int,
-    filters: AnnFilters | None = None,
-    measure: Measure = "cosine",
-    alpha: float = 0.5,
-    ef_search: int = DEFAULT_EF_SEARCH,
-    exact: bool = False,
-) -> list[tuple[int, float]]:
-    """Related items: the k items most similar to ``item_id``'s embedding, the seed itself excluded.
-
-    Returns [] when the version has no vector for the seed (an item added after publishing that
-    cold start has not embedded yet); the caller decides the fallback.
-    """
-    query = item_embedding_fetch(version_id=version_id, item_id=item_id)
-    if query is None:
-        logger.info("ann.seed_without_vector version=%s item=%s", version_id, item_id)
-        return []
-    return nearest_items_to_vector(version_id=version_id, query=query, k=k, filters=filters, measure=measure,
-                                   alpha=alpha, ef_search=ef_search, exact=exact, exclude_item_ids=(int(item_id),))
-
-
-def nearest_items_to_items(
-    *,
-    version_id: int,
-    item_ids: list[int],
-    k: int,
-    filters: AnnFilters | None = None,
-    measure: Measure = "cosine",
-    alpha: float = 0.5,
-    ef_search: int = DEFAULT_EF_SEARCH,
-    exact: bool = False,
-) -> dict[int, list[tuple[int, float]]]:
-    """Each seed's k nearest items by embedding, every seed excluded from every list, in ONE statement.
-
-    A LATERAL join runs one (HNSW or exact) k-NN scan per seed inside a single round trip, which
-    is what "because you liked" needs for its 5 seeds. Seeds without a vector map to []. A seed
-    whose approximate list came back short is re-asked exactly (see `_nearest`). 'norm_damped'
-    has no SQL operator and falls back to one `nearest_items_to_vector` call per seed.
-
-    Returns
-    -------
-    {seed item id: [(item_id, score), ...] best first}
-    """
-    seeds = [int(item_id) for item_id in dict.fromkeys(item_ids)]
-    if measure not in MEASURES:
-        raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
-    if not seeds or k < 1:
-        return {seed: [] for seed in seeds}
-    filters = filters or AnnFilters()
-    if measure == "norm_damped":
-        found = {}
-        for seed in seeds:
-            query = item_embedding_fetch(version_id=version_id, item_id=seed)
-            found[seed] = [] if query is None else nearest_items_to_vector(
-                version_id=version_id, query=query, k=k, filters=filters, measure=measure, alpha=alpha,
-                ef_search=ef_search, exact=exact, exclude_item_ids=tuple(seeds))
+        One seed is one k-NN statement. Several seeds are ONE statement: a LATERAL join runs one
+        (HNSW or exact) k-NN scan per seed inside a single round trip, which is what "because you
+        liked" needs for its 5 seeds. Seeds without a vector map to []. A seed whose approximate
+        list came back short is re-asked exactly (see `_nearest`). 'norm_damped' has no SQL
+        operator and runs one `vector_neighbours` per seed.
+        """
+        seeds = [int(item_id) for item_id in dict.fromkeys(seed_ids)]
+        if measure not in MEASURES:
+            raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
+        if not seeds or k < 1:
+            return {seed: [] for seed in seeds}
+        if measure == "norm_damped" or len(seeds) == 1:
+            found = {}
+            for seed in seeds:
+                query = item_embedding_fetch(version_id=self.version_id, item_id=seed)
+                if query is None:
+                    logger.info("vectors.seed_without_vector version=%s item=%s", self.version_id, seed)
+                found[seed] = [] if query is None else self.vector_neighbours(
+                    query, k=k, filters=filters, measure=measure, alpha=alpha, exclude_item_ids=tuple(seeds))
+            return found
+        rows = _rows_fetch(*_many_statement(self.version_id, seeds, measure, k, filters, self.exact),
+                           ef_search=self.ef_search, k=k)
+        found = _rows_by_seed(seeds, rows, measure)
+        short = [seed for seed, neighbours in found.items() if len(neighbours) < k]
+        if short and not self.exact:
+            rows = _rows_fetch(*_many_statement(self.version_id, short, measure, k, filters, True, excluded=seeds),
+                               ef_search=self.ef_search, k=k)
+            found.update({seed: neighbours for seed, neighbours in _rows_by_seed(short, rows, measure).items()
+                          if neighbours})
         return found
-    rows = _rows_fetch(*_many_statement(version_id, seeds, measure, k, filters, exact), ef_search=ef_search, k=k)
-    found = _rows_by_seed(seeds, rows, measure)
-    short = [seed for seed, neighbours in found.items() if len(neighbours) < k]
-    if short and not exact:
-        rows = _rows_fetch(*_many_statement(version_id, short, measure, k, filters, True, excluded=seeds),
-                           ef_search=ef_search, k=k)
-        found.update({seed: neighbours for seed, neighbours in _rows_by_seed(short, rows, measure).items()
-                      if neighbours})
-    return found
+
+    def score_vectors(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return item_vectors_fetch(version_id=self.version_id, item_ids=item_ids)
+
+    def embeddings(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return item_embeddings_fetch(version_id=self.version_id, item_ids=item_ids)
 
 
 def _many_statement(version_id: int, seeds: list[int], measure: str, k: int, filters: AnnFilters, exact: bool,
@@ -452,4 +375,5 @@ def _rows_by_seed(seeds: list[int], rows: list[tuple], measure: str) -> dict[int
     return found
 
 
-connection_created.connect(connection_settings_apply, dispatch_uid="recommender.ann.connection_settings_apply")
+connection_created.connect(connection_settings_apply,
+                          dispatch_uid="recommender.vectors.pgvector.connection_settings_apply")

@@ -1,0 +1,123 @@
+"""`GenerationMemo`: one per-process memo, valid while the database's ``global`` generation holds.
+
+Serving keeps copies of what it reads on every request (the active version, the rules, item
+rows, a version's vectors, the catalogue's features) in each process. They are never
+invalidated by deleting them: each copy is keyed by the ``global`` cache generation the request
+read first (`recommender.generations`), and every change that could alter a copy bumps that
+generation after it commits. A request that read generation g therefore gets a copy at least as
+new as g, and the first request after a bump reloads.
+
+The rules every memo shares, written once here:
+
+- **No generation, no memo.** A caller that did not read the generation gets a direct load.
+- **Not inside a transaction.** Its own uncommitted writes have bumped nothing yet (tests,
+  evaluation, ``ATOMIC_REQUESTS``), so a memoised copy could be older than what it can see.
+- **A budget.** Entries stop being added once ``max_entries`` or ``budget_bytes`` (as measured
+  by ``size_of``) would be exceeded; a loader may also refuse a value that would not fit (see
+  `recommender.vectors.exact`), and that refusal is memoised like any value.
+- **A lock** around the table; loads run outside it (two threads may load the same value once
+  each, never a torn one).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _no_size(value: object) -> int:
+    return 0
+
+
+class GenerationMemo(Generic[K, V]):
+    """Values by key, memoised per process for one ``global`` generation of one database.
+
+    Parameters
+    ----------
+    name : used in logs (``memo.loaded name=…``).
+    load : key → value; called on a miss, and directly whenever the memo may not be used.
+    max_entries : at most this many keys per generation (None: no limit).
+    budget_bytes : at most this many bytes of values per generation, by ``size_of`` (None: no limit).
+    size_of : value → bytes it holds (default 0: only ``max_entries`` bounds the memo).
+    """
+
+    def __init__(self, name: str, load: Callable[[K], V], *, max_entries: int | None = None,
+                 budget_bytes: int | None = None, size_of: Callable[[V], int] = _no_size):
+        self.name = name
+        self._load = load
+        self.max_entries = max_entries
+        self.budget_bytes = budget_bytes
+        self._size_of = size_of
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._values: dict[K, V] = {}
+        self._bytes = 0
+
+    @staticmethod
+    def usable(generation: int | None) -> bool:
+        """True when a request holding ``generation`` may read memoised copies (see the module docstring)."""
+        return generation is not None and not connection.in_atomic_block
+
+    def _table(self, generation: int) -> dict[K, V]:
+        """The values of ``generation`` (the caller holds the lock); a new generation starts empty."""
+        key = (connection.settings_dict["NAME"], int(generation))
+        if self._key != key:
+            self._key, self._values, self._bytes = key, {}, 0
+        return self._values
+
+    def get(self, key: K, *, generation: int | None) -> V:
+        """The value of ``key``: memoised for ``generation`` (loaded on a miss), or loaded directly."""
+        if not self.usable(generation):
+            return self._load(key)
+        with self._lock:
+            values = self._table(generation)
+            if key in values:
+                return values[key]
+        value = self._load(key)
+        self._store(generation, {key: value})
+        return value
+
+    def get_many(self, keys: Iterable[K], *, generation: int | None,
+                 load_many: Callable[[list[K]], dict[K, V]]) -> dict[K, V]:
+        """Values of several keys, the missing ones loaded in one ``load_many`` call; absent keys stay absent."""
+        keys = list(keys)
+        if not self.usable(generation):
+            return load_many(keys)
+        with self._lock:
+            values = self._table(generation)
+            found = {key: values[key] for key in keys if key in values}
+        missing = [key for key in keys if key not in found]
+        if missing:
+            loaded = load_many(missing)
+            self._store(generation, loaded)
+            found.update(loaded)
+        return found
+
+    def _store(self, generation: int, entries: dict[K, V]) -> None:
+        sizes = {key: self._size_of(value) for key, value in entries.items()}
+        with self._lock:
+            values = self._table(generation)
+            for key, value in entries.items():
+                if self.max_entries is not None and len(values) >= self.max_entries:
+                    logger.info("memo.full name=%s entries=%s", self.name, len(values))
+                    return
+                if self.budget_bytes is not None and self._bytes + sizes[key] > self.budget_bytes:
+                    logger.info("memo.over_budget name=%s bytes=%s budget=%s", self.name, self._bytes + sizes[key],
+                                self.budget_bytes)
+                    continue
+                if key not in values:
+                    self._bytes += sizes[key]
+                values[key] = value
+
+    def clear(self) -> None:
+        """Forget every value (tests; serving never needs it, a generation bump does the same)."""
+        with self._lock:
+            self._key, self._values, self._bytes = None, {}, 0

@@ -1,0 +1,15 @@
+"""Serving: the request's context, the surfaces, results with explanations, fallbacks, the homepage cache.
+
+- `context`: builds the request's `Context` (user vector, seen items, the generation);
+- `surfaces`: `recommend_for_user` (home), `related_items` (an item page), `pipeline_preview`
+  (the rules admin), each wiring context → candidates → ranking → rerank;
+- `results`: cacheable payloads and `Recommendations` with explanations;
+- `fallbacks`: popular and fresh items when the model cannot serve, and the guard deciding it;
+- `home_cache`: the homepage result cache keyed by generations.
+
+Views, APIs and the dashboard import the surfaces from here.
+"""
+from .results import RecommendedItem, Recommendations
+from .surfaces import K_MAX, pipeline_preview, recommend_for_user, related_items
+
+__all__ = ["K_MAX", "RecommendedItem", "Recommendations", "pipeline_preview", "recommend_for_user", "related_items"]

@@ -1,0 +1,134 @@
+"""The surfaces: the homepage (`recommend_for_user`), an item's related panel (`related_items`),
+and the rules admin's `pipeline_preview`. Each wires the stages, context → candidates → one
+scorer → re-ranking rules, and answers through a fallback when serving by model is impossible.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import DatabaseError
+
+from catalog.array_selectors import user_seen_item_ids
+from catalog.models import Item, UserProfile
+from recommender.candidates import candidates_generate
+from recommender.candidates.base import Context, PooledCandidate
+from recommender.generations import global_generation_fetch
+from recommender.ranking import pool_score
+from recommender.rerank.engine import rules_apply
+from recommender.rerank.services import impressions_record_fast
+from recommender.selectors import active_version, related_precomputed_fetch
+
+from . import home_cache
+from .context import context_build, read_scope, serving_version
+from .fallbacks import fallback_payload, serve_by_model
+from .results import Recommendations, payload_build, result_build
+
+logger = logging.getLogger(__name__)
+
+K_MAX = 100
+# Pool sizes per surface and source (None: each source's own default). Tuned with `manage.py evaluate`.
+POOL_SIZES: dict[str, dict[str, int] | None] = {"home": None, "related": None}
+
+
+def ranked_candidates(context: Context) -> list[PooledCandidate]:
+    """Candidates from every source, merged, scored by the active model, best first."""
+    pool = candidates_generate(context, POOL_SIZES.get(context.surface))
+    return pool_score(context=context, pool=pool)
+
+
+def _related_ranked(context: Context) -> list[PooledCandidate]:
+    stored = related_precomputed_fetch(version_id=context.version_id, item_id=context.item_id)
+    return stored if stored is not None else ranked_candidates(context)
+
+
+def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = None, k: int = 10):
+    """(ranked before the rules, RerankResult) for the rules admin's live preview; no cache, no impressions."""
+    version = active_version()
+    surface = "related" if item is not None else "home"
+    context = context_build(surface=surface, version=version, profile=profile, item=item)
+    ranked = _related_ranked(context) if surface == "related" else ranked_candidates(context)
+    before = [PooledCandidate(item_id=c.item_id, sources=dict(c.sources), reasons=list(c.reasons),
+                              score=c.score, notes=list(c.notes)) for c in ranked]
+    return before, rules_apply(context=context, ranked=ranked, k=k, rules=None)
+
+
+def _k_clean(k: int) -> int:
+    return max(1, min(int(k), K_MAX))
+
+
+def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
+                       use_cache: bool = True) -> Recommendations:
+    """The homepage list for ``profile`` (None: anonymous → popular and fresh, flagged as fallback).
+
+    Cached per user while no feedback, rule, item or model changes (see `home_cache`);
+    ``rules`` overrides the stored rules (and bypasses the cache). Impressions are recorded.
+    """
+    started = time.perf_counter()
+    k = _k_clean(k)
+    if profile is None:
+        return result_build("home", fallback_payload(k=k, exclude=set(), version_id=None),
+                            fallback=True, fallback_reason="anonymous", started=started)
+    use_cache = use_cache and rules is None
+    key, generation = (home_cache.home_cache_key_and_generation(profile_id=profile.pk, k=k) if use_cache
+                       else (None, None))
+    cached = home_cache.home_cache_get(key) if key else None
+    if cached is not None:
+        result = result_build("home", cached["payload"], fallback=cached["fallback"],
+                              fallback_reason=cached["fallback_reason"], cached=True, started=started,
+                              generation=generation)
+    else:
+        version = serving_version(generation)
+
+        def build() -> dict:
+            context = context_build(surface="home", version=version, profile=profile, require_user_vector=True,
+                                    generation=generation)
+            reranked = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=rules)
+            return payload_build(reranked.items, version.pk, reranked.trace)
+
+        payload, reason = serve_by_model("home", build, k=k, exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)),
+                                         version=version, profile_id=profile.pk, item_id=None)
+        if key and reason in ("", "unknown_user", "no_active_model"):
+            # Errors are not cached: the next request retries the model path.
+            home_cache.home_cache_set(key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason})
+        result = result_build("home", payload, fallback=bool(reason), fallback_reason=reason, started=started,
+                              generation=generation)
+    _impressions_record(profile.pk, [entry.item.pk for entry in result.items])
+    logger.info("serving.home profile=%s version=%s items=%s cached=%s fallback=%s ms=%.1f", profile.pk,
+                result.version_id, len(result.items), result.cached, result.fallback_reason or "no",
+                result.milliseconds)
+    return result
+
+
+def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
+    if not item_ids:
+        return
+    try:
+        with read_scope():
+            impressions_record_fast(profile_id=profile_id, item_ids=item_ids, surface="home")
+    except DatabaseError:
+        # Losing impressions only weakens "demote recently shown"; the page must still render.
+        logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
+
+
+def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None) -> Recommendations:
+    """Items related to ``item``: the precomputed list when present (else live), then the rules."""
+    started = time.perf_counter()
+    k = _k_clean(k)
+    # Read before the model path (it was read for the item rows anyway): stages may use memos keyed by it.
+    generation = global_generation_fetch()
+    version = serving_version(generation)
+
+    def build() -> dict:
+        context = context_build(surface="related", version=version, profile=profile, item=item,
+                                generation=generation)
+        reranked = rules_apply(context=context, ranked=_related_ranked(context), k=k, rules=None)
+        return payload_build(reranked.items, version.pk, reranked.trace)
+
+    payload, reason = serve_by_model("related", build, k=k, exclude=lambda: {item.pk}, version=version,
+                                     profile_id=profile.pk if profile else None, item_id=item.pk)
+    result = result_build("related", payload, fallback=bool(reason), fallback_reason=reason, started=started,
+                          generation=generation)
+    logger.info("serving.related item=%s version=%s items=%s fallback=%s ms=%.1f", item.pk, result.version_id,
+                len(result.items), result.fallback_reason or "no", result.milliseconds)
+    return result
