@@ -26,10 +26,13 @@ run: install
 # connected to keeps a type check from starting (or needing) a database.
 MYPY_DATABASE_URL := postgresql://mypy@localhost/mypy
 
+# All three run even when one fails, so one CI log shows every finding; any failure fails the target.
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	DATABASE_URL=$(MYPY_DATABASE_URL) $(VENV)/bin/mypy
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy"; DATABASE_URL=$(MYPY_DATABASE_URL) $(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 test: install lint
 	$(PY) manage.py makemigrations --check --dry-run
