@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: install run test bench migrate clean-db stop-db browsers
+.PHONY: install run lint test bench migrate clean-db stop-db browsers
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,20 @@ migrate: install
 run: install
 	$(PY) manage.py run_stack --port $(PORT)
 
-test: install
+# Lint and types (configured in pyproject.toml). mypy's Django plugin imports config.settings, which
+# starts the embedded PostgreSQL when DATABASE_URL is unset; a URL that is parsed but never
+# connected to keeps a type check from starting (or needing) a database.
+MYPY_DATABASE_URL := postgresql://mypy@localhost/mypy
+
+# All three run even when one fails, so one CI log shows every finding; any failure fails the target.
+lint: install
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy"; DATABASE_URL=$(MYPY_DATABASE_URL) $(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+test: install lint
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -10,8 +10,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 
 from bench._common import REPO
 
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.only.split(",") if n] or BENCHMARKS
     results_dir = REPO / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    sections = [f"# Benchmark results\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+    sections = [f"# Benchmark results\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
                 f"{platform.machine()}, Python {platform.python_version()}, quick={args.quick}\n"]
     failed = []
     for name in names:

@@ -24,16 +24,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-import django  # noqa: E402
+import django  # noqa: E402  (after the sys.path insert: the script runs from any directory)
 
 django.setup()
 
-from django.db import connection  # noqa: E402
+from django.db import connection  # noqa: E402  (after django.setup())
 
-from recommender.vectors import pgvector, store  # noqa: E402
-from recommender.vectors.pgvector import PgvectorIndex  # noqa: E402
-from recommender.vectors.base import AnnFilters  # noqa: E402
-from recommender.selectors import active_version  # noqa: E402
+from recommender.vectors import pgvector, store  # noqa: E402  (after django.setup())
+from recommender.vectors.pgvector import PgvectorIndex  # noqa: E402  (after django.setup())
+from recommender.vectors.base import AnnFilters  # noqa: E402  (after django.setup())
+from recommender.selectors import active_version  # noqa: E402  (after django.setup())
 
 ROWS: list[tuple] = []
 
@@ -69,10 +69,12 @@ def genre_near(fraction: float) -> tuple[int, str, float]:
     """The item feature whose share of active items is closest to ``fraction``."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT f.id, f.type || '=' || f.value, count(*)::float / (SELECT count(*) FROM catalog_item WHERE is_active) "
+            "SELECT f.id, f.type || '=' || f.value, "
+            "count(*)::float / (SELECT count(*) FROM catalog_item WHERE is_active) "
             "FROM catalog_feature f JOIN catalog_itemfeature l ON l.feature_id = f.id "
             "JOIN catalog_item i ON i.id = l.item_id AND i.is_active WHERE f.subject = 'item' "
-            "GROUP BY f.id ORDER BY abs(ln(count(*)::float / (SELECT count(*) FROM catalog_item WHERE is_active) / %s)) "
+            "GROUP BY f.id "
+            "ORDER BY abs(ln(count(*)::float / (SELECT count(*) FROM catalog_item WHERE is_active) / %s)) "
             "LIMIT 1", [fraction])
         return cursor.fetchone()
 
@@ -97,12 +99,12 @@ def bench_active(n_queries: int, k: int, ef_search: int, rng) -> None:
         filter_sets.append((f"{name} ({share:.1%})", AnnFilters(require_feature_ids=(feature_id,))))
     for filter_name, filters in filter_sets:
         measure(f"v{version_id} user->items ip, {filter_name}",
-                lambda q, exact: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters), user_vectors, k,
+                lambda q, exact, filters=filters: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters), user_vectors, k,
                 plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>", query=user_vectors[0],
                                k=k, filters=filters))
         for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
             measure(f"v{version_id} item->items {name}, {filter_name}",
-                    lambda q, exact, name=name: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
+                    lambda q, exact, name=name, filters=filters: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
                     items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
                                              query=store.item_embedding_fetch(version_id=version_id, item_id=items[0]),
                                              k=k, filters=filters))
@@ -148,12 +150,12 @@ def bench_synthetic(n_items: int, n_queries: int, k: int, ef_search: int, rng, d
                                 AnnFilters(active_only=False, exclude_item_ids=tuple(all_ids[~kept].tolist()))))
         for filter_name, filters in filter_sets:
             measure(f"synthetic {n_items} user->items ip, {filter_name}",
-                    lambda q, exact: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters),
+                    lambda q, exact, filters=filters: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).user_neighbours(q, k=k, filters=filters),
                     list(users), k, plan_uses_hnsw(version_id=version_id, column="score_vector", operator="<#>",
                                                    query=users[0], k=k, filters=filters))
             for name, operator in (("cosine", "<=>"), ("dot", "<#>")):
                 measure(f"synthetic {n_items} item->items {name}, {filter_name}",
-                        lambda q, exact, name=name: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
+                        lambda q, exact, name=name, filters=filters: PgvectorIndex(version_id, ef_search=ef_search, exact=exact).item_neighbours([q], k=k, filters=filters, measure=name)[q],
                         items, k, plan_uses_hnsw(version_id=version_id, column="embedding", operator=operator,
                                                  query=embeddings[items[0] - 1], k=k, filters=filters))
     finally:

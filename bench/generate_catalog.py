@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from config.embedded_postgres import ensure_running  # noqa: E402
+from config.embedded_postgres import ensure_running  # noqa: E402  (after the sys.path insert)
 
 DATABASE = "bench_generate"
 

@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--resend", type=float, default=0.3, help="Share of a re-sending client's requests that are copies.")
+    parser.add_argument("--resend", type=float, default=0.3,
+                        help="Share of a re-sending client's requests that are copies.")
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.seconds = 10, 8.0

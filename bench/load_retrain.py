@@ -16,8 +16,8 @@ trains.
 Checked on every 200 answer: the ``version`` field names one version, and every item's
 personal-ANN source score (``sources.personal_ann``, the raw model score; ``score`` itself is the
 scorer's blend when the version has one) equals the inner product of the user's and the item's
-score vectors IN THAT VERSION's tables (``rec_user_vectors_v<N>``, ``rec_item_vectors_v<N>``). Because v1 and v2 differ, a
-response that mixed versions (a user vector of one, item vectors of the other, or a version
+score vectors IN THAT VERSION's tables (``rec_user_vectors_v<N>``, ``rec_item_vectors_v<N>``).
+Because v1 and v2 differ, a response that mixed versions (a user vector of one, item vectors of the other, or a version
 field that does not match the scores) would fail the check. Promises: 0 5xx, 0 mixed responses,
 p99 during the retrain ≤ 2× the idle p99 measured in the same run. Exit status 1 if one fails.
 
@@ -76,7 +76,7 @@ class CeleryWorker:
     """A real worker on the benchmark database (its broker follows DATABASE_URL), at low CPU priority."""
 
     def __init__(self, *, database_url: str, log_path: Path):
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the worker's stdout until stop() closes it)
         self.log_path = log_path
         self.process = subprocess.Popen(
             ["nice", "-n", "19", sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default",
@@ -194,10 +194,12 @@ def _wrk_p99(port: int, token: str, users: list[str], seconds: float, clients: i
     script = ("local users = {" + ",".join(f'"{u}"' for u in users) + "}\n"
               "math.randomseed(1)\n"
               "request = function()\n"
-              "  local path = '/api/v1/users/' .. users[math.random(#users)] .. '/recommendations?k=' .. math.random(5, 30)\n"
+              "  local path = '/api/v1/users/' .. users[math.random(#users)]\n"
+              "    .. '/recommendations?k=' .. math.random(5, 30)\n"
               f"  return wrk.format('GET', path, {{['Authorization'] = 'Token {token}'}})\nend\n"
               "done = function(summary, latency, requests)\n"
-              "  io.write(string.format('P99_US %d\\nNON2XX %d\\n', latency:percentile(99), summary.errors.status))\nend\n")
+              "  io.write(string.format('P99_US %d\\nNON2XX %d\\n',\n"
+              "                         latency:percentile(99), summary.errors.status))\nend\n")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
     completed = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{int(seconds)}s", "-s", handle.name,
@@ -265,7 +267,8 @@ def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: fl
         check = checks[phase]
         rows.append([phase, summary["requests"], round(summary["requests_per_second"], 1), round(summary["p50_ms"], 1),
                      round(summary["p99_ms"], 1), round(summary["max_ms"], 1), summary["5xx"],
-                     summary["transport_errors"], ", ".join(f"v{v}: {check.get(f'v{v}', 0)}" for v in check["versions"]),
+                     summary["transport_errors"],
+                     ", ".join(f"v{v}: {check.get(f'v{v}', 0)}" for v in check["versions"]),
                      check.get("mixed_or_wrong", 0), check.get("fallback", 0)])
         if summary["5xx"] or summary["transport_errors"]:
             problems.append(f"{phase}: {summary['5xx']} 5xx, {summary['transport_errors']} transport errors")
@@ -275,7 +278,8 @@ def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: fl
     if ratio > 2.0:
         problems.append(f"p99 during the retrain is {ratio:.2f}× the idle p99 (promise: ≤ 2×)")
     if set(checks["retrain"]["versions"]) != {version["id"], *checks["idle"]["versions"]}:
-        problems.append(f"the retrain phase served {checks['retrain']['versions']}, expected the old and the new version")
+        problems.append(f"the retrain phase served {checks['retrain']['versions']}, "
+                        "expected the old and the new version")
     facts = {"new version": f"v{new_version}", "activated by": how,
              "activation at (s into the phase)": round(activated_at, 1),
              "training phases (s)": version["phase_seconds"],

@@ -20,11 +20,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recommender.ml.dataset import (  # noqa: E402
-    IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions)
-from recommender.ml.evaluation import evaluate, popularity_scores, random_split  # noqa: E402
-from recommender.ml.training import HyperParameters, fit  # noqa: E402
-from bench._common import print_table  # noqa: E402
+# After the sys.path insert, so that `python bench/ml_quality.py` works from any directory.
+from bench._common import print_table  # noqa: E402  (after the sys.path insert)
+from recommender.ml.dataset import (  # noqa: E402  (after the sys.path insert)
+    IdMap,
+    Interactions,
+    TrainingData,
+    build_feature_matrix,
+    build_interactions,
+)
+from recommender.ml.evaluation import evaluate, popularity_scores, random_split  # noqa: E402  (after the sys.path insert)
+from recommender.ml.training import HyperParameters, fit  # noqa: E402  (after the sys.path insert)
 
 
 def load_movielens(directory: Path) -> TrainingData:

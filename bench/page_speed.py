@@ -78,7 +78,7 @@ def measure(repetitions: int) -> list[list]:
             client.get(url)
             times.append((time.perf_counter() - started) * 1000)
         times.sort()
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         median = statistics.median(times)
         rows.append([label, url, round(cold, 1), round(median, 1), round(p95, 1),
                      "yes" if p95 <= GOAL_MS else "NO"])

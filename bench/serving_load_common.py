@@ -64,7 +64,7 @@ class GunicornServer:
                  env: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the server's stdout until stop() closes it)
         command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
                    "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
                    "--timeout", "120", "--graceful-timeout", "10", "--keep-alive", "30"]
@@ -200,7 +200,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))]
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def latency_summary(samples: list[Sample], seconds: float) -> dict[str, float]:

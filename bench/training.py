@@ -41,21 +41,20 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
     from recommender.selectors import default_training_config
     from recommender.services.training import model_training_request, training_data_build
 
-    log = open(REPO / "bench" / "results" / "training_worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--pool", "solo",
-         "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait(lambda: b"ready." in (REPO / "bench" / "results" / "training_worker.log").read_bytes(), 120)
-        started = time.perf_counter()
-        version = model_training_request()
-        version = _wait(lambda: _done(ModelVersion, VersionStatus, version.pk), 1800)
-        pipeline_seconds = time.perf_counter() - started
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        log.close()
+    with open(REPO / "bench" / "results" / "training_worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--pool", "solo",
+             "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait(lambda: b"ready." in (REPO / "bench" / "results" / "training_worker.log").read_bytes(), 120)
+            started = time.perf_counter()
+            version = model_training_request()
+            version = _wait(lambda: _done(ModelVersion, VersionStatus, version.pk), 1800)
+            pipeline_seconds = time.perf_counter() - started
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
     if version.status != VersionStatus.ACTIVE:
         raise SystemExit(f"v{version.pk} ended {version.status}: {version.error or version.gate_reason}")
 

@@ -1,6 +1,8 @@
 """Forms for the catalogue pages: the filter bar, the rating widget and sign-up."""
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
@@ -54,14 +56,15 @@ class RateForm(forms.Form):
     kind = forms.ChoiceField(choices=KIND_CHOICES, initial="rating")
     value = forms.IntegerField(
         required=False, min_value=1, max_value=5,
-        error_messages={key: "Choose a rating from 1 to 5 stars." for key in ("invalid", "min_value", "max_value")},
+        error_messages=dict.fromkeys(("invalid", "min_value", "max_value"), "Choose a rating from 1 to 5 stars."),
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("kind") in ("like", "dislike"):
             # The widget is one form: a like also submits whichever star happens to be checked.
-            self._errors.pop("value", None)
+            self.errors.pop("value", None)
             data["value"] = None
         elif data.get("kind") == "rating" and data.get("value") is None and "value" not in self.errors:
             self.add_error("value", "Choose a rating from 1 to 5 stars.")

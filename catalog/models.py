@@ -49,7 +49,8 @@ class Item(models.Model):
     # catalog_feedback (migration 0005), so every writer — services, COPY importers, the admin —
     # keeps it exact without counting 100k rows per catalogue page.
     popularity = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
-    features = models.ManyToManyField(Feature, through="ItemFeature", related_name="items", blank=True)
+    features: models.ManyToManyField[Feature, ItemFeature] = models.ManyToManyField(
+        Feature, through="ItemFeature", related_name="items", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,13 +93,18 @@ class ItemFeature(models.Model):
         ]
         indexes = [models.Index(fields=["feature", "item"], name="item_feature_by_feature_idx")]
 
+    def __str__(self) -> str:
+        # Ids only: the admin inline prints one per row, and a join per row is not worth it.
+        return f"item {self.item_id}: feature {self.feature_id} × {self.weight:g}"
+
 
 class UserProfile(models.Model):
     """The recommender's view of a person: Django's auth user plus an external id and side features."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     external_id = models.CharField(max_length=128, unique=True)
-    features = models.ManyToManyField(Feature, through="UserFeature", related_name="profiles", blank=True)
+    features: models.ManyToManyField[Feature, UserFeature] = models.ManyToManyField(
+        Feature, through="UserFeature", related_name="profiles", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -122,6 +128,10 @@ class UserFeature(models.Model):
             models.UniqueConstraint(fields=["profile", "feature"], name="user_feature_unique"),
             _feature_weight_in_range("user_feature_weight_range"),
         ]
+
+    def __str__(self) -> str:
+        # Ids only: the admin inline prints one per row, and a join per row is not worth it.
+        return f"user {self.profile_id}: feature {self.feature_id} × {self.weight:g}"
 
 
 class FeedbackKind(models.Model):
@@ -159,6 +169,9 @@ class Feedback(models.Model):
     # True: the current state of a stateful kind; False: superseded; None: a repeatable event.
     is_current = models.BooleanField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    # Not a column: set on the rows catalog.services.feedback_record returns (True when a repeated
+    # idempotency key returned the stored row instead of writing one).
+    replayed: bool
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -209,8 +209,8 @@ def popular_items(*, days: int | None = None, limit: int = 20, active_only: bool
         rows.order_by().values("item_id").annotate(total=Count("*")).order_by("-total", "item_id")[:limit]
     )
     counts = {row["item_id"]: row["total"] for row in top}
-    items = Item.objects.filter(pk__in=counts).prefetch_related(_features_prefetch()).in_bulk()
-    ranked = [items[item_id] for item_id in counts]
+    by_id = Item.objects.filter(pk__in=counts).prefetch_related(_features_prefetch()).in_bulk()
+    ranked = [by_id[item_id] for item_id in counts]
     for item in ranked:
         item.popularity = counts[item.pk]
     return ranked

@@ -14,10 +14,14 @@ from __future__ import annotations
 import io
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import psycopg
 
 # How many bad rows a summary keeps verbatim; the count is always exact.
 BAD_ROWS_KEPT = 1000
@@ -184,7 +188,7 @@ def foreign_keys_deferred_again(cursor) -> None:
     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
-def raw_cursor():
+def raw_cursor() -> psycopg.Cursor[Any]:
     """The psycopg 3 cursor under Django's connection, for COPY; call inside ``atomic``."""
     from django.db import connection
 

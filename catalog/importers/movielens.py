@@ -18,8 +18,9 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -35,6 +36,9 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +93,9 @@ def movielens_import(*, directory: Path, progress: bool = True,
     layout = movielens_layout_detect(directory)
     summary = ImportSummary(source=str(directory), layout=layout)
     started = time.monotonic()
-    run = _Run(directory=directory, summary=summary, progress=progress, chunk_rows=chunk_rows)
     with transaction.atomic():
-        run.cursor = raw_cursor()
+        run = _Run(cursor=raw_cursor(), directory=directory, summary=summary, progress=progress,
+                   chunk_rows=chunk_rows)
         foreign_keys_checked_per_statement(run.cursor)
         run.rating_range = _rating_range(run.cursor)
         for name, columns in _STAGES.items():
@@ -189,12 +193,13 @@ def _zip_features(zip_code: str) -> list[tuple[str, str]]:
 class _Run:
     """One import: holds the cursor, the id sets, and the per-file loops."""
 
-    def __init__(self, *, directory: Path, summary: ImportSummary, progress: bool, chunk_rows: int):
+    def __init__(self, *, cursor: psycopg.Cursor[Any], directory: Path, summary: ImportSummary, progress: bool,
+                 chunk_rows: int):
+        self.cursor = cursor
         self.directory = directory
         self.summary = summary
         self.progress = progress
         self.chunk_rows = chunk_rows
-        self.cursor = None
         self.rating_range = RatingRange(None, None)
         self.item_ids: set[str] = set()
         self.user_ids: set[str] = set()
@@ -250,7 +255,7 @@ class _Run:
             published = None
             if fields[2].strip():
                 try:
-                    published = datetime.strptime(fields[2].strip(), "%d-%b-%Y").replace(tzinfo=timezone.utc)
+                    published = datetime.strptime(fields[2].strip(), "%d-%b-%Y").replace(tzinfo=UTC)
                 except ValueError:
                     raise BadRowError(f"release date {fields[2]!r} is not like 01-Jan-1995") from None
             flags = fields[5:]
@@ -261,7 +266,7 @@ class _Run:
             year = published.year if published else _title_year(title)
             for feature_type, value in _year_features(year):
                 features.append((item_id, feature_type, value, 1.0))
-            for genre, flag in zip(genres, flags):
+            for genre, flag in zip(genres, flags, strict=True):  # _columns checked the count
                 if flag.strip() == "1":
                     features.append((item_id, "genre", genre, 1.0))
 
@@ -318,7 +323,7 @@ class _Run:
             movie_id = _identifier(movie_id, "movie id")
             title = title.strip() or f"MovieLens item {movie_id}"
             year = _title_year(title)
-            published = datetime(year, 1, 1, tzinfo=timezone.utc).isoformat() if year else None
+            published = datetime(year, 1, 1, tzinfo=UTC).isoformat() if year else None
             self.item_ids.add(movie_id)
             items.append((movie_id, title, published, ""))
             for feature_type, value in _year_features(year):

@@ -221,7 +221,7 @@ class CatalogPlan:
                         rng: np.random.Generator) -> np.ndarray:
         extra = []
         taken = set(accepted.tolist())
-        for user, count in zip(users[needed > 0], needed[needed > 0]):
+        for user, count in zip(users[needed > 0], needed[needed > 0], strict=True):
             for item in rng.permutation(self.items):
                 key = int(user) * self.items + int(item)
                 if key not in taken:

@@ -89,10 +89,10 @@ def _features_create(cursor, plan: CatalogPlan, summary: ImportSummary):
         [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
     )
     summary.add("features", cursor.rowcount)
-    ids = dict(((subject, kind, value), feature_id) for feature_id, subject, kind, value in cursor.execute(
+    ids = {(subject, kind, value): feature_id for feature_id, subject, kind, value in cursor.execute(
         "SELECT id, subject, type, value FROM catalog_feature WHERE (type = 'genre' AND value LIKE 'cluster-%') "
         "OR (type = 'tag' AND value LIKE 'noise-%') OR type = 'segment'"
-    ).fetchall())
+    ).fetchall()}
 
     def lookup(subject: str, kind: str, values: list[str]) -> np.ndarray:
         return np.array([ids[(subject, kind, value)] for value in values], dtype=np.int64)

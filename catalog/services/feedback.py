@@ -287,7 +287,8 @@ def feedback_record_batch(*, profile: UserProfile | None = None, events: list[Ma
             arguments = _batch_event_resolve(event, profile=profile, items=items, profiles=profiles)
             kind = kinds.get(arguments["kind"]) if isinstance(arguments["kind"], str) else None
             if kind is None:
-                _feedback_kind_get(arguments["kind"])  # raises the error with the known kinds
+                # Raises the error that lists the known kinds (or finds one created since `kinds` was read).
+                kind = _feedback_kind_get(arguments["kind"])
             _feedback_value_clean(kind, arguments["value"])
             _created_at_clean(arguments["created_at"])
             _idempotency_key_clean(arguments["idempotency_key"])

@@ -197,7 +197,7 @@ class BlendWeights:
         return standardize(features) @ np.asarray(self.weights, dtype=np.float64)
 
     def as_dict(self) -> dict[str, float]:
-        return dict(zip(self.names, (round(float(w), 6) for w in self.weights)))
+        return dict(zip(self.names, (round(float(w), 6) for w in self.weights), strict=True))
 
 
 def blend_weights_fit(pools: list[tuple[np.ndarray, np.ndarray]], *, names=FEATURE_NAMES,
@@ -249,11 +249,11 @@ class BlendModel:
             "validation_json": np.asarray(json.dumps(self.validation)),
         }
         with path.open("wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
         return path
 
     @classmethod
-    def load(cls, path) -> "BlendModel":
+    def load(cls, path) -> BlendModel:
         with np.load(Path(path), allow_pickle=False) as arrays:
             matrix = sp.csr_matrix((arrays["item_item_data"], arrays["item_item_indices"],
                                     arrays["item_item_indptr"]), shape=tuple(arrays["item_item_shape"]))
@@ -273,7 +273,8 @@ class BlendModel:
             The user's rated items and the pooled items; ids the fit never saw get 0 signals.
         """
         candidates = self.item_ids.index_of(np.asarray(candidate_ids), missing=-1)
-        history = self.item_ids.index_of(np.asarray(history_ids), missing=-1) if len(history_ids) else []
+        history = (self.item_ids.index_of(np.asarray(history_ids), missing=-1) if len(history_ids)
+                   else np.empty(0, dtype=np.int64))
         popularity = np.where(candidates >= 0, self.popularity[np.maximum(candidates, 0)], 0.0)
         features = candidate_features(model_scores, item_item_scores(self.item_item, history, candidates),
                                       popularity)
@@ -357,7 +358,7 @@ def blend_fit_with_model(train: TrainingData, model, held_out_positives: sp.csr_
     weights = blend_weights_fit(pools, l2=l2)
     model_only = BlendWeights(names=FEATURE_NAMES, weights=(1.0, 0.0, 0.0))
     validation = {f"model_precision_at_{k}": _precision(lists, model_only, k),
-                  f"blend_precision_at_{k}": _precision(lists, weights, k), "users": int(len(users)),
+                  f"blend_precision_at_{k}": _precision(lists, weights, k), "users": len(users),
                   "pool_size": pool_size, "popular_size": popular_size}
     return BlendModel(weights=weights, item_ids=train.item_ids, item_item=item_item, popularity=popularity,
                       validation=validation)

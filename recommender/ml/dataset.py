@@ -46,7 +46,7 @@ class IdMap:
         self._sorted = ids[self._order]
 
     @classmethod
-    def from_ids(cls, ids) -> "IdMap":
+    def from_ids(cls, ids) -> IdMap:
         """Build a map from ids that may repeat; indices follow first appearance."""
         ids = np.asarray(ids)
         if ids.dtype == object:
@@ -103,7 +103,7 @@ class IdMap:
         return {f"{prefix}_ids": self._ids}
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str) -> "IdMap":
+    def from_arrays(cls, arrays, prefix: str) -> IdMap:
         return cls(arrays[f"{prefix}_ids"])
 
 

@@ -62,7 +62,7 @@ class FoldIn:
         self.bias_projection = vectors.T @ biases
 
     @classmethod
-    def from_vectors_with_bias(cls, item_vectors_with_bias, **kwargs) -> "FoldIn":
+    def from_vectors_with_bias(cls, item_vectors_with_bias, **kwargs) -> FoldIn:
         """Build from ``FittedModel.item_vectors_with_bias()``, shape (n_items, k+2) = [v, b, 1]."""
         augmented = np.asarray(item_vectors_with_bias)
         return cls(augmented[:, :-2], augmented[:, -2], **kwargs)

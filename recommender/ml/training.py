@@ -56,7 +56,7 @@ class HyperParameters:
     early_stopping_patience: int | None = None
     early_stopping_k: int = 10
 
-    def validate(self) -> "HyperParameters":
+    def validate(self) -> HyperParameters:
         """Raise :class:`HyperParameterError` naming the first bad value; return self."""
         def check(ok: bool, message: str) -> None:
             if not ok:
@@ -85,7 +85,8 @@ class HyperParameters:
         check(is_int(self.random_state), f"random_state must be an integer, got {self.random_state!r}.")
         check(self.early_stopping_patience is None
               or (is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
-              f"early_stopping_patience must be None (off) or a positive integer, got {self.early_stopping_patience!r}.")
+              "early_stopping_patience must be None (off) or a positive integer, "
+              f"got {self.early_stopping_patience!r}.")
         check(is_int(self.early_stopping_k) and self.early_stopping_k >= 1,
               f"early_stopping_k must be a positive integer, got {self.early_stopping_k!r}.")
         return self
@@ -232,11 +233,11 @@ class FittedModel:
             "params_json": np.asarray(json.dumps(asdict(self.params))),
         }
         with path.open("wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
         return path
 
     @classmethod
-    def load(cls, path) -> "FittedModel":
+    def load(cls, path) -> FittedModel:
         with np.load(Path(path), allow_pickle=False) as arrays:
             identity = arrays["identity"]
             return cls(
@@ -344,7 +345,9 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
         weights = sp.csr_matrix(data.interactions.weights, dtype=np.float32)
         weights.sort_indices()
         positives.sort_indices()
-        if not np.array_equal(weights.indices, positives.indices) or not np.array_equal(weights.indptr, positives.indptr):
+        same_pattern = (np.array_equal(weights.indices, positives.indices)
+                        and np.array_equal(weights.indptr, positives.indptr))
+        if not same_pattern:
             raise FeatureShapeError("interaction weights must share the sparsity pattern of positives.")
         interactions = positives.tocoo()
         sample_weight = weights.tocoo()
