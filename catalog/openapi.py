@@ -2,7 +2,8 @@
 
 The view tells them apart by the ``events`` key alone (a batch may carry other keys, which are
 ignored; an event never has ``events``), so the event variant says it has no ``events``: with
-that, every body matches exactly one variant, as ``oneOf`` requires.
+that, every body matches exactly one variant, as ``oneOf`` requires. Registered by
+`catalog.apps.CatalogConfig.ready` (importing this module is what registers an extension).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class FeedbackRecordInputSchema(OpenApiSerializerExtension):
         return "FeedbackRecordInput"
 
     def map_serializer(self, auto_schema, direction):
-        from catalog.apis import FeedbackBatchInputSerializer, FeedbackEventInputSerializer
+        from catalog.apis.feedback import FeedbackBatchInputSerializer, FeedbackEventInputSerializer
 
         event = auto_schema.resolve_serializer(FeedbackEventInputSerializer, direction).ref
         batch = auto_schema.resolve_serializer(FeedbackBatchInputSerializer, direction).ref

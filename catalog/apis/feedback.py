@@ -143,4 +143,3 @@ class FeedbackRecordApi(APIView):
 
 FeedbackRecordSlashApi = without_schema(FeedbackRecordApi)
 
-from catalog import openapi as _feedback_input_schema  # noqa: E402,F401  registers FeedbackRecordInputSerializer's schema
