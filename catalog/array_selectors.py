@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from django.db import connection
@@ -104,7 +105,7 @@ def _where(filters: dict, item_column: str, *, glue: str = " AND ") -> tuple[sql
     return sql.SQL("").join(sql.SQL(glue) + clause for clause in clauses), params
 
 
-def _rows(statement: sql.Composable | str, params) -> list[tuple]:
+def _rows(statement: sql.Composable | str, params: Any) -> list[tuple]:
     with connection.cursor() as cursor:
         text = statement.as_string(cursor.connection) if isinstance(statement, sql.Composable) else statement
         cursor.execute(text, params)
@@ -290,7 +291,7 @@ def item_active_popularity() -> list[tuple[int, int]]:
         ") f ON f.item_id = i.id WHERE i.is_active", [])
 
 
-def item_attribute_rows(*, item_ids: list[int], external_ids: list[str] = ()) -> list[tuple]:
+def item_attribute_rows(*, item_ids: list[int], external_ids: list[str] | tuple[str, ...] = ()) -> list[tuple]:
     """(id, external id, provider, published_at as unix seconds or None, is_active) of items by id or external id.
 
     Plain rows with times as epoch seconds: on a 300-item pool the ORM's per-row cost and

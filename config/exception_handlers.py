@@ -13,7 +13,7 @@ from config.validation import CONFLICT, is_conflict
 class ApplicationError(Exception):
     """A domain error with a message safe to show to API clients."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, message: str, *, extra: dict | None = None):
         super().__init__(message)

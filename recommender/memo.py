@@ -75,7 +75,7 @@ class GenerationMemo(Generic[K, V]):
 
     def get(self, key: K, *, generation: int | None) -> V:
         """The value of ``key``: memoised for ``generation`` (loaded on a miss), or loaded directly."""
-        if not self.usable(generation):
+        if generation is None or not self.usable(generation):
             return self._load(key)
         with self._lock:
             values = self._table(generation)
@@ -89,7 +89,7 @@ class GenerationMemo(Generic[K, V]):
                  load_many: Callable[[list[K]], dict[K, V]]) -> dict[K, V]:
         """Values of several keys, the missing ones loaded in one ``load_many`` call; absent keys stay absent."""
         keys = list(keys)
-        if not self.usable(generation):
+        if generation is None or not self.usable(generation):
             return load_many(keys)
         with self._lock:
             values = self._table(generation)

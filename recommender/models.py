@@ -149,8 +149,9 @@ class ModelVersion(models.Model):
             return 1.0
         if self.status == VersionStatus.TRAINING and self.epochs_total:
             return 0.1 + 0.7 * self.epoch / self.epochs_total
-        return {VersionStatus.QUEUED: 0.0, VersionStatus.BUILDING_DATASET: 0.05,
-                VersionStatus.TRAINING: 0.1, VersionStatus.EVALUATING: 0.8, VersionStatus.PUBLISHING: 0.9}[self.status]
+        fractions: dict[str, float] = {VersionStatus.QUEUED: 0.0, VersionStatus.BUILDING_DATASET: 0.05,
+                VersionStatus.TRAINING: 0.1, VersionStatus.EVALUATING: 0.8, VersionStatus.PUBLISHING: 0.9}
+        return fractions[self.status]
 
     def clean(self) -> None:
         if self.status == VersionStatus.ACTIVE and not self.vectors_published:

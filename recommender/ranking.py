@@ -31,7 +31,7 @@ def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> li
         floor = 0.0
     for entry in pool:
         entry.score = scores_by_item.get(entry.item_id, floor)
-    return sorted(pool, key=lambda entry: (-entry.score, entry.item_id))
+    return sorted(pool, key=lambda entry: (-scores_by_item.get(entry.item_id, floor), entry.item_id))
 
 
 def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
@@ -45,16 +45,16 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
     return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist()))
 
 
-def _seed_similarity_scores(context: Context, item_ids: list[int]) -> dict[int, float] | None:
+def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int]) -> dict[int, float] | None:
     # The seed and the pool in one read (the store's ANY(...) gives no order: match rows by id).
-    ids, embeddings = context.vector_index.embeddings([context.item_id, *item_ids])
-    by_id = dict(zip(ids.tolist(), embeddings))
-    if context.item_id not in by_id:
+    ids, embeddings = context.vector_index.embeddings([seed_id, *item_ids])
+    by_id = dict(zip(ids.tolist(), embeddings, strict=True))
+    if seed_id not in by_id:
         return None
     pooled = [item_id for item_id in dict.fromkeys(item_ids) if item_id in by_id]
     if not pooled:
         return {}
-    scores = similarity(by_id[context.item_id], np.stack([by_id[item_id] for item_id in pooled]), context.measure,
+    scores = similarity(by_id[seed_id], np.stack([by_id[item_id] for item_id in pooled]), context.measure,
                         alpha=context.norm_damping_alpha)
     return dict(zip(pooled, np.atleast_1d(scores).tolist()))
 
@@ -77,7 +77,7 @@ def pool_score(*, context: Context, pool: list[PooledCandidate]) -> list[PooledC
     if context.version_id is not None and context.user_vector is not None:
         return _assign(pool, _model_scores(context, item_ids))
     if context.version_id is not None and context.item_id is not None:
-        scores = _seed_similarity_scores(context, item_ids)
+        scores = _seed_similarity_scores(context, context.item_id, item_ids)
         if scores is not None:
             return _assign(pool, scores)
         logger.info("ranking.seed_without_vector version=%s item=%s", context.version_id, context.item_id)

@@ -23,12 +23,11 @@ def running_versions():
 
 def rollback_candidate(*, exclude_id: int | None) -> ModelVersion | None:
     """The most recently active version, other than ``exclude_id``, that still has its vectors."""
-    return (
-        ModelVersion.objects.filter(status=VersionStatus.READY, vectors_published=True, activated_at__isnull=False)
-        .exclude(pk=exclude_id)
-        .order_by("-activated_at")
-        .first()
-    )
+    versions = ModelVersion.objects.filter(status=VersionStatus.READY, vectors_published=True,
+                                           activated_at__isnull=False)
+    if exclude_id is not None:
+        versions = versions.exclude(pk=exclude_id)
+    return versions.order_by("-activated_at").first()
 
 
 def default_training_config() -> TrainingConfig:

@@ -53,7 +53,9 @@ def session_options(existing: str, *, statement_timeout_ms: int, lock_timeout_ms
 
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL is None:
-    from config.embedded_postgres import ensure_running
+    from config.embedded_postgres import EmbeddedServer, ensure_running
+
+    EMBEDDED_POSTGRES: EmbeddedServer | None
 
     EMBEDDED_POSTGRES = ensure_running()
     DATABASE_URL = EMBEDDED_POSTGRES.url()

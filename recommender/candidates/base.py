@@ -46,10 +46,10 @@ class Context:
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
-    def vector_index(self) -> VectorIndex | None:
-        """The index every source and the scorer query for this request (None without a version)."""
+    def vector_index(self) -> VectorIndex:
+        """The index every source and the scorer query for this request; only a context with a version has one."""
         if self.version_id is None:
-            return None
+            raise LookupError("A context without a model version has no vector index.")
         return index_for(version_id=self.version_id, generation=self.generation)
 
 

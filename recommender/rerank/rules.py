@@ -61,7 +61,8 @@ def _gain(score: float, gain: float) -> float:
 
 
 def _resorted(items: list[PooledCandidate]) -> list[PooledCandidate]:
-    return sorted(items, key=lambda item: -item.score)  # sorted() is stable: ties keep their order
+    # Scored by now (the ranking stage fills every score); sorted() is stable: ties keep their order.
+    return sorted(items, key=lambda item: -(item.score or 0.0))
 
 
 # Filters ---------------------------------------------------------------------------------------
@@ -230,7 +231,8 @@ def _greedy_cap(items, k: int, keys_of: Callable[[PooledCandidate], frozenset], 
                 fill_when_short: bool, what: str) -> RuleOutcome:
     """Pick up to k items in order, skipping any whose keys already hold ``cap`` picks."""
     counts: Counter = Counter()
-    picked, passed_over = [], []
+    picked: list[PooledCandidate] = []
+    passed_over: list[PooledCandidate] = []
     position = 0
     while position < len(items) and len(picked) < k:
         item = items[position]
@@ -306,7 +308,7 @@ def pin(items, *, data: RerankData, params: dict, k: int, context: Context) -> R
     external_id, slot = params["item"], params["slot"]
     item_id = data.item_id_by_external_id.get(external_id)
     attributes = data.items.get(item_id) if item_id is not None else None
-    if attributes is None:
+    if item_id is None or attributes is None:
         return RuleOutcome(list(items), f"pinned item {external_id} no longer exists: nothing pinned")
     if not attributes.is_active:
         return RuleOutcome(list(items), f"pinned item {external_id} is inactive: nothing pinned")

@@ -10,7 +10,7 @@ from psycopg import sql
 from catalog.array_selectors import user_feedback_summary
 from catalog.models import Item, UserProfile
 from recommender.candidates._shared import context_feedback_prime
-from recommender.candidates.base import Context
+from recommender.candidates.base import Context, Surface
 from recommender.memo import GenerationMemo
 from recommender.models import ModelVersion
 from recommender.selectors import active_version
@@ -28,7 +28,7 @@ class UnknownUserError(LookupError):
 # Activation (and rollback) changes which version is active and bumps the generation after it
 # commits, so the copy read under a generation is the one any request of that generation would
 # read. The object is shared between requests: serving only reads it.
-ACTIVE_VERSION = GenerationMemo("active_version", lambda _key: active_version(), max_entries=1)
+ACTIVE_VERSION: GenerationMemo[None, ModelVersion | None] = GenerationMemo("active_version", lambda _key: active_version(), max_entries=1)
 
 
 def serving_version(generation: int | None) -> ModelVersion | None:
@@ -48,7 +48,7 @@ def read_scope():
     return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
-def context_build(*, surface: str, version: ModelVersion | None, profile: UserProfile | None = None,
+def context_build(*, surface: Surface, version: ModelVersion | None, profile: UserProfile | None = None,
                   item: Item | None = None, require_user_vector: bool = False,
                   generation: int | None = None) -> Context:
     """The request's Context; the user vector is stored (trained/folded in) or derived from features.
@@ -64,7 +64,7 @@ def context_build(*, surface: str, version: ModelVersion | None, profile: UserPr
             sql.Identifier(VersionTables(version.pk).users)) if version is not None else None)
         summary = user_feedback_summary(profile_id=profile.pk, extra_column=vector_column)
     user_vector = None
-    if profile is not None and version is not None:
+    if summary is not None and profile is not None and version is not None:
         user_vector = None if summary.extra is None else np.asarray(summary.extra, dtype=np.float32)
         if user_vector is None:  # not stored: fold-in, side features, or unknown
             user_vector, _origin = user_vector_resolve(profile_id=profile.pk, version=version)

@@ -48,9 +48,9 @@ class Recommendations:
 
 
 def _trace_plain(trace) -> list:
-    plain = []
+    plain: list = []
     for entry in trace or []:
-        if is_dataclass(entry):
+        if is_dataclass(entry) and not isinstance(entry, type):
             entry = asdict(entry)
         if isinstance(entry, dict):
             plain.append({key: (value if isinstance(value, (str, int, float, bool, type(None), list, dict))
@@ -71,15 +71,15 @@ def payload_build(ranked: list[PooledCandidate], version_id: int | None, trace=N
     }
 
 
-def _items_read(item_ids: list[int]) -> dict[int, Item]:
+def _items_read(item_ids: list[int]) -> dict[int, Item | None]:
     features = Prefetch("features", queryset=Feature.objects.order_by("type", "value"))
-    return Item.objects.filter(pk__in=item_ids).prefetch_related(features).in_bulk()
+    return dict(Item.objects.filter(pk__in=item_ids).prefetch_related(features).in_bulk())
 
 
 # Item rows (with features) shown in lists, kept per process while the global generation holds:
 # every item change bumps it, so a row is never served after its item changed. Saves the two item
 # queries of most requests. Bounded by entries: a row's size is not worth measuring.
-ITEM_ROWS = GenerationMemo("item_rows", lambda item_id: _items_read([item_id]).get(item_id), max_entries=20_000)
+ITEM_ROWS: GenerationMemo[int, Item | None] = GenerationMemo("item_rows", lambda item_id: _items_read([item_id]).get(item_id), max_entries=20_000)
 
 
 def items_load(item_ids: list[int], *, generation: int | None = None) -> dict[int, Item]:

@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
 from recommender.candidates import candidates_generate
-from recommender.candidates.base import Context, PooledCandidate
+from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.generations import global_generation_fetch
 from recommender.ranking import pool_score
 from recommender.rerank.engine import rules_apply
@@ -45,7 +45,7 @@ def _related_ranked(context: Context) -> list[PooledCandidate]:
 def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = None, k: int = 10):
     """(ranked before the rules, RerankResult) for the rules admin's live preview; no cache, no impressions."""
     version = active_version()
-    surface = "related" if item is not None else "home"
+    surface: Surface = "related" if item is not None else "home"
     context = context_build(surface=surface, version=version, profile=profile, item=item)
     ranked = _related_ranked(context) if surface == "related" else ranked_candidates(context)
     before = [PooledCandidate(item_id=c.item_id, sources=dict(c.sources), reasons=list(c.reasons),
@@ -81,6 +81,7 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
         version = serving_version(generation)
 
         def build() -> dict:
+            assert version is not None  # serve_by_model calls build only with a version
             context = context_build(surface="home", version=version, profile=profile, require_user_vector=True,
                                     generation=generation)
             reranked = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=rules)
@@ -120,6 +121,7 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
     version = serving_version(generation)
 
     def build() -> dict:
+        assert version is not None  # serve_by_model calls build only with a version
         context = context_build(surface="related", version=version, profile=profile, item=item,
                                 generation=generation)
         reranked = rules_apply(context=context, ranked=_related_ranked(context), k=k, rules=None)

@@ -63,7 +63,8 @@ def version_vectors_load(version_id: int) -> VersionVectors | None:
         # pgvector keeps a column's dimension in atttypmod: the row width, before reading any row.
         cursor.execute("SELECT coalesce(sum(atttypmod), 0) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
                        "AND attname IN ('score_vector', 'embedding')", [table])
-        width = int(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        width = int(row[0]) if row else 0
         row_bytes = 4 * width + 9
         max_rows = settings.VECTOR_EXACT_INDEX_BUDGET_BYTES // max(row_bytes, 1)
         cursor.execute(sql.SQL("SELECT v.item_id, v.score_vector, v.embedding, coalesce(i.is_active, false) "
