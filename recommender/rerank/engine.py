@@ -90,7 +90,8 @@ def rules_apply(*, context: Context, ranked: list[PooledCandidate], k: int,
     items = _with_scores(ranked)
     data = rerank_data_fetch(item_ids=[item.item_id for item in items],
                              rules=[(rule.kind, params) for rule, params in live],
-                             profile_id=context.profile_id, version_id=context.version_id, now=context.now)
+                             profile_id=context.profile_id, now=context.now,
+                             vector_index=context.vector_index if context.version_id is not None else None)
     for rule, params in live:
         outcome = RULE_FUNCTIONS[rule.kind](items, data=data, params=params, k=k, context=context)
         promoted, demoted = _movement(items, outcome.items, k, set(outcome.removed))

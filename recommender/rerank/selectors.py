@@ -21,7 +21,7 @@ from catalog.array_selectors import (
     item_feature_value_rows,
     user_feedback_rows,
 )
-from recommender.vectors import store
+from recommender.vectors.base import VectorIndex
 
 from recommender.memo import GenerationMemo
 
@@ -149,12 +149,12 @@ def long_tail_threshold(*, percentile: float, use_cache: bool = True) -> int:
     return popularity_snapshot(max_age_seconds=POPULARITY_TTL_SECONDS if use_cache else 0).threshold(percentile)
 
 
-def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> dict[int, np.ndarray]:
-    """Bare item representations of a version (the cosine-indexed ``embedding`` column), by item id."""
+def item_embeddings_fetch(*, vector_index: VectorIndex, item_ids: list[int]) -> dict[int, np.ndarray]:
+    """Bare item representations of the request's version, by item id (from its vector index)."""
     if not item_ids:
         return {}
-    ids, embeddings = store.item_embeddings_fetch(version_id=version_id, item_ids=item_ids)
-    return dict(zip(ids.tolist(), embeddings))
+    ids, embeddings = vector_index.embeddings(item_ids)
+    return dict(zip(ids.tolist(), embeddings, strict=True))
 
 
 def _impression_window(rules: list[tuple[str, dict]]) -> timedelta | None:
@@ -174,7 +174,7 @@ def _rows(query: str, params: list) -> list[tuple]:
 
 
 def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], profile_id: int | None,
-                      version_id: int | None, now: datetime) -> RerankData:
+                      now: datetime, vector_index: VectorIndex | None = None) -> RerankData:
     """Load, in one batch, what ``rules`` ((kind, validated params) pairs) need about ``item_ids``.
 
     Pinned items are loaded too (by external id) even when no source nominated them.
@@ -220,6 +220,6 @@ def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], pro
                 percentile = float(params["percentile"])
                 data.long_tail_thresholds[percentile] = snapshot.threshold(percentile)
 
-    if RuleKind.DIVERSITY_MMR in kinds and version_id is not None:
-        data.embeddings = item_embeddings_fetch(version_id=version_id, item_ids=all_ids)
+    if RuleKind.DIVERSITY_MMR in kinds and vector_index is not None:
+        data.embeddings = item_embeddings_fetch(vector_index=vector_index, item_ids=all_ids)
     return data

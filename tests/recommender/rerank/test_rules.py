@@ -253,7 +253,7 @@ def test_mmr_lowers_pairwise_similarity_of_the_top_k(planted_catalog):
     query = store.user_vector_fetch(version_id=version.pk, profile_id=profile.pk)
     pairs = PgvectorIndex(version.pk, exact=True).user_neighbours(query, k=60, filters=AnnFilters(active_only=False))
     items = ranked([(Item(pk=item_id), score) for item_id, score in pairs])
-    embeddings = item_embeddings_fetch(version_id=version.pk, item_ids=ids(items))
+    embeddings = item_embeddings_fetch(vector_index=PgvectorIndex(version.pk), item_ids=ids(items))
     context = home(profile, version_id=version.pk)
 
     plain = rules_apply(context=context, ranked=items, k=10, rules=[])
