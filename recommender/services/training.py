@@ -30,6 +30,7 @@ from recommender.ml.training import FittedModel, HyperParameters, fit
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
 from ..selectors import CatalogArrays, catalog_arrays_fetch, default_training_config
+from .activation import model_version_apply_gate
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,25 @@ def model_version_claim(*, version_id: int) -> ModelVersion | None:
         version.error = ""
         version.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
     return version
+
+
+def model_version_train(*, version_id: int, task_id: str | None = None) -> ModelVersion | None:
+    """Claim a queued version, run every phase, then let the quality gate decide its activation.
+
+    The one training sequence: `model_train_task`, ``manage.py train --inline`` and the tests call
+    it. Returns None, having done nothing, when the version cannot be claimed (another process runs
+    it, or it already finished). A failed run is marked failed and logged with its phase by
+    `model_version_run`, and the error propagates; the gate never runs then, so the served version
+    is untouched. ``task_id`` records the Celery task running the version.
+    """
+    version = model_version_claim(version_id=version_id)
+    if version is None:
+        logger.info("training.skipped version=%s reason=already_claimed_or_done", version_id)
+        return None
+    if task_id is not None:
+        ModelVersion.objects.filter(pk=version_id).update(task_id=task_id)
+    version = model_version_run(version=version)
+    return model_version_apply_gate(version=version)
 
 
 def model_versions_fail_stale(*, stale_after: timedelta = STALE_AFTER) -> int:
