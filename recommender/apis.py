@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -25,6 +24,7 @@ from . import serving
 from .models import ModelVersion
 from .rerank.models import Rule, RuleScope
 from .rerank.params import RuleKind
+from .rerank.services import rule_create, rule_delete, rule_update
 from .selectors import model_version_list
 from .services.activation import model_version_activate, model_version_rollback
 from .services.training import model_training_request
@@ -192,16 +192,6 @@ class RuleOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-def _rule_save(rule: Rule, data: dict[str, Any]) -> Rule:
-    """Validate through ``Rule.full_clean`` (per-kind parameters) and save; ValidationError → 400 by field."""
-    for name, value in data.items():
-        setattr(rule, name, value)
-    with transaction.atomic():
-        rule.full_clean()
-        rule.save()
-    return rule
-
-
 class RuleListApi(APIView):
     permission_classes = [IsAdminUser]
 
@@ -213,7 +203,7 @@ class RuleListApi(APIView):
     def post(self, request):
         serializer = RuleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        rule = _rule_save(Rule(), serializer.validated_data)
+        rule = rule_create(**serializer.validated_data)
         return Response(RuleOutputSerializer(rule).data, status=status.HTTP_201_CREATED)
 
 
@@ -236,11 +226,13 @@ class RuleDetailApi(APIView):
         rule = get_object_or_404(Rule, pk=rule_id)
         serializer = RuleInputSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        return Response(RuleOutputSerializer(_rule_save(rule, serializer.validated_data)).data)
+        # starts_at/ends_at have no default, so a PUT without them keeps the stored period: the
+        # service changes only the fields it is given.
+        return Response(RuleOutputSerializer(rule_update(rule=rule, **serializer.validated_data)).data)
 
     @extend_schema(operation_id="rules_destroy", responses={204: OpenApiResponse(description="Deleted.")})
     def delete(self, request, rule_id: int):
-        get_object_or_404(Rule, pk=rule_id).delete()
+        rule_delete(rule=get_object_or_404(Rule, pk=rule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -81,6 +81,19 @@ def on_model_activated(sender, *, version_id: int, **kwargs) -> None:
     transaction.on_commit(enqueue)
 
 
+def on_training_requested(sender, *, version_id: int, **kwargs) -> None:
+    """Queue the run of a requested version (after its request committed)."""
+    from recommender.services.training import model_version_enqueue_failed, model_version_enqueued
+    from recommender.tasks import model_train_task
+
+    try:
+        result = model_train_task.apply_async(args=[version_id])
+    except Exception as error:
+        model_version_enqueue_failed(version_id=version_id, error=error)
+        raise
+    model_version_enqueued(version_id=version_id, task_id=result.id or "")
+
+
 def on_rule_changed(sender, **kwargs) -> None:
     # Inside the rule's own transaction: the new generation becomes visible exactly when the rule does.
     generations.global_generation_bump()
@@ -91,11 +104,13 @@ def receivers_connect() -> None:
 
     from catalog import signals as catalog_signals
     from recommender.services.activation import model_activated
+    from recommender.services.training import training_requested
 
     catalog_signals.feedback_recorded.connect(on_feedback_changed, dispatch_uid="recommender.fold_in.recorded")
     catalog_signals.feedback_deleted.connect(on_feedback_changed, dispatch_uid="recommender.fold_in.deleted")
     catalog_signals.item_changed.connect(on_item_changed, dispatch_uid="recommender.item_cold_start")
     model_activated.connect(on_model_activated, dispatch_uid="recommender.model_activated")
+    training_requested.connect(on_training_requested, dispatch_uid="recommender.training_requested")
     try:
         from recommender.rerank.models import Rule
     except ImportError:

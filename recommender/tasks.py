@@ -6,8 +6,6 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded  # noqa: F401  (raised inside the service, recorded there)
 
-from .models import ModelVersion
-
 logger = logging.getLogger(__name__)
 
 
@@ -16,22 +14,18 @@ logger = logging.getLogger(__name__)
     soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300, max_retries=0,
 )
 def model_train_task(self, version_id: int) -> dict:
-    """Train, evaluate, publish and (when it passes the gate) activate one version.
+    """Train, evaluate, publish and (when it passes the gate) activate one version: `model_version_train`.
 
     Safe to run twice: a second delivery finds the version already claimed and does nothing,
     unless the first worker died (stale heartbeat), in which case it runs the version again.
-    Not retried on errors: a failed version records its error and a new run must be requested.
+    Not retried on errors: a failed version records its error, the error is re-raised (the task
+    fails too), and a new run must be requested.
     """
-    from .services.activation import model_version_apply_gate
-    from .services.training import model_version_claim, model_version_run
+    from .services.training import model_version_train
 
-    version = model_version_claim(version_id=version_id)
+    version = model_version_train(version_id=version_id, task_id=self.request.id or "")
     if version is None:
-        logger.info("training.task_skipped version=%s reason=already_claimed_or_done", version_id)
         return {"version": version_id, "skipped": True}
-    ModelVersion.objects.filter(pk=version_id).update(task_id=self.request.id or "")
-    version = model_version_run(version=version)
-    version = model_version_apply_gate(version=version)
     return {"version": version.pk, "status": version.status}
 
 

@@ -4,10 +4,15 @@ Protocol (docs/ml.md): split the positive (user, item) pairs, train on one part,
 user with at least one test positive rank all items except the user's training positives.
 Metrics are averaged over those users. Scores are computed in batches of users so memory stays
 bounded by ``batch_size * n_items`` floats.
+
+The top-k metrics are defined once, in :func:`topk_metrics` (ranked lists against held-out
+positives) and :func:`topk_summary` (their means, named after k): training's evaluation goes
+through them via :func:`ranking_metrics`, and so does ``manage.py evaluate``, for the raw model,
+the popularity baseline and the lists the serving pipeline returns.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -109,10 +114,104 @@ def as_scorer(scores) -> Scorer:
 
 
 def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``min(k, n_items)`` largest scores, best first; equal scores
+    rank by lower index.
+
+    Exactly ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` at the cost of a partition: the
+    entries tied with the k-th score are chosen by index instead of by the partition's internal
+    order, so the lists (and the metrics) never depend on how argpartition happened to break ties,
+    which matters for popularity, whose counts tie a lot.
+
+    Parameters
+    ----------
+    scores : float64 ndarray, shape (b, n_items); -inf for excluded entries
+    k : int, at least 1
+
+    Returns
+    -------
+    int64 ndarray, shape (b, min(k, n_items))
+    """
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    negated = -scores
+    if np.isnan(negated).any():
+        # NaN breaks the equality test below; the definition itself ranks it last.
+        return np.argsort(negated, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(negated, part, axis=1).max(axis=1, keepdims=True)
+    better, tied = negated < kth, negated == kth
+    wanted = k - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= wanted))
+    columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # exactly k per row, in index order
+    order = np.argsort(np.take_along_axis(negated, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def topk_metrics(top_k: np.ndarray, relevant: sp.spmatrix, k: int) -> dict[str, np.ndarray]:
+    """Per-user precision, recall and binary NDCG at k of ranked lists against held-out positives.
+
+    Parameters
+    ----------
+    top_k : int ndarray, shape (u, m) with m <= k
+        Each evaluated user's ranked item indices, best first. ``-1`` marks an empty slot (a list
+        shorter than k); like the slots beyond m, it counts as a miss.
+    relevant : sparse matrix, shape (u, n_items)
+        Row i holds user i's held-out positives (any nonzero entry); every row has at least one.
+    k : int, at least 1
+
+    Returns
+    -------
+    dict of float64 ndarrays, shape (u,):
+        ``precision`` = hits / k, ``recall`` = hits / |relevant|, ``ndcg`` = DCG with gains
+        1/log2(rank + 1) over the ideal DCG of min(|relevant|, k) hits.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1.")
+    top_k = np.asarray(top_k, dtype=np.int64)
+    relevant = (sp.csr_matrix(relevant) != 0).tocsr()
+    if top_k.ndim != 2 or top_k.shape[0] != relevant.shape[0] or top_k.shape[1] > k:
+        raise ValueError(f"top_k has shape {top_k.shape}; expected ({relevant.shape[0]}, m) with m <= k = {k}, "
+                         "one row per row of relevant.")
+    n_relevant = np.diff(relevant.indptr)
+    if (n_relevant == 0).any():
+        raise ValueError("every user needs at least one relevant item (drop users without held-out positives).")
+    n_items = relevant.shape[1]
+    rows, columns = relevant.nonzero()
+    relevant_keys = rows.astype(np.int64) * n_items + columns
+    top_keys = np.arange(len(top_k), dtype=np.int64)[:, None] * n_items + top_k
+    hits = (top_k >= 0) & np.isin(top_keys, relevant_keys)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    n_hits = hits.sum(axis=1)
+    dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
+    return {"precision": n_hits / k, "recall": n_hits / n_relevant, "ndcg": dcg / ideal}
+
+
+def topk_summary(metrics: Mapping[str, np.ndarray], *, n_items: int, k: int) -> dict[str, float]:
+    """Means of per-user top-k metrics, named after k, and the catalogue coverage of the lists.
+
+    Parameters
+    ----------
+    metrics : mapping with ``precision``, ``recall``, ``ndcg`` (float64, (u,)) and ``top_k``
+        (int, (u, m), -1 for an empty slot), e.g. from :func:`ranking_metrics`, or
+        :func:`topk_metrics` plus the lists it was given
+    n_items : int
+        Catalogue size, the denominator of coverage.
+    k : int
+
+    Returns
+    -------
+    dict: ``precision_at_{k}``, ``recall_at_{k}``, ``ndcg_at_{k}`` (0.0 without users),
+    ``coverage`` (share of the catalogue in at least one list) and ``n_users``.
+    """
+    n_users = len(metrics["precision"])
+    top_k = np.asarray(metrics["top_k"])
+    return {
+        f"precision_at_{k}": float(np.mean(metrics["precision"])) if n_users else 0.0,
+        f"recall_at_{k}": float(np.mean(metrics["recall"])) if n_users else 0.0,
+        f"ndcg_at_{k}": float(np.mean(metrics["ndcg"])) if n_users else 0.0,
+        "coverage": float(len(np.unique(top_k[top_k >= 0])) / n_items) if n_users else 0.0,
+        "n_users": n_users,
+    }
 
 
 def ranking_metrics(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10,
@@ -148,7 +247,6 @@ def ranking_metrics(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 
     test_bool.eliminate_zeros()
     users = np.flatnonzero(np.diff(test_bool.indptr) > 0)
     batch_size = batch_size or max(1, _MAX_BATCH_CELLS // max(n_items, 1))
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
     out = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
@@ -159,13 +257,9 @@ def ranking_metrics(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 
         relevant = test_bool[batch].toarray() > 0
         scores[seen] = -np.inf
         top = _top_k_rows(scores, k)
-        hits = np.take_along_axis(relevant, top, axis=1)
+        for name, values in topk_metrics(top, test_bool[batch], k).items():
+            out[name].append(values)
         n_relevant = relevant.sum(axis=1)
-        out["precision"].append(hits.sum(axis=1) / k)
-        out["recall"].append(hits.sum(axis=1) / n_relevant)
-        dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
-        ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
-        out["ndcg"].append(dcg / ideal)
         # AUC via rank sums; seen items sit at -inf below every candidate, so subtract their count.
         ranks = rankdata(scores, axis=1) - seen.sum(axis=1, keepdims=True)
         n_negative = n_items - seen.sum(axis=1) - n_relevant
@@ -200,20 +294,13 @@ def auc(scorer, train, test) -> float:
 
 def catalog_coverage(scorer, train, test, k: int = 10) -> float:
     """Fraction of all items that appear in the top-k of at least one evaluated user."""
-    top = ranking_metrics(scorer, train, test, k)["top_k"]
-    return float(len(np.unique(top)) / train.shape[1])
+    return topk_summary(ranking_metrics(scorer, train, test, k), n_items=train.shape[1], k=k)["coverage"]
 
 
 def evaluate(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10) -> dict[str, float]:
     """All metrics in one pass: keys ``precision_at_{k}``, ``recall_at_{k}``, ``ndcg_at_{k}``,
-    ``auc``, ``coverage`` and ``n_users`` (the number of evaluated users)."""
+    ``auc``, ``coverage`` and ``n_users`` (the number of evaluated users); see :func:`topk_summary`."""
     metrics = ranking_metrics(scorer, train, test, k)
-    n_users = len(metrics["users"])
-    return {
-        f"precision_at_{k}": float(np.mean(metrics["precision"])) if n_users else 0.0,
-        f"recall_at_{k}": float(np.mean(metrics["recall"])) if n_users else 0.0,
-        f"ndcg_at_{k}": float(np.mean(metrics["ndcg"])) if n_users else 0.0,
-        "auc": float(np.nanmean(metrics["auc"])) if n_users else float("nan"),
-        "coverage": float(len(np.unique(metrics["top_k"])) / train.shape[1]) if n_users else 0.0,
-        "n_users": n_users,
-    }
+    summary = topk_summary(metrics, n_items=train.shape[1], k=k)
+    summary["auc"] = float(np.nanmean(metrics["auc"])) if summary["n_users"] else float("nan")
+    return summary

@@ -1,9 +1,14 @@
-"""Admin for re-ranking rules, with a live preview of their effect for one user or one item."""
+"""Admin for re-ranking rules, with a live preview of their effect for one user or one item.
+
+Rules are written through `recommender.rerank.services` (the add and change forms, the
+changelist's in-place edits, deletes and the bulk delete action), like the API and the dashboard.
+"""
 from __future__ import annotations
 
 import json
 
 from django.contrib import admin
+from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -15,6 +20,7 @@ from recommender.selectors import active_version
 from .engine import RerankResult
 from .forms import RuleForm
 from .models import Impression, Rule
+from .services import RULE_FIELDS, rule_create, rule_delete, rule_update
 
 PREVIEW_MAX_K = 50
 
@@ -84,6 +90,24 @@ class RuleAdmin(admin.ModelAdmin):
     def params_short(self, rule: Rule) -> str:
         text = json.dumps(rule.params, ensure_ascii=False)
         return text if len(text) <= 80 else text[:77] + "..."
+
+    def save_model(self, request, obj: Rule, form, change: bool) -> None:
+        # The form has already validated with Rule.full_clean and set its values on ``obj``; the
+        # service validates again (cheap) and owns the transaction and the log line.
+        if change:
+            rule_update(rule=obj, **{name: getattr(obj, name) for name in form.changed_data if name in RULE_FIELDS})
+            return
+        created = rule_create(**{name: getattr(obj, name) for name in RULE_FIELDS})
+        obj.pk = created.pk
+        obj.refresh_from_db()  # the admin's log entry and redirect use ``obj``
+
+    def delete_model(self, request, obj: Rule) -> None:
+        rule_delete(rule=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():  # all of the selected rules or none, like queryset.delete()
+            for rule in queryset:
+                rule_delete(rule=rule)
 
     def get_urls(self):
         preview = path("preview/", self.admin_site.admin_view(self.preview_view), name="recommender_rule_preview")

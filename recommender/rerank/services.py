@@ -1,12 +1,18 @@
-"""Writes for re-ranking: rules (for the API; the admin validates through the same ``Rule.clean``)
-and impressions (recorded after serving)."""
+"""Writes for re-ranking: rules and impressions (recorded after serving).
+
+Every rule write (the API, the admin, the dashboard's toggles) goes through `rule_create`,
+`rule_update` and `rule_delete`: they validate with ``Rule.full_clean`` (per-kind parameters,
+`params.py`), write inside one transaction, and log. The homepage cache generation is bumped by the
+Rule ``post_save``/``post_delete`` receivers (`recommender/receivers.py`), which run inside that
+transaction, so the new generation becomes visible exactly when the rule change does.
+"""
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import Impression, Rule
@@ -54,31 +60,43 @@ def impressions_record(*, profile_id: int, item_ids: list[int], surface: str,
     return rows
 
 
-def rule_create(*, name: str, kind: str, params: dict | None = None, enabled: bool = True, order: int = 100,
+def rule_create(*, name: str, kind: str, params: Any = None, enabled: bool = True, order: int = 100,
                 scope: str = "both", starts_at: datetime | None = None, ends_at: datetime | None = None) -> Rule:
-    """Validate (parameters per kind, see params.py) and save a new rule; raises ValidationError."""
-    rule = Rule(name=name, kind=kind, params=params or {}, enabled=enabled, order=order, scope=scope,
-                starts_at=starts_at, ends_at=ends_at)
-    rule.full_clean()
-    rule.save()
+    """Validate (parameters per kind, see params.py) and save a new rule; raises ValidationError.
+
+    ``params`` None means "no parameters" ({}); any other value is validated as given, so a list or
+    a string is refused as not being an object rather than silently read as {}.
+    """
+    rule = Rule(name=name, kind=kind, params={} if params is None else params, enabled=enabled, order=order,
+                scope=scope, starts_at=starts_at, ends_at=ends_at)
+    with transaction.atomic():  # the row and the cache generation bump of its post_save receiver
+        rule.full_clean()
+        rule.save()
     logger.info("rule.created id=%s kind=%s", rule.pk, rule.kind)
     return rule
 
 
 def rule_update(*, rule: Rule, **fields: Any) -> Rule:
-    """Change the given fields (only rule fields, checked against an allow-list) and re-validate."""
+    """Change the given fields (only rule fields, checked against an allow-list) and re-validate.
+
+    Fields not given keep their values; with none given the rule is re-validated and saved as it is
+    (the admin sets the form's values on the instance first).
+    """
     unknown = set(fields) - RULE_FIELDS
     if unknown:
         raise ValueError(f"Not rule fields: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(RULE_FIELDS))}.")
     for name, value in fields.items():
         setattr(rule, name, value)
-    rule.full_clean()
-    rule.save()
+    with transaction.atomic():
+        rule.full_clean()
+        rule.save()
     logger.info("rule.updated id=%s fields=%s", rule.pk, ",".join(sorted(fields)))
     return rule
 
 
 def rule_delete(*, rule: Rule) -> None:
+    """Delete one rule. Django's delete already runs in a transaction that includes the post_delete
+    receiver's cache generation bump, so no outer one is needed."""
     rule_id = rule.pk
     rule.delete()
-    logger.info("rule.deleted id=%s", rule_id)
+    logger.info("rule.deleted id=%s kind=%s", rule_id, rule.kind)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.dispatch import Signal
 from django.db.models import Q
 from django.utils import timezone
 
@@ -32,8 +33,12 @@ from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStat
 from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
 
 from ..selectors import default_training_config
+from .activation import model_version_apply_gate
 
 logger = logging.getLogger(__name__)
+
+# Sent after a training request commits; recommender.receivers queues the run on it.
+training_requested = Signal()
 
 # A running version whose heartbeat is older than this is considered lost (its worker died).
 STALE_AFTER = timedelta(seconds=getattr(settings, "TRAINING_STALE_SECONDS", 300))
@@ -91,24 +96,24 @@ def model_training_request(
             epochs_total=config.epochs,
         )
         if enqueue:
-            transaction.on_commit(lambda: _enqueue(version.pk))
+            # The receiver queues the Celery task (recommender.receivers): services never import tasks,
+            # which import services.
+            transaction.on_commit(lambda: training_requested.send(sender=ModelVersion, version_id=version.pk))
     logger.info("training.requested version=%s config=%s", version.pk, config.name)
     return version
 
 
-def _enqueue(version_id: int) -> None:
-    from recommender.tasks import model_train_task
+def model_version_enqueued(*, version_id: int, task_id: str) -> None:
+    """Record the Celery task that will run ``version_id``."""
+    ModelVersion.objects.filter(pk=version_id).update(task_id=task_id or "")
 
-    try:
-        result = model_train_task.apply_async(args=[version_id])
-    except Exception as error:
-        # Without this the version would stay queued and block every later request.
-        ModelVersion.objects.filter(pk=version_id).update(
-            status=VersionStatus.FAILED, finished_at=timezone.now(),
-            error=f"Could not reach the Celery broker to queue the run: {error}")
-        logger.exception("training.enqueue_failed version=%s", version_id)
-        raise
-    ModelVersion.objects.filter(pk=version_id).update(task_id=result.id or "")
+
+def model_version_enqueue_failed(*, version_id: int, error: Exception) -> None:
+    """The broker refused the run: fail the version now, or it would stay queued and block every later request."""
+    ModelVersion.objects.filter(pk=version_id).update(
+        status=VersionStatus.FAILED, finished_at=timezone.now(),
+        error=f"Could not reach the Celery broker to queue the run: {error}")
+    logger.exception("training.enqueue_failed version=%s", version_id)
 
 
 def model_version_claim(*, version_id: int) -> ModelVersion | None:
@@ -133,6 +138,25 @@ def model_version_claim(*, version_id: int) -> ModelVersion | None:
         version.error = ""
         version.save(update_fields=["status", "attempts", "started_at", "heartbeat_at", "error"])
     return version
+
+
+def model_version_train(*, version_id: int, task_id: str | None = None) -> ModelVersion | None:
+    """Claim a queued version, run every phase, then let the quality gate decide its activation.
+
+    The one training sequence: `model_train_task`, ``manage.py train --inline`` and the tests call
+    it. Returns None, having done nothing, when the version cannot be claimed (another process runs
+    it, or it already finished). A failed run is marked failed and logged with its phase by
+    `model_version_run`, and the error propagates; the gate never runs then, so the served version
+    is untouched. ``task_id`` records the Celery task running the version.
+    """
+    version = model_version_claim(version_id=version_id)
+    if version is None:
+        logger.info("training.skipped version=%s reason=already_claimed_or_done", version_id)
+        return None
+    if task_id is not None:
+        ModelVersion.objects.filter(pk=version_id).update(task_id=task_id)
+    version = model_version_run(version=version)
+    return model_version_apply_gate(version=version)
 
 
 def model_versions_fail_stale(*, stale_after: timedelta = STALE_AFTER) -> int:

@@ -1,12 +1,14 @@
 """Recommender API: auth (own vs other user, staff), k validation, JSON errors, rules and models."""
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from recommender import cache
 from recommender.models import ModelVersion, VersionStatus
 from tests.factories import StaffUserFactory, UserFactory, UserProfileFactory
 from tests.recommender.test_training import train_inline
@@ -113,6 +115,31 @@ def test_rules_are_staff_only_and_validated_by_the_model(planted_catalog):
     assert [r["id"] for r in staff.get("/api/v1/rules").json()] == [rule_id]
     assert staff.delete(f"/api/v1/rules/{rule_id}").status_code == 204
     assert staff.get(f"/api/v1/rules/{rule_id}").status_code == 404
+
+
+def test_rule_writes_go_through_the_rule_services(planted_catalog, caplog):
+    staff = client_for(StaffUserFactory())
+    # The serializer accepts any JSON as params; refusing a (falsy) list is the service's own validation.
+    refused = staff.post("/api/v1/rules", {"name": "r", "kind": "filter_inactive", "params": []}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"params": ['Parameters must be a JSON object, e.g. {"lambda": 0.7}.']}
+    generation = cache.global_generation_fetch()
+
+    with caplog.at_level(logging.INFO, logger="recommender.rerank.services"):
+        rule_id = staff.post("/api/v1/rules", {"name": "r", "kind": "filter_seen"}, format="json").json()["id"]
+        assert staff.put(f"/api/v1/rules/{rule_id}", {"name": "s", "kind": "filter_seen"},
+                         format="json").status_code == 200
+        assert staff.patch(f"/api/v1/rules/{rule_id}", {"enabled": False}, format="json").status_code == 200
+        assert staff.patch(f"/api/v1/rules/{rule_id}", {"kind": "pin"}, format="json").status_code == 400
+        assert staff.delete(f"/api/v1/rules/{rule_id}").status_code == 204
+
+    assert [record.getMessage() for record in caplog.records if record.name == "recommender.rerank.services"] == [
+        f"rule.created id={rule_id} kind=filter_seen",
+        f"rule.updated id={rule_id} fields=enabled,kind,name,order,params,scope",
+        f"rule.updated id={rule_id} fields=enabled",
+        f"rule.deleted id={rule_id} kind=filter_seen",
+    ]
+    assert cache.global_generation_fetch() == generation + 4  # the refused PATCH bumped nothing
 
 
 def test_models_list_detail_activate_rollback_and_train_conflict(planted_catalog):

@@ -39,3 +39,15 @@ def test_evaluate_prints_the_three_scorers_and_cleans_up(planted_catalog):
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^rec_item_vectors_v[0-9]+$'")
         assert cursor.fetchone()[0] == 1
     assert ModelVersion.objects.get(pk=version.pk).is_active
+
+
+def test_evaluate_on_a_subset_of_users_scores_all_three_on_that_subset(planted_catalog):
+    train_inline()
+    out = StringIO()
+
+    call_command("evaluate", "--json", "--max-users", "7", "--no-blend", stdout=out)
+
+    last = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert {name: metrics["n_users"] for name, metrics in last.items()} == {"pipeline": 7, "model": 7,
+                                                                           "popularity": 7}
+    assert last["pipeline"]["blend"] is None

@@ -1,17 +1,23 @@
 """Training in-process on a planted catalogue: phases, metrics, exact vectors, gate, activation."""
+import json
+import logging
+from io import StringIO
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 
+from recommender.ml.dataset import FeatureShapeError
 from recommender.vectors import store
 from recommender.vectors.base import AnnFilters
 from recommender.vectors.pgvector import PgvectorIndex
 from recommender.ml.training import FittedModel
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.selectors import active_version
+from recommender.tasks import model_train_task
 from recommender.services.activation import (
     ActivationRefused,
     model_version_activate,
-    model_version_apply_gate,
     model_version_rollback,
 )
 from recommender.services.training import (
@@ -19,14 +25,15 @@ from recommender.services.training import (
     model_training_request,
     model_version_claim,
     model_version_run,
+    model_version_train,
 )
 
 
 def train_inline(config=None) -> ModelVersion:
-    version = model_training_request(config=config, enqueue=False)
-    version = model_version_claim(version_id=version.pk)
-    version = model_version_run(version=version)
-    return model_version_apply_gate(version=version)
+    """Request a version and train it in this process through the one training sequence."""
+    version = model_version_train(version_id=model_training_request(config=config, enqueue=False).pk)
+    assert version is not None  # nothing else can claim a version requested without a queue
+    return version
 
 
 def top_items(version: ModelVersion, profile_id: int, k: int) -> list[int]:
@@ -127,3 +134,47 @@ def test_activation_refuses_a_version_whose_index_is_invalid(planted_catalog):
     with pytest.raises(ActivationRefused, match="HNSW"):
         model_version_activate(version=candidate)
     assert active_version().pk == good.pk
+
+
+@pytest.mark.django_db
+def test_the_task_runs_the_training_sequence_once_and_a_second_delivery_does_nothing(planted_catalog):
+    version = model_training_request(enqueue=False)
+
+    first = model_train_task.apply(args=[version.pk], task_id="delivery-1", throw=True).get()
+    again = model_train_task.apply(args=[version.pk], task_id="delivery-2", throw=True).get()
+
+    assert first == {"version": version.pk, "status": VersionStatus.ACTIVE}
+    assert again == {"version": version.pk, "skipped": True}
+    version.refresh_from_db()
+    assert (version.task_id, version.attempts, version.status) == ("delivery-1", 1, VersionStatus.ACTIVE)
+    assert version.gate_reason.startswith("precision_at_10")
+    assert model_version_train(version_id=version.pk) is None  # the command's and the tests' path agree
+
+
+@pytest.mark.django_db
+def test_a_failed_task_marks_the_version_failed_logs_it_re_raises_and_skips_the_gate(planted_catalog, caplog):
+    good = train_inline()
+    broken = TrainingConfig.objects.create(name="no positives", positive_threshold=99.0)
+    version = model_training_request(config=broken, enqueue=False)
+
+    with pytest.raises(FeatureShapeError, match="no positive interactions"):
+        model_train_task.apply(args=[version.pk], task_id="delivery-1", throw=True)
+
+    version.refresh_from_db()
+    assert (version.status, version.task_id, version.gate_reason) == (VersionStatus.FAILED, "delivery-1", "")
+    assert "positive" in version.error
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == [
+        f"training.failed version={version.pk} phase=training"]
+    assert active_version().pk == good.pk
+
+
+@pytest.mark.django_db
+def test_train_inline_command_runs_the_same_sequence(planted_catalog):
+    out = StringIO()
+    call_command("train", "--inline", "--json", stdout=out, stderr=StringIO())
+
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    version = ModelVersion.objects.get(pk=summary["version"])
+    assert (summary["status"], version.attempts, version.task_id) == (VersionStatus.ACTIVE, 1, "")
+    assert active_version().pk == version.pk
+    assert summary["gate_reason"] == version.gate_reason != ""

@@ -57,38 +57,6 @@ class _Rollback(Exception):
     """Raised to leave the evaluation transaction after a successful run (everything is undone)."""
 
 
-def topk_metrics(top: dict[int, list[int]], test: sp.csr_matrix, n_items: int, k: int) -> dict[str, float]:
-    """precision/recall/NDCG at k and coverage of per-user top lists (row index -> item indices).
-
-    Same definitions as `recommender.ml.evaluation.ranking_metrics`; a list shorter than k
-    counts its missing slots as misses.
-    """
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, recall, ndcg, shown = [], [], [], set()
-    for user, items in top.items():
-        relevant = set(test.indices[test.indptr[user]:test.indptr[user + 1]].tolist())
-        items = items[:k]
-        hits = np.asarray([item in relevant for item in items], dtype=np.float64)
-        precision.append(hits.sum() / k)
-        recall.append(hits.sum() / len(relevant))
-        ideal = discounts[:min(len(relevant), k)].sum()
-        ndcg.append(float((hits * discounts[:len(hits)]).sum() / ideal))
-        shown.update(items)
-    return {f"precision_at_{k}": float(np.mean(precision)), f"recall_at_{k}": float(np.mean(recall)),
-            f"ndcg_at_{k}": float(np.mean(ndcg)), "coverage": len(shown) / n_items, "n_users": len(top)}
-
-
-def _exact_top(scores_of, users: np.ndarray, exclude: sp.csr_matrix, k: int) -> dict[int, list[int]]:
-    top: dict[int, list[int]] = {}
-    for start in range(0, len(users), 256):
-        batch = users[start:start + 256]
-        scores = np.array(scores_of(batch), dtype=np.float64)
-        scores[exclude[batch].toarray() > 0] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        top.update({int(user): row.tolist() for user, row in zip(batch, order)})
-    return top
-
-
 class Command(BaseCommand):
     help = "Evaluate candidates → scoring → re-ranking against the raw model and popularity on the held-out split."
 
@@ -149,17 +117,27 @@ class Command(BaseCommand):
         test = (test - test.multiply(exclude)).tocsr()
         test.eliminate_zeros()
         users = np.flatnonzero(np.diff(test.indptr) > 0)
+        evaluated = test
         if max_users is not None and len(users) > max_users:
             users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+            # ranking_metrics evaluates every row with a held-out positive: keep the chosen users' rows only
+            # (all held-out rows are still hidden from the pipeline's database).
+            chosen = np.zeros(test.shape[0])
+            chosen[users] = 1.0
+            evaluated = (sp.diags(chosen) @ test).tocsr()
+            evaluated.eliminate_zeros()
         n_items = positives.shape[1]
+
+        def exact(scorer) -> dict:
+            # The same metrics as training's evaluation, excluding everything rated, not only positives.
+            return evaluation.topk_summary(evaluation.ranking_metrics(scorer, exclude, evaluated, k),
+                                           n_items=n_items, k=k)
 
         results = {
             "pipeline": self._pipeline(model=model, data=data, test=test, users=users, k=k, quiet=quiet,
                                        blend=fitted_blend, train=train),
-            "model": topk_metrics(_exact_top(model.score_items, users, exclude, k), test, n_items, k),
-            "popularity": topk_metrics(_exact_top(
-                lambda batch: np.broadcast_to(evaluation.popularity_scores(split.train_positives),
-                                              (len(batch), n_items)), users, exclude, k), test, n_items, k),
+            "model": exact(model.score_items),
+            "popularity": exact(evaluation.popularity_scores(split.train_positives)),
         }
         # What the pipeline's scorer used, next to its metrics (None: the model's score alone).
         results["pipeline"]["blend"] = ({"weights": fitted_blend.weights.as_dict(),
@@ -194,7 +172,7 @@ class Command(BaseCommand):
             rule = Rule(name="exclude rated", kind="filter_seen", params={"include_views": True})
             rule.full_clean()
             user_vectors = model.user_vectors_with_bias()
-            top: dict[int, list[int]] = {}
+            top = np.full((len(users), k), -1, dtype=np.int64)  # -1: a slot the pipeline left empty
             started = time.perf_counter()
             for count, user in enumerate(users.tolist()):
                 profile_id = int(data.user_ids.ids[user])
@@ -205,11 +183,13 @@ class Command(BaseCommand):
                                   filters=AnnFilters(active_only=True),
                                   seen_item_ids=seen)
                 result = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=[rule])
-                top[user] = model.item_ids.index_of([entry.item_id for entry in result.items], missing=-1).tolist()
+                listed = model.item_ids.index_of([entry.item_id for entry in result.items], missing=-1)[:k]
+                top[count, :len(listed)] = listed
                 if not quiet and (count + 1) % 200 == 0:
                     self.stdout.write(f"  pipeline: {count + 1}/{len(users)} users, "
                                       f"{1000 * (time.perf_counter() - started) / (count + 1):.1f} ms/user")
-        return topk_metrics(top, test, test.shape[1], k)
+        metrics = evaluation.topk_metrics(top, test[users], k)
+        return evaluation.topk_summary({**metrics, "top_k": top}, n_items=test.shape[1], k=k)
 
 
 def _json_dumps(results: dict) -> str:

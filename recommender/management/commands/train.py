@@ -7,9 +7,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
-from recommender.services.activation import model_version_apply_gate
-from recommender.services.training import TrainingAlreadyRunning, model_training_request, model_version_claim, \
-    model_version_run
+from recommender.services.training import TrainingAlreadyRunning, model_training_request, model_version_train
 
 TERMINAL = {VersionStatus.READY, VersionStatus.ACTIVE, VersionStatus.FAILED, VersionStatus.RETIRED}
 METRIC_KEYS = ("precision_at_{k}", "recall_at_{k}", "ndcg_at_{k}", "auc", "coverage")
@@ -53,11 +51,8 @@ class Command(BaseCommand):
             raise CommandError(f"v{version.pk} failed: {version.error}")
 
     def _run_here(self, version_id: int) -> None:
-        version = model_version_claim(version_id=version_id)
-        if version is None:
-            return  # a worker took it after all; _follow keeps watching
-        version = model_version_run(version=version)
-        model_version_apply_gate(version=version)
+        # None: a worker took it after all; _follow keeps watching.
+        model_version_train(version_id=version_id)
 
     def _follow(self, version_id: int, worker_timeout: float, timeout: float) -> None:
         started = time.monotonic()

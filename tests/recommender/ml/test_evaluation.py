@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from recommender.ml.evaluation import (auc, catalog_coverage, evaluate, ndcg_at_k, popularity_scores,
-                                       precision_at_k, random_split, ranking_metrics, recall_at_k, time_split)
+                                       precision_at_k, random_split, ranking_metrics, recall_at_k, time_split,
+                                       topk_metrics, topk_summary)
 
 # User 0: item 0 seen in training; test items {1, 3}; after excluding item 0 the ranking is 1, 2, 3, 4.
 # User 1: nothing seen; test item {4}, which it ranks last.
@@ -54,6 +55,47 @@ def test_training_items_are_never_recommended_nor_targets():
     metrics = ranking_metrics(SCORES, TRAIN, test, k=4)
     assert 0 not in metrics["top_k"][0]
     assert metrics["recall"][0] == pytest.approx(1.0)
+
+
+def test_ties_rank_by_lower_item_index_like_a_stable_sort():
+    # Popularity ties a lot; which tied item makes the top k must not depend on argpartition.
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, (40, 30)).astype(np.float64)
+    train = sp.csr_matrix((rng.random((40, 30)) < 0.3).astype(np.float32))
+    test = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
+    metrics = ranking_metrics(scores, train, test, k=7)
+    masked = np.where(train.toarray() > 0, -np.inf, scores)[metrics["users"]]
+    np.testing.assert_array_equal(metrics["top_k"], np.argsort(-masked, axis=1, kind="stable")[:, :7])
+    flat = ranking_metrics(np.zeros((3, 5)), TRAIN, TEST, k=3)["top_k"]
+    np.testing.assert_array_equal(flat, [[1, 2, 3], [0, 1, 2]])
+
+
+def test_topk_metrics_of_given_lists_hand_computed_with_empty_slots():
+    # User 0: relevant {1, 3}, list [3, 0] (one slot left empty); user 1: relevant {4}, list [-1, -1, 4].
+    relevant = sp.csr_matrix(np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]], dtype=np.float32))
+    top = np.array([[3, 0, -1], [-1, -1, 4]])
+    metrics = topk_metrics(top, relevant, k=3)
+    np.testing.assert_allclose(metrics["precision"], [1 / 3, 1 / 3])
+    np.testing.assert_allclose(metrics["recall"], [1 / 2, 1.0])
+    ideal_two = 1.0 + 1.0 / math.log2(3)
+    np.testing.assert_allclose(metrics["ndcg"], [1.0 / ideal_two, (1.0 / math.log2(4)) / 1.0])
+    summary = topk_summary({**metrics, "top_k": top}, n_items=5, k=3)
+    assert summary == pytest.approx({"precision_at_3": 1 / 3, "recall_at_3": 0.75,
+                                     "ndcg_at_3": (1.0 / ideal_two + 0.5) / 2, "coverage": 3 / 5, "n_users": 2})
+    with pytest.raises(ValueError, match="at least one relevant"):
+        topk_metrics(top, sp.csr_matrix((2, 5)), k=3)
+    with pytest.raises(ValueError, match="m <= k"):
+        topk_metrics(top, relevant, k=2)
+
+
+def test_ranking_metrics_are_topk_metrics_of_its_own_lists():
+    # One definition: scoring then ranking gives the same numbers as handing the lists over.
+    metrics = ranking_metrics(SCORES, TRAIN, TEST, k=3)
+    given = topk_metrics(metrics["top_k"], TEST[metrics["users"]], k=3)
+    for name in ("precision", "recall", "ndcg"):
+        np.testing.assert_array_equal(given[name], metrics[name])
+    summary = topk_summary(metrics, n_items=5, k=3)
+    assert {key: value for key, value in evaluate(SCORES, TRAIN, TEST, k=3).items() if key != "auc"} == summary
 
 
 def test_popularity_counts_training_positives():

@@ -1,5 +1,6 @@
 """The rules admin (form validation, list editing, live preview) and the model admin actions."""
 import json
+import logging
 
 import pytest
 from django.urls import reverse
@@ -89,6 +90,30 @@ def test_changelist_edits_enabled_and_order_in_place(admin_client):
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.enabled, first.order, second.enabled, second.order) == (False, 5, True, 3)
+
+
+def test_admin_writes_go_through_the_rule_services(admin_client, caplog):
+    changelist = reverse("admin:recommender_rule_changelist")
+    with caplog.at_level(logging.INFO, logger="recommender.rerank.services"):
+        assert post_rule(admin_client, "filter_inactive", {}).status_code == 302
+        rule = Rule.objects.get()
+        other = Rule.objects.create(name="b", kind="filter_inactive", order=20)
+        in_place = {"form-TOTAL_FORMS": "2", "form-INITIAL_FORMS": "2", "_save": "Save",
+                    "form-0-id": str(rule.pk), "form-0-order": "7",
+                    "form-1-id": str(other.pk), "form-1-order": "20", "form-1-enabled": "on"}
+        assert admin_client.post(changelist, in_place).status_code == 302
+        assert admin_client.post(reverse("admin:recommender_rule_delete", args=[rule.pk]),
+                                 {"post": "yes"}).status_code == 302
+        assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk],
+                                              "post": "yes"}).status_code == 302
+
+    assert [record.getMessage() for record in caplog.records if record.name == "recommender.rerank.services"] == [
+        f"rule.created id={rule.pk} kind=filter_inactive",
+        f"rule.updated id={rule.pk} fields=enabled,order",
+        f"rule.deleted id={rule.pk} kind=filter_inactive",
+        f"rule.deleted id={other.pk} kind=filter_inactive",
+    ]
+    assert not Rule.objects.exists()
 
 
 def test_preview_shows_before_and_after_for_a_user(admin_client, planted_catalog):
