@@ -68,9 +68,9 @@ def raw_pgvector_latency(url: str, version_id: int, n_queries: int) -> dict[str,
     from pgvector.psycopg import register_vector
 
     sys.path.insert(0, str(REPO))
-    # recommender.ann imports the candidate sources, which read settings (constants only here).
+    # The serving HNSW settings (constants only: no Django setup needed to read them).
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from recommender.ann import DEFAULT_EF_SEARCH, MAX_SCAN_TUPLES
+    from recommender.vectors.pgvector import DEFAULT_EF_SEARCH, MAX_SCAN_TUPLES
 
     with psycopg.connect(url, autocommit=True) as connection:
         register_vector(connection)

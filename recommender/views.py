@@ -1,6 +1,6 @@
 """Recommendation pages: the homepage list and the related-items panel of an item page.
 
-Thin views over `recommender.pipeline`. Both render without JavaScript; with htmx the item page
+Thin views over `recommender.serving`. Both render without JavaScript; with htmx the item page
 loads its panel as a fragment and reloads it after a rating (the fold-in has already run by
 then, synchronously in the rating's request), so recommendations change in place.
 """
