@@ -12,8 +12,9 @@ same checks against each):
 
 - **k rows, or a stated shortfall.** A query returns ``min(k, n)`` rows, where n is the number
   of items passing the filters: a list shorter than k means nothing else qualifies. An
-  approximate index that comes back short re-asks exactly, or, when it cannot (k beyond its
-  exact-retry limit), logs ``vectors.shortfall`` with the numbers.
+  approximate index that comes back short re-asks exactly. The one stated exception is pgvector's
+  for k above ``EXACT_RETRY_MAX_K`` (10 000, far beyond any list size): such an answer is what the
+  approximate scan reached.
 - **Scores follow `recommender.ml.similarity`**: larger is more similar. User queries score by
   inner product of stored score vectors (LightFM's full score).
 - **Order**: by score descending, ties by item id ascending.

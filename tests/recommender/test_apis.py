@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from recommender import cache
+from recommender import generations
 from recommender.models import ModelVersion, VersionStatus
 from tests.factories import StaffUserFactory, UserFactory, UserProfileFactory
 from tests.recommender.test_training import train_inline
@@ -123,7 +123,7 @@ def test_rule_writes_go_through_the_rule_services(planted_catalog, caplog):
     refused = staff.post("/api/v1/rules", {"name": "r", "kind": "filter_inactive", "params": []}, format="json")
     assert refused.status_code == 400
     assert refused.json() == {"params": ['Parameters must be a JSON object, e.g. {"lambda": 0.7}.']}
-    generation = cache.global_generation_fetch()
+    generation = generations.global_generation_fetch()
 
     with caplog.at_level(logging.INFO, logger="recommender.rerank.services"):
         rule_id = staff.post("/api/v1/rules", {"name": "r", "kind": "filter_seen"}, format="json").json()["id"]
@@ -139,7 +139,7 @@ def test_rule_writes_go_through_the_rule_services(planted_catalog, caplog):
         f"rule.updated id={rule_id} fields=enabled",
         f"rule.deleted id={rule_id} kind=filter_seen",
     ]
-    assert cache.global_generation_fetch() == generation + 4  # the refused PATCH bumped nothing
+    assert generations.global_generation_fetch() == generation + 4  # the refused PATCH bumped nothing
 
 
 def test_models_list_detail_activate_rollback_and_train_conflict(planted_catalog):

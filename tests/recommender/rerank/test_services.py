@@ -2,7 +2,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from recommender import cache
+from recommender import generations
 from recommender.rerank.models import Rule
 from recommender.rerank.services import rule_create, rule_delete, rule_update
 
@@ -25,14 +25,14 @@ def test_rule_create_without_parameters_stores_the_kinds_defaults():
 
 
 def test_each_rule_write_bumps_the_global_cache_generation_once_and_a_refused_one_not_at_all():
-    start = cache.global_generation_fetch()
+    start = generations.global_generation_fetch()
     rule = rule_create(name="r", kind="filter_inactive")
-    assert cache.global_generation_fetch() == start + 1
+    assert generations.global_generation_fetch() == start + 1
     rule_update(rule=rule, enabled=False)
-    assert cache.global_generation_fetch() == start + 2
+    assert generations.global_generation_fetch() == start + 2
     with pytest.raises(ValidationError):
         rule_update(rule=rule, params={"lambda": 0.5})
-    assert cache.global_generation_fetch() == start + 2
+    assert generations.global_generation_fetch() == start + 2
     rule_delete(rule=Rule.objects.get(pk=rule.pk))
-    assert cache.global_generation_fetch() == start + 3
+    assert generations.global_generation_fetch() == start + 3
     assert not Rule.objects.exists()
