@@ -93,9 +93,9 @@ def main() -> None:
             users = [np.append(rng.standard_normal(DIMENSION), [1.0, rng.normal(0, 0.3)]).astype(np.float32)
                      for _ in range(queries)]
             seeds = [list(rng.choice(n_items, 5, replace=False) + 1) for _ in range(queries)]
-            personal = [_p50_ms(lambda q, index=index: index.user_neighbours(q, k=200, filters=seen), users)
+            personal = [_p50_ms(lambda q, index=index, seen=seen: index.user_neighbours(q, k=200, filters=seen), users)
                         for index in (exact, hnsw)]
-            liked = [_p50_ms(lambda s, index=index: index.item_neighbours([int(i) for i in s], k=24, filters=seen,
+            liked = [_p50_ms(lambda s, index=index, seen=seen: index.item_neighbours([int(i) for i in s], k=24, filters=seen,
                                                                           measure="dot"), seeds)
                      for index in (exact, hnsw)]
             row_bytes = 4 * (2 * DIMENSION + 2) + 9

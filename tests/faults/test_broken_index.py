@@ -45,7 +45,7 @@ def test_a_failing_hnsw_build_fails_the_version_and_the_active_one_keeps_serving
     before = top_items(served, probe.pk, 10)
 
     # pgvector accepts m in [2, 100]: CREATE INDEX … WITH (m = 1) errors in the database itself.
-    monkeypatch.setattr(vectors, "HNSW_M", 1)
+    monkeypatch.setattr(store, "HNSW_M", 1)
     version = model_version_claim(version_id=model_training_request(enqueue=False).pk)
     with pytest.raises(DatabaseError) as raised:
         model_version_run(version=version)
