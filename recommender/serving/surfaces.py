@@ -14,6 +14,7 @@ from catalog.models import Item, UserProfile
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.generations import global_generation_fetch
+from recommender.models import ModelVersion
 from recommender.ranking import pool_score
 from recommender.rerank.engine import rules_apply
 from recommender.rerank.services import impressions_record_fast
@@ -53,6 +54,17 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
     return before, rules_apply(context=context, ranked=ranked, k=k, rules=None)
 
 
+def _model_payload(surface: Surface, *, version: ModelVersion | None, profile: UserProfile | None,
+                   item: Item | None, k: int, rules, generation: int | None) -> dict:
+    """The model path of a surface: context, its ranked list (home: live; related: stored or live), the rules."""
+    assert version is not None  # serve_by_model runs the model path only with a version
+    context = context_build(surface=surface, version=version, profile=profile, item=item,
+                            require_user_vector=surface == "home", generation=generation)
+    ranked = ranked_candidates(context) if surface == "home" else _related_ranked(context)
+    reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)
+    return payload_build(reranked.items, version.pk, reranked.trace)
+
+
 def _k_clean(k: int) -> int:
     return max(1, min(int(k), K_MAX))
 
@@ -80,15 +92,11 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
     else:
         version = serving_version(generation)
 
-        def build() -> dict:
-            assert version is not None  # serve_by_model calls build only with a version
-            context = context_build(surface="home", version=version, profile=profile, require_user_vector=True,
-                                    generation=generation)
-            reranked = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=rules)
-            return payload_build(reranked.items, version.pk, reranked.trace)
-
-        payload, reason = serve_by_model("home", build, k=k, exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)),
-                                         version=version, profile_id=profile.pk, item_id=None)
+        payload, reason = serve_by_model(
+            "home", lambda: _model_payload("home", version=version, profile=profile, item=None, k=k, rules=rules,
+                                           generation=generation),
+            k=k, exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)), version=version,
+            profile_id=profile.pk, item_id=None)
         if key and reason in ("", "unknown_user", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
             home_cache.home_cache_set(key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason})
@@ -120,15 +128,10 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
     generation = global_generation_fetch()
     version = serving_version(generation)
 
-    def build() -> dict:
-        assert version is not None  # serve_by_model calls build only with a version
-        context = context_build(surface="related", version=version, profile=profile, item=item,
-                                generation=generation)
-        reranked = rules_apply(context=context, ranked=_related_ranked(context), k=k, rules=None)
-        return payload_build(reranked.items, version.pk, reranked.trace)
-
-    payload, reason = serve_by_model("related", build, k=k, exclude=lambda: {item.pk}, version=version,
-                                     profile_id=profile.pk if profile else None, item_id=item.pk)
+    payload, reason = serve_by_model(
+        "related", lambda: _model_payload("related", version=version, profile=profile, item=item, k=k, rules=None,
+                                          generation=generation),
+        k=k, exclude=lambda: {item.pk}, version=version, profile_id=profile.pk if profile else None, item_id=item.pk)
     result = result_build("related", payload, fallback=bool(reason), fallback_reason=reason, started=started,
                           generation=generation)
     logger.info("serving.related item=%s version=%s items=%s fallback=%s ms=%.1f", item.pk, result.version_id,
