@@ -40,8 +40,8 @@ def web_timeouts_apply(sender, connection, **kwargs) -> None:
     if connection.vendor != "postgresql":
         return
     statements = []
-    for name, value in (("statement_timeout", getattr(settings, "WEB_STATEMENT_TIMEOUT_MS", 0)),
-                        ("lock_timeout", getattr(settings, "WEB_LOCK_TIMEOUT_MS", 0))):
+    for name, value in (("statement_timeout", settings.WEB_STATEMENT_TIMEOUT_MS),
+                        ("lock_timeout", settings.WEB_LOCK_TIMEOUT_MS)):
         if value:
             statements.append(f"SET {name} = {int(value)}")
     if statements:

@@ -8,3 +8,4 @@ from .tasks import *  # noqa: F401,F403
 from .security import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .recommender import *  # noqa: F401,F403
+from .demo import *  # noqa: F401,F403
