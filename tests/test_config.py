@@ -130,6 +130,32 @@ def test_production_settings_load_as_the_dockerfile_build_step_does():
     assert result.stdout.split("\n")[0] == "False ['a.example', 'localhost'] redis://redis:6379/0 localhost"
 
 
+def test_production_refuses_to_start_without_database_url_and_starts_no_server(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    try:
+        result = _settings_subprocess("import django; django.setup()", SECRET_KEY="set",
+                                      EMBEDDED_PG_DIR=str(data_dir))
+        assert result.returncode != 0
+        assert "ImproperlyConfigured: DATABASE_URL is required in production" in result.stderr
+        assert not data_dir.exists(), "the embedded PostgreSQL was started"
+    finally:
+        if data_dir.exists():  # a regression must not leave a stray postmaster behind
+            from config.embedded_postgres import stop
+
+            stop(data_dir)
+
+
+def test_production_with_database_url_loads_without_the_embedded_server(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    code = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.EMBEDDED_POSTGRES, settings.DATABASES['default']['NAME'])")
+    result = _settings_subprocess(code, DATABASE_URL="postgresql://u@db.internal/recs", SECRET_KEY="set",
+                                  EMBEDDED_PG_DIR=str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "None recs"
+    assert not data_dir.exists()
+
+
 # --- docker-compose.yml -------------------------------------------------------------------------
 
 def _env_example() -> dict[str, str]:
