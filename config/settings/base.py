@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "catalog",
     "recommender",
+    # The project's own commands (run_stack, stats, embedded_postgres): they span both apps.
+    "config.apps.ProjectConfig",
 ]
 
 MIDDLEWARE = [

@@ -177,9 +177,9 @@ class Command(BaseCommand):
         `make run` should not open on an empty homepage.
         """
         from catalog.models import Feedback
-        from recommender.models import ModelVersion, VersionStatus
+        from recommender.selectors import active_version
 
-        if ModelVersion.objects.filter(status=VersionStatus.ACTIVE).exists() or not Feedback.objects.exists():
+        if active_version() is not None or not Feedback.objects.exists():
             return
         self.stdout.write("No active model yet: training the first one (about 15 s on MovieLens 100k)...")
         try:
