@@ -27,18 +27,6 @@ from catalog.models import Feedback, Item
 
 logger = logging.getLogger(__name__)
 
-HOME_ITEM_COUNT = 12
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    items = selectors.popular_items(limit=HOME_ITEM_COUNT)
-    showing_popular = bool(items)
-    if not items:
-        # A fresh catalogue has no feedback yet: the newest items are a better welcome than nothing.
-        items = list(selectors.item_list(sort="newest")[:HOME_ITEM_COUNT])
-    return render(request, "catalog/home.html", {"items": items, "showing_popular": showing_popular})
-
-
 def catalogue(request: HttpRequest) -> HttpResponse:
     facets = selectors.feature_facets()
     form = CatalogueFilterForm(request.GET or None, facets=facets)
