@@ -23,10 +23,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from config.middleware import is_api_request
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
-API_PREFIX = "/api/"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable</title></head>
@@ -63,7 +64,7 @@ class DatabaseUnavailableMiddleware:
             return None
         logger.warning("database.unavailable path=%s error=%s", request.path,
                        f"{type(exception).__name__}: {exception}".replace("\n", " ")[:300])
-        if request.path.startswith(API_PREFIX):
+        if is_api_request(request):
             response = JsonResponse(
                 {"detail": "The database is unavailable; retry shortly.", "code": "database_unavailable"},
                 status=503)

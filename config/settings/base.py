@@ -32,6 +32,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it sees every answer: no error under /api/ leaves without the API's JSON body.
+    "config.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything touches the database: NUL characters and oversized API bodies are refused here.
     "config.middleware.HostileInputMiddleware",
