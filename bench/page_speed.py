@@ -43,7 +43,7 @@ def _pages(item_external_id: str, user_external_id: str) -> list[tuple[str, str]
 
 
 def measure(repetitions: int) -> list[list]:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
     sys.path.insert(0, str(REPO))
     import django
 

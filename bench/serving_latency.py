@@ -69,7 +69,7 @@ def raw_pgvector_latency(url: str, version_id: int, n_queries: int) -> dict[str,
 
     sys.path.insert(0, str(REPO))
     # The serving HNSW settings (constants only: no Django setup needed to read them).
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
     from recommender.vectors.pgvector import DEFAULT_EF_SEARCH, MAX_SCAN_TUPLES
 
     with psycopg.connect(url, autocommit=True) as connection:

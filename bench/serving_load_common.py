@@ -39,7 +39,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a project process on ``database_url`` (quiet logs, DEBUG off)."""
     env = dict(os.environ)
     env.pop("CELERY_BROKER_URL", None)  # the broker follows DATABASE_URL
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL=database_url, DEBUG="false",
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.development", DATABASE_URL=database_url, DEBUG="false",
                LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **UNTHROTTLED_ENV)
     env.update(extra)
     return env

@@ -29,7 +29,7 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
     manage(url, "import_movielens", str(directory), "--no-progress")
     os.environ["DATABASE_URL"] = url
     os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
     sys.path.insert(0, str(REPO))
     import django
 

@@ -11,6 +11,7 @@ popularity is the stored ``Item.popularity`` column, kept exact by triggers (mig
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Avg, Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
@@ -214,3 +215,30 @@ def popular_items(*, days: int | None = None, limit: int = 20, active_only: bool
     for item in ranked:
         item.popularity = counts[item.pk]
     return ranked
+
+
+def catalog_counts() -> dict[str, Any]:
+    """Counts of users, items (and active items), feedback in force by kind, features by subject and type.
+
+    Feedback counts are rows *in force*: the current state of stateful kinds plus every repeatable
+    event; superseded ratings are left out, so "rating" means how many (user, item) pairs hold a
+    rating now. Plain data, ready for JSON: ``{"users", "items", "items_active", "feedback":
+    {kind: n}, "features": {subject: {type: n}}}``.
+    """
+    items = Item.objects.aggregate(total=Count("id"), active=Count("id", filter=Q(is_active=True)))
+    feedback = (
+        Feedback.objects.filter(_feedback_in_force())
+        .values_list("kind_id").annotate(count=Count("id")).order_by("kind_id")
+    )
+    features: dict[str, dict[str, int]] = {}
+    for subject, feature_type, count in (
+        Feature.objects.values_list("subject", "type").annotate(count=Count("id")).order_by("subject", "type")
+    ):
+        features.setdefault(subject, {})[feature_type] = count
+    return {
+        "users": UserProfile.objects.count(),
+        "items": items["total"],
+        "items_active": items["active"],
+        "feedback": dict(feedback),
+        "features": features,
+    }

@@ -1,10 +1,9 @@
-"""Catalogue pages, mounted at the site root by config/urls.py."""
+"""Catalogue pages, mounted at the site root by config/urls.py (the home page is the recommender's)."""
 from django.urls import path
 
 from catalog import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("catalogue/", views.catalogue, name="catalogue"),
     path("items/<str:external_id>/", views.item_detail, name="item-detail"),
     path("items/<str:external_id>/rate", views.item_rate, name="item-rate"),

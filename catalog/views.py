@@ -22,22 +22,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from catalog import selectors, services
+from catalog.item_panels import item_panels
 from catalog.forms import PAGE_SIZE_DEFAULT, CatalogueFilterForm, RateForm, SignUpForm
 from catalog.models import Feedback, Item
 
 logger = logging.getLogger(__name__)
-
-HOME_ITEM_COUNT = 12
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    items = selectors.popular_items(limit=HOME_ITEM_COUNT)
-    showing_popular = bool(items)
-    if not items:
-        # A fresh catalogue has no feedback yet: the newest items are a better welcome than nothing.
-        items = list(selectors.item_list(sort="newest")[:HOME_ITEM_COUNT])
-    return render(request, "catalog/home.html", {"items": items, "showing_popular": showing_popular})
-
 
 def catalogue(request: HttpRequest) -> HttpResponse:
     facets = selectors.feature_facets()
@@ -79,9 +68,13 @@ def _widget_context(request: HttpRequest, item: Item, form: RateForm | None = No
     }
 
 
+def _item_page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
+    return render(request, "catalog/item_detail.html", {**context, "item_panels": item_panels()}, status=status)
+
+
 def item_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     item = _item_or_404(external_id)
-    return render(request, "catalog/item_detail.html", _widget_context(request, item))
+    return _item_page(request, _widget_context(request, item))
 
 
 def _safe_next(request: HttpRequest, fallback: str) -> str:
@@ -125,7 +118,7 @@ def item_rate(request: HttpRequest, external_id: str) -> HttpResponse:
     if request.htmx:
         # htmx does not swap 4xx responses by default; the errors are in the fragment itself.
         return render(request, "partials/rating_widget.html", context)
-    return render(request, "catalog/item_detail.html", context, status=400)
+    return _item_page(request, context, status=400)
 
 
 @login_required

@@ -23,10 +23,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from config.middleware import is_api_request
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
-API_PREFIX = "/api/"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable</title></head>
@@ -40,8 +41,8 @@ def web_timeouts_apply(sender, connection, **kwargs) -> None:
     if connection.vendor != "postgresql":
         return
     statements = []
-    for name, value in (("statement_timeout", getattr(settings, "WEB_STATEMENT_TIMEOUT_MS", 0)),
-                        ("lock_timeout", getattr(settings, "WEB_LOCK_TIMEOUT_MS", 0))):
+    for name, value in (("statement_timeout", settings.WEB_STATEMENT_TIMEOUT_MS),
+                        ("lock_timeout", settings.WEB_LOCK_TIMEOUT_MS)):
         if value:
             statements.append(f"SET {name} = {int(value)}")
     if statements:
@@ -63,7 +64,7 @@ class DatabaseUnavailableMiddleware:
             return None
         logger.warning("database.unavailable path=%s error=%s", request.path,
                        f"{type(exception).__name__}: {exception}".replace("\n", " ")[:300])
-        if request.path.startswith(API_PREFIX):
+        if is_api_request(request):
             response = JsonResponse(
                 {"detail": "The database is unavailable; retry shortly.", "code": "database_unavailable"},
                 status=503)

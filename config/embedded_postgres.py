@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from config.env import env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = BASE_DIR / ".pgdata"
@@ -44,7 +45,8 @@ class EmbeddedServer:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("EMBEDDED_PG_DIR") or DEFAULT_DATA_DIR).resolve()
+    # Read at each call, not from settings: this runs while the settings are still loading.
+    return Path(env_str("EMBEDDED_PG_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
 def ensure_running(path: Path | None = None, database: str = DATABASE_NAME) -> EmbeddedServer:

@@ -1,12 +1,13 @@
 """One place that turns domain errors into JSON 4xx answers for the API."""
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from config.middleware import api_error, api_error_detail, is_api_request
 from config.validation import CONFLICT, is_conflict
 
 
@@ -48,32 +49,30 @@ def api_exception_handler(exc, context):
 
 
 # --------------------------------------------------------------------------------------------
-# Django's error views (handler400/403/404/500 in config/urls.py): JSON under /api/, pages elsewhere
+# Django's error views (handler400/403/404/500 in config/urls.py, used when DEBUG is off): JSON
+# under /api/, pages elsewhere. With DEBUG on Django shows its technical pages instead, and
+# config.middleware.ApiErrorsAsJsonMiddleware answers the same JSON for the API.
 # --------------------------------------------------------------------------------------------
 
-def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
-
-
 def bad_request(request, exception):
-    if _is_api(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
+    if is_api_request(request):
+        return api_error(api_error_detail(400), status=400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception):
-    if _is_api(request):
-        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    if is_api_request(request):
+        return api_error(api_error_detail(403), status=403)
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request, exception):
-    if _is_api(request):
-        return JsonResponse({"detail": "Not found."}, status=404)
+    if is_api_request(request):
+        return api_error(api_error_detail(404), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
-    if _is_api(request):
-        return JsonResponse({"detail": "Server error."}, status=500)
+    if is_api_request(request):
+        return api_error(api_error_detail(500), status=500)
     return defaults.server_error(request)

@@ -18,7 +18,7 @@ def client_ip(request: HttpRequest | None) -> str:
     if request is None:
         return "unknown"
     remote = request.META.get("REMOTE_ADDR", "") or "unknown"
-    proxies = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    proxies = settings.TRUSTED_PROXY_COUNT
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies > 0 and forwarded:
         addresses = [part.strip() for part in forwarded.split(",") if part.strip()]

@@ -15,6 +15,9 @@ class RecommenderConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_schedules, sender=self, dispatch_uid="recommender.sync_schedules")
+        from catalog.item_panels import ItemPanel, item_panel_register
         from recommender.receivers import receivers_connect
 
         receivers_connect()
+        item_panel_register(ItemPanel(key="related", heading="Related items", link_text="Show related items",
+                                      url_name="item-related-panel", refresh_after_rating=True))

@@ -27,10 +27,6 @@ from recommender.ml.dataset import TrainingData
 
 logger = logging.getLogger(__name__)
 
-# Fewer validation users than this give weights that are mostly noise: serve the model's score.
-DEFAULT_MIN_USERS = 200
-# Relative precision gain over the model, on the validation split, a blend needs to be stored.
-DEFAULT_MIN_GAIN = 0.01
 _CACHE_SIZE = 3
 _MISSING_RECHECK_SECONDS = 30.0
 
@@ -54,8 +50,8 @@ def blend_train(*, data: TrainingData, params, min_users: int | None = None,
     (settings ``RECOMMENDER_BLEND_MIN_USERS``) or the blend's validation precision does not beat
     the model's by ``min_gain`` (relative, ``RECOMMENDER_BLEND_MIN_GAIN``).
     """
-    min_users = getattr(settings, "RECOMMENDER_BLEND_MIN_USERS", DEFAULT_MIN_USERS) if min_users is None else min_users
-    min_gain = getattr(settings, "RECOMMENDER_BLEND_MIN_GAIN", DEFAULT_MIN_GAIN) if min_gain is None else min_gain
+    min_users = settings.RECOMMENDER_BLEND_MIN_USERS if min_users is None else min_users
+    min_gain = settings.RECOMMENDER_BLEND_MIN_GAIN if min_gain is None else min_gain
     users = int((np.diff(data.interactions.positives.tocsr().indptr) > 0).sum())
     if users < min_users:
         logger.info("blend.skipped reason=few_users users=%s min_users=%s", users, min_users)

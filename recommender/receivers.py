@@ -54,7 +54,7 @@ def _broker_serves_this_database() -> bool:
     The default broker lives in the project database named by DATABASE_URL; a process bound to
     another database (a test database) must not send version ids to that broker's workers.
     """
-    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
+    if settings.CELERY_TASK_ALWAYS_EAGER:
         return True
     from config.celery import app
 

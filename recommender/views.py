@@ -25,9 +25,10 @@ def home(request: HttpRequest) -> HttpResponse:
     # Staff who picked a user in the "view as" switcher see that user's homepage.
     profile = viewing_profile(request)
     if profile is None:
-        # Anonymous visitors get the catalogue's own welcome (popular, else newest) and a sign-in
-        # notice: no pipeline, no per-visitor work, the same few queries as before.
-        return render(request, "recommender/home_anonymous.html", _catalog_welcome())
+        # Without a profile (signed out, or signed in before a first rating) there is nothing to
+        # personalise: the catalogue's welcome (popular, else newest) and a notice that fits, with
+        # no pipeline and no per-visitor work.
+        return render(request, "recommender/home_no_profile.html", _catalog_welcome())
     result = serving.recommend_for_user(profile=profile, k=HOME_COUNT)
     template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
     show_rows = request.GET.get("rows") == "sources"

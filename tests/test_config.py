@@ -130,6 +130,32 @@ def test_production_settings_load_as_the_dockerfile_build_step_does():
     assert result.stdout.split("\n")[0] == "False ['a.example', 'localhost'] redis://redis:6379/0 localhost"
 
 
+def test_production_refuses_to_start_without_database_url_and_starts_no_server(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    try:
+        result = _settings_subprocess("import django; django.setup()", SECRET_KEY="set",
+                                      EMBEDDED_PG_DIR=str(data_dir))
+        assert result.returncode != 0
+        assert "ImproperlyConfigured: DATABASE_URL is required in production" in result.stderr
+        assert not data_dir.exists(), "the embedded PostgreSQL was started"
+    finally:
+        if data_dir.exists():  # a regression must not leave a stray postmaster behind
+            from config.embedded_postgres import stop
+
+            stop(data_dir)
+
+
+def test_production_with_database_url_loads_without_the_embedded_server(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    code = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.EMBEDDED_POSTGRES, settings.DATABASES['default']['NAME'])")
+    result = _settings_subprocess(code, DATABASE_URL="postgresql://u@db.internal/recs", SECRET_KEY="set",
+                                  EMBEDDED_PG_DIR=str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "None recs"
+    assert not data_dir.exists()
+
+
 # --- docker-compose.yml -------------------------------------------------------------------------
 
 def _env_example() -> dict[str, str]:
@@ -245,16 +271,67 @@ def test_dockerfile_shape():
 
 # --- docs/operations.md lists every variable config/ reads -------------------------------------
 
+def _configuration_rows() -> dict[str, list[str]]:
+    """The rows of the Configuration table in docs/operations.md, by variable name."""
+    doc = (REPO / "docs" / "operations.md").read_text()
+    table = doc.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4:
+            for name in re.findall(r"`([A-Z0-9_]+)`", cells[0]):
+                rows[name] = cells
+    return rows
+
+
 def test_operations_doc_lists_every_environment_variable():
     names = set()
     for path in (REPO / "config").rglob("*.py"):
         text = path.read_text()
         names |= set(re.findall(r"env_(?:str|bool|int|float|list)\(\s*\"([A-Z0-9_]+)\"", text))
         names |= set(re.findall(r"os\.environ(?:\.get)?[\(\[]\s*\"([A-Z0-9_]+)\"", text))
-    assert {"SECRET_KEY", "DATABASE_URL"} <= names
-    doc = (REPO / "docs" / "operations.md").read_text()
-    missing = sorted(name for name in names if f"`{name}`" not in doc)
-    assert not missing, f"docs/operations.md does not document: {missing}"
+    assert {"SECRET_KEY", "DATABASE_URL", "EMBEDDED_PG_DIR", "ADMIN_PASSWORD", "PORT", "UPLOAD_DIR"} <= names
+    rows = _configuration_rows()
+    missing = sorted(names - set(rows))
+    assert not missing, f"the Configuration table of docs/operations.md does not list: {missing}"
+    undescribed = sorted(name for name, (_, default, _, meaning) in rows.items() if not default or not meaning)
+    assert not undescribed, f"rows without a default or a meaning: {undescribed}"
+
+
+def test_only_config_reads_the_environment():
+    """catalog/ and recommender/ read settings; config/env.py is the one reader of os.environ.
+
+    Setting DJANGO_SETTINGS_MODULE's default (manage.py, wsgi, the Celery app) is not reading a setting.
+    """
+    offenders = []
+    for folder in ("config", "catalog", "recommender"):
+        for path in (REPO / folder).rglob("*.py"):
+            if path == REPO / "config" / "env.py":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"os\.(environ|getenv)", line) and "DJANGO_SETTINGS_MODULE" not in line:
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "read these through config.env and a setting:\n" + "\n".join(offenders)
+
+
+def test_demo_settings_come_from_the_environment(monkeypatch):
+    from config.settings import demo
+
+    monkeypatch.setenv("ADMIN_USERNAME", "demo-admin")
+    monkeypatch.setenv("ADMIN_PASSWORD", "from-the-environment")
+    monkeypatch.setenv("PORT", "8123")
+    try:
+        importlib.reload(demo)
+        assert (demo.ADMIN_USERNAME, demo.ADMIN_PASSWORD, demo.RUN_STACK_PORT) == (
+            "demo-admin", "from-the-environment", 8123)
+        monkeypatch.delenv("ADMIN_USERNAME")
+        monkeypatch.setenv("ADMIN_PASSWORD", "")  # empty counts as unset: a password is generated
+        monkeypatch.delenv("PORT")
+        importlib.reload(demo)
+        assert (demo.ADMIN_USERNAME, demo.ADMIN_PASSWORD, demo.RUN_STACK_PORT) == ("admin", None, 8000)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(demo)
 
 
 @pytest.mark.django_db

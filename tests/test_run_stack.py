@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from catalog.management.commands.run_stack import stack_commands
+from config.management.commands.run_stack import stack_commands
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEPER = "import time; time.sleep(60)"
@@ -20,7 +20,7 @@ SLEEPER = "import time; time.sleep(60)"
 # A supervisor in its own process, so a real SIGTERM can be sent to it as `kill` or Ctrl-C would.
 SUPERVISOR = textwrap.dedent("""
     import json, sys
-    from catalog.management.commands.run_stack import ProcessGroup
+    from config.management.commands.run_stack import ProcessGroup
     group = ProcessGroup(stop_timeout=float(sys.argv[1]), poll_interval=0.05)
     group.install_signal_handlers()
     for index, code in enumerate(json.loads(sys.argv[2])):

@@ -1,10 +1,6 @@
-"""Development settings (the default): safe for a laptop, everything embedded.
+"""Settings, one module per topic, composed by `development` (the default) and `production`.
 
-Each topic lives in its own module; `config.settings.production` layers the hardening on top.
+Empty on purpose: importing ``config.settings.production`` runs this package first, and the
+development settings here would start the embedded PostgreSQL before production could refuse to
+start without DATABASE_URL.
 """
-from .base import *  # noqa: F401,F403
-from .database import *  # noqa: F401,F403
-from .tasks import *  # noqa: F401,F403
-from .security import *  # noqa: F401,F403
-from .api import *  # noqa: F401,F403
-from .recommender import *  # noqa: F401,F403

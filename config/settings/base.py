@@ -27,9 +27,13 @@ INSTALLED_APPS = [
     "django_htmx",
     "catalog",
     "recommender",
+    # The project's own commands (run_stack, stats, embedded_postgres): they span both apps.
+    "config.apps.ProjectConfig",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it sees every answer: no error under /api/ leaves without the API's JSON body.
+    "config.middleware.ApiErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything touches the database: NUL characters and oversized API bodies are refused here.
     "config.middleware.HostileInputMiddleware",

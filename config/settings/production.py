@@ -1,7 +1,18 @@
 """Production settings: everything in development, hardened, and read from the environment."""
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env_bool, env_int, env_list, env_str
 
-from . import *  # noqa: F401,F403
+# Checked before the development settings load: without DATABASE_URL they would start the
+# embedded PostgreSQL, a laptop convenience a production process must never fall back to.
+if env_str("DATABASE_URL") is None:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is required in production (config.settings.production): set it to a PostgreSQL "
+        "with pgvector, e.g. postgresql://user:password@host:5432/name. The embedded PostgreSQL is for "
+        "development only."
+    )
+
+from .development import *  # after the DATABASE_URL check above, on purpose
 
 SECRET_KEY = env_str("SECRET_KEY", required=True)
 DEBUG = False

@@ -1,13 +1,14 @@
 """Recommender settings that are not admin-editable (those live in the database)."""
-from config.env import env_str
+from config.env import env_float, env_int, env_str
 
-# Where model artifacts (np.savez files) are written.
 from .base import BASE_DIR
 
+# Where model artifacts (np.savez files) are written.
 MODEL_ARTIFACT_DIR = env_str("MODEL_ARTIFACT_DIR", str(BASE_DIR / "var" / "models"))
-MOVIELENS_DIR = env_str("MOVIELENS_DIR")
 
-from config.env import env_int  # noqa: E402
+# Where the Data page saves uploaded MovieLens files. The worker reads what the web process saved:
+# in docker-compose both mount this folder.
+UPLOAD_DIR = env_str("UPLOAD_DIR", str(BASE_DIR / "var" / "uploads"))
 
 # A running training whose heartbeat is older than this is marked failed (its worker died).
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
@@ -29,3 +30,18 @@ VECTOR_EXACT_INDEX_BUDGET_BYTES = env_int("VECTOR_EXACT_INDEX_BUDGET_BYTES", 20_
 # postings, recommender/candidates/_catalogue.py). The default holds the former fixed limits,
 # 50k items and 500k postings; a larger catalogue is answered by SQL.
 CATALOGUE_COPY_BUDGET_BYTES = env_int("CATALOGUE_COPY_BUDGET_BYTES", 50_000 * 33 + 500_000 * 48)
+
+# The blend (recommender/blend.py). Fewer validation users with a positive than this give weights
+# that are mostly noise, so the model's score is served alone; and a blend is stored only when its
+# validation precision beats the model's by this relative gain.
+RECOMMENDER_BLEND_MIN_USERS = env_int("RECOMMENDER_BLEND_MIN_USERS", 200)
+RECOMMENDER_BLEND_MIN_GAIN = env_float("RECOMMENDER_BLEND_MIN_GAIN", 0.01)
+
+# Candidates per source and surface, e.g. {"home": {"personal_ann": 300, "popular": 50}}. A surface
+# not listed uses recommender.candidates.DEFAULT_CANDIDATE_SIZES. A nested mapping, so it is set in
+# a settings module rather than from the environment.
+RECOMMENDER_CANDIDATE_SIZES: dict[str, dict[str, int]] = {}
+
+# The popular source counts feedback of this window, each event decayed with this half-life.
+RECOMMENDER_POPULAR_WINDOW_DAYS = env_float("RECOMMENDER_POPULAR_WINDOW_DAYS", 90.0)
+RECOMMENDER_POPULAR_HALF_LIFE_DAYS = env_float("RECOMMENDER_POPULAR_HALF_LIFE_DAYS", 14.0)

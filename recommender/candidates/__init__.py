@@ -48,7 +48,7 @@ class UnknownSourceError(KeyError):
 
 
 def candidate_sizes(surface: str) -> dict[str, int]:
-    configured = getattr(settings, "RECOMMENDER_CANDIDATE_SIZES", None) or {}
+    configured = settings.RECOMMENDER_CANDIDATE_SIZES
     return dict(configured.get(surface, DEFAULT_CANDIDATE_SIZES[surface]))
 
 

@@ -12,8 +12,6 @@ from catalog.array_selectors import feedback_newest_id, items_decayed_popularity
 from ._shared import source_filters
 from .base import Candidate, Context
 
-DEFAULT_WINDOW_DAYS = 90
-DEFAULT_HALF_LIFE_DAYS = 14.0
 # The aggregate is the same for every user: it is memoised per process for this many seconds of
 # ``context.now`` and per newest feedback id, so a new interaction invalidates it at once.
 CACHE_SECONDS = 60
@@ -34,9 +32,9 @@ class PopularSource:
 
     def __init__(self, window_days: float | None = None, half_life_days: float | None = None):
         self.window_days = float(window_days if window_days is not None else
-                                 getattr(settings, "RECOMMENDER_POPULAR_WINDOW_DAYS", DEFAULT_WINDOW_DAYS))
+                                 settings.RECOMMENDER_POPULAR_WINDOW_DAYS)
         self.half_life_days = float(half_life_days if half_life_days is not None else
-                                    getattr(settings, "RECOMMENDER_POPULAR_HALF_LIFE_DAYS", DEFAULT_HALF_LIFE_DAYS))
+                                    settings.RECOMMENDER_POPULAR_HALF_LIFE_DAYS)
         self._cache: dict[tuple, tuple[list[int], list[float]]] = {}
         self._lock = threading.Lock()
 

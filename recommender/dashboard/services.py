@@ -29,8 +29,7 @@ class UploadRejected(ApplicationError):
 
 
 def upload_dir() -> Path:
-    # The worker reads what the web process saved: in docker-compose both mount this folder.
-    return Path(getattr(settings, "UPLOAD_DIR", Path(settings.BASE_DIR) / "var" / "uploads"))
+    return Path(settings.UPLOAD_DIR)
 
 
 def view_as_set(*, session, profile: UserProfile | None) -> None:

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 training_requested = Signal()
 
 # A running version whose heartbeat is older than this is considered lost (its worker died).
-STALE_AFTER = timedelta(seconds=getattr(settings, "TRAINING_STALE_SECONDS", 300))
+STALE_AFTER = timedelta(seconds=settings.TRAINING_STALE_SECONDS)
 TRAINING_LOCK_KEY = 0x7265_6373  # pg_advisory_xact_lock key serialising training requests
 
 
@@ -65,7 +65,7 @@ def hyperparameters_from_config(snapshot: dict) -> HyperParameters:
         early_stopping_k=snapshot["eval_k"],
         # 0 = every core. LightFM's Hogwild threads make multi-threaded runs non-reproducible;
         # 1 gives bit-identical runs for a seed (tests that compare two scorers use it).
-        num_threads=getattr(settings, "TRAINING_NUM_THREADS", 0) or os.cpu_count() or 1,
+        num_threads=settings.TRAINING_NUM_THREADS or os.cpu_count() or 1,
     ).validate()
 
 

@@ -35,9 +35,9 @@ def no_movielens(settings):
 
 
 @pytest.fixture
-def admin_env(monkeypatch):
-    monkeypatch.setenv("ADMIN_USERNAME", "demo-admin")
-    monkeypatch.delenv("ADMIN_PASSWORD", raising=False)
+def admin_env(settings):
+    settings.ADMIN_USERNAME = "demo-admin"
+    settings.ADMIN_PASSWORD = None
 
 
 def _bootstrap(**options) -> str:
@@ -78,17 +78,17 @@ def test_generated_admin_password_is_printed_once_and_works(admin_env, tmp_path)
     assert get_user_model().objects.filter(username="demo-admin").count() == 1
 
 
-def test_admin_password_from_environment_is_used_and_not_printed(admin_env, monkeypatch, tmp_path):
-    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+def test_admin_password_setting_is_used_and_not_printed(admin_env, settings, tmp_path):
+    settings.ADMIN_PASSWORD = "correct-horse-battery-staple"
     Item.objects.create(external_id="keep", title="Already here")
     output = _bootstrap(download_dir=str(tmp_path))
     assert "correct-horse-battery-staple" not in output
     assert get_user_model().objects.get(username="demo-admin").check_password("correct-horse-battery-staple")
 
 
-def test_existing_admin_keeps_its_password_even_when_admin_password_changes(admin_env, monkeypatch, tmp_path):
+def test_existing_admin_keeps_its_password_even_when_admin_password_changes(admin_env, settings, tmp_path):
     get_user_model().objects.create_superuser(username="demo-admin", email="", password="original-secret-1")
-    monkeypatch.setenv("ADMIN_PASSWORD", "another-secret-2")
+    settings.ADMIN_PASSWORD = "another-secret-2"
     Item.objects.create(external_id="keep", title="Already here")
     _bootstrap(download_dir=str(tmp_path))
     assert get_user_model().objects.get(username="demo-admin").check_password("original-secret-1")

@@ -111,3 +111,56 @@ def test_staff_viewing_as_a_user_sees_that_users_homepage(client, planted_catalo
     assert f"Viewing as <strong>{viewed.external_id}</strong>" in html
     cluster_one_titles = [item.title for item in planted_catalog.items_by_cluster[1]]
     assert sum(title in html for title in cluster_one_titles) >= 8
+
+
+# --- accounts without a profile (the admin `make run` creates has none) ------------------------
+
+def _visible_text(html: str) -> str:
+    """What a person reads: the main content without tags."""
+    import re
+
+    main = html.split('<main id="main"', 1)[1].split("</main>", 1)[0]
+    return " ".join(re.sub(r"<[^>]+>", " ", main.split(">", 1)[1]).split())
+
+
+def test_staff_without_a_profile_are_invited_to_view_as_a_user_not_to_sign_in(client, planted_catalog,
+                                                                             django_user_model):
+    from catalog.models import UserProfile
+
+    admin = django_user_model.objects.create_superuser("admin", password="pw-12345-long")
+    assert not UserProfile.objects.filter(user=admin).exists()
+    client.force_login(admin)
+    html = client.get(reverse("home")).content.decode()
+    text = _visible_text(html)
+    assert "Sign in" not in html and "Signed in as <strong>admin</strong>" in html
+    assert "Pick a user in View as user… at the top to see the homepage they get" in text
+    assert "rate a few items to get yours" in text
+    assert f'<a href="{reverse("catalogue")}">rate a few items</a>' in html
+    assert 'id="view-as-user"' in html  # the switcher the notice points at
+    assert "Cluster" in text  # the catalogue's welcome is still there
+
+
+def test_a_signed_in_user_without_a_profile_is_invited_to_rate_and_the_first_rating_makes_one(
+        client, planted_catalog, django_user_model):
+    from catalog.models import UserProfile
+
+    user = django_user_model.objects.create_user("newcomer", password="pw-12345-long")
+    assert not UserProfile.objects.filter(user=user).exists()
+    client.force_login(user)
+    html = client.get(reverse("home")).content.decode()
+    text = _visible_text(html)
+    assert "Sign in" not in html
+    assert "We don't know your taste yet: rate a few items and your recommendations appear here." in text
+    assert "View as user" not in html
+    item = planted_catalog.items_by_cluster[0][0]
+    client.post(reverse("item-rate", args=[item.external_id]), {"kind": "rating", "value": "5"})
+    profile = UserProfile.objects.get(user=user)
+    assert Feedback.objects.filter(user=profile, item=item).count() == 1
+    after = client.get(reverse("home")).content.decode()
+    # Now the pipeline serves the page (no model is trained here, so it says so).
+    assert 'data-fallback-reason="no_active_model"' in after and "Sign in" not in after
+
+
+def test_signed_out_visitors_are_still_asked_to_sign_in(client, planted_catalog):
+    text = _visible_text(client.get(reverse("home")).content.decode())
+    assert "Sign in and rate a few items to get personal recommendations." in text

@@ -180,7 +180,7 @@ def test_api_answers_429_json_with_retry_after_beyond_the_rate(world, settings):
 
 # --- Production settings -----------------------------------------------------------------------------
 
-def _django_subprocess(code: str, *, settings_module: str = "config.settings", **env: str):
+def _django_subprocess(code: str, *, settings_module: str = "config.settings.development", **env: str):
     from django.db import connection
 
     environment = {k: v for k, v in os.environ.items()

@@ -1,7 +1,6 @@
 """`manage.py bootstrap_demo`: the admin account and demo catalogue behind `make run`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from django.conf import settings
@@ -26,9 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--synthetic-interactions", type=int, default=SyntheticSize.interactions)
 
     def handle(self, *args, **options):
-        # Read here rather than in settings: these only matter to this one command.
-        username = os.environ.get("ADMIN_USERNAME") or "admin"
-        admin = admin_ensure(username=username, password=os.environ.get("ADMIN_PASSWORD") or None)
+        admin = admin_ensure(username=settings.ADMIN_USERNAME, password=settings.ADMIN_PASSWORD)
         if not admin.created:
             self.stdout.write(f"Admin user {admin.username!r} already exists: left unchanged.")
         elif admin.generated_password:
@@ -41,7 +38,7 @@ class Command(BaseCommand):
 
         movielens_dir = options["movielens_dir"]
         if movielens_dir is None:
-            movielens_dir = getattr(settings, "MOVIELENS_DIR", None)
+            movielens_dir = settings.MOVIELENS_DIR
         source = demo_catalog_load(
             movielens_dir=movielens_dir,
             download_dir=Path(options["download_dir"]) if options["download_dir"] else default_download_dir(),

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["status", "stop", "url"])
 
     def handle(self, *args, action: str, **options):
-        external = getattr(settings, "EMBEDDED_POSTGRES", None) is None
+        external = settings.EMBEDDED_POSTGRES is None
         if action == "url":
             self.stdout.write(settings.DATABASE_URL)
         elif action == "status":

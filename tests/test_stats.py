@@ -1,4 +1,4 @@
-"""`manage.py stats`: counts of current state, one JSON object with --json."""
+"""`manage.py stats`: catalogue counts and the active model, one JSON object with --json."""
 from __future__ import annotations
 
 import io
@@ -59,3 +59,14 @@ def test_stats_plain_text_lists_the_counts():
     out = io.StringIO()
     call_command("stats", stdout=out)
     assert "items         1 (1 active)" in out.getvalue()
+
+
+def test_stats_name_the_active_model_with_its_metrics():
+    from recommender.models import ModelVersion, VersionStatus
+
+    ModelVersion.objects.create(status=VersionStatus.READY, metrics={"precision_at_10": 0.1})
+    active = ModelVersion.objects.create(status=VersionStatus.ACTIVE, metrics={"precision_at_10": 0.25})
+    assert _stats_json()["active_model"] == {"id": active.id, "metrics": {"precision_at_10": 0.25}}
+    out = io.StringIO()
+    call_command("stats", stdout=out)
+    assert f"active model  {active.id}" in out.getvalue()

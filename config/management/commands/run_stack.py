@@ -136,10 +136,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Skip bootstrap_demo.")
 
     def handle(self, *args, **options):
+        from django.conf import settings
         from django.core.management import call_command
         from django.db import connections
 
-        port = options["port"] or int(os.environ.get("PORT") or 8000)
+        port = options["port"] or settings.RUN_STACK_PORT
         host = options["host"]
         call_command("migrate", interactive=False, verbosity=1, stdout=self.stdout)
         if not options["no_demo"]:
@@ -176,9 +177,9 @@ class Command(BaseCommand):
         `make run` should not open on an empty homepage.
         """
         from catalog.models import Feedback
-        from recommender.models import ModelVersion, VersionStatus
+        from recommender.selectors import active_version
 
-        if ModelVersion.objects.filter(status=VersionStatus.ACTIVE).exists() or not Feedback.objects.exists():
+        if active_version() is not None or not Feedback.objects.exists():
             return
         self.stdout.write("No active model yet: training the first one (about 15 s on MovieLens 100k)...")
         try:
