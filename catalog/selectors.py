@@ -227,7 +227,7 @@ def catalog_counts() -> dict[str, Any]:
     """
     items = Item.objects.aggregate(total=Count("id"), active=Count("id", filter=Q(is_active=True)))
     feedback = (
-        Feedback.objects.filter(_feedback_in_force())
+        Feedback.objects.filter(feedback_in_force())
         .values_list("kind_id").annotate(count=Count("id")).order_by("kind_id")
     )
     features: dict[str, dict[str, int]] = {}
