@@ -22,8 +22,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from catalog import selectors, services
-from catalog.item_panels import item_panels
 from catalog.forms import PAGE_SIZE_DEFAULT, CatalogueFilterForm, RateForm, SignUpForm
+from catalog.item_panels import item_panels
 from catalog.models import Feedback, Item
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ def project_stats_get() -> dict[str, Any]:
     """The catalogue's counts (`catalog.selectors.catalog_counts`) and the active model, or None."""
     active = active_version()
     return {**catalog_counts(),
-            "active_model": None if active is None else {"id": active.id, "metrics": active.metrics}}
+            "active_model": None if active is None else {"id": active.pk, "metrics": active.metrics}}
 
 
 class Command(BaseCommand):
