@@ -157,14 +157,20 @@ def item_embeddings_fetch(*, vector_index: VectorIndex, item_ids: list[int]) -> 
     return dict(zip(ids.tolist(), embeddings, strict=True))
 
 
+# A window reaching back further than any impression can means "every impression". Rule
+# parameters are unbounded floats (a rule of 1e300 days is valid), and timedelta overflows near
+# 1e9 days, so windows are capped here rather than failing every request of the surface.
+IMPRESSION_WINDOW_CAP_DAYS = 100 * 365
+
+
 def _impression_window(rules: list[tuple[str, dict]]) -> timedelta | None:
-    windows = []
+    days = []
     for kind, params in rules:
         if kind == RuleKind.FILTER_SEEN and params.get("impressions_within_days"):
-            windows.append(timedelta(days=params["impressions_within_days"]))
+            days.append(float(params["impressions_within_days"]))
         if kind == RuleKind.DEMOTE_SHOWN:
-            windows.append(timedelta(hours=params["within_hours"]))
-    return max(windows) if windows else None
+            days.append(float(params["within_hours"]) / 24.0)
+    return timedelta(days=min(max(days), IMPRESSION_WINDOW_CAP_DAYS)) if days else None
 
 
 def _rows(query: str, params: list) -> list[tuple]:

@@ -114,3 +114,20 @@ def test_impressions_record_inserts_one_row_per_distinct_item():
     assert len(queries) == 1
     assert len(rows) == 3
     assert set(Impression.objects.filter(profile=profile).values_list("item_id", flat=True)) == {i.pk for i in items}
+
+
+def test_an_impression_window_longer_than_a_timedelta_means_every_impression():
+    """A valid rule of 1e300 days used to raise OverflowError, and every request fell back."""
+    profile = UserProfileFactory()
+    items = [ItemFactory() for _ in range(4)]
+    impressions_record(profile_id=profile.pk, item_ids=[items[1].pk], surface="home")
+    Impression.objects.filter(profile_id=profile.pk).update(shown_at=timezone.now() - timezone.timedelta(days=3000))
+    for rule in (Rule(name="seen", kind="filter_seen", params={"impressions_within_days": 1e300}),
+                 Rule(name="shown", kind="demote_shown", params={"within_hours": 1e300, "factor": 0.0})):
+        rule.full_clean()
+        result = rules_apply(context=home(profile), ranked=ranked([(item, 10 - i) for i, item in enumerate(items)]),
+                             k=4, rules=[rule])
+        if rule.kind == "filter_seen":
+            assert items[1].pk not in ids(result.items)
+        else:
+            assert ids(result.items)[-1] == items[1].pk
