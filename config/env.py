@@ -3,6 +3,7 @@
 Every setting that can change between a laptop, CI and production is read through these helpers,
 so that `grep env_` lists the whole configuration surface.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ under ``context.measure``; with neither, by all-time popularity. Items the activ
 vector for (added after publishing and not embedded yet) keep their place at the bottom of the
 list, below every scored item, so a fallback can still show them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,12 @@ def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int])
     pooled = [item_id for item_id in dict.fromkeys(item_ids) if item_id in by_id]
     if not pooled:
         return {}
-    scores = similarity(by_id[seed_id], np.stack([by_id[item_id] for item_id in pooled]), context.measure,
-                        alpha=context.norm_damping_alpha)
+    scores = similarity(
+        by_id[seed_id],
+        np.stack([by_id[item_id] for item_id in pooled]),
+        context.measure,
+        alpha=context.norm_damping_alpha,
+    )
     return dict(zip(pooled, np.atleast_1d(scores).tolist()))
 
 

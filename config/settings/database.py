@@ -6,6 +6,7 @@ Timeouts: ``connect_timeout`` everywhere; statement and lock timeouts per proces
 Tests run on the same real PostgreSQL: pytest-django creates `test_<name>` beside it.
 `TEST_DATABASE_NAME` lets several test runs share one server without sharing a database.
 """
+
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured

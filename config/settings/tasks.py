@@ -3,6 +3,7 @@
 The default broker is the project's own PostgreSQL through kombu's SQLAlchemy transport, so no
 extra service is needed; `CELERY_BROKER_URL=redis://…` switches to Redis (docker-compose does).
 """
+
 from config.env import env_bool, env_str
 
 from .database import DATABASE_URL

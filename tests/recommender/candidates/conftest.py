@@ -1,4 +1,5 @@
 """A planted catalogue with a trained, active model, shared by the candidate-source tests."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 from django.utils import timezone
 
-from recommender.vectors import store
 from recommender.models import ModelVersion
+from recommender.vectors import store
 from tests.recommender.conftest import PlantedCatalog, build_planted_catalog
 from tests.recommender.test_training import train_inline
 

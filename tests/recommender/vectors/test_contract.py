@@ -5,6 +5,7 @@ items excluded, an inactive item): the in-process `ExactIndex` and the HNSW `Pgv
 must return exactly what the brute-force pgvector scan returns, and keep k rows (or say why not),
 the order, the seed rules and the filters. A new index kind joins ``INDEX_KINDS``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,7 +83,9 @@ def test_k_rows_when_they_exist_and_exactly_what_exists_when_not(served, kind):
     everything = Item.objects.filter(is_active=True).count()
     user_vector = context_build(surface="home", version=version, profile=catalog.profiles_by_cluster[1][0]).user_vector
     allowed = sorted(Item.objects.filter(is_active=True).values_list("pk", flat=True))[:7]
-    only_seven = AnnFilters(exclude_item_ids=tuple(sorted(set(Item.objects.values_list("pk", flat=True)) - set(allowed))))
+    only_seven = AnnFilters(
+        exclude_item_ids=tuple(sorted(set(Item.objects.values_list("pk", flat=True)) - set(allowed)))
+    )
 
     assert len(index.user_neighbours(user_vector, k=10, filters=AnnFilters())) == 10
     assert sorted(_ids(index.user_neighbours(user_vector, k=10, filters=only_seven))) == allowed
@@ -114,8 +117,9 @@ def test_feature_filters_hold_in_every_index(served, kind):
     found = index.user_neighbours(user_vector, k=10, filters=AnnFilters(exclude_feature_ids=(genre_0.pk,)))
     assert len(found) == 10 and set(_ids(found)) <= own_cluster_1
     seed = catalog.items_by_cluster[0][0].pk
-    related = index.item_neighbours([seed], k=10, filters=AnnFilters(require_feature_ids=(
-        Feature.objects.get(type="genre", value="cluster-1").pk,)))[seed]
+    related = index.item_neighbours(
+        [seed], k=10, filters=AnnFilters(require_feature_ids=(Feature.objects.get(type="genre", value="cluster-1").pk,))
+    )[seed]
     assert len(related) == 10 and set(_ids(related)) <= own_cluster_1
 
 
