@@ -43,7 +43,7 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
     # The version's blend (recommender/blend.py), when it has one, mixes signals the model lacks
     # into the order; the items without a vector still sink below every scored item.
     blended = pool_blend_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
-    return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist()))
+    return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist(), strict=True))
 
 
 def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int]) -> dict[int, float] | None:
@@ -61,7 +61,7 @@ def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int])
         context.measure,
         alpha=context.norm_damping_alpha,
     )
-    return dict(zip(pooled, np.atleast_1d(scores).tolist()))
+    return dict(zip(pooled, np.atleast_1d(scores).tolist(), strict=True))
 
 
 def _popularity_scores(item_ids: list[int]) -> dict[int, float]:

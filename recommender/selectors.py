@@ -69,5 +69,5 @@ def related_precomputed_fetch(*, version_id: int | None, item_id: int | None) ->
     sources = sources if isinstance(sources, list) else json.loads(sources)
     return [
         PooledCandidate(item_id=int(related_id), sources=dict(source), score=float(score))
-        for related_id, score, source in zip(related_ids, scores, sources)
+        for related_id, score, source in zip(related_ids, scores, sources, strict=False)
     ]

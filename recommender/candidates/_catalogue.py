@@ -83,7 +83,7 @@ class CatalogueMemo:
         allowed = (block.getnnz(axis=1) > 0) & self.allowed(filters, seeds)
         candidates = np.flatnonzero(allowed)
         ranked = candidates[np.lexsort((self.item_ids[candidates], -score[candidates]))][:n]
-        return list(zip(self.item_ids[ranked].tolist(), score[ranked].tolist()))
+        return list(zip(self.item_ids[ranked].tolist(), score[ranked].tolist(), strict=True))
 
     def fresh(self, *, now_epoch: float, filters, excluded_ids=(), n: int) -> list[tuple[int, float]]:
         """`FreshSource`'s statement, computed here: newest published (not after now) first, ties by id desc."""
@@ -92,7 +92,7 @@ class CatalogueMemo:
         candidates = np.flatnonzero(allowed)
         ranked = candidates[np.lexsort((-self.item_ids[candidates], -self.published[candidates]))][:n]
         ages = (now_epoch - self.published[ranked]) / 86400.0
-        return list(zip(self.item_ids[ranked].tolist(), (1.0 / (1.0 + ages)).tolist()))
+        return list(zip(self.item_ids[ranked].tolist(), (1.0 / (1.0 + ages)).tolist(), strict=True))
 
 
 def catalogue_copy_load(_key: None = None) -> CatalogueMemo | None:

@@ -52,7 +52,7 @@ class BecauseYouLikedSource:
         candidates: list[Candidate] = []
         taken: set[int] = set()
         for rank in range(per_seed):
-            for seed, neighbours in zip(seeds, neighbour_lists):
+            for seed, neighbours in zip(seeds, neighbour_lists, strict=True):
                 if rank < len(neighbours) and neighbours[rank][0] not in taken:
                     item_id, score = neighbours[rank]
                     taken.add(item_id)

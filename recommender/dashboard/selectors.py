@@ -209,7 +209,7 @@ def embedding_map_points(*, version: ModelVersion, color: str) -> dict:
             }
         )
     points = []
-    for pk, (x, y) in zip(item_ids, projection["xy"]):
+    for pk, (x, y) in zip(item_ids, projection["xy"], strict=True):
         if pk not in items:  # deleted since the version was trained
             continue
         external_id, title = items[pk]

@@ -51,7 +51,7 @@ class VersionVectors:
         pairs = [(item_id, self.row_of[item_id]) for item_id in item_ids if item_id in self.row_of]
         if not pairs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        ids, rows = zip(*pairs)
+        ids, rows = zip(*pairs, strict=True)
         return np.asarray(ids, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
@@ -157,7 +157,7 @@ class ExactIndex:
             return []
         scores = vectors.score_vectors.astype(np.float64) @ np.asarray(user_vector, dtype=np.float64)
         rows = _top_rows(scores, vectors.item_ids, self._allowed(filters), k)
-        return list(zip(vectors.item_ids[rows].tolist(), scores[rows].tolist()))
+        return list(zip(vectors.item_ids[rows].tolist(), scores[rows].tolist(), strict=True))
 
     def item_neighbours(
         self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine", alpha: float = 0.5
@@ -174,9 +174,9 @@ class ExactIndex:
             return found
         allowed = self._allowed(filters, seeds)
         scores = similarity(vectors.embeddings[seed_rows], vectors.embeddings, measure, alpha=alpha)
-        for seed, seed_scores in zip(present.tolist(), np.atleast_2d(scores)):
+        for seed, seed_scores in zip(present.tolist(), np.atleast_2d(scores), strict=True):
             rows = _top_rows(seed_scores, vectors.item_ids, allowed, k)
-            found[seed] = list(zip(vectors.item_ids[rows].tolist(), seed_scores[rows].tolist()))
+            found[seed] = list(zip(vectors.item_ids[rows].tolist(), seed_scores[rows].tolist(), strict=True))
         return found
 
     def score_vectors(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:

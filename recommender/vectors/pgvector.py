@@ -311,7 +311,7 @@ class PgvectorIndex:
             ef_search=self.ef_search,
             exact=self.exact,
         )
-        return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances)]
+        return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances, strict=True)]
 
     def vector_neighbours(
         self,
@@ -360,7 +360,7 @@ class PgvectorIndex:
             extra_excluded_ids=exclude_item_ids,
         )
         scores = _scores_from_distances(measure, distances)
-        return [(int(item_id), float(score)) for item_id, score in zip(ids, scores)]
+        return [(int(item_id), float(score)) for item_id, score in zip(ids, scores, strict=True)]
 
     def item_neighbours(
         self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine", alpha: float = 0.5

@@ -171,13 +171,13 @@ def vectors_publish(
             tables.items,
             ["item_id", "score_vector", "embedding"],
             ["int8", "vector", "vector"],
-            zip(item_ids.tolist(), item_score_vectors, item_embeddings),
+            zip(item_ids.tolist(), item_score_vectors, item_embeddings, strict=False),
         )
         _copy_rows(
             tables.users,
             ["profile_id", "score_vector"],
             ["int8", "vector"],
-            zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32)),
+            zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
         )
     _build_indexes(tables)
     logger.info(

@@ -224,7 +224,7 @@ def test_cold_start_item_longer_than_the_version_maximum_is_clipped_at_zero():
         version_id=SYNTHETIC_VERSION, item_id=10_001, score_vector=short_item, embedding=short_item[:-2]
     )
     ids, stored = store.item_vectors_fetch(version_id=SYNTHETIC_VERSION, item_ids=[10_000, 10_001])
-    rows = dict(zip(ids.tolist(), stored))
+    rows = dict(zip(ids.tolist(), stored, strict=True))
 
     assert rows[10_000][-1] == 0.0
     np.testing.assert_allclose(rows[10_000][:-1], long_item)

@@ -57,6 +57,7 @@ def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, b
         zip(
             item_ids.tolist(),
             stored.pool_scores(model_scores=model_scores, history_ids=sorted(seen), candidate_ids=item_ids).tolist(),
+            strict=True,
         )
     )
     # Serving computes the model scores in float32; blended scores are z-units of order 1, so an

@@ -33,7 +33,7 @@ def test_score_is_the_user_item_inner_product_and_sources_are_kept(trained):
     ranked = pool_score(context=context, pool=pool)
 
     item_ids, score_vectors = store.item_vectors_fetch(version_id=trained.version.pk)
-    expected = dict(zip(item_ids.tolist(), (score_vectors @ user_vector).tolist()))
+    expected = dict(zip(item_ids.tolist(), (score_vectors @ user_vector).tolist(), strict=True))
     assert len(ranked) == len(pool) > 15
     for entry in ranked:
         assert entry.score == pytest.approx(expected[entry.item_id], abs=1e-5)
@@ -55,7 +55,7 @@ def test_without_a_user_the_related_pool_is_scored_by_similarity_to_the_seed(tra
 
     ids, embeddings = store.item_embeddings_fetch(version_id=trained.version.pk, item_ids=[e.item_id for e in ranked])
     seed_embedding = store.item_embedding_fetch(version_id=trained.version.pk, item_id=seed.pk)
-    expected = dict(zip(ids.tolist(), similarity(seed_embedding, embeddings, "euclidean").tolist()))
+    expected = dict(zip(ids.tolist(), similarity(seed_embedding, embeddings, "euclidean").tolist(), strict=True))
     assert seed.pk not in {entry.item_id for entry in ranked}
     assert [entry.score for entry in ranked] == pytest.approx([expected[entry.item_id] for entry in ranked])
     assert [entry.score for entry in ranked] == sorted((entry.score for entry in ranked), reverse=True)

@@ -78,7 +78,7 @@ def test_published_inner_products_equal_lightfm_predict(planted_catalog):
         user_features=model.user_features,
         item_features=model.item_features,
     )
-    for user, item, score in zip(users, items, expected):
+    for user, item, score in zip(users, items, expected, strict=True):
         user_vector = store.user_vector_fetch(version_id=version.pk, profile_id=int(model.user_ids.ids[user]))
         item_vector = item_vectors[row_of_item[int(model.item_ids.ids[item])]]
         assert abs(float(user_vector @ item_vector) - float(score)) < 1e-4

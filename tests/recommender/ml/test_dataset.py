@@ -84,7 +84,7 @@ class TestBuildInteractions:
             (1, 2, 0.0, 0.0, False),  # zero-weight kind: ignored
             (2, 3, 2.0, 0.0, False),  # purchase-like kind weight 2
         ]
-        u, i, w, v, e = map(np.array, zip(*events))
+        u, i, w, v, e = map(np.array, zip(*events, strict=True))
         result = build_interactions(u, i, w, v, e, 3, 4)
         np.testing.assert_allclose(
             result.weights.toarray(),

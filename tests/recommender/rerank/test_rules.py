@@ -146,7 +146,7 @@ def test_filter_inactive_removes_inactive_and_deleted_items():
 )
 def test_feature_boost_lifts_matching_items(planted_catalog, head_scores, tail_scores):
     head, boosted = planted_catalog.items_by_cluster[0][:5], planted_catalog.items_by_cluster[1][:5]
-    items = ranked(list(zip(head, head_scores)) + list(zip(boosted, tail_scores)))
+    items = ranked(list(zip(head, head_scores, strict=True)) + list(zip(boosted, tail_scores, strict=True)))
     scores_before = [entry.score for entry in items]
     assert set(ids(items[:5])) == {item.pk for item in head}
 

@@ -8,6 +8,8 @@ the order, the seed rules and the filters. A new index kind joins ``INDEX_KINDS`
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -101,7 +103,7 @@ def test_order_is_score_then_item_id_and_a_seed_without_a_vector_gets_nothing(se
     user_vector = context_build(surface="home", version=version, profile=catalog.profiles_by_cluster[0][1]).user_vector
     found = index.user_neighbours(user_vector, k=40, filters=AnnFilters())
     assert len(found) == 40
-    for (first_id, first_score), (next_id, next_score) in zip(found, found[1:]):
+    for (first_id, first_score), (next_id, next_score) in pairwise(found):
         assert first_score > next_score or (first_score == next_score and first_id < next_id)
     missing = 10**9
     assert index.item_neighbours([missing], k=5, filters=AnnFilters()) == {missing: []}
@@ -132,5 +134,5 @@ def test_score_vectors_and_embeddings_are_the_stored_rows(served, kind):
         ids, rows = getattr(index, read)(wanted)
         stored_ids, stored_rows = getattr(store_index, read)(wanted)
         assert sorted(ids.tolist()) == sorted(stored_ids.tolist()) == sorted(wanted[:6])
-        by_id = dict(zip(stored_ids.tolist(), stored_rows))
+        by_id = dict(zip(stored_ids.tolist(), stored_rows, strict=True))
         np.testing.assert_allclose(rows, np.stack([by_id[item_id] for item_id in ids.tolist()]), rtol=1e-6)
