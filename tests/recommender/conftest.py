@@ -17,6 +17,9 @@ from django.db import connection
 from django.utils import timezone
 
 from catalog.models import Feature, Feedback, Item, ItemFeature, UserFeature, UserProfile
+from recommender.models import ModelVersion
+from recommender.vectors import store
+from tests.recommender.test_training import train_inline
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -101,6 +104,26 @@ def build_planted_catalog(
 @pytest.fixture
 def planted_catalog(db) -> PlantedCatalog:
     return build_planted_catalog()
+
+
+@dataclass
+class Trained:
+    """A planted catalogue with a trained, active model (shared by the candidate, ranking and ANN tests)."""
+
+    catalog: PlantedCatalog
+    version: ModelVersion
+
+    def own_item_ids(self, cluster: int) -> set[int]:
+        return {item.pk for item in self.catalog.items_by_cluster[cluster]}
+
+    def user_vector(self, profile_id: int):
+        return store.user_vector_fetch(version_id=self.version.pk, profile_id=profile_id)
+
+
+@pytest.fixture
+def trained(db) -> Trained:
+    catalog = build_planted_catalog(users_per_cluster=15, items_per_cluster=30, ratings_per_user=10)
+    return Trained(catalog=catalog, version=train_inline())
 
 
 def _test_database_url() -> str:

@@ -10,7 +10,6 @@ from catalog.models import Feature, Item
 from recommender.vectors import pgvector, store
 from recommender.vectors.base import AnnFilters
 from recommender.vectors.pgvector import PgvectorIndex
-from tests.recommender.candidates.conftest import trained  # noqa: F401  (the shared trained-catalogue fixture)
 
 pytestmark = pytest.mark.django_db
 

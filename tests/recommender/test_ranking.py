@@ -14,7 +14,6 @@ from recommender.ml.similarity import similarity
 from recommender.ranking import pool_score
 from recommender.vectors import store
 from tests.factories import FeedbackFactory, ItemFactory
-from tests.recommender.candidates.conftest import trained  # noqa: F401  (the shared trained-catalogue fixture)
 
 pytestmark = pytest.mark.django_db
 
