@@ -289,7 +289,8 @@ def main() -> None:
         )
     print(
         f"ANN recall@{arguments.k} vs exact (ef_search={arguments.ef_search}, "
-        f"iterative_scan=relaxed_order, overfetch={pgvector.RELAXED_OVERFETCH}, max_scan_tuples={pgvector.MAX_SCAN_TUPLES}"
+        f"iterative_scan=relaxed_order, overfetch={pgvector.RELAXED_OVERFETCH}, "
+        f"max_scan_tuples={pgvector.MAX_SCAN_TUPLES}"
         f"{', seq scans disabled' if arguments.force_index else ''})"
     )
     header = ("query set", "plan", "n", "recall", "min", "all k", "ann p50 ms", "ann p99 ms", "exact p50 ms")

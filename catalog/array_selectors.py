@@ -25,7 +25,7 @@ FETCH_BATCH = 200_000
 
 @dataclass(frozen=True)
 class CatalogArrays:
-    """The catalogue as numpy arrays (database primary keys), ready for a numeric core (the recommender's ``ml.dataset``)."""
+    """The catalogue as numpy arrays (database primary keys), for a numeric core (the recommender's ``ml.dataset``)."""
 
     user_ids: np.ndarray  # (n_users,) int64, UserProfile pks
     item_ids: np.ndarray  # (n_items,) int64, Item pks
@@ -271,7 +271,10 @@ def item_feedback_counts(*, item_ids: list[int]) -> dict[int, int]:
 
 
 def item_states(*, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Every item as arrays (ids ascending, ``is_active``, ``published_at`` unix seconds or NaN); None over ``limit``."""
+    """Every item as arrays (ids ascending, ``is_active``, ``published_at`` unix seconds or NaN).
+
+    None when there are more than ``limit`` items.
+    """
     rows = _rows(
         "SELECT id, is_active, extract(epoch FROM published_at)::float8 FROM catalog_item ORDER BY id LIMIT %s",
         [limit + 1],

@@ -115,7 +115,7 @@ def error_responses_add(result, generator, request, public):
     components[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
     components[JSON_VALUE_SCHEMA_NAME] = JSON_VALUE_SCHEMA
     for path, operations in result.get("paths", {}).items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             _body_required_by_variants(operation, components)

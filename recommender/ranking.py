@@ -26,10 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> list[PooledCandidate]:
-    if scores_by_item:
-        floor = min(scores_by_item.values()) - 1.0
-    else:
-        floor = 0.0
+    floor = min(scores_by_item.values()) - 1.0 if scores_by_item else 0.0
     for entry in pool:
         entry.score = scores_by_item.get(entry.item_id, floor)
     return sorted(pool, key=lambda entry: (-scores_by_item.get(entry.item_id, floor), entry.item_id))

@@ -85,7 +85,7 @@ class FeatureSerializer(StrictSerializer):
 
 def features_out(links) -> list[dict[str, Any]]:
     ordered = sorted(links, key=lambda link: (link.feature.type, link.feature.value))
-    return [{"type": l.feature.type, "value": l.feature.value, "weight": l.weight} for l in ordered]
+    return [{"type": link.feature.type, "value": link.feature.value, "weight": link.weight} for link in ordered]
 
 
 def features_in(features: list[dict[str, Any]]) -> list[tuple[str, str, float]]:

@@ -10,7 +10,7 @@ from .database import DATABASE_URL
 
 
 def _sqlalchemy_url(database_url: str) -> str:
-    scheme, rest = database_url.split("://", 1)
+    _scheme, rest = database_url.split("://", 1)
     return f"sqla+postgresql+psycopg://{rest}"
 
 

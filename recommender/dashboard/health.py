@@ -104,7 +104,7 @@ def worker_check(*, fresh_for: timedelta = WORKER_FRESH_FOR) -> Check:
         detail += f"; running: {', '.join(running)}"
     if not fresh:
         detail += f" (older than {int(fresh_for.total_seconds() // 60)} min: the worker or beat may be down)"
-    return Check("worker", True if fresh else False, detail, _ms(started), data)
+    return Check("worker", fresh, detail, _ms(started), data)
 
 
 def active_model_check() -> Check:

@@ -132,7 +132,7 @@ def import_task_get(*, task_id: str):
 def map_color_choices() -> list[str]:
     """Item feature types, plus the provider column, that can colour the map."""
     types = sorted(set(Feature.objects.filter(subject=FeatureSubject.ITEM).values_list("type", flat=True)))
-    return types + [PROVIDER_COLOR]
+    return [*types, PROVIDER_COLOR]
 
 
 def _version_embeddings(version_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,10 +185,10 @@ def embedding_map_points(*, version: ModelVersion, color: str) -> dict:
     projection = version_projection(version=version)
     item_ids = projection["item_ids"]
     category_of = _item_categories(item_ids, color)
-    items = dict(
-        (pk, (external_id, title))
+    items = {
+        pk: (external_id, title)
         for pk, external_id, title in Item.objects.filter(pk__in=item_ids).values_list("pk", "external_id", "title")
-    )
+    }
     counts: dict[str, int] = {}
     for pk in item_ids:
         name = category_of.get(pk, "(none)")

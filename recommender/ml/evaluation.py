@@ -93,7 +93,7 @@ def time_split(positives: sp.csr_matrix, weights: sp.csr_matrix, timestamps, tes
         times = np.asarray(timestamps)
     if len(times) != positives.nnz:
         raise ValueError(f"got {len(times)} timestamps for {positives.nnz} positive pairs.")
-    n_test = int(round(test_fraction * positives.nnz))
+    n_test = round(test_fraction * positives.nnz)
     test_mask = np.zeros(positives.nnz, dtype=bool)
     test_mask[np.argsort(times, kind="stable")[positives.nnz - n_test :]] = True
     return _split_by_mask(positives, weights, test_mask)

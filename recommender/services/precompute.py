@@ -7,11 +7,12 @@ table, like the vector tables::
     rec_related_v<N>(item_id bigint PRIMARY KEY, related_ids bigint[], scores real[],
                      sources jsonb, computed_at timestamptz)
 
-Serving reads one row (`recommender.selectors.related_precomputed_fetch`) and still applies the re-ranking rules (they may change at any time and
-may depend on the visitor). An item without a row (new since the run, or the table not yet
-filled) is computed live. A plain table rather than a Django model: it lives and dies with a
-version, and is dropped here when a newer version's table is written and the version it
-belongs to has lost its vectors (retired or failed); `vectors_drop` does not know about it.
+Serving reads one row (`recommender.selectors.related_precomputed_fetch`) and still applies the
+re-ranking rules (they may change at any time and may depend on the visitor). An item without a
+row (new since the run, or the table not yet filled) is computed live. A plain table rather than
+a Django model: it lives and dies with a version, and is dropped here when a newer version's
+table is written and the version it belongs to has lost its vectors (retired or failed);
+`vectors_drop` does not know about it.
 """
 
 from __future__ import annotations

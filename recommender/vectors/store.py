@@ -226,7 +226,7 @@ def user_search_vector(*, version_id: int, score_vector: np.ndarray) -> np.ndarr
 def user_score_vectors_pad(score_vectors: np.ndarray) -> np.ndarray:
     """[u, 1, b] rows (n, d + 2) or one row (d + 2,) → with a 0 appended (the MIPS coordinate's partner)."""
     rows = np.asarray(score_vectors, dtype=np.float32)
-    padding = np.zeros(rows.shape[:-1] + (1,), dtype=np.float32)
+    padding = np.zeros((*rows.shape[:-1], 1), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate([rows, padding], axis=-1))
 
 
@@ -394,7 +394,8 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
         cursor.execute(
             sql.SQL(
                 "INSERT INTO {} (item_id, score_vector, embedding) VALUES (%s, %s, %s) "
-                "ON CONFLICT (item_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, embedding = EXCLUDED.embedding"
+                "ON CONFLICT (item_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, "
+                "embedding = EXCLUDED.embedding"
             ).format(sql.Identifier(tables.items)),
             [item_id, stored[0], np.asarray(embedding, dtype=np.float32)],
         )

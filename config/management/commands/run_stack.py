@@ -2,12 +2,14 @@
 
 It migrates, loads the demo data, then supervises the web server, a Celery worker and Celery beat
 as child processes. Each child gets its own process group so that stopping it also stops what it
-forked (Celery's prefork pool) when it has to be killed. Ctrl-C or SIGTERM stops everything; a child that dies on its own
-takes the others down and makes `run_stack` exit non-zero, so a half-running stack never lingers.
+forked (Celery's prefork pool) when it has to be killed. Ctrl-C or SIGTERM stops everything; a
+child that dies on its own takes the others down and makes `run_stack` exit non-zero, so a
+half-running stack never lingers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -102,10 +104,8 @@ class ProcessGroup:
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass  # the whole group has already exited
 
 
 def stack_commands(*, host: str, port: int, gunicorn: bool, worker: bool, beat: bool) -> dict[str, list[str]]:
