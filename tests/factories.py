@@ -26,15 +26,15 @@ def feedback_kind_for(code: str) -> FeedbackKind:
     for seed_code, name, weight, explicit, stateful, low, high, default in _SEED.DEFAULT_KINDS:
         FeedbackKind.objects.get_or_create(
             code=seed_code,
-            defaults=dict(
-                name=name,
-                weight=weight,
-                is_explicit=explicit,
-                is_stateful=stateful,
-                min_value=low,
-                max_value=high,
-                default_value=default,
-            ),
+            defaults={
+                "name": name,
+                "weight": weight,
+                "is_explicit": explicit,
+                "is_stateful": stateful,
+                "min_value": low,
+                "max_value": high,
+                "default_value": default,
+            },
         )
     return FeedbackKind.objects.get(pk=code)
 

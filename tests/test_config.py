@@ -74,7 +74,7 @@ def test_env_int_float_and_list(monkeypatch):
     assert env_float("RECSYS_TEST_FLOAT", 1.0) == 0.25
     assert env_list("RECSYS_TEST_LIST") == ["a.example", "b.example"]
     monkeypatch.setenv("RECSYS_TEST_INT", "4.5")
-    with pytest.raises(ImproperlyConfigured, match="RECSYS_TEST_INT='4.5' is not an integer"):
+    with pytest.raises(ImproperlyConfigured, match=r"RECSYS_TEST_INT='4\.5' is not an integer"):
         env_int("RECSYS_TEST_INT", 1)
     monkeypatch.setenv("RECSYS_TEST_FLOAT", "fast")
     with pytest.raises(ImproperlyConfigured, match="is not a number"):
@@ -112,7 +112,7 @@ def test_database_url_password_and_name_are_unquoted():
 
 @pytest.mark.parametrize("url", ["sqlite:///db.sqlite3", "mysql://u:p@h/d"])
 def test_database_url_rejects_other_databases_clearly(url):
-    with pytest.raises(ImproperlyConfigured, match="must be a PostgreSQL URL .*needs PostgreSQL with pgvector"):
+    with pytest.raises(ImproperlyConfigured, match=r"must be a PostgreSQL URL .*needs PostgreSQL with pgvector"):
         database_from_url(url)
 
 

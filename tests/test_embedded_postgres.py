@@ -70,7 +70,7 @@ def test_database_url_sends_everything_to_that_server(second_server):
 
 
 def test_embedded_postgres_command_with_database_url(second_server):
-    path, server = second_server
+    _path, server = second_server
     url = server.url("other")
     stopped = _manage("embedded_postgres", "stop", database_url=url)
     assert stopped.returncode == 0, stopped.stderr

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from catalog.importers.synthetic import CatalogPlanError, plan_catalog
 from catalog.models import Feedback, Item, ItemFeature, UserFeature, UserProfile
 
-SMALL = dict(users=200, items=300, interactions=5000, clusters=3)
+SMALL = {"users": 200, "items": 300, "interactions": 5000, "clusters": 3}
 
 
 def _interactions(plan):

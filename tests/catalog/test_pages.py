@@ -158,7 +158,7 @@ def test_catalogue_query_count_does_not_grow_with_items(client, django_assert_ma
 
 
 def test_home_query_count(client, django_assert_max_num_queries):
-    for n in range(15):
+    for _ in range(15):
         FeedbackFactory(item=ItemFactory(features=[("genre", "Drama")]))
     with django_assert_max_num_queries(3):
         response = client.get(reverse("home"))

@@ -52,7 +52,7 @@ def test_a_batch_touching_many_items_updates_each_once():
 
 
 def test_catalogue_sorts_by_the_stored_popularity(client):
-    quiet, busy = ItemFactory(title="Quiet"), ItemFactory(title="Busy")
+    _quiet, busy = ItemFactory(title="Quiet"), ItemFactory(title="Busy")
     for profile in UserProfileFactory.create_batch(3):
         feedback_record(profile=profile, item=busy, kind="view")
     response = client.get("/catalogue/?sort=popular")

@@ -58,7 +58,7 @@ def test_item_create_stores_features_in_every_spelling():
 
     other = item_create(external_id="m2", title="Heat", features={"genre": ["Comedy", "Crime"], "tag": {"heist": 0.5}})
     assert Feature.objects.filter(subject="item", type="genre", value="Comedy").count() == 1  # shared, not duplicated
-    assert {(l.feature.value, l.weight) for l in other.feature_links.select_related("feature")} == {
+    assert {(link.feature.value, link.weight) for link in other.feature_links.select_related("feature")} == {
         ("Comedy", 1.0),
         ("Crime", 1.0),
         ("heist", 0.5),
@@ -318,10 +318,13 @@ def test_feedback_signal_fires_after_commit_only(profile, item, django_capture_o
         ]
 
         received.clear()
-        with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError):
-            with transaction.atomic():
-                feedback_record(profile=profile, item=item, kind="view")
-                raise RuntimeError("roll back")
+        with (
+            django_capture_on_commit_callbacks(execute=True) as callbacks,
+            pytest.raises(RuntimeError),
+            transaction.atomic(),
+        ):
+            feedback_record(profile=profile, item=item, kind="view")
+            raise RuntimeError("roll back")
         assert callbacks == [] and received == []
 
         with django_capture_on_commit_callbacks(execute=True):
@@ -364,7 +367,7 @@ def test_concurrent_reratings_leave_exactly_one_current_row(existing):
     profile, item = UserProfileFactory(), ItemFactory()
     if existing:
         feedback_record(profile=profile, item=item, kind="rating", value=1)
-    for round_number in range(4):
+    for _ in range(4):
         _in_threads(3, lambda i: feedback_record(profile=profile, item=item, kind="rating", value=2 + i))
         current = Feedback.objects.filter(user=profile, item=item, kind="rating", is_current=True)
         assert current.count() == 1

@@ -15,6 +15,7 @@ from another connection before and after the kill.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,7 +94,8 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
     pipe = {}
 
     def feed() -> None:
-        pipe["handle"] = open(directory / "ratings.csv", "w")  # blocks until the importer opens it
+        # A FIFO: opening it blocks until the importer opens it too.
+        pipe["handle"] = open(directory / "ratings.csv", "w")  # noqa: SIM115  (the test's finally closes it)
         pipe_open.set()
         handle = pipe["handle"]
         handle.write("userId,movieId,rating,timestamp\n")
@@ -129,10 +131,8 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
             os.killpg(importer.pid, signal.SIGKILL)
             importer.wait(timeout=30)
         if pipe_open.is_set():
-            try:
+            with contextlib.suppress(BrokenPipeError):  # the reader was killed: expected
                 pipe["handle"].close()
-            except BrokenPipeError:
-                pass  # the reader was killed: expected
         feeder.join(timeout=30)
 
     time.sleep(0.2)

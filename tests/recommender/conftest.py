@@ -144,7 +144,7 @@ class WorkerProcess:
         env.pop("CELERY_BROKER_URL", None)  # the broker follows DATABASE_URL: the test database
         env.update(DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="0", PYTHONUNBUFFERED="1")
         self.log_path = log_path
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the worker's stdout until stop() closes it)
         self.process = subprocess.Popen(
             [
                 sys.executable,

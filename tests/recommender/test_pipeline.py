@@ -45,7 +45,7 @@ def test_home_serves_the_users_cluster_by_model_with_sources(served):
 
 
 def test_related_items_of_a_cluster_item_come_from_its_cluster(served):
-    catalog, version = served
+    catalog, _version = served
     seed = catalog.items_by_cluster[1][0]
     result = serving.related_items(item=seed, k=5)
 
@@ -137,7 +137,7 @@ def test_generations_are_shared_through_the_database_not_the_process():
 
 
 def test_pipeline_preview_returns_the_list_before_and_after_the_rules(served):
-    catalog, version = served
+    catalog, _version = served
     profile = catalog.profiles_by_cluster[0][0]
     Rule.objects.create(
         name="max 2 per genre",

@@ -147,7 +147,7 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
 
 
 def test_only_the_most_popular_items_are_precomputed_and_the_tail_is_answered_live(served, settings):
-    catalog, version = served
+    _catalog, version = served
     settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
     by_popularity = list(Item.objects.filter(is_active=True).order_by("-popularity", "pk").values_list("pk", flat=True))
     assert precompute.related_items_precompute(version=version) == 5

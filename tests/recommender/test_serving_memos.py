@@ -84,7 +84,7 @@ def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeyp
 
 
 def test_memos_are_refused_inside_a_transaction_and_without_a_generation(served):
-    catalog, version = served
+    _catalog, version = served
     generation = global_generation_fetch()
     assert transaction.get_connection().in_atomic_block  # the test's own transaction
     assert version_vectors(version_id=version.pk, generation=generation) is None
@@ -107,7 +107,7 @@ def test_feedback_summary_matches_the_separate_reads(served):
 
 
 def test_plain_recommendations_body_equals_the_serializer(served):
-    catalog, version = served
+    catalog, _version = served
     profile = catalog.profiles_by_cluster[1][2]
     Rule.objects.create(name="no inactive", kind="filter_inactive", scope="home")
     for result in (

@@ -116,7 +116,7 @@ def test_failed_run_never_touches_the_served_version(planted_catalog):
     broken = TrainingConfig.objects.create(name="no positives", positive_threshold=99.0)
     version = model_training_request(config=broken, enqueue=False)
     version = model_version_claim(version_id=version.pk)
-    with pytest.raises(Exception):
+    with pytest.raises(FeatureShapeError, match="no positive interactions"):
         model_version_run(version=version)
 
     version.refresh_from_db()

@@ -116,7 +116,7 @@ def test_login_locks_out_after_n_failures_even_with_the_right_password(world, se
 
 def test_a_forged_forwarded_for_header_does_not_escape_the_lockout(world, settings):
     settings.LOGIN_MAX_FAILURES = 2
-    for n in range(2):
+    for _ in range(2):
         _login(Client(), "wrong")
     response = Client().post(
         reverse("login"),
