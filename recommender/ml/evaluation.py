@@ -251,7 +251,7 @@ def ranking_metrics(
     test_bool.eliminate_zeros()
     users = np.flatnonzero(np.diff(test_bool.indptr) > 0)
     batch_size = batch_size or max(1, _MAX_BATCH_CELLS // max(n_items, 1))
-    out = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = np.array(scorer(batch), dtype=np.float64)

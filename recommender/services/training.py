@@ -326,11 +326,12 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.save(update_fields=["n_users", "n_items", "n_interactions", "dimension", "epochs_total"])
 
     progress.enter(VersionStatus.TRAINING)
-    best = {"epoch": params.epochs, "score": -1.0}
+    best_epoch, best_score = params.epochs, -1.0
 
     def on_epoch(epoch: int, total: int, validation_precision: float | None, offset: int = 0) -> None:
-        if validation_precision is not None and validation_precision > best["score"]:
-            best.update(epoch=epoch, score=validation_precision)
+        nonlocal best_epoch, best_score
+        if validation_precision is not None and validation_precision > best_score:
+            best_epoch, best_score = epoch, validation_precision
         progress.epoch(offset + epoch, version.epochs_total)
 
     train = _with_interactions(data, split.train_positives, split.train_weights)
@@ -366,7 +367,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         progress.enter(VersionStatus.TRAINING)
         model = fit(
             data,
-            _refit_parameters(params, best["epoch"], snapshot["test_fraction"]),
+            _refit_parameters(params, best_epoch, snapshot["test_fraction"]),
             resume=model,
             on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs),
         )
