@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Django's command-line utility. Starts the embedded PostgreSQL on first use (see config/embedded_postgres.py)."""
+
 import os
 import sys
 

@@ -3,6 +3,7 @@
 Each benchmark is a module of this package that prints Markdown tables; it also runs alone with
 `python -m bench.<name>`. `--quick` asks each for its smaller sizes; `--only a,b` picks some.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,16 @@ from datetime import UTC, datetime
 from bench._common import REPO
 
 # Order matters a little: the cheap ones first, so a long one failing late still leaves results.
-BENCHMARKS = ["ml_quality", "training", "ann_recall", "serving_latency", "page_speed", "load_feedback", "load_retrain",
-              "generate_catalog"]
+BENCHMARKS = [
+    "ml_quality",
+    "training",
+    "ann_recall",
+    "serving_latency",
+    "page_speed",
+    "load_feedback",
+    "load_retrain",
+    "generate_catalog",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.only.split(",") if n] or BENCHMARKS
     results_dir = REPO / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    sections = [f"# Benchmark results\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-                f"{platform.machine()}, Python {platform.python_version()}, quick={args.quick}\n"]
+    sections = [
+        f"# Benchmark results\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()}, Python {platform.python_version()}, quick={args.quick}\n"
+    ]
     failed = []
     for name in names:
         if not (REPO / "bench" / f"{name}.py").exists():

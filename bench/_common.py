@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: a scratch database on the embedded server, and table printing."""
+
 from __future__ import annotations
 
 import os
@@ -68,5 +69,6 @@ def scratch_database(name: str, *, keep: bool = False):
 def manage(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, DATABASE_URL=url)
     env.pop("CELERY_BROKER_URL", None)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, check=check,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, check=check, capture_output=True, text=True
+    )

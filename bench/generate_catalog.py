@@ -10,6 +10,7 @@ Usage: .venv/bin/python bench/generate_catalog.py [--items 1000000] [--interacti
 Peak RSS is the generating Python process's (getrusage RUSAGE_CHILDREN: the largest child
 waited for); PostgreSQL's own backends are not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ DATABASE = "bench_generate"
 
 def _manage(arguments: list[str], environment: dict[str, str]) -> tuple[float, str]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "manage.py", *arguments], cwd=REPO, env=environment,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *arguments], cwd=REPO, env=environment, capture_output=True, text=True
+    )
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
         raise SystemExit(f"manage.py {' '.join(arguments)} failed with exit code {result.returncode}")
@@ -54,8 +56,11 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
-    parser.add_argument("--quick", action="store_true",
-                        help="100k items, 1M interactions, 10k users (the full size takes about 20 minutes).")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="100k items, 1M interactions, 10k users (the full size takes about 20 minutes).",
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.items, arguments.interactions, arguments.users = 100_000, 1_000_000, 10_000
@@ -66,9 +71,21 @@ def main() -> None:
     environment = {**os.environ, "DATABASE_URL": server.url(DATABASE)}
     try:
         migrate_seconds, _ = _manage(["migrate", "--noinput", "--skip-checks"], environment)
-        generate = ["generate_catalog", "--users", str(arguments.users), "--items", str(arguments.items),
-                    "--interactions", str(arguments.interactions), "--seed", str(arguments.seed),
-                    "--clusters", str(arguments.clusters), "--no-progress", "--json"]
+        generate = [
+            "generate_catalog",
+            "--users",
+            str(arguments.users),
+            "--items",
+            str(arguments.items),
+            "--interactions",
+            str(arguments.interactions),
+            "--seed",
+            str(arguments.seed),
+            "--clusters",
+            str(arguments.clusters),
+            "--no-progress",
+            "--json",
+        ]
         generate_seconds, output = _manage(generate, environment)
         peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         summary = json.loads(output.strip().splitlines()[-1])

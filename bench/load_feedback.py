@@ -18,6 +18,7 @@ Checked afterwards, from the database (exit status 1 on any failure):
 
 Usage: python -m bench.load_feedback [--quick] [--clients 50] [--seconds 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,11 +60,17 @@ class RatingTraffic:
                 return {**original, "resent": True}
         identity = self.clients[client]
         spec = {
-            "method": "POST", "path": "/api/v1/feedback",
+            "method": "POST",
+            "path": "/api/v1/feedback",
             "headers": {"Authorization": f"Token {identity['token']}"},
-            "body": {"item": rng.choice(self.items), "kind": "rating", "value": float(rng.randint(2, 10)) / 2,
-                     "idempotency_key": f"{KEY_PREFIX}{client}-{n}"},
-            "user": identity["user"], "resent": False,
+            "body": {
+                "item": rng.choice(self.items),
+                "kind": "rating",
+                "value": float(rng.randint(2, 10)) / 2,
+                "idempotency_key": f"{KEY_PREFIX}{client}-{n}",
+            },
+            "user": identity["user"],
+            "resent": False,
         }
         with self.lock:
             self.recent.append(spec)
@@ -87,10 +94,13 @@ def integrity_check(database_url: str, samples: list[Sample]) -> tuple[dict, lis
         rows = connection.execute(
             "SELECT f.idempotency_key, f.id, u.external_id, i.external_id, f.value FROM catalog_feedback f "
             "JOIN catalog_userprofile u ON u.id = f.user_id JOIN catalog_item i ON i.id = f.item_id "
-            "WHERE f.idempotency_key LIKE %s", [KEY_PREFIX + "%"]).fetchall()
+            "WHERE f.idempotency_key LIKE %s",
+            [KEY_PREFIX + "%"],
+        ).fetchall()
         current_twice = connection.execute(
             "SELECT count(*) FROM (SELECT 1 FROM catalog_feedback WHERE kind_id = 'rating' AND is_current "
-            "GROUP BY user_id, item_id HAVING count(*) > 1) AS doubled").fetchone()[0]
+            "GROUP BY user_id, item_id HAVING count(*) > 1) AS doubled"
+        ).fetchone()[0]
         pairs_without_current = connection.execute(
             "SELECT count(*) FROM (SELECT 1 FROM catalog_feedback WHERE kind_id = 'rating' "
             "GROUP BY user_id, item_id HAVING NOT bool_or(coalesce(is_current, false))) AS none_current"
@@ -132,12 +142,22 @@ def integrity_check(database_url: str, samples: list[Sample]) -> tuple[dict, lis
     return figures, problems
 
 
-def feedback_load(*, database_url: str, log_dir: Path, clients: int, seconds: float, items: int,
-                  workers: int, threads: int, resend: float) -> dict:
+def feedback_load(
+    *,
+    database_url: str,
+    log_dir: Path,
+    clients: int,
+    seconds: float,
+    items: int,
+    workers: int,
+    threads: int,
+    resend: float,
+) -> dict:
     """Seed, serve, load, check; returns the figures and the problems found (empty: all promises held)."""
     seeded = api_clients_create(database_url, users=clients, items=items, prefix="lf-")
-    server = GunicornServer(database_url=database_url, log_path=log_dir / "load_feedback_gunicorn.log",
-                            workers=workers, threads=threads)
+    server = GunicornServer(
+        database_url=database_url, log_path=log_dir / "load_feedback_gunicorn.log", workers=workers, threads=threads
+    )
     try:
         server.wait_ready()
         traffic = RatingTraffic(clients=seeded["clients"], items=seeded["items"], resend=resend)
@@ -163,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--resend", type=float, default=0.3,
-                        help="Share of a re-sending client's requests that are copies.")
+    parser.add_argument(
+        "--resend", type=float, default=0.3, help="Share of a re-sending client's requests that are copies."
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.seconds = 10, 8.0
@@ -172,20 +193,42 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with scratch_database("bench_load_feedback") as url:
         manage_on(url, "migrate", "--noinput")
-        result = feedback_load(database_url=url, log_dir=log_dir, clients=args.clients, seconds=args.seconds,
-                               items=args.items, workers=args.workers, threads=args.threads, resend=args.resend)
+        result = feedback_load(
+            database_url=url,
+            log_dir=log_dir,
+            clients=args.clients,
+            seconds=args.seconds,
+            items=args.items,
+            workers=args.workers,
+            threads=args.threads,
+            resend=args.resend,
+        )
     summary, figures = result["summary"], result["figures"]
     print_table(
         f"Concurrent writers: {args.clients} clients posting ratings for {args.seconds:g} s "
         f"(gunicorn {args.workers} workers × {args.threads} threads, token auth)",
         ["requests", "requests/s", "p50 ms", "p99 ms", "max ms", "2xx", "4xx", "5xx", "transport errors"],
-        [[summary["requests"], round(summary["requests_per_second"], 1), round(summary["p50_ms"], 1),
-          round(summary["p99_ms"], 1), round(summary["max_ms"], 1), summary["2xx"], summary["4xx"],
-          summary["5xx"], summary["transport_errors"]]],
-        note="Load generator: Python threads with keep-alive http.client connections, on the same machine.")
-    print_table("Integrity (checked in the database after the run)", ["check", "value"],
-                [[name, value] for name, value in figures.items()]
-                + [["problems", "; ".join(result["problems"][:5]) or "none"]])
+        [
+            [
+                summary["requests"],
+                round(summary["requests_per_second"], 1),
+                round(summary["p50_ms"], 1),
+                round(summary["p99_ms"], 1),
+                round(summary["max_ms"], 1),
+                summary["2xx"],
+                summary["4xx"],
+                summary["5xx"],
+                summary["transport_errors"],
+            ]
+        ],
+        note="Load generator: Python threads with keep-alive http.client connections, on the same machine.",
+    )
+    print_table(
+        "Integrity (checked in the database after the run)",
+        ["check", "value"],
+        [[name, value] for name, value in figures.items()]
+        + [["problems", "; ".join(result["problems"][:5]) or "none"]],
+    )
     return 1 if result["problems"] else 0
 
 

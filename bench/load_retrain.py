@@ -28,6 +28,7 @@ URLs per phase for comparison when the binary is present.
 
 Usage: python -m bench.load_retrain [--quick] [--clients 8] [--idle 20] [--after 8] [--wrk]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,11 +80,34 @@ class CeleryWorker:
         self.log = open(log_path, "wb")  # noqa: SIM115  (the worker's stdout until stop() closes it)
         self.log_path = log_path
         self.process = subprocess.Popen(
-            ["nice", "-n", "19", sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default",
-             "--pool", "solo", "--concurrency", "1", "-l", "warning", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=REPO, env=server_env(database_url, CELERY_TASK_ALWAYS_EAGER="0"), stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "nice",
+                "-n",
+                "19",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "training,default",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=server_env(database_url, CELERY_TASK_ALWAYS_EAGER="0"),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -106,8 +130,12 @@ class RecommendationTraffic:
     def __call__(self, client: int, n: int) -> dict:
         rng = self.randoms.setdefault(client, np.random.default_rng(self.seed * 1000 + client))
         user = self.users[int(rng.integers(len(self.users)))]
-        return {"method": "GET", "path": f"/api/v1/users/{user}/recommendations?k={int(rng.integers(5, 31))}",
-                "headers": self.headers, "user": user}
+        return {
+            "method": "GET",
+            "path": f"/api/v1/users/{user}/recommendations?k={int(rng.integers(5, 31))}",
+            "headers": self.headers,
+            "user": user,
+        }
 
 
 def _vectors(connection, table: str, key: str) -> dict[int, np.ndarray]:
@@ -191,36 +219,55 @@ def _wrk_p99(port: int, token: str, users: list[str], seconds: float, clients: i
     """p99 (ms) of a wrk run over the same kind of URLs, or None without wrk."""
     if shutil.which("wrk") is None:
         return None
-    script = ("local users = {" + ",".join(f'"{u}"' for u in users) + "}\n"
-              "math.randomseed(1)\n"
-              "request = function()\n"
-              "  local path = '/api/v1/users/' .. users[math.random(#users)]\n"
-              "    .. '/recommendations?k=' .. math.random(5, 30)\n"
-              f"  return wrk.format('GET', path, {{['Authorization'] = 'Token {token}'}})\nend\n"
-              "done = function(summary, latency, requests)\n"
-              "  io.write(string.format('P99_US %d\\nNON2XX %d\\n',\n"
-              "                         latency:percentile(99), summary.errors.status))\nend\n")
+    script = (
+        "local users = {" + ",".join(f'"{u}"' for u in users) + "}\n"
+        "math.randomseed(1)\n"
+        "request = function()\n"
+        "  local path = '/api/v1/users/' .. users[math.random(#users)]\n"
+        "    .. '/recommendations?k=' .. math.random(5, 30)\n"
+        f"  return wrk.format('GET', path, {{['Authorization'] = 'Token {token}'}})\nend\n"
+        "done = function(summary, latency, requests)\n"
+        "  io.write(string.format('P99_US %d\\nNON2XX %d\\n',\n"
+        "                         latency:percentile(99), summary.errors.status))\nend\n"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
-    completed = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{int(seconds)}s", "-s", handle.name,
-                                f"http://127.0.0.1:{port}"], capture_output=True, text=True)
+    completed = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(clients), "-d", f"{int(seconds)}s", "-s", handle.name, f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+    )
     os.unlink(handle.name)
     match = re.search(r"P99_US (\d+)", completed.stdout)
     return int(match.group(1)) / 1000 if match else None
 
 
-def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: float, workers: int, threads: int,
-        use_wrk: bool) -> tuple[list[list], dict, list[str]]:
+def run(
+    *,
+    directory: Path,
+    clients: int,
+    idle_seconds: float,
+    after_seconds: float,
+    workers: int,
+    threads: int,
+    use_wrk: bool,
+) -> tuple[list[list], dict, list[str]]:
     log_dir = REPO / "var" / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
     with scratch_database("bench_load_retrain") as url:
         manage_on(url, "migrate", "--noinput")
         manage_on(url, "import_movielens", str(directory), "--no-progress")
         manage_on(url, "train", "--inline", timeout=1800)
-        setup = json.loads(next(line for line in manage_on(url, "shell", "-c", _SETUP_SCRIPT).stdout.splitlines()
-                                if line.startswith("SETUP "))[len("SETUP "):])
-        server = GunicornServer(database_url=url, log_path=log_dir / "load_retrain_gunicorn.log", workers=workers,
-                                threads=threads)
+        setup = json.loads(
+            next(
+                line
+                for line in manage_on(url, "shell", "-c", _SETUP_SCRIPT).stdout.splitlines()
+                if line.startswith("SETUP ")
+            )[len("SETUP ") :]
+        )
+        server = GunicornServer(
+            database_url=url, log_path=log_dir / "load_retrain_gunicorn.log", workers=workers, threads=threads
+        )
         worker = CeleryWorker(database_url=url, log_path=log_dir / "load_retrain_worker.log")
         try:
             server.wait_ready()
@@ -235,15 +282,17 @@ def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: fl
             busy: dict = {}
 
             def load_in_background() -> None:
-                busy["samples"] = load_run(port=server.port, clients=clients, duration=3600, next_request=traffic,
-                                           stop_event=stop)
+                busy["samples"] = load_run(
+                    port=server.port, clients=clients, duration=3600, next_request=traffic, stop_event=stop
+                )
 
             loader = threading.Thread(target=load_in_background)
             started = time.perf_counter()
             loader.start()
             time.sleep(1)
-            answer = http_request(server.port, "POST", "/api/v1/models/train",
-                                  headers={"Authorization": f"Token {setup['token']}"})
+            answer = http_request(
+                server.port, "POST", "/api/v1/models/train", headers={"Authorization": f"Token {setup['token']}"}
+            )
             if answer.status != 202:
                 raise RuntimeError(f"train answered {answer.status}: {answer.body[:300]!r}")
             new_version = answer.json()["id"]
@@ -265,11 +314,21 @@ def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: fl
     summaries = {"idle": latency_summary(idle, idle_elapsed), "retrain": latency_summary(retrain, retrain_elapsed)}
     for phase, summary in summaries.items():
         check = checks[phase]
-        rows.append([phase, summary["requests"], round(summary["requests_per_second"], 1), round(summary["p50_ms"], 1),
-                     round(summary["p99_ms"], 1), round(summary["max_ms"], 1), summary["5xx"],
-                     summary["transport_errors"],
-                     ", ".join(f"v{v}: {check.get(f'v{v}', 0)}" for v in check["versions"]),
-                     check.get("mixed_or_wrong", 0), check.get("fallback", 0)])
+        rows.append(
+            [
+                phase,
+                summary["requests"],
+                round(summary["requests_per_second"], 1),
+                round(summary["p50_ms"], 1),
+                round(summary["p99_ms"], 1),
+                round(summary["max_ms"], 1),
+                summary["5xx"],
+                summary["transport_errors"],
+                ", ".join(f"v{v}: {check.get(f'v{v}', 0)}" for v in check["versions"]),
+                check.get("mixed_or_wrong", 0),
+                check.get("fallback", 0),
+            ]
+        )
         if summary["5xx"] or summary["transport_errors"]:
             problems.append(f"{phase}: {summary['5xx']} 5xx, {summary['transport_errors']} transport errors")
         if check.get("mixed_or_wrong"):
@@ -278,15 +337,19 @@ def run(*, directory: Path, clients: int, idle_seconds: float, after_seconds: fl
     if ratio > 2.0:
         problems.append(f"p99 during the retrain is {ratio:.2f}× the idle p99 (promise: ≤ 2×)")
     if set(checks["retrain"]["versions"]) != {version["id"], *checks["idle"]["versions"]}:
-        problems.append(f"the retrain phase served {checks['retrain']['versions']}, "
-                        "expected the old and the new version")
-    facts = {"new version": f"v{new_version}", "activated by": how,
-             "activation at (s into the phase)": round(activated_at, 1),
-             "training phases (s)": version["phase_seconds"],
-             "p99 retrain / idle": round(ratio, 2),
-             "answers checked against vectors": checks["idle"]["checked"] + checks["retrain"]["checked"],
-             "answers matching both versions (no check power)": checks["retrain"].get("indistinguishable", 0)
-             + checks["idle"].get("indistinguishable", 0)}
+        problems.append(
+            f"the retrain phase served {checks['retrain']['versions']}, expected the old and the new version"
+        )
+    facts = {
+        "new version": f"v{new_version}",
+        "activated by": how,
+        "activation at (s into the phase)": round(activated_at, 1),
+        "training phases (s)": version["phase_seconds"],
+        "p99 retrain / idle": round(ratio, 2),
+        "answers checked against vectors": checks["idle"]["checked"] + checks["retrain"]["checked"],
+        "answers matching both versions (no check power)": checks["retrain"].get("indistinguishable", 0)
+        + checks["idle"].get("indistinguishable", 0),
+    }
     if use_wrk:
         facts["wrk p99 idle (ms)"] = wrk_idle if wrk_idle is not None else "wrk not installed"
     return rows, facts, problems
@@ -308,18 +371,40 @@ def main(argv: list[str] | None = None) -> int:
     if directory is None:
         print("MovieLens 100k not found (set MOVIELENS_DIR); load_retrain skipped.")
         return 0
-    rows, facts, problems = run(directory=directory, clients=args.clients, idle_seconds=args.idle,
-                                after_seconds=args.after, workers=args.workers, threads=args.threads,
-                                use_wrk=args.wrk)
+    rows, facts, problems = run(
+        directory=directory,
+        clients=args.clients,
+        idle_seconds=args.idle,
+        after_seconds=args.after,
+        workers=args.workers,
+        threads=args.threads,
+        use_wrk=args.wrk,
+    )
     print_table(
         f"Recommendations API under load during a retrain + activation (ml-100k, gunicorn {args.workers}×"
         f"{args.threads}, {args.clients} clients, Celery worker at nice 19)",
-        ["phase", "requests", "requests/s", "p50 ms", "p99 ms", "max ms", "5xx", "transport errors",
-         "answers per version", "mixed or wrong", "fallback"], rows,
-        note="Every 200 answer's scores were recomputed from the vector tables of the version it names.")
-    print_table("Retrain facts and verdict", ["fact", "value"],
-                [[name, value] for name, value in facts.items()]
-                + [["promises", "all held" if not problems else "FAILED: " + "; ".join(problems)]])
+        [
+            "phase",
+            "requests",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "5xx",
+            "transport errors",
+            "answers per version",
+            "mixed or wrong",
+            "fallback",
+        ],
+        rows,
+        note="Every 200 answer's scores were recomputed from the vector tables of the version it names.",
+    )
+    print_table(
+        "Retrain facts and verdict",
+        ["fact", "value"],
+        [[name, value] for name, value in facts.items()]
+        + [["promises", "all held" if not problems else "FAILED: " + "; ".join(problems)]],
+    )
     return 1 if problems else 0
 
 

@@ -7,6 +7,7 @@ reported apart ("cold": per-process caches such as the embedding map's PCA are e
 
 Usage: python -m bench.page_speed [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,11 @@ def measure(repetitions: int) -> list[list]:
     from catalog.models import Feedback, Item, UserProfile
     from recommender.rerank.services import rule_create
 
-    for name, kind, params in [("Hide what was rated", "filter_seen", {}),
-                               ("Diversity", "diversity_mmr", {"lambda": 0.7}),
-                               ("At most 3 per genre", "diversity_feature_cap",
-                                {"feature_type": "genre", "max_per_value": 3})]:
+    for name, kind, params in [
+        ("Hide what was rated", "filter_seen", {}),
+        ("Diversity", "diversity_mmr", {"lambda": 0.7}),
+        ("At most 3 per genre", "diversity_feature_cap", {"feature_type": "genre", "max_per_value": 3}),
+    ]:
         rule_create(name=name, kind=kind, params=params)
     staff = get_user_model().objects.create_user("bench-staff", password="bench-password", is_staff=True)
     # The staff member browses as one of the ml-100k users (their homepage is personalised).
@@ -80,16 +82,18 @@ def measure(repetitions: int) -> list[list]:
         times.sort()
         p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         median = statistics.median(times)
-        rows.append([label, url, round(cold, 1), round(median, 1), round(p95, 1),
-                     "yes" if p95 <= GOAL_MS else "NO"])
+        rows.append([label, url, round(cold, 1), round(median, 1), round(p95, 1), "yes" if p95 <= GOAL_MS else "NO"])
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions per page.")
-    parser.add_argument("--measure-only", action="store_true",
-                        help="Measure against DATABASE_URL as it is (already imported and trained).")
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="Measure against DATABASE_URL as it is (already imported and trained).",
+    )
     args = parser.parse_args(argv)
     repetitions = 5 if args.quick else 20
     if args.measure_only:
@@ -111,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             connections.close_all()  # let scratch_database drop the database
     print_table(
         f"Page server time on ml-100k (Django test Client, staff user, {repetitions} requests after the first)",
-        ["page", "URL", "first (cold) ms", "median ms", "p95 ms", f"p95 <= {GOAL_MS:.0f} ms"], rows,
+        ["page", "URL", "first (cold) ms", "median ms", "p95 ms", f"p95 <= {GOAL_MS:.0f} ms"],
+        rows,
         note="Server time only: middleware, view, queries and template rendering, without the network. "
-             "`first` includes per-process caches filling (the embedding map's PCA, the broker connection).")
+        "`first` includes per-process caches filling (the embedding map's PCA, the broker connection).",
+    )
     return 0
 
 

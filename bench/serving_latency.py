@@ -20,6 +20,7 @@ Goal (issue 4): uncached homepage p50 <= 15 ms and p99 <= 50 ms at 1 client.
 
 Usage: python -m bench.serving_latency [--quick] [--keep-database]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,13 @@ def raw_pgvector_latency(url: str, version_id: int, n_queries: int) -> dict[str,
         connection.execute(f"SET hnsw.ef_search = {DEFAULT_EF_SEARCH}")
         connection.execute("SET hnsw.iterative_scan = relaxed_order")
         connection.execute(f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
-        queries = [row[0] for row in connection.execute(
-            f"SELECT score_vector FROM rec_user_vectors_v{int(version_id)} ORDER BY profile_id LIMIT %s",
-            [n_queries]).fetchall()]
+        queries = [
+            row[0]
+            for row in connection.execute(
+                f"SELECT score_vector FROM rec_user_vectors_v{int(version_id)} ORDER BY profile_id LIMIT %s",
+                [n_queries],
+            ).fetchall()
+        ]
         statement = f"SELECT item_id FROM rec_item_vectors_v{int(version_id)} ORDER BY score_vector <#> %s LIMIT 10"
         times = []
         for query in queries:
@@ -88,8 +93,11 @@ def raw_pgvector_latency(url: str, version_id: int, n_queries: int) -> dict[str,
             times.append((time.perf_counter() - started) * 1000)
             assert len(rows) == 10
     times.sort()
-    return {"p50_ms": times[len(times) // 2], "p99_ms": times[min(len(times) - 1, int(0.99 * (len(times) - 1)))],
-            "requests": len(times)}
+    return {
+        "p50_ms": times[len(times) // 2],
+        "p99_ms": times[min(len(times) - 1, int(0.99 * (len(times) - 1)))],
+        "requests": len(times),
+    }
 
 
 def _send(port: int, *, clients: int, per_client: list[list[str]], token: str) -> tuple[list, float]:
@@ -125,8 +133,7 @@ def _send(port: int, *, clients: int, per_client: list[list[str]], token: str) -
 
 def run_phase(port: int, *, clients: int, paths: list[str], token: str) -> dict[str, float]:
     """Every path exactly once, split over the clients (uncached: nobody asked for them before)."""
-    samples, seconds = _send(port, clients=clients, per_client=[paths[c::clients] for c in range(clients)],
-                             token=token)
+    samples, seconds = _send(port, clients=clients, per_client=[paths[c::clients] for c in range(clients)], token=token)
     _check(samples)
     return latency_summary(samples, seconds)
 
@@ -143,10 +150,13 @@ def run_repeated(port: int, *, clients: int, paths: list[str], token: str, reque
 def _check(samples) -> None:
     bad = [sample for sample in samples if sample.status != 200]
     if bad:
-        raise SystemExit(f"{len(bad)} requests failed, first: {bad[0].status} {bad[0].request['path']} "
-                         f"{bad[0].body[:300]!r} {bad[0].error}")
-    fallbacks = [sample for sample in samples
-                 if sample.body.startswith(b"{") and json.loads(sample.body).get("fallback") is True]
+        raise SystemExit(
+            f"{len(bad)} requests failed, first: {bad[0].status} {bad[0].request['path']} "
+            f"{bad[0].body[:300]!r} {bad[0].error}"
+        )
+    fallbacks = [
+        sample for sample in samples if sample.body.startswith(b"{") and json.loads(sample.body).get("fallback") is True
+    ]
     if fallbacks:
         raise SystemExit(f"{len(fallbacks)} answers were fallbacks, first: {fallbacks[0].body[:300]!r}")
 
@@ -160,8 +170,16 @@ def measure(url: str, *, quick: bool) -> list[list]:
     rows: list[list] = []
 
     raw = raw_pgvector_latency(url, data["version_id"], 100 if quick else 400)
-    rows.append(["raw pgvector: ORDER BY score_vector <#> q LIMIT 10 (psycopg, no HTTP)", 1, raw["requests"],
-                 raw["p50_ms"], raw["p99_ms"], ""])
+    rows.append(
+        [
+            "raw pgvector: ORDER BY score_vector <#> q LIMIT 10 (psycopg, no HTTP)",
+            1,
+            raw["requests"],
+            raw["p50_ms"],
+            raw["p99_ms"],
+            "",
+        ]
+    )
 
     log_path = Path(tempfile.mkstemp(prefix="bench-serving-latency-", suffix=".log")[1])
     server = GunicornServer(database_url=url, log_path=log_path, workers=WORKERS, threads=THREADS)
@@ -169,42 +187,76 @@ def measure(url: str, *, quick: bool) -> list[list]:
         server.wait_ready()
         # Warm every worker (imports, the artifact, per-process memos) on users kept out of the measured sets.
         warm_users, users = users[:30], users[30:]
-        run_repeated(server.port, clients=WORKERS * THREADS,
-                     paths=[f"/api/v1/users/{user}/recommendations?k=10" for user in warm_users], token=token,
-                     requests=WORKERS * 40)
+        run_repeated(
+            server.port,
+            clients=WORKERS * THREADS,
+            paths=[f"/api/v1/users/{user}/recommendations?k=10" for user in warm_users],
+            token=token,
+            requests=WORKERS * 40,
+        )
         floor = run_repeated(server.port, clients=1, paths=["/health/live"], token=token, requests=200)
         rows.append(["HTTP floor: GET /health/live", 1, floor["requests"], floor["p50_ms"], floor["p99_ms"], ""])
 
         offset = 0
         for clients in (1, 8):
-            fresh = users[offset:offset + uncached_per_phase]
+            fresh = users[offset : offset + uncached_per_phase]
             offset += uncached_per_phase
-            summary = run_phase(server.port, clients=clients, token=token,
-                                paths=[f"/api/v1/users/{user}/recommendations?k=10" for user in fresh])
+            summary = run_phase(
+                server.port,
+                clients=clients,
+                token=token,
+                paths=[f"/api/v1/users/{user}/recommendations?k=10" for user in fresh],
+            )
             verdict = ""
             if clients == 1:
-                verdict = ("yes" if summary["p50_ms"] <= GOAL_P50_MS and summary["p99_ms"] <= GOAL_P99_MS else "NO")
-            rows.append(["homepage, uncached (a user not asked before)", clients, summary["requests"],
-                         summary["p50_ms"], summary["p99_ms"], verdict])
+                verdict = "yes" if summary["p50_ms"] <= GOAL_P50_MS and summary["p99_ms"] <= GOAL_P99_MS else "NO"
+            rows.append(
+                [
+                    "homepage, uncached (a user not asked before)",
+                    clients,
+                    summary["requests"],
+                    summary["p50_ms"],
+                    summary["p99_ms"],
+                    verdict,
+                ]
+            )
         hot = [f"/api/v1/users/{user}/recommendations?k=10" for user in warm_users[:20]]
         for clients in (1, 8):
             summary = run_repeated(server.port, clients=clients, paths=hot, token=token, requests=cached_requests)
-            rows.append(["homepage, cached (20 warmed users)", clients, summary["requests"], summary["p50_ms"],
-                         summary["p99_ms"], ""])
+            rows.append(
+                [
+                    "homepage, cached (20 warmed users)",
+                    clients,
+                    summary["requests"],
+                    summary["p50_ms"],
+                    summary["p99_ms"],
+                    "",
+                ]
+            )
 
         related_paths = [f"/api/v1/items/{item}/related?k=10" for item in items]
         for clients in (1, 8):
-            fresh = related_paths[(clients // 8) * uncached_per_phase:][:uncached_per_phase]
+            fresh = related_paths[(clients // 8) * uncached_per_phase :][:uncached_per_phase]
             summary = run_phase(server.port, clients=clients, token=token, paths=fresh)
-            rows.append(["related, live (not precomputed)", clients, summary["requests"], summary["p50_ms"],
-                         summary["p99_ms"], ""])
+            rows.append(
+                [
+                    "related, live (not precomputed)",
+                    clients,
+                    summary["requests"],
+                    summary["p50_ms"],
+                    summary["p99_ms"],
+                    "",
+                ]
+            )
         precomputed = manage_on(url, "shell", "-c", _PRECOMPUTE_SCRIPT, env=server_env(url))
         print(precomputed.stdout.strip().splitlines()[-1], file=sys.stderr)
         for clients in (1, 8):
-            summary = run_repeated(server.port, clients=clients, paths=related_paths[:200], token=token,
-                                   requests=cached_requests)
-            rows.append(["related, precomputed table", clients, summary["requests"], summary["p50_ms"],
-                         summary["p99_ms"], ""])
+            summary = run_repeated(
+                server.port, clients=clients, paths=related_paths[:200], token=token, requests=cached_requests
+            )
+            rows.append(
+                ["related, precomputed table", clients, summary["requests"], summary["p50_ms"], summary["p99_ms"], ""]
+            )
     finally:
         server.stop()
         log_path.unlink(missing_ok=True)
@@ -217,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer requests per phase.")
     parser.add_argument("--keep-database", action="store_true", help="Leave bench_serving_latency behind.")
-    parser.add_argument("--database-url", default="",
-                        help="Measure an already imported and trained database instead of building one.")
+    parser.add_argument(
+        "--database-url", default="", help="Measure an already imported and trained database instead of building one."
+    )
     args = parser.parse_args(argv)
     os.chdir(REPO)
     if args.database_url:
@@ -237,11 +290,20 @@ def main(argv: list[str] | None = None) -> int:
             rows = measure(url, quick=args.quick)
     print_table(
         f"API latency over HTTP on ml-100k (gunicorn {WORKERS} workers x {THREADS} threads, token auth, k = 10)",
-        ["request", "clients", "n", "p50 ms", "p99 ms", "p50 / raw pgvector p50", f"goal p50<={GOAL_P50_MS:.0f} "
-         f"p99<={GOAL_P99_MS:.0f}"], rows,
+        [
+            "request",
+            "clients",
+            "n",
+            "p50 ms",
+            "p99 ms",
+            "p50 / raw pgvector p50",
+            f"goal p50<={GOAL_P50_MS:.0f} p99<={GOAL_P99_MS:.0f}",
+        ],
+        rows,
         note="Client-side wall time per request (keep-alive). `raw pgvector` is the bare HNSW inner-product query "
-             "through psycopg in the same run; `HTTP floor` a trivial endpoint through the same server. "
-             "Uncached homepage requests each ask for a different user, so every one runs the whole pipeline.")
+        "through psycopg in the same run; `HTTP floor` a trivial endpoint through the same server. "
+        "Uncached homepage requests each ask for a different user, so every one runs the whole pipeline.",
+    )
     return 0
 
 

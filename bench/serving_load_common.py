@@ -7,6 +7,7 @@ server process, then many clients measuring each answer.
 The load generator is plain ``http.client`` on threads with keep-alive connections, so it needs
 nothing installed and sees every response body (the benchmarks check bodies, not just codes).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -39,37 +40,81 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a project process on ``database_url`` (quiet logs, DEBUG off)."""
     env = dict(os.environ)
     env.pop("CELERY_BROKER_URL", None)  # the broker follows DATABASE_URL
-    env.update(DJANGO_SETTINGS_MODULE="config.settings.development", DATABASE_URL=database_url, DEBUG="false",
-               LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **UNTHROTTLED_ENV)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.development",
+        DATABASE_URL=database_url,
+        DEBUG="false",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+        **UNTHROTTLED_ENV,
+    )
     env.update(extra)
     return env
 
 
-def manage_on(database_url: str, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+def manage_on(
+    database_url: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``manage.py <args>`` on ``database_url``; raises with its output when it fails."""
-    completed = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO,
-                               env=env or server_env(database_url), capture_output=True, text=True,
-                               timeout=timeout)
+    completed = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env or server_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if completed.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed ({completed.returncode}):\n"
-                           f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} failed ({completed.returncode}):\n"
+            f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+        )
     return completed
 
 
 class GunicornServer:
     """``gunicorn config.wsgi`` in its own process group, on 127.0.0.1 and a free port."""
 
-    def __init__(self, *, database_url: str, log_path: Path, workers: int = 1, threads: int = 4,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        log_path: Path,
+        workers: int = 1,
+        threads: int = 4,
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115  (the server's stdout until stop() closes it)
-        command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                   "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-                   "--timeout", "120", "--graceful-timeout", "10", "--keep-alive", "30"]
-        self.process = subprocess.Popen(command, cwd=REPO, env=server_env(database_url, **(env or {})),
-                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "10",
+            "--keep-alive",
+            "30",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=server_env(database_url, **(env or {})),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -115,15 +160,25 @@ class Answer:
         return json.loads(self.body)
 
 
-def http_request(port: int, method: str, path: str, *, body: dict | list | None = None,
-                 headers: dict[str, str] | None = None, timeout: float = 30,
-                 connection: http.client.HTTPConnection | None = None) -> Answer:
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: dict | list | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    connection: http.client.HTTPConnection | None = None,
+) -> Answer:
     """One request (on ``connection`` when given, else a fresh one); the answer and its duration."""
     own = connection is None
     connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     payload = None if body is None else json.dumps(body).encode()
-    all_headers = {"Accept": "application/json", **({"Content-Type": "application/json"} if payload else {}),
-                   **(headers or {})}
+    all_headers = {
+        "Accept": "application/json",
+        **({"Content-Type": "application/json"} if payload else {}),
+        **(headers or {}),
+    }
     started = time.perf_counter()
     try:
         connection.request(method, path, body=payload, headers=all_headers)
@@ -147,9 +202,16 @@ class Sample:
     error: str = ""
 
 
-def load_run(*, port: int, clients: int, duration: float,
-             next_request: Callable[[int, int], dict], keep_body: Callable[[Sample], bool] | None = None,
-             stop_event: threading.Event | None = None, timeout: float = 30) -> list[Sample]:
+def load_run(
+    *,
+    port: int,
+    clients: int,
+    duration: float,
+    next_request: Callable[[int, int], dict],
+    keep_body: Callable[[Sample], bool] | None = None,
+    stop_event: threading.Event | None = None,
+    timeout: float = 30,
+) -> list[Sample]:
     """``clients`` threads send requests back to back for ``duration`` seconds (or until ``stop_event``).
 
     ``next_request(client, n)`` returns ``{"method", "path", "body"?, "headers"?}`` plus any
@@ -172,12 +234,24 @@ def load_run(*, port: int, clients: int, duration: float,
             n += 1
             started = time.perf_counter()
             try:
-                answer = http_request(port, spec["method"], spec["path"], body=spec.get("body"),
-                                      headers=spec.get("headers"), connection=connection)
+                answer = http_request(
+                    port,
+                    spec["method"],
+                    spec["path"],
+                    body=spec.get("body"),
+                    headers=spec.get("headers"),
+                    connection=connection,
+                )
                 sample = Sample(client, started - began, answer.seconds, answer.status, spec, answer.body)
             except (OSError, http.client.HTTPException) as error:
-                sample = Sample(client, started - began, time.perf_counter() - started, 0, spec,
-                                error=f"{type(error).__name__}: {error}")
+                sample = Sample(
+                    client,
+                    started - began,
+                    time.perf_counter() - started,
+                    0,
+                    spec,
+                    error=f"{type(error).__name__}: {error}",
+                )
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
             if keep_body is not None and not keep_body(sample):
@@ -243,4 +317,4 @@ def api_clients_create(database_url: str, *, users: int, items: int = 0, prefix:
     """
     completed = manage_on(database_url, "shell", "-c", _SEED_SCRIPT.format(prefix=prefix, users=users, items=items))
     line = next(line for line in completed.stdout.splitlines() if line.startswith("SEEDED "))
-    return json.loads(line[len("SEEDED "):])
+    return json.loads(line[len("SEEDED ") :])

@@ -10,6 +10,7 @@
 
 Usage: python -m bench.training [--quick] [--skip-worker] [--sizes 100000,1000000,10000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,36 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
     django.setup()
     from lightfm import LightFM
 
-    from recommender.models import ModelVersion, VersionStatus
     from catalog.array_selectors import catalog_arrays_fetch
+    from recommender.models import ModelVersion, VersionStatus
     from recommender.selectors import default_training_config
     from recommender.services.training import model_training_request, training_data_build
 
     with open(REPO / "bench" / "results" / "training_worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--pool", "solo",
-             "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "training,default",
+                "--pool",
+                "solo",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait(lambda: b"ready." in (REPO / "bench" / "results" / "training_worker.log").read_bytes(), 120)
             started = time.perf_counter()
@@ -60,18 +81,32 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
 
     config = default_training_config()
     data, _ = training_data_build(catalog_arrays_fetch(), config.hyperparameters() | {"seed": config.seed})
-    raw = LightFM(no_components=config.no_components, loss=config.loss, learning_rate=config.learning_rate,
-                  max_sampled=config.max_sampled, random_state=config.seed)
+    raw = LightFM(
+        no_components=config.no_components,
+        loss=config.loss,
+        learning_rate=config.learning_rate,
+        max_sampled=config.max_sampled,
+        random_state=config.seed,
+    )
     started = time.perf_counter()
-    raw.fit(data.interactions.positives.tocoo(), item_features=data.item_features,
-            sample_weight=data.interactions.weights.tocoo(), epochs=config.epochs, num_threads=os.cpu_count())
+    raw.fit(
+        data.interactions.positives.tocoo(),
+        item_features=data.item_features,
+        sample_weight=data.interactions.weights.tocoo(),
+        epochs=config.epochs,
+        num_threads=os.cpu_count(),
+    )
     raw_seconds = time.perf_counter() - started
     goal = 2 * raw_seconds + 3
     phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in version.phase_seconds.items())
     return [
         ["raw LightFM fit (all data, 30 epochs)", raw_seconds, 1.0, ""],
-        ["enqueue → active (worker)", pipeline_seconds, pipeline_seconds / raw_seconds,
-         f"goal ≤ {goal:.1f} s: {'met' if pipeline_seconds <= goal else 'NOT met'}; {phases}"],
+        [
+            "enqueue → active (worker)",
+            pipeline_seconds,
+            pipeline_seconds / raw_seconds,
+            f"goal ≤ {goal:.1f} s: {'met' if pipeline_seconds <= goal else 'NOT met'}; {phases}",
+        ],
     ]
 
 
@@ -107,14 +142,19 @@ def training_scaling(sizes: list[int], epochs: int) -> list[list]:
         item = np.concatenate([c.item for c in chunks]).astype(np.int64)
         rating = np.concatenate([c.rating for c in chunks]).astype(np.float64)
         started = time.perf_counter()
-        interactions = build_interactions(user, item, np.ones_like(rating), rating, np.ones(len(rating), bool),
-                                          users, items, positive_threshold=4.0)
+        interactions = build_interactions(
+            user, item, np.ones_like(rating), rating, np.ones(len(rating), bool), users, items, positive_threshold=4.0
+        )
         clusters = plan.item_cluster.astype(np.int64)
         item_features = build_feature_matrix(items, np.arange(items), clusters, None, plan.clusters)
-        data = TrainingData(user_ids=IdMap.from_ids(np.arange(users)), item_ids=IdMap.from_ids(np.arange(items)),
-                            interactions=interactions, item_features=item_features,
-                            item_feature_names=[f"item:{i}" for i in range(items)]
-                            + [f"genre=cluster-{c}" for c in range(plan.clusters)])
+        data = TrainingData(
+            user_ids=IdMap.from_ids(np.arange(users)),
+            item_ids=IdMap.from_ids(np.arange(items)),
+            interactions=interactions,
+            item_features=item_features,
+            item_feature_names=[f"item:{i}" for i in range(items)]
+            + [f"genre=cluster-{c}" for c in range(plan.clusters)],
+        )
         build_seconds = time.perf_counter() - started
         started = time.perf_counter()
         fit(data, HyperParameters(epochs=epochs))
@@ -122,8 +162,16 @@ def training_scaling(sizes: list[int], epochs: int) -> list[list]:
         total = build_seconds + fit_seconds
         per_million = total / (len(rating) / 1e6)
         base = base or per_million
-        rows.append([f"{len(rating):,}", f"{interactions.positives.nnz:,}", build_seconds, fit_seconds,
-                     per_million, per_million / base])
+        rows.append(
+            [
+                f"{len(rating):,}",
+                f"{interactions.positives.nnz:,}",
+                build_seconds,
+                fit_seconds,
+                per_million,
+                per_million / base,
+            ]
+        )
     return rows
 
 
@@ -143,14 +191,20 @@ def main(argv=None) -> int:
     else:
         with scratch_database("bench_training") as url:
             rows = enqueue_to_active(url, directory)
-        print_table("Enqueue → active on ml-100k vs raw LightFM fit (same run)",
-                    ["what", "seconds", "ratio to raw fit", "notes"], rows)
+        print_table(
+            "Enqueue → active on ml-100k vs raw LightFM fit (same run)",
+            ["what", "seconds", "ratio to raw fit", "notes"],
+            rows,
+        )
     default_sizes = "100000,1000000" if args.quick else "100000,1000000,10000000"
     sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
     rows = training_scaling(sizes, args.epochs)
-    print_table(f"Training core time vs synthetic interactions ({args.epochs} epochs, planted clusters)",
-                ["interactions", "positives", "build s", "fit s", "s per 1M interactions", "vs smallest"], rows,
-                note="Linear growth means the last column stays near 1.")
+    print_table(
+        f"Training core time vs synthetic interactions ({args.epochs} epochs, planted clusters)",
+        ["interactions", "positives", "build s", "fit s", "s per 1M interactions", "vs smallest"],
+        rows,
+        note="Linear growth means the last column stays near 1.",
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ than in serving. The exact side loads the copy once (its load time is printed to
 Usage: .venv/bin/python -m bench.vector_index [--quick] [--sizes 5000,20000,...] [--queries 100]
 Throwaway versions 910000+ are dropped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,17 @@ BASE_VERSION = 910_000
 
 def _publish(version_id: int, n_items: int, rng: np.random.Generator) -> None:
     centres = rng.standard_normal((50, DIMENSION))
-    embeddings = (centres[rng.integers(0, 50, n_items)] + 0.5 * rng.standard_normal((n_items, DIMENSION)))
+    embeddings = centres[rng.integers(0, 50, n_items)] + 0.5 * rng.standard_normal((n_items, DIMENSION))
     embeddings = (embeddings * rng.lognormal(0, 0.3, (n_items, 1))).astype(np.float32)
     score_vectors = np.hstack([embeddings, rng.normal(0, 0.3, (n_items, 1)), np.ones((n_items, 1))]).astype(np.float32)
-    vectors_publish(version_id=version_id, item_ids=np.arange(1, n_items + 1), item_score_vectors=score_vectors,
-                    item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
-                    user_score_vectors=np.zeros((0, DIMENSION + 2), dtype=np.float32))
+    vectors_publish(
+        version_id=version_id,
+        item_ids=np.arange(1, n_items + 1),
+        item_score_vectors=score_vectors,
+        item_embeddings=embeddings,
+        user_ids=np.zeros(0, dtype=np.int64),
+        user_score_vectors=np.zeros((0, DIMENSION + 2), dtype=np.float32),
+    )
 
 
 def _p50_ms(run, queries) -> float:
@@ -89,29 +95,64 @@ def main() -> None:
             load_ms = 1000 * (time.perf_counter() - started)
             hnsw = PgvectorIndex(version_id)
             exact = ExactIndex(vectors, fallback=hnsw)
-            seen = AnnFilters(active_only=False, exclude_item_ids=tuple((rng.choice(n_items, 50, replace=False) + 1).tolist()))
-            users = [np.append(rng.standard_normal(DIMENSION), [1.0, rng.normal(0, 0.3)]).astype(np.float32)
-                     for _ in range(queries)]
+            seen = AnnFilters(
+                active_only=False, exclude_item_ids=tuple((rng.choice(n_items, 50, replace=False) + 1).tolist())
+            )
+            users = [
+                np.append(rng.standard_normal(DIMENSION), [1.0, rng.normal(0, 0.3)]).astype(np.float32)
+                for _ in range(queries)
+            ]
             seeds = [list(rng.choice(n_items, 5, replace=False) + 1) for _ in range(queries)]
-            personal = [_p50_ms(lambda q, index=index, seen=seen: index.user_neighbours(q, k=200, filters=seen), users)
-                        for index in (exact, hnsw)]
-            liked = [_p50_ms(lambda s, index=index, seen=seen: index.item_neighbours([int(i) for i in s], k=24, filters=seen,
-                                                                          measure="dot"), seeds)
-                     for index in (exact, hnsw)]
+            personal = [
+                _p50_ms(lambda q, index=index, seen=seen: index.user_neighbours(q, k=200, filters=seen), users)
+                for index in (exact, hnsw)
+            ]
+            liked = [
+                _p50_ms(
+                    lambda s, index=index, seen=seen: index.item_neighbours(
+                        [int(i) for i in s], k=24, filters=seen, measure="dot"
+                    ),
+                    seeds,
+                )
+                for index in (exact, hnsw)
+            ]
             row_bytes = 4 * (2 * DIMENSION + 2) + 9
-            rows.append([n_items, f"{n_items * row_bytes / 2**20:.1f}", f"{load_ms:.0f}",
-                         personal[0], personal[1], personal[0] / personal[1], liked[0], liked[1], liked[0] / liked[1]])
+            rows.append(
+                [
+                    n_items,
+                    f"{n_items * row_bytes / 2**20:.1f}",
+                    f"{load_ms:.0f}",
+                    personal[0],
+                    personal[1],
+                    personal[0] / personal[1],
+                    liked[0],
+                    liked[1],
+                    liked[0] / liked[1],
+                ]
+            )
             vectors_drop(version_id=version_id)
     finally:
         for offset in range(len(sizes)):
             vectors_drop(version_id=BASE_VERSION + offset)
     print_table(
         "In-process exact index against pgvector HNSW (p50 ms per query)",
-        ["items", "budget MiB", "copy load ms", "personal exact", "personal HNSW", "exact/HNSW",
-         "liked exact", "liked HNSW", "exact/HNSW"],
+        [
+            "items",
+            "budget MiB",
+            "copy load ms",
+            "personal exact",
+            "personal HNSW",
+            "exact/HNSW",
+            "liked exact",
+            "liked HNSW",
+            "exact/HNSW",
+        ],
         rows,
-        note=(f"personal: top-200 by score, 50 seen excluded; liked: 5 seeds x 24 neighbours ('dot'). "
-              f"Current default budget: {settings_default_mib():.1f} MiB. Ratios below 1: the copy is faster."))
+        note=(
+            f"personal: top-200 by score, 50 seen excluded; liked: 5 seeds x 24 neighbours ('dot'). "
+            f"Current default budget: {settings_default_mib():.1f} MiB. Ratios below 1: the copy is faster."
+        ),
+    )
 
 
 def settings_default_mib() -> float:

@@ -1,5 +1,6 @@
 """Admin for the catalogue. Built to stay fast with 100k+ feedback rows: raw id widgets instead
 of huge select boxes, joined list queries, and no exact row counts on the feedback list."""
+
 from django.contrib import admin
 from django.db import transaction
 from django.utils import timezone

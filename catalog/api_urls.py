@@ -3,6 +3,7 @@
 The spec's paths have no trailing slash; the slashed spelling is accepted too (same view,
 hidden from the schema) so clients never meet a redirect that drops a POST body.
 """
+
 from django.urls import path
 
 from catalog import apis

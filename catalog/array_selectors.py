@@ -7,6 +7,7 @@ schema lives, so the recommender never spells a catalogue table: it gets numpy a
 `catalog.sql.item_filter_clauses` (``active_only``, ``exclude_feature_ids``,
 ``require_feature_ids``, ``exclude_item_ids``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ FETCH_BATCH = 200_000
 
 @dataclass(frozen=True)
 class CatalogArrays:
-    """The catalogue as numpy arrays (database primary keys), ready for a numeric core (the recommender's ``ml.dataset``)."""
+    """The catalogue as numpy arrays (database primary keys), for a numeric core (the recommender's ``ml.dataset``)."""
 
     user_ids: np.ndarray  # (n_users,) int64, UserProfile pks
     item_ids: np.ndarray  # (n_items,) int64, Item pks
@@ -73,10 +74,8 @@ def catalog_arrays_fetch() -> CatalogArrays:
         f"WHERE {feedback_in_force_sql('f')}",
         6,
     )
-    if_item, if_feature, if_weight = _fetch_columns(
-        "SELECT item_id, feature_id, weight FROM catalog_itemfeature", 3)
-    uf_user, uf_feature, uf_weight = _fetch_columns(
-        "SELECT profile_id, feature_id, weight FROM catalog_userfeature", 3)
+    if_item, if_feature, if_weight = _fetch_columns("SELECT item_id, feature_id, weight FROM catalog_itemfeature", 3)
+    uf_user, uf_feature, uf_weight = _fetch_columns("SELECT profile_id, feature_id, weight FROM catalog_userfeature", 3)
     with connection.cursor() as cursor:
         cursor.execute("SELECT id, type || '=' || value FROM catalog_feature ORDER BY id")
         features = cursor.fetchall()
@@ -119,8 +118,9 @@ def feedback_newest_id() -> int:
 
 def user_seen_item_ids(*, profile_id: int) -> frozenset[int]:
     """Items with in-force feedback of the user (one plain query on the feedback (user, ...) index)."""
-    rows = _rows(f"SELECT DISTINCT item_id FROM catalog_feedback WHERE user_id = %s AND {feedback_in_force_sql()}",
-                 [profile_id])
+    rows = _rows(
+        f"SELECT DISTINCT item_id FROM catalog_feedback WHERE user_id = %s AND {feedback_in_force_sql()}", [profile_id]
+    )
     return frozenset(row[0] for row in rows)
 
 
@@ -130,9 +130,11 @@ def user_positive_item_ids(*, profile_id: int, limit: int, min_rating: float = P
     Served by the feedback (user, -created_at) index; a re-rating below the threshold
     supersedes the old rating (``is_current``), so it no longer counts.
     """
-    rows = _rows(f"SELECT item_id FROM catalog_feedback WHERE user_id = %s AND {feedback_positive_sql()} "
-                 "GROUP BY item_id ORDER BY max(created_at) DESC, item_id DESC LIMIT %s",
-                 [profile_id, min_rating, limit])
+    rows = _rows(
+        f"SELECT item_id FROM catalog_feedback WHERE user_id = %s AND {feedback_positive_sql()} "
+        "GROUP BY item_id ORDER BY max(created_at) DESC, item_id DESC LIMIT %s",
+        [profile_id, min_rating, limit],
+    )
     return [row[0] for row in rows]
 
 
@@ -146,8 +148,9 @@ class UserFeedbackSummary:
     extra: object = None  # the caller's ``extra_column`` value, when one was given
 
 
-def user_feedback_summary(*, profile_id: int, min_rating: float = POSITIVE_RATING,
-                          extra_column: sql.Composable | None = None) -> UserFeedbackSummary:
+def user_feedback_summary(
+    *, profile_id: int, min_rating: float = POSITIVE_RATING, extra_column: sql.Composable | None = None
+) -> UserFeedbackSummary:
     """The user's seen items, all their positive items and the log's newest id, in ONE statement.
 
     ``extra_column`` is a scalar SQL expression of the caller's (it may use the named parameter
@@ -164,7 +167,8 @@ def user_feedback_summary(*, profile_id: int, min_rating: float = POSITIVE_RATIN
         "  SELECT 0 AS part, NULL::timestamptz AS liked_at, NULL::bigint AS item_id, NULL::boolean AS seen, "
         "    false AS liked, (SELECT coalesce(max(id), 0) FROM catalog_feedback) AS newest, {extra} AS extra "
         "  UNION ALL SELECT 1, liked_at, item_id, seen, liked_at IS NOT NULL, NULL, NULL FROM mine"
-        ") summary ORDER BY part, liked_at DESC NULLS LAST, item_id DESC").format(extra=extra)
+        ") summary ORDER BY part, liked_at DESC NULLS LAST, item_id DESC"
+    ).format(extra=extra)
     header, *rows = _rows(statement, {"rating": min_rating, "profile": profile_id})
     return UserFeedbackSummary(
         seen_item_ids=frozenset(row[0] for row in rows if row[1]),
@@ -174,8 +178,9 @@ def user_feedback_summary(*, profile_id: int, min_rating: float = POSITIVE_RATIN
     )
 
 
-def items_sharing_features(*, seed_item_ids: list[int], max_features: int, n: int,
-                           filters: dict) -> list[tuple[int, float]]:
+def items_sharing_features(
+    *, seed_item_ids: list[int], max_features: int, n: int, filters: dict
+) -> list[tuple[int, float]]:
     """Items by TF-IDF feature overlap with the seeds: [(item id, score)], best first, ties by id.
 
     Score = sum over shared features f of profile(f) · idf(f)² · weight(item, f), where profile(f)
@@ -222,8 +227,9 @@ def items_newest(*, now: datetime, n: int, filters: dict) -> list[tuple[int, flo
     return [(item_id, float(score)) for item_id, score in _rows(statement, params)]
 
 
-def items_decayed_popularity(*, now: datetime, since: datetime, half_life_seconds: float,
-                             limit: int) -> tuple[list[int], list[float]]:
+def items_decayed_popularity(
+    *, now: datetime, since: datetime, half_life_seconds: float, limit: int
+) -> tuple[list[int], list[float]]:
     """(item ids, scores) by in-force, positively weighted feedback in (since, now], each decayed by age.
 
     Score = sum of 0.5^(age / half-life); dislikes (kinds with a weight ≤ 0) are not popularity.
@@ -238,17 +244,18 @@ def items_decayed_popularity(*, now: datetime, since: datetime, half_life_second
         "WHERE f.created_at > %(since)s AND f.created_at <= %(now)s "
         f"  AND {feedback_in_force_sql('f')} AND k.weight > 0 "
         "GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(limit)s",
-        {"now": now, "since": since, "half_life": half_life_seconds, "limit": limit})
+        {"now": now, "since": since, "half_life": half_life_seconds, "limit": limit},
+    )
     return [row[0] for row in rows], [float(row[1]) for row in rows]
 
 
-def items_scored_filter(*, item_ids: list[int], scores: list[float], n: int,
-                        filters: dict) -> list[tuple[int, float]]:
+def items_scored_filter(*, item_ids: list[int], scores: list[float], n: int, filters: dict) -> list[tuple[int, float]]:
     """The best ``n`` of the given (item id, score) pairs that pass ``filters``, ties by id."""
     where, params = _where(filters, "p.item_id")
     statement = sql.SQL(
         "SELECT p.item_id, p.score FROM unnest(%(ids)s::bigint[], %(scores)s::float8[]) AS p(item_id, score) "
-        "WHERE true{where} ORDER BY p.score DESC, p.item_id LIMIT %(n)s").format(where=where)
+        "WHERE true{where} ORDER BY p.score DESC, p.item_id LIMIT %(n)s"
+    ).format(where=where)
     params.update(ids=list(item_ids), scores=list(scores), n=n)
     return [(item_id, float(score)) for item_id, score in _rows(statement, params)]
 
@@ -258,19 +265,27 @@ def item_feedback_counts(*, item_ids: list[int]) -> dict[int, int]:
     rows = _rows(
         "SELECT fb.item_id, count(*) FROM catalog_feedback fb JOIN catalog_feedbackkind k ON k.code = fb.kind_id "
         f"WHERE fb.item_id = ANY(%s) AND {feedback_in_force_sql('fb')} AND k.weight > 0 GROUP BY fb.item_id",
-        [list(item_ids)])
+        [list(item_ids)],
+    )
     return dict(rows)
 
 
 def item_states(*, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Every item as arrays (ids ascending, ``is_active``, ``published_at`` unix seconds or NaN); None over ``limit``."""
-    rows = _rows("SELECT id, is_active, extract(epoch FROM published_at)::float8 FROM catalog_item ORDER BY id "
-                 "LIMIT %s", [limit + 1])
+    """Every item as arrays (ids ascending, ``is_active``, ``published_at`` unix seconds or NaN).
+
+    None when there are more than ``limit`` items.
+    """
+    rows = _rows(
+        "SELECT id, is_active, extract(epoch FROM published_at)::float8 FROM catalog_item ORDER BY id LIMIT %s",
+        [limit + 1],
+    )
     if len(rows) > limit:
         return None
-    return (np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
-            np.fromiter((bool(row[1]) for row in rows), dtype=bool, count=len(rows)),
-            np.fromiter((np.nan if row[2] is None else row[2] for row in rows), dtype=np.float64, count=len(rows)))
+    return (
+        np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+        np.fromiter((bool(row[1]) for row in rows), dtype=bool, count=len(rows)),
+        np.fromiter((np.nan if row[2] is None else row[2] for row in rows), dtype=np.float64, count=len(rows)),
+    )
 
 
 def item_feature_postings(*, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -278,9 +293,11 @@ def item_feature_postings(*, limit: int) -> tuple[np.ndarray, np.ndarray, np.nda
     rows = _rows("SELECT item_id, feature_id, weight FROM catalog_itemfeature LIMIT %s", [limit + 1])
     if len(rows) > limit:
         return None
-    return (np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
-            np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows)),
-            np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows)))
+    return (
+        np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+        np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows)),
+        np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows)),
+    )
 
 
 def item_active_popularity() -> list[tuple[int, int]]:
@@ -288,7 +305,9 @@ def item_active_popularity() -> list[tuple[int, int]]:
     return _rows(
         "SELECT i.id, coalesce(f.total, 0) FROM catalog_item i LEFT JOIN ("
         f"  SELECT item_id, count(*) AS total FROM catalog_feedback WHERE {feedback_in_force_sql()} GROUP BY item_id"
-        ") f ON f.item_id = i.id WHERE i.is_active", [])
+        ") f ON f.item_id = i.id WHERE i.is_active",
+        [],
+    )
 
 
 def item_attribute_rows(*, item_ids: list[int], external_ids: list[str] | tuple[str, ...] = ()) -> list[tuple]:
@@ -297,8 +316,11 @@ def item_attribute_rows(*, item_ids: list[int], external_ids: list[str] | tuple[
     Plain rows with times as epoch seconds: on a 300-item pool the ORM's per-row cost and
     timestamptz parsing were most of the re-ranking engine's time (≈7 ms against 0.5 ms).
     """
-    return _rows("SELECT id, external_id, provider, extract(epoch FROM published_at)::float8, is_active "
-                 "FROM catalog_item WHERE id = ANY(%s) OR external_id = ANY(%s)", [list(item_ids), list(external_ids)])
+    return _rows(
+        "SELECT id, external_id, provider, extract(epoch FROM published_at)::float8, is_active "
+        "FROM catalog_item WHERE id = ANY(%s) OR external_id = ANY(%s)",
+        [list(item_ids), list(external_ids)],
+    )
 
 
 def item_feature_value_rows(*, item_ids: list[int], feature_types: list[str]) -> list[tuple[int, str, str]]:
@@ -307,7 +329,8 @@ def item_feature_value_rows(*, item_ids: list[int], feature_types: list[str]) ->
         "SELECT link.item_id, feature.type, feature.value FROM catalog_itemfeature link "
         "JOIN catalog_feature feature ON feature.id = link.feature_id "
         "WHERE link.item_id = ANY(%s) AND feature.subject = 'item' AND feature.type = ANY(%s)",
-        [list(item_ids), list(feature_types)])
+        [list(item_ids), list(feature_types)],
+    )
 
 
 def user_feedback_rows(*, profile_id: int, item_ids: list[int]) -> list[tuple]:
@@ -316,16 +339,21 @@ def user_feedback_rows(*, profile_id: int, item_ids: list[int]) -> list[tuple]:
         "SELECT f.item_id, f.kind_id, k.weight, f.value, f.is_current FROM catalog_feedback f "
         "JOIN catalog_feedbackkind k ON k.code = f.kind_id "
         f"WHERE f.user_id = %s AND f.item_id = ANY(%s) AND {feedback_in_force_sql('f')}",
-        [profile_id, list(item_ids)])
+        [profile_id, list(item_ids)],
+    )
 
 
 def item_strongest_feature_values(*, item_ids: list[int], feature_type: str) -> dict[int, str]:
     """Each item's value of ``feature_type`` (its strongest, then alphabetically first: a stable choice)."""
-    return dict(_rows(
-        "SELECT DISTINCT ON (link.item_id) link.item_id, feature.value "
-        "FROM catalog_itemfeature link JOIN catalog_feature feature ON feature.id = link.feature_id "
-        "WHERE feature.subject = 'item' AND feature.type = %s AND link.item_id = ANY(%s) "
-        "ORDER BY link.item_id, link.weight DESC, feature.value", [feature_type, list(item_ids)]))
+    return dict(
+        _rows(
+            "SELECT DISTINCT ON (link.item_id) link.item_id, feature.value "
+            "FROM catalog_itemfeature link JOIN catalog_feature feature ON feature.id = link.feature_id "
+            "WHERE feature.subject = 'item' AND feature.type = %s AND link.item_id = ANY(%s) "
+            "ORDER BY link.item_id, link.weight DESC, feature.value",
+            [feature_type, list(item_ids)],
+        )
+    )
 
 
 def feedback_newest_time() -> datetime | None:

@@ -8,6 +8,7 @@
 
 A catalogue that already holds items is left alone, so running `make run` twice is safe.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -169,8 +170,7 @@ def demo_catalog_load(
             extracted = ml_latest_small_fetch(download_dir=download_dir)
         except OSError as error:
             out.write(
-                f"offline: could not download ml-latest-small ({error}); "
-                "falling back to the synthetic catalogue.\n"
+                f"offline: could not download ml-latest-small ({error}); falling back to the synthetic catalogue.\n"
             )
         except DemoDataError as error:
             out.write(f"{error} Falling back to the synthetic catalogue.\n")

@@ -1,4 +1,5 @@
 """Forms for the catalogue pages: the filter bar, the rating widget and sign-up."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,7 +56,9 @@ class RateForm(forms.Form):
 
     kind = forms.ChoiceField(choices=KIND_CHOICES, initial="rating")
     value = forms.IntegerField(
-        required=False, min_value=1, max_value=5,
+        required=False,
+        min_value=1,
+        max_value=5,
         error_messages=dict.fromkeys(("invalid", "min_value", "max_value"), "Choose a rating from 1 to 5 stars."),
     )
 

@@ -6,6 +6,7 @@ URL: htmx fetches it as a fragment when the page loads (and again after each rat
 then answers a page of its own. An app registers its panels in its ``AppConfig.ready``; the
 recommender adds "Related items" that way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

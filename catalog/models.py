@@ -6,6 +6,7 @@ is kept with ``is_current=False`` so re-ratings stay auditable, and a partial un
 guarantees at most one current row per (user, item, kind). Events of repeatable kinds (view,
 click, purchase) have ``is_current=None`` and may occur many times. See docs/feedback.md.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -41,8 +42,9 @@ class Item(models.Model):
     title = models.CharField(max_length=500)
     description = models.TextField(blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="Used for freshness.")
-    provider = models.CharField(max_length=200, blank=True, default="", db_index=True,
-                                help_text="Provider or creator, used by fairness rules.")
+    provider = models.CharField(
+        max_length=200, blank=True, default="", db_index=True, help_text="Provider or creator, used by fairness rules."
+    )
     is_active = models.BooleanField(default=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Count of in-force feedback (current states and events), kept by database triggers on
@@ -50,7 +52,8 @@ class Item(models.Model):
     # keeps it exact without counting 100k rows per catalogue page.
     popularity = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
     features: models.ManyToManyField[Feature, ItemFeature] = models.ManyToManyField(
-        Feature, through="ItemFeature", related_name="items", blank=True)
+        Feature, through="ItemFeature", related_name="items", blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -77,8 +80,10 @@ FEATURE_WEIGHT_MAX = 1e6
 
 def _feature_weight_in_range(name: str) -> models.CheckConstraint:
     return models.CheckConstraint(
-        condition=models.Q(weight__gte=0, weight__lte=FEATURE_WEIGHT_MAX), name=name,
-        violation_error_message=f"A feature weight must be between 0 and {FEATURE_WEIGHT_MAX:g}.")
+        condition=models.Q(weight__gte=0, weight__lte=FEATURE_WEIGHT_MAX),
+        name=name,
+        violation_error_message=f"A feature weight must be between 0 and {FEATURE_WEIGHT_MAX:g}.",
+    )
 
 
 class ItemFeature(models.Model):
@@ -104,7 +109,8 @@ class UserProfile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     external_id = models.CharField(max_length=128, unique=True)
     features: models.ManyToManyField[Feature, UserFeature] = models.ManyToManyField(
-        Feature, through="UserFeature", related_name="profiles", blank=True)
+        Feature, through="UserFeature", related_name="profiles", blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -177,7 +183,9 @@ class Feedback(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "item", "kind"], condition=Q(is_current=True), name="feedback_one_current_state",
+                fields=["user", "item", "kind"],
+                condition=Q(is_current=True),
+                name="feedback_one_current_state",
             ),
         ]
         indexes = [

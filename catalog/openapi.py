@@ -5,6 +5,7 @@ ignored; an event never has ``events``), so the event variant says it has no ``e
 that, every body matches exactly one variant, as ``oneOf`` requires. Registered by
 `catalog.apps.CatalogConfig.ready` (importing this module is what registers an extension).
 """
+
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiSerializerExtension

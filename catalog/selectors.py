@@ -8,6 +8,7 @@ and repeatable events (``is_current IS NULL``). Superseded ratings (``is_current
 history and do not count, so re-rating an item does not make it more popular. All-time
 popularity is the stored ``Item.popularity`` column, kept exact by triggers (migration 0005).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -68,12 +69,16 @@ def item_list(
         if not values:
             continue
         # EXISTS keeps one row per item, where a join would repeat items with several matches.
-        items = items.filter(Exists(ItemFeature.objects.filter(
-            item=OuterRef("pk"),
-            feature__subject=FeatureSubject.ITEM,
-            feature__type=feature_type,
-            feature__value__in=values,
-        )))
+        items = items.filter(
+            Exists(
+                ItemFeature.objects.filter(
+                    item=OuterRef("pk"),
+                    feature__subject=FeatureSubject.ITEM,
+                    feature__type=feature_type,
+                    feature__value__in=values,
+                )
+            )
+        )
     providers = [provider] if isinstance(provider, str) else list(provider or [])
     providers = [name for name in providers if name]
     if providers:
@@ -113,7 +118,9 @@ def item_statistics(*, item: Item) -> dict:
 
 
 def feature_facets(
-    *, subject: str = FeatureSubject.ITEM, types: tuple[str, ...] = FACET_TYPES,
+    *,
+    subject: str = FeatureSubject.ITEM,
+    types: tuple[str, ...] = FACET_TYPES,
 ) -> dict[str, list[tuple[str, int]]]:
     """Values of each feature type with how many (active) items or profiles carry them.
 
@@ -139,8 +146,12 @@ def feature_facets(
         facets[feature_type].append((value, count))
     if provider_from_items:
         providers = (
-            Item.objects.filter(is_active=True).exclude(provider="")
-            .order_by().values("provider").annotate(usage=Count("id")).order_by("provider")
+            Item.objects.filter(is_active=True)
+            .exclude(provider="")
+            .order_by()
+            .values("provider")
+            .annotate(usage=Count("id"))
+            .order_by("provider")
         )
         facets[PROVIDER_FACET] = [(row["provider"], row["usage"]) for row in providers]
     return facets
@@ -206,9 +217,7 @@ def popular_items(*, days: int | None = None, limit: int = 20, active_only: bool
     rows = rows.filter(created_at__gte=since)
     if active_only:
         rows = rows.filter(item__is_active=True)
-    top = list(
-        rows.order_by().values("item_id").annotate(total=Count("*")).order_by("-total", "item_id")[:limit]
-    )
+    top = list(rows.order_by().values("item_id").annotate(total=Count("*")).order_by("-total", "item_id")[:limit])
     counts = {row["item_id"]: row["total"] for row in top}
     by_id = Item.objects.filter(pk__in=counts).prefetch_related(_features_prefetch()).in_bulk()
     ranked = [by_id[item_id] for item_id in counts]
@@ -228,7 +237,9 @@ def catalog_counts() -> dict[str, Any]:
     items = Item.objects.aggregate(total=Count("id"), active=Count("id", filter=Q(is_active=True)))
     feedback = (
         Feedback.objects.filter(feedback_in_force())
-        .values_list("kind_id").annotate(count=Count("id")).order_by("kind_id")
+        .values_list("kind_id")
+        .annotate(count=Count("id"))
+        .order_by("kind_id")
     )
     features: dict[str, dict[str, int]] = {}
     for subject, feature_type, count in (

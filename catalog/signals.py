@@ -6,6 +6,7 @@ was rolled back, and it may safely enqueue a Celery task that reads the row agai
 The recommender connects to these for fold-in, cold-start vectors and cache invalidation;
 the catalogue itself connects nothing.
 """
+
 from django.dispatch import Signal
 
 # Sent once per stored feedback row with keyword arguments

@@ -7,6 +7,7 @@ catalogue's table names, columns and rules ("in force", "positive") are spelled 
 next to the models they describe. `catalog.selectors` builds its ORM reads from the same rules
 (`feedback_in_force`).
 """
+
 from __future__ import annotations
 
 from psycopg import sql
@@ -16,8 +17,10 @@ from psycopg import sql
 # explicit OR so PostgreSQL can combine two simple predicates with the feedback indexes.
 _IN_FORCE = "({alias}is_current OR {alias}is_current IS NULL)"
 # Positive feedback: a current rating of at least the threshold, a current like, or any purchase.
-_POSITIVE = ("(({alias}kind_id = 'rating' AND {alias}is_current AND {alias}value >= {threshold}) "
-             "OR ({alias}kind_id = 'like' AND {alias}is_current) OR {alias}kind_id = 'purchase')")
+_POSITIVE = (
+    "(({alias}kind_id = 'rating' AND {alias}is_current AND {alias}value >= {threshold}) "
+    "OR ({alias}kind_id = 'like' AND {alias}is_current) OR {alias}kind_id = 'purchase')"
+)
 POSITIVE_RATING = 4.0
 
 FEEDBACK_TABLE = "catalog_feedback"
@@ -55,14 +58,20 @@ def item_filter_clauses(
     if active_only:
         clauses.append(sql.SQL("EXISTS (SELECT 1 FROM catalog_item fi WHERE fi.id = {} AND fi.is_active)").format(item))
     if exclude_feature_ids:
-        clauses.append(sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM catalog_itemfeature fx WHERE fx.item_id = {} "
-            "AND fx.feature_id = ANY(%(excluded_features)s::bigint[]))").format(item))
+        clauses.append(
+            sql.SQL(
+                "NOT EXISTS (SELECT 1 FROM catalog_itemfeature fx WHERE fx.item_id = {} "
+                "AND fx.feature_id = ANY(%(excluded_features)s::bigint[]))"
+            ).format(item)
+        )
         params["excluded_features"] = list(exclude_feature_ids)
     if require_feature_ids:
-        clauses.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM catalog_itemfeature fr WHERE fr.item_id = {} "
-            "AND fr.feature_id = ANY(%(required_features)s::bigint[]))").format(item))
+        clauses.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM catalog_itemfeature fr WHERE fr.item_id = {} "
+                "AND fr.feature_id = ANY(%(required_features)s::bigint[]))"
+            ).format(item)
+        )
         params["required_features"] = list(require_feature_ids)
     if exclude_item_ids:
         clauses.append(sql.SQL("{} <> ALL(%(excluded_ids)s::bigint[])").format(item))

@@ -1,4 +1,5 @@
 """Catalogue pages, mounted at the site root by config/urls.py (the home page is the recommender's)."""
+
 from django.urls import path
 
 from catalog import views

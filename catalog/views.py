@@ -3,6 +3,7 @@
 Every page works without JavaScript; with htmx (``request.htmx``) the catalogue results and
 the rating widget are swapped in place from the partials under ``templates/partials/``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,13 +29,16 @@ from catalog.models import Feedback, Item
 
 logger = logging.getLogger(__name__)
 
+
 def catalogue(request: HttpRequest) -> HttpResponse:
     facets = selectors.feature_facets()
     form = CatalogueFilterForm(request.GET or None, facets=facets)
     form.is_valid()  # Invalid fields are shown and ignored; the valid ones still filter.
     data = getattr(form, "cleaned_data", {})
     items = selectors.item_list(
-        search=data.get("q", ""), features=form.selected_features(), provider=form.selected_providers(),
+        search=data.get("q", ""),
+        features=form.selected_features(),
+        provider=form.selected_providers(),
         sort=data.get("sort") or "popular",
     )
     page_size = data.get("page_size") or PAGE_SIZE_DEFAULT
@@ -79,8 +83,9 @@ def item_detail(request: HttpRequest, external_id: str) -> HttpResponse:
 
 def _safe_next(request: HttpRequest, fallback: str) -> str:
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                                  require_https=request.is_secure()):
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return fallback
 
@@ -99,18 +104,24 @@ def item_rate(request: HttpRequest, external_id: str) -> HttpResponse:
         profile = services.user_profile_get_or_create_for_user(user=request.user)
         try:
             services.feedback_record(
-                profile=profile, item=item, kind=form.cleaned_data["kind"], value=form.cleaned_data["value"],
+                profile=profile,
+                item=item,
+                kind=form.cleaned_data["kind"],
+                value=form.cleaned_data["value"],
             )
         except ValidationError as error:
             # The service validates against the kind's bounds too; show its words, never a 500.
             for message in error.messages:
                 form.add_error(None, message)
         else:
-            logger.info("feedback.recorded_from_page item=%s user=%s kind=%s",
-                        item.external_id, request.user.pk, form.cleaned_data["kind"])
+            logger.info(
+                "feedback.recorded_from_page item=%s user=%s kind=%s",
+                item.external_id,
+                request.user.pk,
+                form.cleaned_data["kind"],
+            )
             if request.htmx:
-                return render(request, "partials/rating_widget.html",
-                              _widget_context(request, item, saved=True))
+                return render(request, "partials/rating_widget.html", _widget_context(request, item, saved=True))
             messages.success(request, "Thanks, your feedback was saved.")
             return redirect(_safe_next(request, detail_url))
 

@@ -1,4 +1,5 @@
 """The Celery app. Tasks live in each app's `tasks.py`; schedules live in `config/schedules.py`."""
+
 import os
 
 from celery import Celery

@@ -15,6 +15,7 @@ Two halves (docs/resilience.md):
 Recovery needs no restart: ``CONN_HEALTH_CHECKS`` makes Django test a reused connection at the
 start of each request and reconnect when the server came back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,10 @@ def web_timeouts_apply(sender, connection, **kwargs) -> None:
     if connection.vendor != "postgresql":
         return
     statements = []
-    for name, value in (("statement_timeout", settings.WEB_STATEMENT_TIMEOUT_MS),
-                        ("lock_timeout", settings.WEB_LOCK_TIMEOUT_MS)):
+    for name, value in (
+        ("statement_timeout", settings.WEB_STATEMENT_TIMEOUT_MS),
+        ("lock_timeout", settings.WEB_LOCK_TIMEOUT_MS),
+    ):
         if value:
             statements.append(f"SET {name} = {int(value)}")
     if statements:
@@ -62,12 +65,15 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, (OperationalError, InterfaceError)):
             return None
-        logger.warning("database.unavailable path=%s error=%s", request.path,
-                       f"{type(exception).__name__}: {exception}".replace("\n", " ")[:300])
+        logger.warning(
+            "database.unavailable path=%s error=%s",
+            request.path,
+            f"{type(exception).__name__}: {exception}".replace("\n", " ")[:300],
+        )
         if is_api_request(request):
             response = JsonResponse(
-                {"detail": "The database is unavailable; retry shortly.", "code": "database_unavailable"},
-                status=503)
+                {"detail": "The database is unavailable; retry shortly.", "code": "database_unavailable"}, status=503
+            )
         else:
             response = HttpResponse(_PAGE, status=503, content_type="text/html; charset=utf-8")
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -11,6 +11,7 @@ concurrent processes share one server instead of starting a second postmaster on
 We pass ``cleanup_mode=None`` so the server outlives the process that started it and is reused
 by the next run; `manage.py embedded_postgres stop` stops it.
 """
+
 from __future__ import annotations
 
 import atexit

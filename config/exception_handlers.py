@@ -1,4 +1,5 @@
 """One place that turns domain errors into JSON 4xx answers for the API."""
+
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -53,6 +54,7 @@ def api_exception_handler(exc, context):
 # under /api/, pages elsewhere. With DEBUG on Django shows its technical pages instead, and
 # config.middleware.ApiErrorsAsJsonMiddleware answers the same JSON for the API.
 # --------------------------------------------------------------------------------------------
+
 
 def bad_request(request, exception):
     if is_api_request(request):

@@ -6,6 +6,7 @@ counters live in the default cache: per process with LocMem, shared with Redis (
 Enforced in the authentication backend, so the site's sign-in page and the admin's both count;
 the site's page also says plainly that the pair is locked and answers 429 with Retry-After.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +94,9 @@ class LockoutAuthenticationForm(AuthenticationForm):
                 minutes = max(1, math.ceil(self.locked_for / 60))
                 raise forms.ValidationError(
                     f"Too many failed sign-ins for this account from your address. "
-                    f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.", code="locked_out")
+                    f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                    code="locked_out",
+                )
         return super().clean()
 
 

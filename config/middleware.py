@@ -7,6 +7,7 @@
 - :class:`ApiErrorsAsJsonMiddleware` makes sure no error under /api/ answers anything but that
   JSON, whoever produced it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,9 @@ class ApiErrorsAsJsonMiddleware:
         if isinstance(data, dict) and "detail" in data:
             replacement = JsonResponse(data, status=response.status_code)
         else:
-            replacement = api_error(api_error_detail(response.status_code, method=request.method or ""),
-                                    status=response.status_code)
+            replacement = api_error(
+                api_error_detail(response.status_code, method=request.method or ""), status=response.status_code
+            )
         for header in _KEPT_HEADERS:
             if header in response:
                 replacement[header] = response[header]
@@ -117,8 +119,9 @@ class HostileInputMiddleware:
             logger.info("request.refused reason=nul path_length=%s", len(request.path))
             if api:
                 return api_error("The path or a parameter contains a NUL character.", status=400)
-            return HttpResponseBadRequest("The path or a parameter contains a NUL character.",
-                                          content_type="text/plain; charset=utf-8")
+            return HttpResponseBadRequest(
+                "The path or a parameter contains a NUL character.", content_type="text/plain; charset=utf-8"
+            )
         if api:
             length = _declared_length(request)
             if length < 0:
@@ -127,6 +130,5 @@ class HostileInputMiddleware:
             # DRF streams the body straight from the request, bypassing Django's own size check.
             if limit is not None and length > limit:
                 logger.info("request.refused reason=too_large length=%s limit=%s", length, limit)
-                return api_error(f"The request body is larger than {limit} bytes.", status=413,
-                                 limit_bytes=limit)
+                return api_error(f"The request body is larger than {limit} bytes.", status=413, limit_bytes=limit)
         return None

@@ -3,6 +3,7 @@
 Python's decoder recurses per nesting level, so ``[[[[…]]]]`` a hundred thousand deep raises
 RecursionError, which DRF's parser does not catch (it catches ValueError) and would be a 500.
 """
+
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 

@@ -3,6 +3,7 @@
 They are written into django-celery-beat's tables after `migrate` (see recommender/apps.py) only
 when missing, so edits made in the admin (interval, enabled) are kept.
 """
+
 PERIODIC_TASKS = [
     # name, task, every (seconds), enabled by default
     ("Retrain the default model", "recommender.tasks.model_train_scheduled_task", 24 * 3600, True),

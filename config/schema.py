@@ -5,6 +5,7 @@ framework around them (validation, authentication, paging, body limits, throttli
 outage) are the same everywhere, so they are added here, once, in the JSON shape
 ``config.exception_handlers`` produces. Schemathesis checks the API against exactly this.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,11 @@ _DESCRIPTIONS = {
 # and in keys. Recursive, so it is a component (added by error_responses_add).
 JSON_VALUE_SCHEMA_NAME = "JsonValue"
 JSON_VALUE_REF = {"$ref": f"#/components/schemas/{JSON_VALUE_SCHEMA_NAME}"}
-JSON_OBJECT_SCHEMA = {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN},
-                      "additionalProperties": JSON_VALUE_REF}
+JSON_OBJECT_SCHEMA = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL_PATTERN},
+    "additionalProperties": JSON_VALUE_REF,
+}
 JSON_VALUE_SCHEMA = {
     "description": "Any JSON value; no string or key may contain the NUL character.",
     "anyOf": [
@@ -111,7 +115,7 @@ def error_responses_add(result, generator, request, public):
     components[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
     components[JSON_VALUE_SCHEMA_NAME] = JSON_VALUE_SCHEMA
     for path, operations in result.get("paths", {}).items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             _body_required_by_variants(operation, components)
@@ -165,9 +169,14 @@ class ApiAutoSchema(AutoSchema):
                 schema.setdefault("minItems", field.min_length)
             if field.max_length is not None:
                 schema.setdefault("maxItems", field.max_length)
-        elif isinstance(field, serializers.CharField) and not isinstance(field, serializers.ChoiceField) \
-                and _main_type(schema) == "string" and "format" not in schema and "enum" not in schema \
-                and not any(isinstance(v, RegexValidator) for v in field.validators):  # slugs: their own pattern
+        elif (
+            isinstance(field, serializers.CharField)
+            and not isinstance(field, serializers.ChoiceField)
+            and _main_type(schema) == "string"
+            and "format" not in schema
+            and "enum" not in schema
+            and not any(isinstance(v, RegexValidator) for v in field.validators)
+        ):  # slugs: their own pattern
             schema.setdefault("pattern", NON_BLANK_PATTERN if not field.allow_blank else NO_NUL_PATTERN)
             # With allow_blank, spectacular then offers "" as a separate oneOf branch; the minimum
             # keeps the two branches apart (oneOf: "" must match exactly one of them).

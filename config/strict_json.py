@@ -5,6 +5,7 @@ IntegerField, ``"yes"`` becomes ``True`` for a BooleanField. That is convenient 
 but this is a JSON API whose OpenAPI schema is the contract, so a value of the wrong JSON type is
 refused with a 400 naming the field.
 """
+
 from __future__ import annotations
 
 from rest_framework import serializers

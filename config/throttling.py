@@ -3,6 +3,7 @@
 Both key on the same address so one setting (``TRUSTED_PROXY_COUNT``, mirrored into DRF's
 ``NUM_PROXIES``) decides how far X-Forwarded-For is believed.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -6,6 +6,7 @@ some mean "this input clashes with data already stored": a taken external id or 
 The API answers those with 409 Conflict, so a client can tell "fix the request" from "it
 exists already" without parsing messages.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError

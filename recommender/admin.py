@@ -1,6 +1,7 @@
 """Admin for the recommender: training configurations ("Train now"), model versions (read-only,
 with "Activate" and "Roll back"), and the re-ranking rules (`rerank/admin.py`, imported here so
 the admin's autodiscovery finds them)."""
+
 from __future__ import annotations
 
 from django.contrib import admin, messages

@@ -3,6 +3,7 @@
 As in catalog/api_urls.py, the spec's paths have no trailing slash and the slashed spelling is
 accepted too (same view, hidden from the schema).
 """
+
 from django.urls import path
 
 from recommender import apis

@@ -5,6 +5,7 @@ work, an output serializer answers. Domain errors (``ApplicationError``: a train
 running, an activation refused) and validation errors become JSON 4xx in
 ``config.exception_handlers``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,11 @@ def _is_staff(request) -> bool:
 # Recommendations and related items
 # --------------------------------------------------------------------------------------------
 
+
 class KInputSerializer(serializers.Serializer):
-    k = serializers.IntegerField(min_value=1, default=10,
-                                 help_text=f"How many items (at least 1); values above {serving.K_MAX} are capped.")
+    k = serializers.IntegerField(
+        min_value=1, default=10, help_text=f"How many items (at least 1); values above {serving.K_MAX} are capped."
+    )
 
 
 class RecommendedItemOutputSerializer(serializers.Serializer):
@@ -51,25 +54,32 @@ class RecommendedItemOutputSerializer(serializers.Serializer):
     score = serializers.FloatField(
         allow_null=True,
         help_text="The scorer's score: LightFM's full score, or its blend with item-item and popularity "
-                  "signals when the version has one (null in a fallback).")
-    sources = serializers.DictField(child=serializers.FloatField(),
-                                    help_text="Candidate sources that nominated the item, with their scores.")
-    because_you_liked = serializers.ListField(child=serializers.CharField(), source="reasons",
-                                              help_text='Explanations such as "Because you liked Heat".')
-    rules = serializers.ListField(child=serializers.CharField(), source="notes",
-                                  help_text="What the re-ranking rules did to this item.")
+        "signals when the version has one (null in a fallback).",
+    )
+    sources = serializers.DictField(
+        child=serializers.FloatField(), help_text="Candidate sources that nominated the item, with their scores."
+    )
+    because_you_liked = serializers.ListField(
+        child=serializers.CharField(), source="reasons", help_text='Explanations such as "Because you liked Heat".'
+    )
+    rules = serializers.ListField(
+        child=serializers.CharField(), source="notes", help_text="What the re-ranking rules did to this item."
+    )
 
 
 class RecommendationsOutputSerializer(serializers.Serializer):
     surface = serializers.CharField()
-    version = serializers.IntegerField(source="version_id", allow_null=True,
-                                       help_text="The model version that served the list.")
+    version = serializers.IntegerField(
+        source="version_id", allow_null=True, help_text="The model version that served the list."
+    )
     fallback = serializers.BooleanField(help_text="True when popular/fresh items were served instead of the model.")
     fallback_reason = serializers.CharField(
-        help_text="no_active_model, vector_store_error, unknown_user, anonymous, pipeline_error, or empty.")
+        help_text="no_active_model, vector_store_error, unknown_user, anonymous, pipeline_error, or empty."
+    )
     cached = serializers.BooleanField()
-    rules_applied = serializers.ListField(child=serializers.JSONField(),
-                                          help_text="Each rule that ran and what it changed.")
+    rules_applied = serializers.ListField(
+        child=serializers.JSONField(), help_text="Each rule that ran and what it changed."
+    )
     items = RecommendedItemOutputSerializer(many=True)
 
 
@@ -95,16 +105,18 @@ def recommendations_data(result: serving.Recommendations) -> dict[str, Any]:
     items = []
     for entry in result.items:
         item = entry.item
-        items.append({
-            "external_id": str(item.external_id),
-            "title": str(item.title),
-            "provider": str(item.provider),
-            "published_at": None if item.published_at is None else _DATETIME.to_representation(item.published_at),
-            "score": None if entry.score is None else float(entry.score),
-            "sources": {str(name): float(score) for name, score in entry.sources.items()},
-            "because_you_liked": [str(reason) for reason in entry.reasons],
-            "rules": [str(note) for note in entry.notes],
-        })
+        items.append(
+            {
+                "external_id": str(item.external_id),
+                "title": str(item.title),
+                "provider": str(item.provider),
+                "published_at": None if item.published_at is None else _DATETIME.to_representation(item.published_at),
+                "score": None if entry.score is None else float(entry.score),
+                "sources": {str(name): float(score) for name, score in entry.sources.items()},
+                "because_you_liked": [str(reason) for reason in entry.reasons],
+                "rules": [str(note) for note in entry.notes],
+            }
+        )
     return {
         "surface": str(result.surface),
         "version": None if result.version_id is None else int(result.version_id),
@@ -121,11 +133,16 @@ class UserRecommendationsApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(operation_id="users_recommendations", parameters=[KInputSerializer],
-                   responses={200: RecommendationsOutputSerializer,
-                              400: OpenApiResponse(description="Invalid k."),
-                              403: OpenApiResponse(description="Another user's list, not staff."),
-                              404: OpenApiResponse(description="No such user.")})
+    @extend_schema(
+        operation_id="users_recommendations",
+        parameters=[KInputSerializer],
+        responses={
+            200: RecommendationsOutputSerializer,
+            400: OpenApiResponse(description="Invalid k."),
+            403: OpenApiResponse(description="Another user's list, not staff."),
+            404: OpenApiResponse(description="No such user."),
+        },
+    )
     def get(self, request, external_id: str):
         k = _k_from(request)
         profile = get_object_or_404(UserProfile, external_id=external_id)
@@ -140,9 +157,15 @@ class ItemRelatedApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="items_related", parameters=[KInputSerializer],
-                   responses={200: RecommendationsOutputSerializer, 400: OpenApiResponse(description="Invalid k."),
-                              404: OpenApiResponse(description="No such (active) item.")})
+    @extend_schema(
+        operation_id="items_related",
+        parameters=[KInputSerializer],
+        responses={
+            200: RecommendationsOutputSerializer,
+            400: OpenApiResponse(description="Invalid k."),
+            404: OpenApiResponse(description="No such (active) item."),
+        },
+    )
     def get(self, request, external_id: str):
         k = _k_from(request)
         item = Item.objects.filter(external_id=external_id).first()
@@ -157,11 +180,12 @@ class ItemRelatedApi(APIView):
 # Rules (staff)
 # --------------------------------------------------------------------------------------------
 
+
 class RuleInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     kind = serializers.ChoiceField(choices=RuleKind.choices)
     enabled = serializers.BooleanField(default=True)
-    order = serializers.IntegerField(default=100, min_value=-2**31, max_value=2**31 - 1)  # a PostgreSQL integer
+    order = serializers.IntegerField(default=100, min_value=-(2**31), max_value=2**31 - 1)  # a PostgreSQL integer
     scope = serializers.ChoiceField(choices=RuleScope.choices, default=RuleScope.BOTH)
     params = serializers.JSONField(default=dict)
     starts_at = serializers.DateTimeField(allow_null=True, required=False)
@@ -240,6 +264,7 @@ class RuleDetailApi(APIView):
 # Models
 # --------------------------------------------------------------------------------------------
 
+
 class ModelVersionOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
@@ -284,9 +309,14 @@ class ModelDetailApi(APIView):
 class ModelTrainApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(operation_id="models_train", request=None,
-                   responses={202: ModelVersionOutputSerializer,
-                              409: OpenApiResponse(description="A training run is already queued or running.")})
+    @extend_schema(
+        operation_id="models_train",
+        request=None,
+        responses={
+            202: ModelVersionOutputSerializer,
+            409: OpenApiResponse(description="A training run is already queued or running."),
+        },
+    )
     def post(self, request):
         version = model_training_request(requested_by=request.user)
         version = ModelVersion.objects.select_related("config").get(pk=version.pk)
@@ -296,21 +326,33 @@ class ModelTrainApi(APIView):
 class ModelActivateApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(operation_id="models_activate", request=None,
-                   responses={200: ModelVersionOutputSerializer,
-                              409: OpenApiResponse(description="The version is not ready or has no valid index.")})
+    @extend_schema(
+        operation_id="models_activate",
+        request=None,
+        responses={
+            200: ModelVersionOutputSerializer,
+            409: OpenApiResponse(description="The version is not ready or has no valid index."),
+        },
+    )
     def post(self, request, version_id: int):
-        version = model_version_activate(version=get_object_or_404(ModelVersion, pk=version_id),
-                                         reason=f"Activated by {request.user.get_username()} through the API.")
+        version = model_version_activate(
+            version=get_object_or_404(ModelVersion, pk=version_id),
+            reason=f"Activated by {request.user.get_username()} through the API.",
+        )
         return Response(ModelVersionOutputSerializer(version).data)
 
 
 class ModelRollbackApi(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(operation_id="models_rollback", request=None,
-                   responses={200: ModelVersionOutputSerializer,
-                              409: OpenApiResponse(description="No earlier version to roll back to.")})
+    @extend_schema(
+        operation_id="models_rollback",
+        request=None,
+        responses={
+            200: ModelVersionOutputSerializer,
+            409: OpenApiResponse(description="No earlier version to roll back to."),
+        },
+    )
     def post(self, request):
         return Response(ModelVersionOutputSerializer(model_version_rollback()).data)
 

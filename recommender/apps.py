@@ -19,5 +19,12 @@ class RecommenderConfig(AppConfig):
         from recommender.receivers import receivers_connect
 
         receivers_connect()
-        item_panel_register(ItemPanel(key="related", heading="Related items", link_text="Show related items",
-                                      url_name="item-related-panel", refresh_after_rating=True))
+        item_panel_register(
+            ItemPanel(
+                key="related",
+                heading="Related items",
+                link_text="Show related items",
+                url_name="item-related-panel",
+                refresh_after_rating=True,
+            )
+        )

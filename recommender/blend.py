@@ -9,6 +9,7 @@ Serving reads nothing new from the database: the features come from the pool's m
 the user's rated items (``context.seen_item_ids``, already read for filtering) and the blend's
 in-memory item-item matrix and popularity, loaded once per version per process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,15 @@ def blend_path(artifact_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.blend.npz")
 
 
-def blend_train(*, data: TrainingData, params, min_users: int | None = None,
-                min_gain: float | None = None, model=None, held_out=None) -> BlendModel | None:
+def blend_train(
+    *,
+    data: TrainingData,
+    params,
+    min_users: int | None = None,
+    min_gain: float | None = None,
+    model=None,
+    held_out=None,
+) -> BlendModel | None:
     """Fit blend weights on a validation split of ``data`` (training interactions only).
 
     With ``model`` (trained on ``data``) and ``held_out`` (positives it never saw), the weights are
@@ -63,11 +71,17 @@ def blend_train(*, data: TrainingData, params, min_users: int | None = None,
         fitted = blend_fit_on_validation(data, params)
     model_precision = next(v for key, v in fitted.validation.items() if key.startswith("model_precision"))
     blend_precision = next(v for key, v in fitted.validation.items() if key.startswith("blend_precision"))
-    logger.info("blend.fitted weights=%s model_precision=%.4f blend_precision=%.4f s=%.1f",
-                fitted.weights.as_dict(), model_precision, blend_precision, time.perf_counter() - started)
+    logger.info(
+        "blend.fitted weights=%s model_precision=%.4f blend_precision=%.4f s=%.1f",
+        fitted.weights.as_dict(),
+        model_precision,
+        blend_precision,
+        time.perf_counter() - started,
+    )
     if blend_precision < model_precision * (1.0 + min_gain):
-        logger.info("blend.skipped reason=no_gain model_precision=%.4f blend_precision=%.4f",
-                    model_precision, blend_precision)
+        logger.info(
+            "blend.skipped reason=no_gain model_precision=%.4f blend_precision=%.4f", model_precision, blend_precision
+        )
         return None
     return fitted
 
@@ -129,5 +143,6 @@ def pool_blend_scores(*, context: Context, item_ids: list[int], model_scores: np
     if blend is None:
         return None
     history = np.fromiter(context.seen_item_ids, dtype=np.int64, count=len(context.seen_item_ids))
-    return blend.pool_scores(model_scores=model_scores, history_ids=history,
-                             candidate_ids=np.asarray(item_ids, dtype=np.int64))
+    return blend.pool_scores(
+        model_scores=model_scores, history_ids=history, candidate_ids=np.asarray(item_ids, dtype=np.int64)
+    )

@@ -12,6 +12,7 @@ A bump is a single upsert into ``rec_cache_generation`` (migration 0004), commit
 right after) the write that caused it. Reading both generations is one indexed query (about
 0.1 ms), far cheaper than anything they guard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,9 @@ def generation_bump(*, scope: str) -> int:
         cursor.execute(
             f"INSERT INTO {GENERATION_TABLE} (scope, generation) VALUES (%s, 1) "
             f"ON CONFLICT (scope) DO UPDATE SET generation = {GENERATION_TABLE}.generation + 1 "
-            "RETURNING generation", [scope])
+            "RETURNING generation",
+            [scope],
+        )
         value = int(cursor.fetchone()[0])
     logger.debug("generations.bumped scope=%s generation=%s", scope, value)
     return value
@@ -54,8 +57,9 @@ def generations_fetch(*, profile_id: int) -> tuple[int, int]:
     """(global generation, user generation); 0 for a scope never bumped."""
     scope = user_scope(profile_id)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT scope, generation FROM {GENERATION_TABLE} WHERE scope IN (%s, %s)",
-                       [GLOBAL_SCOPE, scope])
+        cursor.execute(
+            f"SELECT scope, generation FROM {GENERATION_TABLE} WHERE scope IN (%s, %s)", [GLOBAL_SCOPE, scope]
+        )
         values = dict(cursor.fetchall())
     return int(values.get(GLOBAL_SCOPE, 0)), int(values.get(scope, 0))
 

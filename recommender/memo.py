@@ -18,6 +18,7 @@ The rules every memo shares, written once here:
 - **A lock** around the table; loads run outside it (two threads may load the same value once
   each, never a torn one).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,15 @@ class GenerationMemo(Generic[K, V]):
     size_of : value → bytes it holds (default 0: only ``max_entries`` bounds the memo).
     """
 
-    def __init__(self, name: str, load: Callable[[K], V], *, max_entries: int | None = None,
-                 budget_bytes: int | None = None, size_of: Callable[[V], int] = _no_size):
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[K], V],
+        *,
+        max_entries: int | None = None,
+        budget_bytes: int | None = None,
+        size_of: Callable[[V], int] = _no_size,
+    ):
         self.name = name
         self._load = load
         self.max_entries = max_entries
@@ -85,8 +93,9 @@ class GenerationMemo(Generic[K, V]):
         self._store(generation, {key: value})
         return value
 
-    def get_many(self, keys: Iterable[K], *, generation: int | None,
-                 load_many: Callable[[list[K]], dict[K, V]]) -> dict[K, V]:
+    def get_many(
+        self, keys: Iterable[K], *, generation: int | None, load_many: Callable[[list[K]], dict[K, V]]
+    ) -> dict[K, V]:
         """Values of several keys, the missing ones loaded in one ``load_many`` call; absent keys stay absent."""
         keys = list(keys)
         if generation is None or not self.usable(generation):
@@ -110,8 +119,12 @@ class GenerationMemo(Generic[K, V]):
                     logger.info("memo.full name=%s entries=%s", self.name, len(values))
                     return
                 if self.budget_bytes is not None and self._bytes + sizes[key] > self.budget_bytes:
-                    logger.info("memo.over_budget name=%s bytes=%s budget=%s", self.name, self._bytes + sizes[key],
-                                self.budget_bytes)
+                    logger.info(
+                        "memo.over_budget name=%s bytes=%s budget=%s",
+                        self.name,
+                        self._bytes + sizes[key],
+                        self.budget_bytes,
+                    )
                     continue
                 if key not in values:
                     self._bytes += sizes[key]

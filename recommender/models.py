@@ -4,6 +4,7 @@ Vectors do not live in Django models: each published version owns two plain tabl
 `recommender/vectors.py` (fixed pgvector dimension, HNSW indexes), so a version is published,
 activated and dropped as a whole. Re-ranking rules live in `recommender/rerank/models.py`.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -43,19 +44,27 @@ class TrainingConfig(models.Model):
     use_item_features = models.BooleanField(default=True)
     use_user_features = models.BooleanField(default=False)
     positive_threshold = models.FloatField(default=4.0, help_text="Explicit ratings at or above this are positives.")
-    time_decay_half_life_days = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.01)],
-                                                  help_text="Optional exponential decay of old feedback.")
+    time_decay_half_life_days = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01)],
+        help_text="Optional exponential decay of old feedback.",
+    )
     split = models.CharField(max_length=8, choices=SplitKind.choices, default=SplitKind.RANDOM)
     test_fraction = models.FloatField(default=0.2, validators=[MinValueValidator(0.01), MaxValueValidator(0.9)])
     seed = models.IntegerField(default=0)
     eval_k = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1), MaxValueValidator(100)])
     early_stopping_patience = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Stop after this many epochs without a better validation precision@k.")
+        null=True, blank=True, help_text="Stop after this many epochs without a better validation precision@k."
+    )
     refit_on_full_data = models.BooleanField(
-        default=True, help_text="Serve a model refitted on all data after evaluation (see docs/training.md).")
+        default=True, help_text="Serve a model refitted on all data after evaluation (see docs/training.md)."
+    )
     quality_margin = models.FloatField(
-        default=0.02, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
-        help_text="A new version may be at most this much worse (precision@k, absolute) than the active one.")
+        default=0.02,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A new version may be at most this much worse (precision@k, absolute) than the active one.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -99,8 +108,7 @@ RUNNING_STATUSES = (
 class ModelVersion(models.Model):
     config = models.ForeignKey(TrainingConfig, on_delete=models.SET_NULL, null=True, blank=True)
     config_snapshot = models.JSONField(default=dict)
-    status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.QUEUED,
-                              db_index=True)
+    status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.QUEUED, db_index=True)
     epoch = models.PositiveIntegerField(default=0)
     epochs_total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
@@ -143,17 +151,29 @@ class ModelVersion(models.Model):
     @property
     def progress(self) -> float:
         """0..1 over the whole run, for progress bars."""
-        order = [VersionStatus.QUEUED, VersionStatus.BUILDING_DATASET, VersionStatus.TRAINING,
-                 VersionStatus.EVALUATING, VersionStatus.PUBLISHING]
+        order = [
+            VersionStatus.QUEUED,
+            VersionStatus.BUILDING_DATASET,
+            VersionStatus.TRAINING,
+            VersionStatus.EVALUATING,
+            VersionStatus.PUBLISHING,
+        ]
         if self.status not in order:
             return 1.0
         if self.status == VersionStatus.TRAINING and self.epochs_total:
             return 0.1 + 0.7 * self.epoch / self.epochs_total
-        fractions: dict[str, float] = {VersionStatus.QUEUED: 0.0, VersionStatus.BUILDING_DATASET: 0.05,
-                VersionStatus.TRAINING: 0.1, VersionStatus.EVALUATING: 0.8, VersionStatus.PUBLISHING: 0.9}
+        fractions: dict[str, float] = {
+            VersionStatus.QUEUED: 0.0,
+            VersionStatus.BUILDING_DATASET: 0.05,
+            VersionStatus.TRAINING: 0.1,
+            VersionStatus.EVALUATING: 0.8,
+            VersionStatus.PUBLISHING: 0.9,
+        }
         return fractions[self.status]
 
     def clean(self) -> None:
         if self.status == VersionStatus.ACTIVE and not self.vectors_published:
             raise ValidationError({"status": "Only a version with published vectors can be active."})
+
+
 from .rerank.models import Impression, Rule  # noqa: E402,F401

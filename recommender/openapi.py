@@ -11,6 +11,7 @@ PATCH is the one place where validity depends on the stored rule: parameters sen
 parameters keeps the current ones (which must then suit it). Its schema therefore has one
 variant per kind (``kind`` given) plus one without ``kind`` whose ``params`` is any object.
 """
+
 from __future__ import annotations
 
 import copy

@@ -10,6 +10,7 @@ under ``context.measure``; with neither, by all-time popularity. Items the activ
 vector for (added after publishing and not embedded yet) keep their place at the bottom of the
 list, below every scored item, so a fallback can still show them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,10 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _assign(pool: list[PooledCandidate], scores_by_item: dict[int, float]) -> list[PooledCandidate]:
-    if scores_by_item:
-        floor = min(scores_by_item.values()) - 1.0
-    else:
-        floor = 0.0
+    floor = min(scores_by_item.values()) - 1.0 if scores_by_item else 0.0
     for entry in pool:
         entry.score = scores_by_item.get(entry.item_id, floor)
     return sorted(pool, key=lambda entry: (-scores_by_item.get(entry.item_id, floor), entry.item_id))
@@ -42,7 +40,7 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
     # The version's blend (recommender/blend.py), when it has one, mixes signals the model lacks
     # into the order; the items without a vector still sink below every scored item.
     blended = pool_blend_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
-    return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist()))
+    return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist(), strict=True))
 
 
 def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int]) -> dict[int, float] | None:
@@ -54,9 +52,13 @@ def _seed_similarity_scores(context: Context, seed_id: int, item_ids: list[int])
     pooled = [item_id for item_id in dict.fromkeys(item_ids) if item_id in by_id]
     if not pooled:
         return {}
-    scores = similarity(by_id[seed_id], np.stack([by_id[item_id] for item_id in pooled]), context.measure,
-                        alpha=context.norm_damping_alpha)
-    return dict(zip(pooled, np.atleast_1d(scores).tolist()))
+    scores = similarity(
+        by_id[seed_id],
+        np.stack([by_id[item_id] for item_id in pooled]),
+        context.measure,
+        alpha=context.norm_damping_alpha,
+    )
+    return dict(zip(pooled, np.atleast_1d(scores).tolist(), strict=True))
 
 
 def _popularity_scores(item_ids: list[int]) -> dict[int, float]:

@@ -11,6 +11,7 @@ Every catalogue signal is sent after commit, so these run once the write is dura
 A failed fold-in must not turn a stored rating into an error page: it is logged with its
 context and the cache is still invalidated (serving then uses the previous vector).
 """
+
 from __future__ import annotations
 
 import logging

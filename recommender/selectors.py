@@ -1,4 +1,5 @@
 """Reads for the recommender: model versions, training configurations, precomputed related lists."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from psycopg import sql
 
 from .candidates.base import PooledCandidate
 from .models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
+
 
 def active_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=VersionStatus.ACTIVE).first()
@@ -23,8 +25,9 @@ def running_versions():
 
 def rollback_candidate(*, exclude_id: int | None) -> ModelVersion | None:
     """The most recently active version, other than ``exclude_id``, that still has its vectors."""
-    versions = ModelVersion.objects.filter(status=VersionStatus.READY, vectors_published=True,
-                                           activated_at__isnull=False)
+    versions = ModelVersion.objects.filter(
+        status=VersionStatus.READY, vectors_published=True, activated_at__isnull=False
+    )
     if exclude_id is not None:
         versions = versions.exclude(pk=exclude_id)
     return versions.order_by("-activated_at").first()
@@ -49,8 +52,12 @@ def related_precomputed_fetch(*, version_id: int | None, item_id: int | None) ->
     table = related_table(version_id)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql.SQL("SELECT related_ids, scores, sources FROM {} WHERE item_id = %s")
-                           .format(sql.Identifier(table)).as_string(connection.connection), [item_id])
+            cursor.execute(
+                sql.SQL("SELECT related_ids, scores, sources FROM {} WHERE item_id = %s")
+                .format(sql.Identifier(table))
+                .as_string(connection.connection),
+                [item_id],
+            )
             row = cursor.fetchone()
     except DatabaseError as error:
         if "does not exist" in str(error):
@@ -60,5 +67,7 @@ def related_precomputed_fetch(*, version_id: int | None, item_id: int | None) ->
         return None
     related_ids, scores, sources = row
     sources = sources if isinstance(sources, list) else json.loads(sources)
-    return [PooledCandidate(item_id=int(related_id), sources=dict(source), score=float(score))
-            for related_id, score, source in zip(related_ids, scores, sources)]
+    return [
+        PooledCandidate(item_id=int(related_id), sources=dict(source), score=float(score))
+        for related_id, score, source in zip(related_ids, scores, sources, strict=False)
+    ]

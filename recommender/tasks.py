@@ -1,4 +1,5 @@
 """Celery tasks: thin wrappers that load ids and call one service. Schedules: config/schedules.py."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,13 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(
-    bind=True, acks_late=True, reject_on_worker_lost=True, queue="training",
-    soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300, max_retries=0,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    queue="training",
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+    max_retries=0,
 )
 def model_train_task(self, version_id: int) -> dict:
     """Train, evaluate, publish and (when it passes the gate) activate one version: `model_version_train`.

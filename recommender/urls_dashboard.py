@@ -1,4 +1,5 @@
 """Dashboard pages (models, rules, embedding map, data, health, view as), mounted at the site root."""
+
 from django.urls import path
 
 from recommender.dashboard.views import data, embedding, health, model_versions, rules, view_as

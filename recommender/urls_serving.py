@@ -1,4 +1,5 @@
 """Recommendation pages, mounted at ``/``: the home page, and the related-items panel of the item page."""
+
 from django.urls import path
 
 from recommender import views

@@ -4,6 +4,7 @@ Thin views over `recommender.serving`. Both render without JavaScript; with htmx
 loads its panel as a fragment and reloads it after a rating (the fold-in has already run by
 then, synchronously in the rating's request), so recommendations change in place.
 """
+
 from __future__ import annotations
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -13,8 +14,8 @@ from catalog import selectors as catalog_selectors
 from catalog.models import Item
 
 from . import serving
-from .serving.results import SOURCE_LABELS
 from .dashboard.selectors import viewing_profile
+from .serving.results import SOURCE_LABELS
 
 HOME_COUNT = 12
 RELATED_COUNT = 8
@@ -57,9 +58,13 @@ def _source_rows(profile) -> list[dict]:
     wanted = {c.item_id for row in picks.values() for c in row}
     items = Item.objects.filter(pk__in=wanted).prefetch_related("features").in_bulk()
     return [
-        {"source": source, "label": SOURCE_LABELS.get(source, source.replace("_", " ")),
-         "items": [items[c.item_id] for c in row if c.item_id in items]}
-        for source, row in picks.items() if row
+        {
+            "source": source,
+            "label": SOURCE_LABELS.get(source, source.replace("_", " ")),
+            "items": [items[c.item_id] for c in row if c.item_id in items],
+        }
+        for source, row in picks.items()
+        if row
     ]
 
 

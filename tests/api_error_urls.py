@@ -2,6 +2,7 @@
 
 DRF views turn their own errors into JSON; these show what reaches Django's error handling.
 """
+
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404
 from django.urls import path

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests run on the real (embedded or DATABASE_URL) PostgreSQL with pgvector."""
+
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def _migration_seeded_rows(request):
     """
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker is not None and marker.kwargs.get("transaction")) or any(
-        name in request.fixturenames for name in ("transactional_db", "live_server"))
+        name in request.fixturenames for name in ("transactional_db", "live_server")
+    )
     if not transactional:
         return
     request.getfixturevalue("transactional_db")

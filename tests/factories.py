@@ -3,6 +3,7 @@
 They write rows directly (fast, no signals). To exercise the feedback rules — superseding,
 idempotency, like/dislike — call ``catalog.services.feedback_record`` instead of FeedbackFactory.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,8 +26,15 @@ def feedback_kind_for(code: str) -> FeedbackKind:
     for seed_code, name, weight, explicit, stateful, low, high, default in _SEED.DEFAULT_KINDS:
         FeedbackKind.objects.get_or_create(
             code=seed_code,
-            defaults=dict(name=name, weight=weight, is_explicit=explicit, is_stateful=stateful,
-                          min_value=low, max_value=high, default_value=default),
+            defaults={
+                "name": name,
+                "weight": weight,
+                "is_explicit": explicit,
+                "is_stateful": stateful,
+                "min_value": low,
+                "max_value": high,
+                "default_value": default,
+            },
         )
     return FeedbackKind.objects.get(pk=code)
 
@@ -73,7 +81,8 @@ def _link_features(link_model, owner_field: str, subject: str):
             feature_type, value, *rest = entry
             feature = FeatureFactory(subject=subject, type=feature_type, value=value)
             link_model.objects.update_or_create(
-                **{owner_field: obj, "feature": feature}, defaults={"weight": rest[0] if rest else 1.0},
+                **{owner_field: obj, "feature": feature},
+                defaults={"weight": rest[0] if rest else 1.0},
             )
 
     return hook

@@ -4,6 +4,7 @@ With DEBUG off Django's handlers (config/exception_handlers.py) answer the API's
 Django shows its technical pages instead, and config.middleware.ApiErrorsAsJsonMiddleware answers
 the same JSON. Pages outside /api/ keep their usual HTML.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,15 @@ from tests.factories import StaffUserFactory
 
 pytestmark = pytest.mark.django_db
 
-UNMATCHED = ["/api/v1/rules/null,null", "/api/v1/models/null,null", "/api/v1/rules/abc", "/api/v1/models/abc/activate",
-             "/api/nope", "/api/v1/", "/api"]
+UNMATCHED = [
+    "/api/v1/rules/null,null",
+    "/api/v1/models/null,null",
+    "/api/v1/rules/abc",
+    "/api/v1/models/abc/activate",
+    "/api/nope",
+    "/api/v1/",
+    "/api",
+]
 
 
 @pytest.fixture(params=[True, False], ids=["DEBUG", "production"])
@@ -73,12 +81,15 @@ def test_the_browsable_api_still_renders_successful_answers(debug):
 
 
 @pytest.mark.urls("tests.api_error_urls")
-@pytest.mark.parametrize(("path", "status", "detail"), [
-    ("/api/test/crash", 500, "Server error."),
-    ("/api/test/refuse", 403, "You do not have permission to perform this action."),
-    ("/api/test/suspicious", 400, "Bad request."),
-    ("/api/test/missing", 404, "Not found."),
-])
+@pytest.mark.parametrize(
+    ("path", "status", "detail"),
+    [
+        ("/api/test/crash", 500, "Server error."),
+        ("/api/test/refuse", 403, "You do not have permission to perform this action."),
+        ("/api/test/suspicious", 400, "Bad request."),
+        ("/api/test/missing", 404, "Not found."),
+    ],
+)
 def test_errors_raised_by_a_view_answer_json(debug, path, status, detail):
     assert_api_error(_raw_client().get(path), status, detail)
 

@@ -3,6 +3,7 @@
 No container engine runs here, so docker-compose.yml and the Dockerfile are checked by parsing:
 every reference must point at something that exists.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,6 +28,7 @@ APP_SERVICES = ["migrate", "web", "worker", "beat"]
 
 # --- config.env ---------------------------------------------------------------------------------
 
+
 def test_env_str_default_required_and_empty(monkeypatch):
     monkeypatch.delenv("RECSYS_TEST_VALUE", raising=False)
     assert env_str("RECSYS_TEST_VALUE", "fallback") == "fallback"
@@ -38,8 +40,19 @@ def test_env_str_default_required_and_empty(monkeypatch):
     assert env_str("RECSYS_TEST_VALUE", required=True) == "set"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), (" yes ", True), ("on", True),
-                                                ("0", False), ("false", False), ("No", False), ("", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("", False),
+    ],
+)
 def test_env_bool_accepts_the_usual_spellings(monkeypatch, raw, expected):
     monkeypatch.setenv("RECSYS_TEST_FLAG", raw)
     assert env_bool("RECSYS_TEST_FLAG", not expected) is expected
@@ -61,7 +74,7 @@ def test_env_int_float_and_list(monkeypatch):
     assert env_float("RECSYS_TEST_FLOAT", 1.0) == 0.25
     assert env_list("RECSYS_TEST_LIST") == ["a.example", "b.example"]
     monkeypatch.setenv("RECSYS_TEST_INT", "4.5")
-    with pytest.raises(ImproperlyConfigured, match="RECSYS_TEST_INT='4.5' is not an integer"):
+    with pytest.raises(ImproperlyConfigured, match=r"RECSYS_TEST_INT='4\.5' is not an integer"):
         env_int("RECSYS_TEST_INT", 1)
     monkeypatch.setenv("RECSYS_TEST_FLOAT", "fast")
     with pytest.raises(ImproperlyConfigured, match="is not a number"):
@@ -71,6 +84,7 @@ def test_env_int_float_and_list(monkeypatch):
 
 
 # --- DATABASE_URL -------------------------------------------------------------------------------
+
 
 def test_database_url_with_host_port_and_options():
     entry = database_from_url("postgresql://app:s3cret@db.internal:6543/recs?sslmode=require")
@@ -98,34 +112,41 @@ def test_database_url_password_and_name_are_unquoted():
 
 @pytest.mark.parametrize("url", ["sqlite:///db.sqlite3", "mysql://u:p@h/d"])
 def test_database_url_rejects_other_databases_clearly(url):
-    with pytest.raises(ImproperlyConfigured, match="must be a PostgreSQL URL .*needs PostgreSQL with pgvector"):
+    with pytest.raises(ImproperlyConfigured, match=r"must be a PostgreSQL URL .*needs PostgreSQL with pgvector"):
         database_from_url(url)
 
 
 # --- production settings ------------------------------------------------------------------------
 
+
 def _settings_subprocess(code: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
     environment.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", **env})
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_production_refuses_to_start_without_secret_key():
-    result = _settings_subprocess("import django; django.setup()",
-                                  DATABASE_URL="postgresql://u@localhost/unused")
+    result = _settings_subprocess("import django; django.setup()", DATABASE_URL="postgresql://u@localhost/unused")
     assert result.returncode != 0
     assert "The environment variable SECRET_KEY is required here." in result.stderr
 
 
 def test_production_settings_load_as_the_dockerfile_build_step_does():
     # Same environment as the Dockerfile's collectstatic step: it must not need a database.
-    code = ("import django; django.setup(); from django.conf import settings; "
-            "print(settings.DEBUG, settings.ALLOWED_HOSTS, settings.CELERY_BROKER_URL, "
-            "settings.DATABASES['default']['HOST'])")
-    result = _settings_subprocess(code, DATABASE_URL="postgresql://build@localhost/build",
-                                  SECRET_KEY="collectstatic-only", ALLOWED_HOSTS="a.example,localhost",
-                                  CELERY_BROKER_URL="redis://redis:6379/0")
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DEBUG, settings.ALLOWED_HOSTS, settings.CELERY_BROKER_URL, "
+        "settings.DATABASES['default']['HOST'])"
+    )
+    result = _settings_subprocess(
+        code,
+        DATABASE_URL="postgresql://build@localhost/build",
+        SECRET_KEY="collectstatic-only",
+        ALLOWED_HOSTS="a.example,localhost",
+        CELERY_BROKER_URL="redis://redis:6379/0",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == "False ['a.example', 'localhost'] redis://redis:6379/0 localhost"
 
@@ -133,8 +154,7 @@ def test_production_settings_load_as_the_dockerfile_build_step_does():
 def test_production_refuses_to_start_without_database_url_and_starts_no_server(tmp_path):
     data_dir = tmp_path / "pgdata"
     try:
-        result = _settings_subprocess("import django; django.setup()", SECRET_KEY="set",
-                                      EMBEDDED_PG_DIR=str(data_dir))
+        result = _settings_subprocess("import django; django.setup()", SECRET_KEY="set", EMBEDDED_PG_DIR=str(data_dir))
         assert result.returncode != 0
         assert "ImproperlyConfigured: DATABASE_URL is required in production" in result.stderr
         assert not data_dir.exists(), "the embedded PostgreSQL was started"
@@ -147,16 +167,20 @@ def test_production_refuses_to_start_without_database_url_and_starts_no_server(t
 
 def test_production_with_database_url_loads_without_the_embedded_server(tmp_path):
     data_dir = tmp_path / "pgdata"
-    code = ("import django; django.setup(); from django.conf import settings; "
-            "print(settings.EMBEDDED_POSTGRES, settings.DATABASES['default']['NAME'])")
-    result = _settings_subprocess(code, DATABASE_URL="postgresql://u@db.internal/recs", SECRET_KEY="set",
-                                  EMBEDDED_PG_DIR=str(data_dir))
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.EMBEDDED_POSTGRES, settings.DATABASES['default']['NAME'])"
+    )
+    result = _settings_subprocess(
+        code, DATABASE_URL="postgresql://u@db.internal/recs", SECRET_KEY="set", EMBEDDED_PG_DIR=str(data_dir)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == "None recs"
     assert not data_dir.exists()
 
 
 # --- docker-compose.yml -------------------------------------------------------------------------
+
 
 def _env_example() -> dict[str, str]:
     lines = (REPO / ".env.example").read_text().splitlines()
@@ -165,6 +189,7 @@ def _env_example() -> dict[str, str]:
 
 def _interpolate(text: str, values: dict[str, str]) -> str:
     """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}``, enough for this file."""
+
     def substitute(match: re.Match) -> str:
         name, operator, argument = match.group(1), match.group(2), match.group(3)
         value = values.get(name) or ""
@@ -173,6 +198,7 @@ def _interpolate(text: str, values: dict[str, str]) -> str:
         if not value and operator == ":?":
             raise AssertionError(f"{name} is required: {argument}")
         return value
+
     return re.sub(r"\$\{([A-Z0-9_]+)(?:(:-|:\?)([^}]*))?\}", substitute, text)
 
 
@@ -256,6 +282,7 @@ def test_every_compose_variable_is_in_env_example():
 
 # --- Dockerfile ---------------------------------------------------------------------------------
 
+
 def test_dockerfile_shape():
     dockerfile = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", dockerfile, flags=re.M)
@@ -270,6 +297,7 @@ def test_dockerfile_shape():
 
 
 # --- docs/operations.md lists every variable config/ reads -------------------------------------
+
 
 def _configuration_rows() -> dict[str, list[str]]:
     """The rows of the Configuration table in docs/operations.md, by variable name."""
@@ -323,7 +351,10 @@ def test_demo_settings_come_from_the_environment(monkeypatch):
     try:
         importlib.reload(demo)
         assert (demo.ADMIN_USERNAME, demo.ADMIN_PASSWORD, demo.RUN_STACK_PORT) == (
-            "demo-admin", "from-the-environment", 8123)
+            "demo-admin",
+            "from-the-environment",
+            8123,
+        )
         monkeypatch.delenv("ADMIN_USERNAME")
         monkeypatch.setenv("ADMIN_PASSWORD", "")  # empty counts as unset: a password is generated
         monkeypatch.delenv("PORT")

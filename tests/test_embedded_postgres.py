@@ -1,4 +1,5 @@
 """The embedded PostgreSQL and DATABASE_URL: a second real server must receive the migrations."""
+
 from __future__ import annotations
 
 import importlib
@@ -22,8 +23,9 @@ pgvector_migration = importlib.import_module("catalog.migrations.0001_pgvector")
 def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
     environment = dict(os.environ, DATABASE_URL=database_url)
     environment.pop("TEST_DATABASE_NAME", None)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -45,9 +47,13 @@ def test_database_url_sends_everything_to_that_server(second_server):
     assert migrated.returncode == 0, migrated.stderr
     assert "Applying catalog.0001_pgvector... OK" in migrated.stdout
 
-    probe = _manage("shell", "-c", "from django.db import connection as c; s = c.settings_dict; "
-                    "print(s['HOST'], s['NAME'], c.cursor().execute('select current_database()').fetchone()[0])",
-                    database_url=url)
+    probe = _manage(
+        "shell",
+        "-c",
+        "from django.db import connection as c; s = c.settings_dict; "
+        "print(s['HOST'], s['NAME'], c.cursor().execute('select current_database()').fetchone()[0])",
+        database_url=url,
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip().splitlines()[-1].split() == [str(path), "other", "other"]
 
@@ -64,7 +70,7 @@ def test_database_url_sends_everything_to_that_server(second_server):
 
 
 def test_embedded_postgres_command_with_database_url(second_server):
-    path, server = second_server
+    _path, server = second_server
     url = server.url("other")
     stopped = _manage("embedded_postgres", "stop", database_url=url)
     assert stopped.returncode == 0, stopped.stderr
@@ -98,11 +104,11 @@ def test_missing_pgvector_is_reported_with_the_fix():
     # A temporary view shadows the catalogue view for this session only (pg_temp is searched before
     # pg_catalog), so the real check runs against a server that "has no pgvector".
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP VIEW pg_available_extensions AS "
-                       "SELECT * FROM pg_catalog.pg_available_extensions WHERE false")
-    with pytest.raises(RuntimeError) as raised:
-        with connection.schema_editor() as editor:
-            pgvector_migration.create_vector_extension(None, editor)
+        cursor.execute(
+            "CREATE TEMP VIEW pg_available_extensions AS SELECT * FROM pg_catalog.pg_available_extensions WHERE false"
+        )
+    with pytest.raises(RuntimeError) as raised, connection.schema_editor() as editor:
+        pgvector_migration.create_vector_extension(None, editor)
     message = str(raised.value)
     assert message == pgvector_migration.MISSING_PGVECTOR
     assert "no pgvector extension available" in message and "unset DATABASE_URL" in message

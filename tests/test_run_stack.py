@@ -1,4 +1,5 @@
 """The process supervisor behind `make run`, driven with real (trivial) child processes."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from config.management.commands.run_stack import stack_commands
 
@@ -33,7 +33,9 @@ SUPERVISOR = textwrap.dedent("""
 def _start_supervisor(children: list[str], *, stop_timeout: float = 5.0) -> tuple[subprocess.Popen, list[int]]:
     supervisor = subprocess.Popen(
         [sys.executable, "-c", SUPERVISOR, str(stop_timeout), json.dumps(children)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     for line in supervisor.stdout:
         if line.startswith("PIDS "):

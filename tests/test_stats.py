@@ -1,9 +1,10 @@
 """`manage.py stats`: catalogue counts and the active model, one JSON object with --json."""
+
 from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from django.core.management import call_command
 from catalog.models import Feature, Feedback, Item, ItemFeature, UserFeature, UserProfile
 
 pytestmark = pytest.mark.django_db
-WHEN = datetime(2024, 5, 1, tzinfo=timezone.utc)
+WHEN = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def _stats_json() -> dict:
@@ -24,8 +25,10 @@ def _stats_json() -> dict:
 
 
 def test_stats_count_current_state_by_kind_and_features_by_type():
-    people = [UserProfile.objects.create(user=get_user_model().objects.create(username=f"u{n}"),
-                                         external_id=f"u{n}") for n in range(2)]
+    people = [
+        UserProfile.objects.create(user=get_user_model().objects.create(username=f"u{n}"), external_id=f"u{n}")
+        for n in range(2)
+    ]
     items = [Item.objects.create(external_id=f"i{n}", title=f"Item {n}", is_active=n != 2) for n in range(3)]
     comedy = Feature.objects.create(subject="item", type="genre", value="Comedy")
     Feature.objects.create(subject="item", type="genre", value="Drama")
@@ -50,8 +53,7 @@ def test_stats_count_current_state_by_kind_and_features_by_type():
 
 def test_stats_on_an_empty_catalogue():
     stats = _stats_json()
-    assert stats == {"users": 0, "items": 0, "items_active": 0, "feedback": {}, "features": {},
-                     "active_model": None}
+    assert stats == {"users": 0, "items": 0, "items_active": 0, "feedback": {}, "features": {}, "active_model": None}
 
 
 def test_stats_plain_text_lists_the_counts():

@@ -2,6 +2,7 @@
 
 The views are re-exported here for ``catalog.api_urls``.
 """
+
 from .common import MAX_PAGE_SIZE
 from .feedback import (
     FeedbackBatchInputSerializer,
@@ -21,8 +22,20 @@ from .users import (
 )
 
 __all__ = [
-    "MAX_PAGE_SIZE", "FeedbackBatchInputSerializer", "FeedbackEventInputSerializer", "FeedbackRecordApi",
-    "FeedbackRecordInputSerializer", "FeedbackRecordSlashApi", "ItemDetailApi", "ItemDetailSlashApi", "ItemListApi",
-    "ItemListSlashApi", "UserDetailApi", "UserDetailSlashApi", "UserFeedbackListApi", "UserFeedbackListSlashApi",
-    "UserListApi", "UserListSlashApi",
+    "MAX_PAGE_SIZE",
+    "FeedbackBatchInputSerializer",
+    "FeedbackEventInputSerializer",
+    "FeedbackRecordApi",
+    "FeedbackRecordInputSerializer",
+    "FeedbackRecordSlashApi",
+    "ItemDetailApi",
+    "ItemDetailSlashApi",
+    "ItemListApi",
+    "ItemListSlashApi",
+    "UserDetailApi",
+    "UserDetailSlashApi",
+    "UserFeedbackListApi",
+    "UserFeedbackListSlashApi",
+    "UserListApi",
+    "UserListSlashApi",
 ]

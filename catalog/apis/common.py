@@ -4,6 +4,7 @@ Thin views: an input serializer checks the shape of a request, a service writes,
 reads, an output serializer answers. Domain errors become JSON 4xx in
 ``config.exception_handlers``; nothing a client sends should end in a 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,11 @@ class StrictFloatField(serializers.FloatField):
 # The paging query parameters as the API checks them: positive integers, page_size capped (not refused).
 PAGE_PARAMETERS = [
     OpenApiParameter("page", {"type": "integer", "minimum": 1}, description="1-based; past the end: 404."),
-    OpenApiParameter("page_size", {"type": "integer", "minimum": 1},
-                     description=f"Default {CatalogPagination.page_size}; larger than {MAX_PAGE_SIZE} is capped."),
+    OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1},
+        description=f"Default {CatalogPagination.page_size}; larger than {MAX_PAGE_SIZE} is capped.",
+    ),
 ]
 
 
@@ -81,7 +85,7 @@ class FeatureSerializer(StrictSerializer):
 
 def features_out(links) -> list[dict[str, Any]]:
     ordered = sorted(links, key=lambda link: (link.feature.type, link.feature.value))
-    return [{"type": l.feature.type, "value": l.feature.value, "weight": l.weight} for l in ordered]
+    return [{"type": link.feature.type, "value": link.feature.value, "weight": link.weight} for link in ordered]
 
 
 def features_in(features: list[dict[str, Any]]) -> list[tuple[str, str, float]]:

@@ -1,4 +1,5 @@
 """Feedback: ``POST /api/v1/feedback``, one event or an all-or-nothing batch."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,15 +24,22 @@ from config.strict_json import StrictSerializer
 
 from .common import StrictFloatField, is_staff, validated, without_schema
 
+
 class FeedbackEventInputSerializer(StrictSerializer):
-    user = serializers.CharField(max_length=128, required=False,
-                                 help_text="External user id; defaults to the caller. Only staff may name another user.")
+    user = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="External user id; defaults to the caller. Only staff may name another user.",
+    )
     item = serializers.CharField(max_length=128, help_text="External item id.")
     kind = serializers.CharField(max_length=32, help_text="A feedback kind code: rating, like, dislike, view, …")
-    value = StrictFloatField(required=False, allow_null=True,
-                             min_value=-FEEDBACK_VALUE_LIMIT, max_value=FEEDBACK_VALUE_LIMIT,
-                             help_text="Defaults to the kind's default; each kind may narrow the range "
-                                       "(ratings: 0.5–5).")
+    value = StrictFloatField(
+        required=False,
+        allow_null=True,
+        min_value=-FEEDBACK_VALUE_LIMIT,
+        max_value=FEEDBACK_VALUE_LIMIT,
+        help_text="Defaults to the kind's default; each kind may narrow the range (ratings: 0.5–5).",
+    )
     created_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
 
@@ -52,8 +60,9 @@ class FeedbackOutputSerializer(serializers.Serializer):
     kind = serializers.CharField(source="kind_id")
     value = serializers.FloatField()
     created_at = serializers.DateTimeField()
-    is_current = serializers.BooleanField(allow_null=True,
-                                          help_text="True: current state; false: superseded; null: repeatable event.")
+    is_current = serializers.BooleanField(
+        allow_null=True, help_text="True: current state; false: superseded; null: repeatable event."
+    )
     idempotency_key = serializers.CharField(allow_null=True)
 
 
@@ -89,8 +98,10 @@ class FeedbackRecordApi(APIView):
             ),
             200: OpenApiResponse(description="Idempotency key repeated: the stored rows, nothing written."),
             400: OpenApiResponse(description="Field errors; for a batch keyed by event index."),
-            409: OpenApiResponse(description="An idempotency key already names a different event (field errors "
-                                             "as for 400); nothing written."),
+            409: OpenApiResponse(
+                description="An idempotency key already names a different event (field errors "
+                "as for 400); nothing written."
+            ),
         },
     )
     def post(self, request):
@@ -142,4 +153,3 @@ class FeedbackRecordApi(APIView):
 
 
 FeedbackRecordSlashApi = without_schema(FeedbackRecordApi)
-

@@ -1,4 +1,5 @@
 """Items: ``/api/v1/items`` (anyone reads active items; staff write)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,8 @@ from catalog.services import item_create, item_update
 from config.strict_json import StrictSerializer
 
 from .common import (
-    CatalogPagination,
     PAGE_PARAMETERS,
+    CatalogPagination,
     FeatureSerializer,
     MetadataField,
     conflict_response,
@@ -99,12 +100,17 @@ class ItemListApi(APIView):
             raise exceptions.ValidationError({"include_inactive": ["Use true or false."]})
         include_inactive = is_staff(request) and include_inactive in {"1", "true"}
         items = selectors.item_list(
-            search=request.query_params.get("search", ""), sort=sort, active_only=not include_inactive,
+            search=request.query_params.get("search", ""),
+            sort=sort,
+            active_only=not include_inactive,
         ).prefetch_related("feature_links__feature")
         return paginated(self, items, ItemOutputSerializer)
 
-    @extend_schema(operation_id="items_create", request=ItemInputSerializer,
-                   responses={201: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
+    @extend_schema(
+        operation_id="items_create",
+        request=ItemInputSerializer,
+        responses={201: ItemOutputSerializer, 409: ITEM_ID_TAKEN},
+    )
     def post(self, request):
         data = validated(ItemInputSerializer, request.data)
         features = data.pop("features", None)
@@ -130,13 +136,19 @@ class ItemDetailApi(APIView):
     def get(self, request, external_id: str):
         return Response(ItemOutputSerializer(self.get_item(external_id)).data)
 
-    @extend_schema(operation_id="items_update", request=ItemUpdateInputSerializer,
-                   responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
+    @extend_schema(
+        operation_id="items_update",
+        request=ItemUpdateInputSerializer,
+        responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN},
+    )
     def put(self, request, external_id: str):
         return self._update(request, external_id)
 
-    @extend_schema(operation_id="items_partial_update", request=ItemUpdateInputSerializer,
-                   responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN})
+    @extend_schema(
+        operation_id="items_partial_update",
+        request=ItemUpdateInputSerializer,
+        responses={200: ItemOutputSerializer, 409: ITEM_ID_TAKEN},
+    )
     def patch(self, request, external_id: str):
         return self._update(request, external_id)
 

@@ -1,4 +1,5 @@
 """User profiles: ``/api/v1/users`` (staff list and create; owners and staff read and update)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,8 @@ from catalog.services import user_profile_create, user_profile_update
 from config.strict_json import StrictSerializer
 
 from .common import (
-    CatalogPagination,
     PAGE_PARAMETERS,
+    CatalogPagination,
     FeatureSerializer,
     conflict_response,
     features_in,
@@ -62,16 +63,17 @@ class UserListApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(operation_id="users_list",
-                   parameters=PAGE_PARAMETERS,
-                   responses=UserOutputSerializer(many=True))
+    @extend_schema(operation_id="users_list", parameters=PAGE_PARAMETERS, responses=UserOutputSerializer(many=True))
     def get(self, request):
         # Why not a selector: catalog.selectors has no profile list yet.
         profiles = UserProfile.objects.select_related("user").prefetch_related("feature_links__feature")
         return paginated(self, profiles.order_by("id"), UserOutputSerializer)
 
-    @extend_schema(operation_id="users_create", request=UserCreateInputSerializer,
-                   responses={201: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
+    @extend_schema(
+        operation_id="users_create",
+        request=UserCreateInputSerializer,
+        responses={201: UserOutputSerializer, 409: PROFILE_ID_TAKEN},
+    )
     def post(self, request):
         data = validated(UserCreateInputSerializer, request.data)
         features = data.pop("features", None)
@@ -88,13 +90,19 @@ class UserDetailApi(APIView):
     def get(self, request, external_id: str):
         return Response(UserOutputSerializer(profile_get(external_id=external_id, request=request)).data)
 
-    @extend_schema(operation_id="users_update", request=UserUpdateInputSerializer,
-                   responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
+    @extend_schema(
+        operation_id="users_update",
+        request=UserUpdateInputSerializer,
+        responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN},
+    )
     def put(self, request, external_id: str):
         return self._update(request, external_id)
 
-    @extend_schema(operation_id="users_partial_update", request=UserUpdateInputSerializer,
-                   responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN})
+    @extend_schema(
+        operation_id="users_partial_update",
+        request=UserUpdateInputSerializer,
+        responses={200: UserOutputSerializer, 409: PROFILE_ID_TAKEN},
+    )
     def patch(self, request, external_id: str):
         return self._update(request, external_id)
 
@@ -104,8 +112,11 @@ class UserDetailApi(APIView):
         if "external_id" in data and data["external_id"] != profile.external_id and not is_staff(request):
             raise exceptions.PermissionDenied("Only staff may change an external id.")
         features = data.get("features")
-        profile = user_profile_update(profile=profile, external_id=data.get("external_id"),
-                                      features=features_in(features) if features is not None else None)
+        profile = user_profile_update(
+            profile=profile,
+            external_id=data.get("external_id"),
+            features=features_in(features) if features is not None else None,
+        )
         return Response(UserOutputSerializer(profile).data)
 
 
@@ -116,13 +127,14 @@ class UserFeedbackListApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(operation_id="users_feedback_list",
-                   parameters=PAGE_PARAMETERS,
-                   responses=FeedbackOutputSerializer(many=True))
+    @extend_schema(
+        operation_id="users_feedback_list", parameters=PAGE_PARAMETERS, responses=FeedbackOutputSerializer(many=True)
+    )
     def get(self, request, external_id: str):
         profile = profile_get(external_id=external_id, request=request)
-        return paginated(self, selectors.user_feedback_list(profile=profile).select_related("user"),
-                          FeedbackOutputSerializer)
+        return paginated(
+            self, selectors.user_feedback_list(profile=profile).select_related("user"), FeedbackOutputSerializer
+        )
 
 
 UserListSlashApi = without_schema(UserListApi)

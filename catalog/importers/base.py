@@ -9,6 +9,7 @@ Every importer follows the same shape, so that a run is streaming, idempotent an
    run adds nothing, and the whole run sits in one transaction, so an abort half-way leaves
    no partial rows visible to anyone.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,9 +67,7 @@ class ImportSummary:
             "layout": self.layout,
             "added": dict(self.added),
             "bad_row_count": self.bad_row_count,
-            "bad_rows": [
-                {"file": row.file, "line": row.line, "reason": row.reason} for row in self.bad_rows
-            ],
+            "bad_rows": [{"file": row.file, "line": row.line, "reason": row.reason} for row in self.bad_rows],
             "bad_rows_truncated": self.bad_row_count > len(self.bad_rows),
             "seconds": round(self.seconds, 3),
         }

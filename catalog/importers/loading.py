@@ -13,6 +13,7 @@ Staging shapes (column names matter, types are the usual ones):
 - user features: ``external_id text, type text, value text, weight float8``
 - ratings:       ``user_external_id text, item_external_id text, value float8, created_unix int8``
 """
+
 from __future__ import annotations
 
 

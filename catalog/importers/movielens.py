@@ -9,6 +9,7 @@ database. The seeded kind is 1.0..5.0, so the CSV family's half-star 0.5 ratings
 as bad rows unless an admin widens ``min_value`` to 0.5 first — the importer never clamps,
 because a silently changed rating is worse than a visible skipped one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -84,8 +85,7 @@ def movielens_layout_detect(directory: Path) -> str:
     )
 
 
-def movielens_import(*, directory: Path, progress: bool = True,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
+def movielens_import(*, directory: Path, progress: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
     """Import one MovieLens folder in one transaction; returns what was added and skipped."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -94,8 +94,7 @@ def movielens_import(*, directory: Path, progress: bool = True,
     summary = ImportSummary(source=str(directory), layout=layout)
     started = time.monotonic()
     with transaction.atomic():
-        run = _Run(cursor=raw_cursor(), directory=directory, summary=summary, progress=progress,
-                   chunk_rows=chunk_rows)
+        run = _Run(cursor=raw_cursor(), directory=directory, summary=summary, progress=progress, chunk_rows=chunk_rows)
         foreign_keys_checked_per_statement(run.cursor)
         run.rating_range = _rating_range(run.cursor)
         for name, columns in _STAGES.items():
@@ -108,8 +107,13 @@ def movielens_import(*, directory: Path, progress: bool = True,
             run.cursor.execute(f"DROP TABLE IF EXISTS {name}")
         foreign_keys_deferred_again(run.cursor)
     summary.seconds = time.monotonic() - started
-    logger.info("movielens.imported layout=%s added=%s bad_rows=%d seconds=%.1f",
-                layout, summary.added, summary.bad_row_count, summary.seconds)
+    logger.info(
+        "movielens.imported layout=%s added=%s bad_rows=%d seconds=%.1f",
+        layout,
+        summary.added,
+        summary.bad_row_count,
+        summary.seconds,
+    )
     return summary
 
 
@@ -121,6 +125,7 @@ def _rating_range(cursor) -> RatingRange:
 
 
 # --- line readers and field parsers -------------------------------------------------------------
+
 
 def _lines(path: Path, *, encoding: str, bar) -> Iterator[str]:
     """Decoded lines without their end-of-line, advancing ``bar`` by bytes read."""
@@ -193,8 +198,9 @@ def _zip_features(zip_code: str) -> list[tuple[str, str]]:
 class _Run:
     """One import: holds the cursor, the id sets, and the per-file loops."""
 
-    def __init__(self, *, cursor: psycopg.Cursor[Any], directory: Path, summary: ImportSummary, progress: bool,
-                 chunk_rows: int):
+    def __init__(
+        self, *, cursor: psycopg.Cursor[Any], directory: Path, summary: ImportSummary, progress: bool, chunk_rows: int
+    ):
         self.cursor = cursor
         self.directory = directory
         self.summary = summary
@@ -205,8 +211,13 @@ class _Run:
         self.user_ids: set[str] = set()
 
     # -- the loop every file shares: parse each line, report bad ones, stage good ones in chunks
-    def _each_row(self, file_name: str, rows: Iterator[tuple[int, list[str]]],
-                  parse: Callable[[list[str]], None], flush: Callable[[], None]) -> None:
+    def _each_row(
+        self,
+        file_name: str,
+        rows: Iterator[tuple[int, list[str]]],
+        parse: Callable[[list[str]], None],
+        flush: Callable[[], None],
+    ) -> None:
         pending = 0
         for line_number, fields in rows:
             try:
@@ -220,8 +231,9 @@ class _Run:
                 pending = 0
         flush()
 
-    def _split_rows(self, file_name: str, separator: str, *, encoding: str = "utf-8",
-                    skip_header: bool = False) -> Iterator[tuple[int, list[str]]]:
+    def _split_rows(
+        self, file_name: str, separator: str, *, encoding: str = "utf-8", skip_header: bool = False
+    ) -> Iterator[tuple[int, list[str]]]:
         path = self.directory / file_name
         with progress_bar(enabled=self.progress, total=path.stat().st_size, desc=file_name) as bar:
             for line_number, line in enumerate(_lines(path, encoding=encoding, bar=bar), start=1):
@@ -286,8 +298,12 @@ class _Run:
             age_years = _integer(age, "age")
             self.user_ids.add(user_id)
             users.append((user_id, USERNAME_PREFIX + user_id))
-            described = [("age", _age_bucket(age_years)), ("gender", gender.strip().upper()),
-                         ("occupation", occupation.strip().lower()), *_zip_features(zip_code)]
+            described = [
+                ("age", _age_bucket(age_years)),
+                ("gender", gender.strip().upper()),
+                ("occupation", occupation.strip().lower()),
+                *_zip_features(zip_code),
+            ]
             user_features.extend((user_id, kind, value, 1.0) for kind, value in described if value)
 
         def flush_users() -> None:
@@ -338,6 +354,7 @@ class _Run:
 
         self._each_row("movies.csv", self._csv_rows("movies.csv"), parse_movie, flush_items)
         if (self.directory / "tags.csv").exists():
+
             def parse_tag(fields: list[str]) -> None:
                 _user, movie_id, tag, _timestamp = _columns(fields, 4)
                 movie_id = _identifier(movie_id, "movie id")
@@ -350,8 +367,9 @@ class _Run:
 
             self._each_row("tags.csv", self._csv_rows("tags.csv"), parse_tag, flush_items)
         self._items_load()
-        self._ratings_load("ratings.csv", self._split_rows("ratings.csv", ",", skip_header=True),
-                           users_from_ratings=True)
+        self._ratings_load(
+            "ratings.csv", self._split_rows("ratings.csv", ",", skip_header=True), users_from_ratings=True
+        )
 
     # -- shared loaders --------------------------------------------------------------------------
     def _items_load(self) -> None:

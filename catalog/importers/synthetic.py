@@ -15,6 +15,7 @@ Each (user, item) pair occurs at most once, so ``interactions`` ratings are exac
 rows under the "one current rating per pair" rule. Arrays of one value per item or user are
 kept whole (a million int32s is 4 MB); interactions are only ever materialised chunk by chunk.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -41,26 +42,26 @@ class CatalogPlanError(ValueError):
 
 @dataclass(frozen=True)
 class ItemChunk:
-    index: np.ndarray           # (n,) int32, item numbers (external id syn-item-<index>)
-    cluster: np.ndarray         # (n,) int32 in [0, clusters)
-    provider: np.ndarray        # (n,) int32, provider numbers, Zipf-sized
+    index: np.ndarray  # (n,) int32, item numbers (external id syn-item-<index>)
+    cluster: np.ndarray  # (n,) int32 in [0, clusters)
+    provider: np.ndarray  # (n,) int32, provider numbers, Zipf-sized
     published_unix: np.ndarray  # (n,) int64 seconds
-    noise_tag: np.ndarray       # (n, 2) int32 noise tag numbers; -1 in column 1 means "only one"
+    noise_tag: np.ndarray  # (n, 2) int32 noise tag numbers; -1 in column 1 means "only one"
 
 
 @dataclass(frozen=True)
 class UserChunk:
-    index: np.ndarray    # (n,) int32, user numbers (external id syn-user-<index>)
+    index: np.ndarray  # (n,) int32, user numbers (external id syn-user-<index>)
     cluster: np.ndarray  # (n,) int32, the user's segment
 
 
 @dataclass(frozen=True)
 class InteractionChunk:
-    user: np.ndarray          # (n,) int32 user numbers, grouped by user
-    item: np.ndarray          # (n,) int32 item numbers, unique per user
-    rating: np.ndarray        # (n,) float32 in 1..5
+    user: np.ndarray  # (n,) int32 user numbers, grouped by user
+    item: np.ndarray  # (n,) int32 item numbers, unique per user
+    rating: np.ndarray  # (n,) float32 in 1..5
     created_unix: np.ndarray  # (n,) int64 seconds, after the item's publication
-    in_cluster: np.ndarray    # (n,) bool, the item is in the user's cluster
+    in_cluster: np.ndarray  # (n,) bool, the item is in the user's cluster
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,9 @@ class CatalogPlan:
             if not needed.any():
                 break
             draws = np.repeat(users, np.ceil(needed * 1.3).astype(np.int64) + (needed > 0))
-            accepted = self._keep_first(np.concatenate([accepted, draws * self.items + self._draw_items(draws, rng)]),
-                                        start_user, wanted)
+            accepted = self._keep_first(
+                np.concatenate([accepted, draws * self.items + self._draw_items(draws, rng)]), start_user, wanted
+            )
             needed = wanted - np.bincount(accepted // self.items - start_user, minlength=len(users))
         if needed.any():  # a rare user stuck on a tiny cluster: fill from all items, uniformly
             accepted = self._fill_uniformly(accepted, users, needed, rng)
@@ -217,8 +219,9 @@ class CatalogPlan:
         rank = np.arange(len(keys)) - group_start[local]
         return keys[rank < wanted[local]]
 
-    def _fill_uniformly(self, accepted: np.ndarray, users: np.ndarray, needed: np.ndarray,
-                        rng: np.random.Generator) -> np.ndarray:
+    def _fill_uniformly(
+        self, accepted: np.ndarray, users: np.ndarray, needed: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         extra = []
         taken = set(accepted.tolist())
         for user, count in zip(users[needed > 0], needed[needed > 0], strict=True):
@@ -235,12 +238,22 @@ class CatalogPlan:
 
     def signature(self) -> str:
         """What must match for a second run to be "the same catalogue" (and add 0 rows)."""
-        return (f"seed={self.seed} users={self.users} items={self.items} interactions={self.interactions} "
-                f"clusters={self.clusters}")
+        return (
+            f"seed={self.seed} users={self.users} items={self.items} interactions={self.interactions} "
+            f"clusters={self.clusters}"
+        )
 
 
-def plan_catalog(*, users: int, items: int, interactions: int, seed: int, clusters: int = 8,
-                 chunk_size: int = 200_000, in_cluster_share: float = 0.85) -> CatalogPlan:
+def plan_catalog(
+    *,
+    users: int,
+    items: int,
+    interactions: int,
+    seed: int,
+    clusters: int = 8,
+    chunk_size: int = 200_000,
+    in_cluster_share: float = 0.85,
+) -> CatalogPlan:
     """Validate the sizes and return the deterministic plan of a synthetic catalogue."""
     if seed < 0:
         raise CatalogPlanError("--seed must be a non-negative integer.")
@@ -250,8 +263,15 @@ def plan_catalog(*, users: int, items: int, interactions: int, seed: int, cluste
         raise CatalogPlanError(f"{items} items cannot fill {clusters} clusters: lower --clusters.")
     if not 0.0 <= in_cluster_share <= 1.0:
         raise CatalogPlanError("in_cluster_share is a share between 0 and 1.")
-    plan = CatalogPlan(users=users, items=items, interactions=interactions, seed=seed, clusters=clusters,
-                       chunk_size=chunk_size, in_cluster_share=in_cluster_share)
+    plan = CatalogPlan(
+        users=users,
+        items=items,
+        interactions=interactions,
+        seed=seed,
+        clusters=clusters,
+        chunk_size=chunk_size,
+        in_cluster_share=in_cluster_share,
+    )
     if interactions > users * plan.per_user_cap:
         raise CatalogPlanError(
             f"{interactions} interactions exceed {users} users x {plan.per_user_cap} distinct items each "

@@ -5,6 +5,7 @@ such as ``syn-item-<i>`` are built by PostgreSQL in the ``INSERT … SELECT``), 
 and ten million ratings stream through without a Python object per row. All of it runs in one
 transaction: an interrupted run leaves nothing behind, and a second run of the same plan adds 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,9 +78,11 @@ def _refuse_other_plan(cursor, plan: CatalogPlan) -> None:
 
 def _features_create(cursor, plan: CatalogPlan, summary: ImportSummary):
     """The few features a plan uses, created once; returns their ids as lookup arrays."""
-    wanted = ([("item", "genre", f"cluster-{c}") for c in range(plan.clusters)]
-              + [("item", "tag", f"noise-{k}") for k in range(plan.noise_tags)]
-              + [("user", "segment", str(c)) for c in range(plan.clusters)])
+    wanted = (
+        [("item", "genre", f"cluster-{c}") for c in range(plan.clusters)]
+        + [("item", "tag", f"noise-{k}") for k in range(plan.noise_tags)]
+        + [("user", "segment", str(c)) for c in range(plan.clusters)]
+    )
     cursor.execute(
         """
         INSERT INTO catalog_feature (subject, type, value)
@@ -89,17 +92,22 @@ def _features_create(cursor, plan: CatalogPlan, summary: ImportSummary):
         [[w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]],
     )
     summary.add("features", cursor.rowcount)
-    ids = {(subject, kind, value): feature_id for feature_id, subject, kind, value in cursor.execute(
-        "SELECT id, subject, type, value FROM catalog_feature WHERE (type = 'genre' AND value LIKE 'cluster-%') "
-        "OR (type = 'tag' AND value LIKE 'noise-%') OR type = 'segment'"
-    ).fetchall()}
+    ids = {
+        (subject, kind, value): feature_id
+        for feature_id, subject, kind, value in cursor.execute(
+            "SELECT id, subject, type, value FROM catalog_feature WHERE (type = 'genre' AND value LIKE 'cluster-%') "
+            "OR (type = 'tag' AND value LIKE 'noise-%') OR type = 'segment'"
+        ).fetchall()
+    }
 
     def lookup(subject: str, kind: str, values: list[str]) -> np.ndarray:
         return np.array([ids[(subject, kind, value)] for value in values], dtype=np.int64)
 
-    return (lookup("item", "genre", [f"cluster-{c}" for c in range(plan.clusters)]),
-            lookup("item", "tag", [f"noise-{k}" for k in range(plan.noise_tags)]),
-            lookup("user", "segment", [str(c) for c in range(plan.clusters)]))
+    return (
+        lookup("item", "genre", [f"cluster-{c}" for c in range(plan.clusters)]),
+        lookup("item", "tag", [f"noise-{k}" for k in range(plan.noise_tags)]),
+        lookup("user", "segment", [str(c) for c in range(plan.clusters)]),
+    )
 
 
 def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) -> None:
@@ -107,9 +115,12 @@ def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) ->
     temp_table_create(cursor, "syn_item_features", "idx int4, feature_id int8")
     metadata = json.dumps({"plan": plan.signature()})
     for chunk in plan.item_chunks():
-        copy_binary(cursor, "syn_items", ["idx", "cluster", "provider", "published_unix"],
-                    [("int4", chunk.index), ("int4", chunk.cluster), ("int4", chunk.provider),
-                     ("int8", chunk.published_unix)])
+        copy_binary(
+            cursor,
+            "syn_items",
+            ["idx", "cluster", "provider", "published_unix"],
+            [("int4", chunk.index), ("int4", chunk.cluster), ("int4", chunk.provider), ("int8", chunk.published_unix)],
+        )
         cursor.execute(
             f"""
             INSERT INTO catalog_item (external_id, title, description, published_at, provider, is_active,
@@ -126,8 +137,13 @@ def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) ->
         summary.add("items", cursor.rowcount)
         has_second = chunk.noise_tag[:, 1] >= 0
         idx = np.concatenate([chunk.index, chunk.index, chunk.index[has_second]])
-        features = np.concatenate([cluster_features[chunk.cluster], noise_features[chunk.noise_tag[:, 0]],
-                                   noise_features[chunk.noise_tag[has_second, 1]]])
+        features = np.concatenate(
+            [
+                cluster_features[chunk.cluster],
+                noise_features[chunk.noise_tag[:, 0]],
+                noise_features[chunk.noise_tag[has_second, 1]],
+            ]
+        )
         copy_binary(cursor, "syn_item_features", ["idx", "feature_id"], [("int4", idx), ("int8", features)])
         cursor.execute(
             f"""
@@ -146,8 +162,12 @@ def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) ->
 def _users_load(cursor, plan, summary, segment_features, bar) -> None:
     temp_table_create(cursor, "syn_users", "idx int4, feature_id int8")
     for chunk in plan.user_chunks():
-        copy_binary(cursor, "syn_users", ["idx", "feature_id"],
-                    [("int4", chunk.index), ("int8", segment_features[chunk.cluster])])
+        copy_binary(
+            cursor,
+            "syn_users",
+            ["idx", "feature_id"],
+            [("int4", chunk.index), ("int8", segment_features[chunk.cluster])],
+        )
         # An unusable password ('!' prefix, as Django's make_password(None)): no one logs in as these.
         cursor.execute(
             f"""
@@ -185,8 +205,10 @@ def _users_load(cursor, plan, summary, segment_features, bar) -> None:
 def _ratings_load(cursor, plan, summary, bar) -> None:
     # Integer maps plan number -> row id, so each ratings chunk joins on int4 keys instead of
     # rebuilding ten million 'syn-…' strings.
-    for name, table, prefix in (("syn_item_map", "catalog_item", ITEM_PREFIX),
-                                ("syn_user_map", "catalog_userprofile", USER_PREFIX)):
+    for name, table, prefix in (
+        ("syn_item_map", "catalog_item", ITEM_PREFIX),
+        ("syn_user_map", "catalog_userprofile", USER_PREFIX),
+    ):
         cursor.execute(f"DROP TABLE IF EXISTS {name}")
         cursor.execute(
             f"""
@@ -199,9 +221,12 @@ def _ratings_load(cursor, plan, summary, bar) -> None:
         cursor.execute(f"ANALYZE {name}")
     temp_table_create(cursor, "syn_ratings", "user_idx int4, item_idx int4, value float4, created_unix int8")
     for chunk in plan.interaction_chunks():
-        copy_binary(cursor, "syn_ratings", ["user_idx", "item_idx", "value", "created_unix"],
-                    [("int4", chunk.user), ("int4", chunk.item), ("float4", chunk.rating),
-                     ("int8", chunk.created_unix)])
+        copy_binary(
+            cursor,
+            "syn_ratings",
+            ["user_idx", "item_idx", "value", "created_unix"],
+            [("int4", chunk.user), ("int4", chunk.item), ("float4", chunk.rating), ("int8", chunk.created_unix)],
+        )
         cursor.execute(
             """
             INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)

@@ -6,6 +6,7 @@ concept; callers import from the package. The feedback history rules (append-onl
 current row per stateful kind, like/dislike interplay, idempotency, deletion) are described in
 docs/feedback.md.
 """
+
 from catalog.models import FEATURE_WEIGHT_MAX
 
 from .features import FeatureSpec
@@ -23,8 +24,21 @@ from .items import ITEM_UPDATABLE_FIELDS, item_change_announce, item_create, ite
 from .users import user_profile_create, user_profile_get_or_create_for_user, user_profile_update
 
 __all__ = [
-    "FEATURE_WEIGHT_MAX", "FEEDBACK_BATCH_LIMIT", "FEEDBACK_VALUE_LIMIT", "ITEM_UPDATABLE_FIELDS", "OPPOSING_KINDS",
-    "FeatureSpec", "FeedbackBatchError", "feedback_delete", "feedback_pairs_delete", "feedback_record", "feedback_record_batch",
-    "item_change_announce", "item_create", "item_update", "user_profile_create",
-    "user_profile_get_or_create_for_user", "user_profile_update",
+    "FEATURE_WEIGHT_MAX",
+    "FEEDBACK_BATCH_LIMIT",
+    "FEEDBACK_VALUE_LIMIT",
+    "ITEM_UPDATABLE_FIELDS",
+    "OPPOSING_KINDS",
+    "FeatureSpec",
+    "FeedbackBatchError",
+    "feedback_delete",
+    "feedback_pairs_delete",
+    "feedback_record",
+    "feedback_record_batch",
+    "item_change_announce",
+    "item_create",
+    "item_update",
+    "user_profile_create",
+    "user_profile_get_or_create_for_user",
+    "user_profile_update",
 ]

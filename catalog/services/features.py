@@ -3,6 +3,7 @@
 Features are shared rows (``Feature``), linked with a weight; writing an entity's features
 replaces its whole set. Weights are 0..``FEATURE_WEIGHT_MAX`` (training refuses anything else).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,12 @@ def _features_normalize(features: FeatureSpec) -> dict[tuple[str, str], float]:
         if not 0 <= weight <= FEATURE_WEIGHT_MAX:
             # Training refuses the whole feature matrix otherwise (negative, or beyond float32):
             # one stored bad weight would fail every run until someone found it.
-            raise ValidationError({"features": f"The weight of {feature_type}={value} must be between 0 and "
-                                               f"{FEATURE_WEIGHT_MAX:g}; got {weight:g}."})
+            raise ValidationError(
+                {
+                    "features": f"The weight of {feature_type}={value} must be between 0 and "
+                    f"{FEATURE_WEIGHT_MAX:g}; got {weight:g}."
+                }
+            )
         normalized[(feature_type, value)] = float(weight)
     return normalized
 
@@ -68,7 +73,8 @@ def _features_resolve(*, subject: str, keys: Iterable[tuple[str, str]]) -> dict[
     for feature_type, value in keys:
         # Field rules only (slug type, lengths); uniqueness is the database's job below.
         Feature(subject=subject, type=feature_type, value=value).full_clean(
-            validate_unique=False, validate_constraints=False,
+            validate_unique=False,
+            validate_constraints=False,
         )
     if not keys:
         return {}
@@ -77,7 +83,8 @@ def _features_resolve(*, subject: str, keys: Iterable[tuple[str, str]]) -> dict[
     if missing:
         # ignore_conflicts: a concurrent writer may create the same feature; we read it back after.
         Feature.objects.bulk_create(
-            [Feature(subject=subject, type=t, value=v) for t, v in missing], ignore_conflicts=True,
+            [Feature(subject=subject, type=t, value=v) for t, v in missing],
+            ignore_conflicts=True,
         )
         existing.update(_features_fetch(subject=subject, keys=missing))
     return existing

@@ -2,6 +2,7 @@
 
 Like/dislike interplay, idempotency keys, all-or-nothing batches and deletion live here.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +49,11 @@ def _feedback_value_clean(kind: FeedbackKind, value: Any) -> float:
         raise ValidationError({"value": "The value must be a finite number."})
     low, high = kind.min_value, kind.max_value
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else (
-            f"at least {low:g}" if low is not None else f"at most {high:g}")
+        bounds = (
+            f"between {low:g} and {high:g}"
+            if low is not None and high is not None
+            else (f"at least {low:g}" if low is not None else f"at most {high:g}")
+        )
         raise ValidationError({"value": f"A {kind.code} must be {bounds}; got {value:g}."})
     if abs(value) > FEEDBACK_VALUE_LIMIT:
         raise ValidationError({"value": f"The value must be within ±{FEEDBACK_VALUE_LIMIT:g}; got {value:g}."})
@@ -83,8 +87,13 @@ def _feedback_replay(*, key: str, profile: UserProfile, item: Item, kind: Feedba
     if existing is None:
         return None
     if (existing.user_id, existing.item_id, existing.kind_id) != (profile.pk, item.pk, kind.pk):
-        raise ValidationError({"idempotency_key": ValidationError(
-            "This idempotency key was already used for a different event.", code=CONFLICT)})
+        raise ValidationError(
+            {
+                "idempotency_key": ValidationError(
+                    "This idempotency key was already used for a different event.", code=CONFLICT
+                )
+            }
+        )
     existing.replayed = True
     return existing
 
@@ -98,8 +107,9 @@ def _feedback_pair_lock(*, profile_id: int, item_id: int) -> None:
     like/dislike interplay) lets exactly one writer at a time read and replace the state.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                       [f"catalog.feedback:{profile_id}:{item_id}"])
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"catalog.feedback:{profile_id}:{item_id}"]
+        )
 
 
 def _feedback_insert_stateful(row: Feedback) -> None:
@@ -134,8 +144,13 @@ def _feedback_insert_stateful(row: Feedback) -> None:
                 raise  # the caller turns this into a replay
             if attempt == 2:
                 raise
-            logger.info("feedback.record.retry user_id=%s item_id=%s kind=%s error=%s",
-                        row.user_id, row.item_id, row.kind_id, type(error).__name__)
+            logger.info(
+                "feedback.record.retry user_id=%s item_id=%s kind=%s error=%s",
+                row.user_id,
+                row.item_id,
+                row.kind_id,
+                type(error).__name__,
+            )
 
 
 def feedback_record(
@@ -166,8 +181,15 @@ def feedback_record(
             replay = _feedback_replay(key=key, profile=profile, item=item, kind=feedback_kind)
             if replay is not None:
                 return replay
-        row = Feedback(user=profile, item=item, kind=feedback_kind, value=value, created_at=created_at,
-                       idempotency_key=key, is_current=None)
+        row = Feedback(
+            user=profile,
+            item=item,
+            kind=feedback_kind,
+            value=value,
+            created_at=created_at,
+            idempotency_key=key,
+            is_current=None,
+        )
         # Foreign keys are loaded objects already, and the unique rules are enforced by the
         # database below (a check-then-insert query would be racy), so full_clean skips them.
         row.full_clean(exclude=["user", "item", "kind"], validate_unique=False, validate_constraints=False)
@@ -185,11 +207,23 @@ def feedback_record(
             return replay
 
         row.replayed = False
-        transaction.on_commit(lambda: signals.feedback_recorded.send(
-            sender=Feedback, profile_id=row.user_id, item_id=row.item_id, kind=row.kind_id, feedback_id=row.pk,
-        ))
-    logger.debug("feedback.recorded id=%s user_id=%s item_id=%s kind=%s current=%s",
-                 row.pk, row.user_id, row.item_id, row.kind_id, row.is_current)
+        transaction.on_commit(
+            lambda: signals.feedback_recorded.send(
+                sender=Feedback,
+                profile_id=row.user_id,
+                item_id=row.item_id,
+                kind=row.kind_id,
+                feedback_id=row.pk,
+            )
+        )
+    logger.debug(
+        "feedback.recorded id=%s user_id=%s item_id=%s kind=%s current=%s",
+        row.pk,
+        row.user_id,
+        row.item_id,
+        row.kind_id,
+        row.is_current,
+    )
     return row
 
 
@@ -203,10 +237,13 @@ class FeedbackBatchError(ValidationError):
     def __init__(self, event_errors: dict[int, dict[str, list[str]]], *, conflict: bool = False):
         self.event_errors = event_errors
         self.conflict = conflict  # the event clashes with stored data (see config.exception_handlers)
-        super().__init__({
-            f"events.{index}.{field}": messages
-            for index, fields in sorted(event_errors.items()) for field, messages in fields.items()
-        })
+        super().__init__(
+            {
+                f"events.{index}.{field}": messages
+                for index, fields in sorted(event_errors.items())
+                for field, messages in fields.items()
+            }
+        )
 
 
 def _errors_of(error: ValidationError) -> dict[str, list[str]]:
@@ -221,7 +258,11 @@ def _batch_lookup(events: list[Mapping[str, Any]], field: str, model) -> dict[st
 
 
 def _batch_event_resolve(
-    event: Any, *, profile: UserProfile | None, items: dict[str, Item], profiles: dict[str, UserProfile],
+    event: Any,
+    *,
+    profile: UserProfile | None,
+    items: dict[str, Item],
+    profiles: dict[str, UserProfile],
 ) -> dict[str, Any]:
     """Turn one batch event into ``feedback_record`` keyword arguments, or raise with field errors."""
     if not isinstance(event, Mapping):
@@ -258,8 +299,14 @@ def _batch_event_resolve(
         errors["kind"] = "The kind is required."
     if errors:
         raise ValidationError(errors)
-    return {"profile": user, "item": item, "kind": event["kind"], "value": event.get("value"),
-            "created_at": event.get("created_at"), "idempotency_key": event.get("idempotency_key")}
+    return {
+        "profile": user,
+        "item": item,
+        "kind": event["kind"],
+        "value": event.get("value"),
+        "created_at": event.get("created_at"),
+        "idempotency_key": event.get("idempotency_key"),
+    }
 
 
 def feedback_record_batch(*, profile: UserProfile | None = None, events: list[Mapping[str, Any]]) -> list[Feedback]:
@@ -306,8 +353,12 @@ def feedback_record_batch(*, profile: UserProfile | None = None, events: list[Ma
             except ValidationError as error:
                 raise FeedbackBatchError({index: _errors_of(error)}, conflict=is_conflict(error)) from error
     # A single API post also comes through here; only real batches are worth an INFO line.
-    logger.log(logging.INFO if len(rows) > 1 else logging.DEBUG, "feedback.batch.recorded events=%s replayed=%s",
-               len(rows), sum(r.replayed for r in rows))
+    logger.log(
+        logging.INFO if len(rows) > 1 else logging.DEBUG,
+        "feedback.batch.recorded events=%s replayed=%s",
+        len(rows),
+        sum(r.replayed for r in rows),
+    )
     return rows
 
 
@@ -324,9 +375,15 @@ def feedback_delete(*, feedback: Feedback) -> None:
     if not deleted:
         return
     logger.info("feedback.deleted user_id=%s item_id=%s kind=%s current=%s", profile_id, item_id, kind, was_current)
-    transaction.on_commit(lambda: signals.feedback_deleted.send(
-        sender=Feedback, profile_id=profile_id, item_id=item_id, kind=kind, was_current=bool(was_current),
-    ))
+    transaction.on_commit(
+        lambda: signals.feedback_deleted.send(
+            sender=Feedback,
+            profile_id=profile_id,
+            item_id=item_id,
+            kind=kind,
+            was_current=bool(was_current),
+        )
+    )
 
 
 def feedback_pairs_delete(*, user_ids: list[int], item_ids: list[int]) -> int:
@@ -340,5 +397,7 @@ def feedback_pairs_delete(*, user_ids: list[int], item_ids: list[int]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM catalog_feedback f USING unnest(%s::bigint[], %s::bigint[]) AS p(user_id, item_id) "
-            "WHERE f.user_id = p.user_id AND f.item_id = p.item_id", [list(user_ids), list(item_ids)])
+            "WHERE f.user_id = p.user_id AND f.item_id = p.item_id",
+            [list(user_ids), list(item_ids)],
+        )
         return cursor.rowcount

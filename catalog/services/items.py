@@ -1,4 +1,5 @@
 """Item writes: create and update, features included; ``item_changed`` is sent after commit."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -81,7 +82,8 @@ def item_update(*, item: Item, **fields: Any) -> Item:
     if features is not None:
         item_features_replace(item=item, features=features)
     if changed or features is not None:
-        logger.info("catalog.item.updated item_id=%s fields=%s features=%s",
-                    item.pk, ",".join(changed), features is not None)
+        logger.info(
+            "catalog.item.updated item_id=%s fields=%s features=%s", item.pk, ",".join(changed), features is not None
+        )
         item_change_announce(item_id=item.pk, created=False)
     return item

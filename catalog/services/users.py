@@ -1,4 +1,5 @@
 """User-profile writes: a profile is Django's auth user plus an external id and side features."""
+
 from __future__ import annotations
 
 import hashlib
@@ -89,7 +90,10 @@ def user_profile_get_or_create_for_user(*, user) -> UserProfile:
 
 @transaction.atomic
 def user_profile_update(
-    *, profile: UserProfile, external_id: str | None = None, features: FeatureSpec | None = None,
+    *,
+    profile: UserProfile,
+    external_id: str | None = None,
+    features: FeatureSpec | None = None,
 ) -> UserProfile:
     """Change the external id and/or replace the side features (when given)."""
     if external_id is not None and external_id.strip() != profile.external_id:

@@ -1,4 +1,5 @@
 """Django REST Framework and the OpenAPI schema."""
+
 from config.env import env_int, env_str
 from config.throttling import throttle_rate
 

@@ -1,4 +1,5 @@
 """Django core settings shared by every environment."""
+
 from pathlib import Path
 
 from config.env import env_bool, env_list, env_str

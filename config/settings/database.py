@@ -6,6 +6,7 @@ Timeouts: ``connect_timeout`` everywhere; statement and lock timeouts per proces
 Tests run on the same real PostgreSQL: pytest-django creates `test_<name>` beside it.
 `TEST_DATABASE_NAME` lets several test runs share one server without sharing a database.
 """
+
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -51,8 +52,8 @@ def session_options(existing: str, *, statement_timeout_ms: int, lock_timeout_ms
     return " ".join(parts)
 
 
-DATABASE_URL = env_str("DATABASE_URL")
-if DATABASE_URL is None:
+_environment_url = env_str("DATABASE_URL")
+if _environment_url is None:
     from config.embedded_postgres import EmbeddedServer, ensure_running
 
     EMBEDDED_POSTGRES: EmbeddedServer | None
@@ -61,6 +62,7 @@ if DATABASE_URL is None:
     DATABASE_URL = EMBEDDED_POSTGRES.url()
 else:
     EMBEDDED_POSTGRES = None
+    DATABASE_URL = _environment_url
 
 _default = database_from_url(DATABASE_URL)
 _default["OPTIONS"].setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))

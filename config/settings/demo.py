@@ -2,6 +2,7 @@
 
 Read by `manage.py bootstrap_demo` and `manage.py run_stack`; a production deployment never needs them.
 """
+
 from config.env import env_int, env_str
 
 # The superuser bootstrap_demo creates. Without a password one is generated and printed once.

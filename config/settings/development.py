@@ -3,10 +3,15 @@ for a laptop, everything embedded.
 
 Each topic lives in its own module; `config.settings.production` layers the hardening on top.
 """
-from .base import *  # noqa: F401,F403
-from .database import *  # noqa: F401,F403
-from .tasks import *  # noqa: F401,F403
-from .security import *  # noqa: F401,F403
-from .api import *  # noqa: F401,F403
-from .recommender import *  # noqa: F401,F403
-from .demo import *  # noqa: F401,F403
+
+# The order is the layering (a later module's names win, and each module runs in this order: the
+# embedded PostgreSQL starts in `database`), so isort must not sort these.
+# isort: off
+from .base import *
+from .database import *
+from .tasks import *
+from .security import *
+from .api import *
+from .recommender import *
+from .demo import *
+# isort: on

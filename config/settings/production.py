@@ -1,4 +1,5 @@
 """Production settings: everything in development, hardened, and read from the environment."""
+
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str

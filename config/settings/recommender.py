@@ -1,4 +1,5 @@
 """Recommender settings that are not admin-editable (those live in the database)."""
+
 from config.env import env_float, env_int, env_str
 
 from .base import BASE_DIR

@@ -4,6 +4,7 @@
 throttle rates live with the rest of DRF's settings in `api.py`. docs/security.md lists each
 protection with its setting and its test.
 """
+
 from urllib.parse import urlsplit
 
 from config.env import env_int, env_str
@@ -31,8 +32,13 @@ if CACHE_URL:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL, not {CACHE_URL!r}.")
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
-                          "KEY_PREFIX": "recsys"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "recsys",
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "recsys"}}
 

@@ -3,13 +3,14 @@
 The default broker is the project's own PostgreSQL through kombu's SQLAlchemy transport, so no
 extra service is needed; `CELERY_BROKER_URL=redis://…` switches to Redis (docker-compose does).
 """
+
 from config.env import env_bool, env_str
 
 from .database import DATABASE_URL
 
 
 def _sqlalchemy_url(database_url: str) -> str:
-    scheme, rest = database_url.split("://", 1)
+    _scheme, rest = database_url.split("://", 1)
     return f"sqla+postgresql+psycopg://{rest}"
 
 

@@ -5,6 +5,7 @@ configured for the context's surface, each asked for its own number of candidate
 them into one de-duplicated pool. Sizes come from ``settings.RECOMMENDER_CANDIDATE_SIZES``
 (``{"home": {...}, "related": {...}}``) when set, else from ``DEFAULT_CANDIDATE_SIZES``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,14 @@ logger = logging.getLogger(__name__)
 
 SOURCES: dict[str, CandidateSource] = {
     source.name: source
-    for source in (PersonalAnnSource(), RelatedSource(), BecauseYouLikedSource(), ContentBasedSource(),
-                   PopularSource(), FreshSource())
+    for source in (
+        PersonalAnnSource(),
+        RelatedSource(),
+        BecauseYouLikedSource(),
+        ContentBasedSource(),
+        PopularSource(),
+        FreshSource(),
+    )
 }
 
 DEFAULT_CANDIDATE_SIZES: dict[str, dict[str, int]] = {
@@ -63,8 +70,9 @@ def candidates_generate(context: Context, sizes: dict[str, int] | None = None) -
     sizes = candidate_sizes(context.surface) if sizes is None else sizes
     unknown = sorted(set(sizes) - set(SOURCES))
     if unknown:
-        raise UnknownSourceError(f"unknown candidate sources {unknown}; known: {sorted(SOURCES)}. "
-                                 "Check RECOMMENDER_CANDIDATE_SIZES.")
+        raise UnknownSourceError(
+            f"unknown candidate sources {unknown}; known: {sorted(SOURCES)}. Check RECOMMENDER_CANDIDATE_SIZES."
+        )
     lists: list[list[Candidate]] = []
     for name, size in sizes.items():
         if size < 1:
@@ -78,8 +86,12 @@ def candidates_generate(context: Context, sizes: dict[str, int] | None = None) -
         except Exception as error:  # any source failure is survivable; it is logged with context
             logger.warning("candidates.source_failed source=%s surface=%s error=%r", name, context.surface, error)
             continue
-        logger.debug("candidates.source_done source=%s count=%s ms=%.1f", name, len(candidates),
-                     (time.perf_counter() - started) * 1000)
+        logger.debug(
+            "candidates.source_done source=%s count=%s ms=%.1f",
+            name,
+            len(candidates),
+            (time.perf_counter() - started) * 1000,
+        )
         lists.append(candidates)
     pool = candidates_merge(lists)
     if context.surface == "home" and context.seen_item_ids:

@@ -8,6 +8,7 @@ keyed by it is current for a request that read the generation first (`recommende
 Inside a transaction (tests, evaluation, ATOMIC_REQUESTS) and above
 ``settings.CATALOGUE_COPY_BUDGET_BYTES`` the sources keep their SQL.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,16 @@ logger = logging.getLogger(__name__)
 class CatalogueMemo:
     """Every item (``is_active``, ``published_at``) and the item-feature weights as a sparse matrix."""
 
-    def __init__(self, *, item_ids: np.ndarray, active: np.ndarray, published: np.ndarray, feature_ids: np.ndarray,
-                 matrix: sparse.csr_matrix, n_items: int):
+    def __init__(
+        self,
+        *,
+        item_ids: np.ndarray,
+        active: np.ndarray,
+        published: np.ndarray,
+        feature_ids: np.ndarray,
+        matrix: sparse.csr_matrix,
+        n_items: int,
+    ):
         self.item_ids = item_ids  # (n,) int64, ascending
         self.active = active  # (n,) bool
         self.published = published  # (n,) float64 unix seconds, NaN when unpublished
@@ -74,7 +83,7 @@ class CatalogueMemo:
         allowed = (block.getnnz(axis=1) > 0) & self.allowed(filters, seeds)
         candidates = np.flatnonzero(allowed)
         ranked = candidates[np.lexsort((self.item_ids[candidates], -score[candidates]))][:n]
-        return list(zip(self.item_ids[ranked].tolist(), score[ranked].tolist()))
+        return list(zip(self.item_ids[ranked].tolist(), score[ranked].tolist(), strict=True))
 
     def fresh(self, *, now_epoch: float, filters, excluded_ids=(), n: int) -> list[tuple[int, float]]:
         """`FreshSource`'s statement, computed here: newest published (not after now) first, ties by id desc."""
@@ -83,7 +92,7 @@ class CatalogueMemo:
         candidates = np.flatnonzero(allowed)
         ranked = candidates[np.lexsort((-self.item_ids[candidates], -self.published[candidates]))][:n]
         ages = (now_epoch - self.published[ranked]) / 86400.0
-        return list(zip(self.item_ids[ranked].tolist(), (1.0 / (1.0 + ages)).tolist()))
+        return list(zip(self.item_ids[ranked].tolist(), (1.0 / (1.0 + ages)).tolist(), strict=True))
 
 
 def catalogue_copy_load(_key: None = None) -> CatalogueMemo | None:
@@ -102,15 +111,29 @@ def catalogue_copy_load(_key: None = None) -> CatalogueMemo | None:
     # An item created between the two reads has postings but no row yet: left out until the next
     # generation (its creation bumps it).
     rows = np.searchsorted(item_ids, posting_items)
-    known = (rows < len(item_ids)) & (item_ids[np.minimum(rows, len(item_ids) - 1)] == posting_items) \
-        if len(item_ids) else np.zeros(len(posting_items), dtype=bool)
+    known = (
+        (rows < len(item_ids)) & (item_ids[np.minimum(rows, len(item_ids) - 1)] == posting_items)
+        if len(item_ids)
+        else np.zeros(len(posting_items), dtype=bool)
+    )
     feature_ids, columns = np.unique(posting_features[known], return_inverse=True)
-    matrix = sparse.csr_matrix((posting_weights[known], (rows[known], columns)),
-                               shape=(len(item_ids), len(feature_ids)))
-    memo = CatalogueMemo(item_ids=item_ids, active=active, published=published, feature_ids=feature_ids,
-                         matrix=matrix, n_items=len(item_ids))
-    logger.info("candidates.catalogue_copy_loaded items=%s postings=%s ms=%.1f", len(item_ids), int(known.sum()),
-                1000 * (time.perf_counter() - started))
+    matrix = sparse.csr_matrix(
+        (posting_weights[known], (rows[known], columns)), shape=(len(item_ids), len(feature_ids))
+    )
+    memo = CatalogueMemo(
+        item_ids=item_ids,
+        active=active,
+        published=published,
+        feature_ids=feature_ids,
+        matrix=matrix,
+        n_items=len(item_ids),
+    )
+    logger.info(
+        "candidates.catalogue_copy_loaded items=%s postings=%s ms=%.1f",
+        len(item_ids),
+        int(known.sum()),
+        1000 * (time.perf_counter() - started),
+    )
     return memo
 
 

@@ -1,11 +1,11 @@
 """Reads shared by several sources: the filters a surface implies, and a user's positive seeds."""
+
 from __future__ import annotations
 
 import sys
 from dataclasses import replace
 
 from catalog.array_selectors import UserFeedbackSummary, user_positive_item_ids
-
 from recommender.vectors.base import AnnFilters
 
 from .base import Context
@@ -19,8 +19,9 @@ def source_filters(context: Context) -> AnnFilters:
     """
     if context.surface != "home" or not context.seen_item_ids:
         return context.filters
-    return replace(context.filters,
-                   exclude_item_ids=tuple(context.filters.exclude_item_ids) + tuple(sorted(context.seen_item_ids)))
+    return replace(
+        context.filters, exclude_item_ids=tuple(context.filters.exclude_item_ids) + tuple(sorted(context.seen_item_ids))
+    )
 
 
 def context_feedback_prime(context: Context, summary: UserFeedbackSummary) -> None:

@@ -5,11 +5,12 @@ A source is one module in this package with a class that has a ``name`` and
 scores the merged pool with the active model so that candidates from different sources are
 comparable, and `recommender/rerank/` applies the business rules.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from typing import Literal, Protocol
 
 import numpy as np

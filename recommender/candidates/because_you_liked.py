@@ -1,4 +1,5 @@
-""""Because you liked X": neighbours of the user's most recent positively rated items."""
+""" "Because you liked X": neighbours of the user's most recent positively rated items."""
+
 from __future__ import annotations
 
 from ._shared import context_positive_seeds, source_filters
@@ -33,8 +34,9 @@ class BecauseYouLikedSource:
         # also keeps every seed out of every list: never recommend a seed because of another.
         per_seed = 2 * -(-n // len(seeds))
         while True:
-            found = context.vector_index.item_neighbours(seeds, k=per_seed, filters=filters, measure=context.measure,
-                                                         alpha=context.norm_damping_alpha)
+            found = context.vector_index.item_neighbours(
+                seeds, k=per_seed, filters=filters, measure=context.measure, alpha=context.norm_damping_alpha
+            )
             neighbour_lists = [found.get(seed, []) for seed in seeds]
             candidates = self._interleave(seeds, neighbour_lists, per_seed)
             # A list shorter than asked is everything that seed has under the filters (the index
@@ -44,15 +46,17 @@ class BecauseYouLikedSource:
                 return candidates[:n]
             per_seed = min(per_seed * 2, n)
 
-    def _interleave(self, seeds: list[int], neighbour_lists: list[list[tuple[int, float]]],
-                    per_seed: int) -> list[Candidate]:
+    def _interleave(
+        self, seeds: list[int], neighbour_lists: list[list[tuple[int, float]]], per_seed: int
+    ) -> list[Candidate]:
         candidates: list[Candidate] = []
         taken: set[int] = set()
         for rank in range(per_seed):
-            for seed, neighbours in zip(seeds, neighbour_lists):
+            for seed, neighbours in zip(seeds, neighbour_lists, strict=True):
                 if rank < len(neighbours) and neighbours[rank][0] not in taken:
                     item_id, score = neighbours[rank]
                     taken.add(item_id)
-                    candidates.append(Candidate(item_id=item_id, source=self.name, score=score,
-                                                reason={"because_item_id": seed}))
+                    candidates.append(
+                        Candidate(item_id=item_id, source=self.name, score=score, reason={"because_item_id": seed})
+                    )
         return candidates

@@ -1,4 +1,5 @@
 """Content-based: items sharing features with what the user liked (or with the seed item), by TF-IDF."""
+
 from __future__ import annotations
 
 from catalog.array_selectors import items_sharing_features
@@ -44,8 +45,11 @@ class ContentBasedSource:
         reason = {"related_to_item_id": context.item_id} if context.surface == "related" else {}
         memo = catalogue_memo(generation=context.generation)
         if memo is not None:
-            rows = memo.content_scores(seeds=seeds, filters=source_filters(context), max_features=self.max_features, n=n)
+            rows = memo.content_scores(
+                seeds=seeds, filters=source_filters(context), max_features=self.max_features, n=n
+            )
             return [Candidate(item_id=item_id, source=self.name, score=score, reason=reason) for item_id, score in rows]
-        rows = items_sharing_features(seed_item_ids=seeds, max_features=self.max_features, n=n,
-                                      filters=source_filters(context).item_filter())
+        rows = items_sharing_features(
+            seed_item_ids=seeds, max_features=self.max_features, n=n, filters=source_filters(context).item_filter()
+        )
         return [Candidate(item_id=item_id, source=self.name, score=score, reason=reason) for item_id, score in rows]

@@ -1,4 +1,5 @@
 """Fresh: the newest published items, so new items get exposure before anyone interacts with them."""
+
 from __future__ import annotations
 
 from catalog.array_selectors import items_newest
@@ -23,8 +24,9 @@ class FreshSource:
         extra = (context.item_id,) if context.item_id is not None else ()
         memo = catalogue_memo(generation=context.generation)
         if memo is not None:  # the same answer from the process's catalogue copy (see _catalogue)
-            rows = memo.fresh(now_epoch=context.now.timestamp(), filters=source_filters(context), excluded_ids=extra,
-                              n=n)
+            rows = memo.fresh(
+                now_epoch=context.now.timestamp(), filters=source_filters(context), excluded_ids=extra, n=n
+            )
             return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]
         rows = items_newest(now=context.now, n=n, filters=source_filters(context).item_filter(extra))
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]

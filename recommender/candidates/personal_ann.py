@@ -1,4 +1,5 @@
 """Personal ANN: the user's score vector against every item's score vector (LightFM's score)."""
+
 from __future__ import annotations
 
 from ._shared import source_filters
@@ -17,6 +18,5 @@ class PersonalAnnSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if context.version_id is None or context.user_vector is None or n < 1:
             return []
-        nearest = context.vector_index.user_neighbours(context.user_vector, k=n,
-                                                       filters=source_filters(context))
+        nearest = context.vector_index.user_neighbours(context.user_vector, k=n, filters=source_filters(context))
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in nearest]

@@ -1,4 +1,5 @@
 """Popular: interactions within a window, each decayed by its age with a half-life."""
+
 from __future__ import annotations
 
 import threading
@@ -31,10 +32,10 @@ class PopularSource:
     name = "popular"
 
     def __init__(self, window_days: float | None = None, half_life_days: float | None = None):
-        self.window_days = float(window_days if window_days is not None else
-                                 settings.RECOMMENDER_POPULAR_WINDOW_DAYS)
-        self.half_life_days = float(half_life_days if half_life_days is not None else
-                                    settings.RECOMMENDER_POPULAR_HALF_LIFE_DAYS)
+        self.window_days = float(window_days if window_days is not None else settings.RECOMMENDER_POPULAR_WINDOW_DAYS)
+        self.half_life_days = float(
+            half_life_days if half_life_days is not None else settings.RECOMMENDER_POPULAR_HALF_LIFE_DAYS
+        )
         self._cache: dict[tuple, tuple[list[int], list[float]]] = {}
         self._lock = threading.Lock()
 
@@ -45,14 +46,23 @@ class PopularSource:
         """
         if newest_feedback is None:
             newest_feedback = feedback_newest_id()
-        key = (connection.settings_dict["NAME"], self.window_days, self.half_life_days,
-               int(now.timestamp()) // CACHE_SECONDS, newest_feedback)
+        key = (
+            connection.settings_dict["NAME"],
+            self.window_days,
+            self.half_life_days,
+            int(now.timestamp()) // CACHE_SECONDS,
+            newest_feedback,
+        )
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:
             return cached
-        result = items_decayed_popularity(now=now, since=now - timedelta(days=self.window_days),
-                                          half_life_seconds=self.half_life_days * 86400.0, limit=CACHED_ITEMS)
+        result = items_decayed_popularity(
+            now=now,
+            since=now - timedelta(days=self.window_days),
+            half_life_seconds=self.half_life_days * 86400.0,
+            limit=CACHED_ITEMS,
+        )
         with self._lock:
             if len(self._cache) > 8:
                 self._cache.clear()
@@ -62,8 +72,9 @@ class PopularSource:
     def generate(self, context: Context, n: int) -> list[Candidate]:
         if n < 1:
             return []
-        item_ids, scores = self.decayed_popularity(now=context.now,
-                                                   newest_feedback=context.memo.get("newest_feedback_id"))
+        item_ids, scores = self.decayed_popularity(
+            now=context.now, newest_feedback=context.memo.get("newest_feedback_id")
+        )
         if not item_ids:
             return []
         extra = (context.item_id,) if context.item_id is not None else ()
@@ -71,9 +82,10 @@ class PopularSource:
         # Filter a head of the list first (the filters probe every row they see); only when it
         # filtered too much is the whole cached list filtered.
         head = 4 * (n + len(filters.exclude_item_ids)) + 200
-        for size in ((head, len(item_ids)) if head < len(item_ids) else (len(item_ids),)):
-            rows = items_scored_filter(item_ids=item_ids[:size], scores=scores[:size], n=n,
-                                       filters=filters.item_filter(extra))
+        for size in (head, len(item_ids)) if head < len(item_ids) else (len(item_ids),):
+            rows = items_scored_filter(
+                item_ids=item_ids[:size], scores=scores[:size], n=n, filters=filters.item_filter(extra)
+            )
             if len(rows) >= n:
                 break
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]

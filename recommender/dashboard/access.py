@@ -1,4 +1,5 @@
 """Access rules of the dashboard: signed-out people go to the sign-in page, signed-in non-staff get 403."""
+
 from __future__ import annotations
 
 from functools import wraps

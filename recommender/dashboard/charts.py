@@ -2,16 +2,20 @@
 
 Functions return plain dicts of numbers and labels; the templates only place them.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
 PHASE_ORDER = ("building_dataset", "training", "evaluating", "publishing")
-PHASE_COLORS = {"building_dataset": "#8da0cb", "training": "#2f5fd0", "evaluating": "#e78ac3",
-                "publishing": "#66c2a5"}
-METRICS = (("precision_at_10", "Precision@10"), ("recall_at_10", "Recall@10"),
-           ("ndcg_at_10", "NDCG@10"), ("coverage", "Coverage"))
+PHASE_COLORS = {"building_dataset": "#8da0cb", "training": "#2f5fd0", "evaluating": "#e78ac3", "publishing": "#66c2a5"}
+METRICS = (
+    ("precision_at_10", "Precision@10"),
+    ("recall_at_10", "Recall@10"),
+    ("ndcg_at_10", "NDCG@10"),
+    ("coverage", "Coverage"),
+)
 
 
 @dataclass
@@ -34,7 +38,7 @@ def _nice_max(value: float) -> float:
         return 1.0
     exponent = math.floor(math.log10(value))
     for mantissa in (1.0, 2.0, 2.5, 5.0, 10.0):
-        candidate = mantissa * 10 ** exponent
+        candidate = mantissa * 10**exponent
         if candidate >= value * (1 - 1e-9):
             return candidate
     return 10.0 ** (exponent + 1)
@@ -60,12 +64,17 @@ def metric_charts(versions, *, width: int = 320, height: int = 180) -> list[BarC
                 if value is None:
                     continue
                 bar_h = plot_h * min(value, top_value) / top_value
-                chart.bars.append({
-                    "x": round(x0 + offset * bar_w, 2), "y": round(top + plot_h - bar_h, 2),
-                    "width": round(bar_w - 1, 2), "height": round(bar_h, 2), "series": series,
-                    "title": f"v{version.pk} {'model' if series == 'model' else 'popularity baseline'}: "
-                             f"{label} {value:.4f}",
-                })
+                chart.bars.append(
+                    {
+                        "x": round(x0 + offset * bar_w, 2),
+                        "y": round(top + plot_h - bar_h, 2),
+                        "width": round(bar_w - 1, 2),
+                        "height": round(bar_h, 2),
+                        "series": series,
+                        "title": f"v{version.pk} {'model' if series == 'model' else 'popularity baseline'}: "
+                        f"{label} {value:.4f}",
+                    }
+                )
         for step in range(5):
             value = top_value * step / 4
             chart.ticks.append({"y": round(top + plot_h - plot_h * step / 4, 2), "label": f"{value:.2g}"})
@@ -86,12 +95,30 @@ def phase_chart(versions, *, width: int = 640, row_height: int = 22) -> dict:
             seconds = float(version.phase_seconds.get(phase, 0.0))
             if seconds <= 0:
                 continue
-            segments.append({"x": round(x, 2), "width": round(max(seconds * scale, 0.5), 2),
-                             "color": PHASE_COLORS[phase], "phase": phase.replace("_", " "),
-                             "title": f"v{version.pk} {phase.replace('_', ' ')}: {seconds:.2f} s"})
+            segments.append(
+                {
+                    "x": round(x, 2),
+                    "width": round(max(seconds * scale, 0.5), 2),
+                    "color": PHASE_COLORS[phase],
+                    "phase": phase.replace("_", " "),
+                    "title": f"v{version.pk} {phase.replace('_', ' ')}: {seconds:.2f} s",
+                }
+            )
             x += seconds * scale
         total = sum(float(version.phase_seconds.get(p, 0.0)) for p in PHASE_ORDER)
-        rows.append({"y": index * row_height + 4, "label": f"v{version.pk}", "segments": segments,
-                     "total_x": round(x + 4, 2), "total": f"{total:.1f} s"})
-    return {"width": width, "height": len(rows) * row_height + 8, "rows": rows, "bar_height": row_height - 6,
-            "legend": [{"phase": p.replace("_", " "), "color": PHASE_COLORS[p]} for p in PHASE_ORDER]}
+        rows.append(
+            {
+                "y": index * row_height + 4,
+                "label": f"v{version.pk}",
+                "segments": segments,
+                "total_x": round(x + 4, 2),
+                "total": f"{total:.1f} s",
+            }
+        )
+    return {
+        "width": width,
+        "height": len(rows) * row_height + 8,
+        "rows": rows,
+        "bar_height": row_height - 6,
+        "legend": [{"phase": p.replace("_", " "), "color": PHASE_COLORS[p]} for p in PHASE_ORDER],
+    }

@@ -1,4 +1,5 @@
 """Forms of the dashboard pages."""
+
 from __future__ import annotations
 
 from django import forms
@@ -24,10 +25,14 @@ class ImportUploadForm(forms.Form):
     files = MultipleFileField(
         label="MovieLens files",
         help_text="A MovieLens zip (ml-100k, ml-latest-small, …), or u.data + u.item (+ u.user), "
-                  "or ratings.csv + movies.csv (+ tags.csv).",
+        "or ratings.csv + movies.csv (+ tags.csv).",
     )
 
 
 class ViewAsForm(forms.Form):
-    user = forms.CharField(label="View as user", required=False, max_length=128,
-                           help_text="External id of the user; empty to stop viewing as someone else.")
+    user = forms.CharField(
+        label="View as user",
+        required=False,
+        max_length=128,
+        help_text="External id of the user; empty to stop viewing as someone else.",
+    )

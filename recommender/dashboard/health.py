@@ -5,6 +5,7 @@ SQLAlchemy transport is not. Instead the worker counts as alive when it complete
 beat runs the maintenance task every 5 minutes (config/schedules.py), and its result lands in
 django_celery_results' table, so a live worker + beat leave a fresh row at least that often.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,11 +44,10 @@ def database_check(*, timeout_ms: int = DATABASE_TIMEOUT_MS) -> Check:
     """SELECT 1 under a statement timeout, so a stuck database answers 'error' instead of hanging."""
     started = time.perf_counter()
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL statement_timeout = %s", [f"{int(timeout_ms)}ms"])
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = %s", [f"{int(timeout_ms)}ms"])
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
     except Exception as error:  # any failure is the answer of this probe; logged with its cause
         logger.warning("health.database_failed error=%s", error)
         return Check("database", False, f"{type(error).__name__}: {error}"[:300], _ms(started))
@@ -82,12 +82,19 @@ def worker_check(*, fresh_for: timedelta = WORKER_FRESH_FOR) -> Check:
     from recommender.selectors import running_versions
 
     started = time.perf_counter()
-    last = TaskResult.objects.filter(date_done__isnull=False).order_by("-date_done").only(
-        "task_name", "status", "date_done").first()
+    last = (
+        TaskResult.objects.filter(date_done__isnull=False)
+        .order_by("-date_done")
+        .only("task_name", "status", "date_done")
+        .first()
+    )
     running = [f"v{version.pk} {version.status}" for version in running_versions()]
-    data = {"running_versions": running,
-            "last_task": ({"name": last.task_name, "status": last.status, "done_at": last.date_done.isoformat()}
-                          if last else None)}
+    data = {
+        "running_versions": running,
+        "last_task": (
+            {"name": last.task_name, "status": last.status, "done_at": last.date_done.isoformat()} if last else None
+        ),
+    }
     if last is None:
         return Check("worker", None, "no task has finished yet (is a worker and beat running?)", _ms(started), data)
     age = timezone.now() - last.date_done
@@ -97,7 +104,7 @@ def worker_check(*, fresh_for: timedelta = WORKER_FRESH_FOR) -> Check:
         detail += f"; running: {', '.join(running)}"
     if not fresh:
         detail += f" (older than {int(fresh_for.total_seconds() // 60)} min: the worker or beat may be down)"
-    return Check("worker", True if fresh else False, detail, _ms(started), data)
+    return Check("worker", fresh, detail, _ms(started), data)
 
 
 def active_model_check() -> Check:
@@ -107,8 +114,11 @@ def active_model_check() -> Check:
     version = active_version()
     if version is None:
         return Check("model", False, "no active model: pages serve popular items (fallback)", _ms(started))
-    data = {"version": version.pk, "activated_at": version.activated_at.isoformat() if version.activated_at else None,
-            "metrics": version.metrics}
+    data = {
+        "version": version.pk,
+        "activated_at": version.activated_at.isoformat() if version.activated_at else None,
+        "metrics": version.metrics,
+    }
     precision = version.metrics.get("precision_at_10")
     detail = f"v{version.pk} active" + (f", precision@10 {precision:.3f}" if precision is not None else "")
     return Check("model", True, detail, _ms(started), data)

@@ -6,6 +6,7 @@ items, and keeps global distances meaningful (clusters far apart in the model st
 the map). t-SNE separates local clusters more sharply but costs seconds to minutes and changes
 with its seed; see docs/dashboard.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,7 +61,7 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coordinates = centered @ components.T
     if coordinates.shape[1] == 1:  # d == 1: a line
         coordinates = np.column_stack([coordinates[:, 0], np.zeros(n)])
-    variance = singular ** 2
+    variance = singular**2
     total = variance.sum()
     explained = np.zeros(2)
     explained[: min(2, len(variance))] = variance[:2] / total if total > 0 else 0.0

@@ -1,4 +1,5 @@
 """Reads for the dashboard: the profile being viewed, catalogue counts, imports, the embedding map."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ from django.db import connection
 from django.db.models import Count, Q
 from psycopg import sql
 
+from catalog.array_selectors import item_strongest_feature_values
 from catalog.models import Feature, FeatureSubject, Feedback, Item, UserProfile
 from recommender.models import ModelVersion
-from catalog.array_selectors import item_strongest_feature_values
 from recommender.vectors.store import VersionTables
 
 from .projection import pca_2d
@@ -28,8 +29,19 @@ IMPORT_TASK_NAME = "recommender.dashboard.tasks.catalog_import_task"
 
 MAP_MAX_POINTS = 5000  # more points than this make an unreadable map and a slow page
 MAP_CACHE_SECONDS = 600  # cold-start items added to a version appear after this at the latest
-MAP_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
-               "#ff9da7", "#9c755f", "#17becf", "#bcbd22")
+MAP_PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#17becf",
+    "#bcbd22",
+)
 MAP_OTHER_COLOR = "#9aa3ad"
 PROVIDER_COLOR = "provider"
 
@@ -74,6 +86,7 @@ def profile_search(*, query: str, limit: int = 20) -> list[UserProfile]:
 # Data page
 # ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class CatalogCounts:
     users: int
@@ -88,11 +101,11 @@ def catalog_counts() -> CatalogCounts:
     """Exact counts (a handful of index-only scans; tens of milliseconds on ml-100k)."""
     items = Item.objects.aggregate(total=Count("id"), active=Count("id", filter=Q(is_active=True)))
     features = dict(Feature.objects.values_list("subject").annotate(n=Count("id")).order_by())
-    by_kind = list(
-        Feedback.objects.values("kind", "kind__name").annotate(total=Count("id")).order_by("-total"))
+    by_kind = list(Feedback.objects.values("kind", "kind__name").annotate(total=Count("id")).order_by("-total"))
     return CatalogCounts(
         users=UserProfile.objects.count(),
-        items=items["total"], active_items=items["active"],
+        items=items["total"],
+        active_items=items["active"],
         features={subject: features.get(subject, 0) for subject in FeatureSubject.values},
         feedback_by_kind=[{"kind": row["kind"], "name": row["kind__name"], "total": row["total"]} for row in by_kind],
         feedback_total=sum(row["total"] for row in by_kind),
@@ -115,10 +128,11 @@ def import_task_get(*, task_id: str):
 # Embedding map
 # ------------------------------------------------------------------------------------------
 
+
 def map_color_choices() -> list[str]:
     """Item feature types, plus the provider column, that can colour the map."""
     types = sorted(set(Feature.objects.filter(subject=FeatureSubject.ITEM).values_list("type", flat=True)))
-    return types + [PROVIDER_COLOR]
+    return [*types, PROVIDER_COLOR]
 
 
 def _version_embeddings(version_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,16 +160,22 @@ def version_projection(*, version: ModelVersion) -> dict:
     if len(ids) > MAP_MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(ids), MAP_MAX_POINTS, replace=False))
         ids, coordinates = ids[keep], coordinates[keep]
-    projection = {"item_ids": ids.tolist(), "xy": np.round(coordinates, 4).tolist(),
-                  "explained": [round(float(x), 4) for x in explained], "total_items": int(len(embeddings))}
+    projection = {
+        "item_ids": ids.tolist(),
+        "xy": np.round(coordinates, 4).tolist(),
+        "explained": [round(float(x), 4) for x in explained],
+        "total_items": len(embeddings),
+    }
     cache.set(key, projection, MAP_CACHE_SECONDS)
     return projection
 
 
 def _item_categories(item_ids: list[int], color: str) -> dict[int, str]:
     if color == PROVIDER_COLOR:
-        return {pk: provider or "(none)"
-                for pk, provider in Item.objects.filter(pk__in=item_ids).values_list("pk", "provider")}
+        return {
+            pk: provider or "(none)"
+            for pk, provider in Item.objects.filter(pk__in=item_ids).values_list("pk", "provider")
+        }
     # An item can carry several values of one type (several genres): colour by its strongest.
     return item_strongest_feature_values(item_ids=item_ids, feature_type=color)
 
@@ -165,8 +185,10 @@ def embedding_map_points(*, version: ModelVersion, color: str) -> dict:
     projection = version_projection(version=version)
     item_ids = projection["item_ids"]
     category_of = _item_categories(item_ids, color)
-    items = dict((pk, (external_id, title)) for pk, external_id, title in
-                 Item.objects.filter(pk__in=item_ids).values_list("pk", "external_id", "title"))
+    items = {
+        pk: (external_id, title)
+        for pk, external_id, title in Item.objects.filter(pk__in=item_ids).values_list("pk", "external_id", "title")
+    }
     counts: dict[str, int] = {}
     for pk in item_ids:
         name = category_of.get(pk, "(none)")
@@ -174,17 +196,29 @@ def embedding_map_points(*, version: ModelVersion, color: str) -> dict:
     ranked = sorted(counts, key=lambda name: (-counts[name], name))
     named = ranked[: len(MAP_PALETTE)]
     index_of = {name: index for index, name in enumerate(named)}
-    categories = [{"name": name, "color": MAP_PALETTE[index], "count": counts[name]}
-                  for index, name in enumerate(named)]
+    categories = [
+        {"name": name, "color": MAP_PALETTE[index], "count": counts[name]} for index, name in enumerate(named)
+    ]
     other = len(categories)
     if len(ranked) > len(named):
-        categories.append({"name": f"other ({len(ranked) - len(named)} values)", "color": MAP_OTHER_COLOR,
-                           "count": sum(counts[name] for name in ranked[len(named):])})
+        categories.append(
+            {
+                "name": f"other ({len(ranked) - len(named)} values)",
+                "color": MAP_OTHER_COLOR,
+                "count": sum(counts[name] for name in ranked[len(named) :]),
+            }
+        )
     points = []
-    for pk, (x, y) in zip(item_ids, projection["xy"]):
+    for pk, (x, y) in zip(item_ids, projection["xy"], strict=True):
         if pk not in items:  # deleted since the version was trained
             continue
         external_id, title = items[pk]
         points.append([x, y, index_of.get(category_of.get(pk, "(none)"), other), external_id, title])
-    return {"version": version.pk, "color": color, "explained": projection["explained"],
-            "total_items": projection["total_items"], "categories": categories, "points": points}
+    return {
+        "version": version.pk,
+        "color": color,
+        "explained": projection["explained"],
+        "total_items": projection["total_items"],
+        "categories": categories,
+        "points": points,
+    }

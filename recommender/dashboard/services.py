@@ -1,4 +1,5 @@
 """Writes for the dashboard: the "view as" choice, rule toggles, and uploads queued for import."""
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,10 @@ from .selectors import IMPORT_TASK_NAME, VIEW_AS_LABEL_SESSION_KEY, VIEW_AS_SESS
 
 logger = logging.getLogger(__name__)
 
-MAX_UNZIPPED_BYTES = 2 * 1024 ** 3  # a zip bomb stops here; ml-25m unpacks to about 1.2 GB
-ACCEPTED_NAMES = frozenset({"u.data", "u.item", "u.user", "u.genre", "u.occupation", "ratings.csv",
-                            "movies.csv", "tags.csv", "links.csv"})
+MAX_UNZIPPED_BYTES = 2 * 1024**3  # a zip bomb stops here; ml-25m unpacks to about 1.2 GB
+ACCEPTED_NAMES = frozenset(
+    {"u.data", "u.item", "u.user", "u.genre", "u.occupation", "ratings.csv", "movies.csv", "tags.csv", "links.csv"}
+)
 
 
 class UploadRejected(ApplicationError):
@@ -52,8 +54,10 @@ def _extract_zip(archive: Path, target: Path) -> None:
     with zipfile.ZipFile(archive) as bundle:
         total = sum(info.file_size for info in bundle.infolist())
         if total > MAX_UNZIPPED_BYTES:
-            raise UploadRejected(f"The archive unpacks to {total / 1e9:.1f} GB; the limit is "
-                                 f"{MAX_UNZIPPED_BYTES / 1e9:.0f} GB. Import it with `manage.py import_movielens`.")
+            raise UploadRejected(
+                f"The archive unpacks to {total / 1e9:.1f} GB; the limit is "
+                f"{MAX_UNZIPPED_BYTES / 1e9:.0f} GB. Import it with `manage.py import_movielens`."
+            )
         root = target.resolve()
         for info in bundle.infolist():
             destination = (target / info.filename).resolve()
@@ -65,11 +69,13 @@ def _extract_zip(archive: Path, target: Path) -> None:
 def _dataset_folder(root: Path) -> Path:
     """The folder holding u.data or ratings.csv + movies.csv (a zip usually nests one folder)."""
     for candidate in [root, *sorted(path for path in root.rglob("*") if path.is_dir())]:
-        if (candidate / "u.data").exists() or ((candidate / "ratings.csv").exists()
-                                                and (candidate / "movies.csv").exists()):
+        if (candidate / "u.data").exists() or (
+            (candidate / "ratings.csv").exists() and (candidate / "movies.csv").exists()
+        ):
             return candidate
-    raise UploadRejected("No MovieLens files found: upload a MovieLens zip, or u.data + u.item (+ u.user), "
-                         "or ratings.csv + movies.csv.")
+    raise UploadRejected(
+        "No MovieLens files found: upload a MovieLens zip, or u.data + u.item (+ u.user), or ratings.csv + movies.csv."
+    )
 
 
 def catalog_upload_import(*, files: list, requested_by=None) -> str:
@@ -95,8 +101,9 @@ def catalog_upload_import(*, files: list, requested_by=None) -> str:
                 _extract_zip(destination, folder / "unpacked")
                 destination.unlink()
             elif name not in ACCEPTED_NAMES:
-                raise UploadRejected(f"{name} is not a MovieLens file; expected a zip or one of "
-                                     f"{', '.join(sorted(ACCEPTED_NAMES))}.")
+                raise UploadRejected(
+                    f"{name} is not a MovieLens file; expected a zip or one of {', '.join(sorted(ACCEPTED_NAMES))}."
+                )
         dataset = _dataset_folder(folder)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -112,12 +119,20 @@ def _import_enqueue(*, dataset: Path, upload_folder: Path, requested_by) -> str:
     task_id = uuid.uuid4().hex
     # A PENDING row now, so the page shows the queued import before a worker picks it up;
     # the result backend updates this same row (keyed by task_id).
-    TaskResult.objects.create(task_id=task_id, task_name=IMPORT_TASK_NAME, status="PENDING",
-                              task_kwargs=repr({"directory": str(dataset)}),
-                              result='{"phase": "queued", "progress": 0.0}', content_type="application/json",
-                              content_encoding="utf-8")
-    kwargs = {"directory": str(dataset), "upload_folder": str(upload_folder),
-              "requested_by": getattr(requested_by, "pk", None)}
+    TaskResult.objects.create(
+        task_id=task_id,
+        task_name=IMPORT_TASK_NAME,
+        status="PENDING",
+        task_kwargs=repr({"directory": str(dataset)}),
+        result='{"phase": "queued", "progress": 0.0}',
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    kwargs = {
+        "directory": str(dataset),
+        "upload_folder": str(upload_folder),
+        "requested_by": getattr(requested_by, "pk", None),
+    }
     transaction.on_commit(lambda: catalog_import_task.apply_async(kwargs=kwargs, task_id=task_id))
     logger.info("dashboard.import_queued task_id=%s directory=%s", task_id, dataset)
     return task_id

@@ -3,6 +3,7 @@
 It must be registered in the worker: config/celery.py discovers it with
 ``app.autodiscover_tasks(["recommender.dashboard"])`` (``<package>.tasks`` is what Celery looks for).
 """
+
 from __future__ import annotations
 
 import io
@@ -17,10 +18,17 @@ from django.core.management import call_command
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="recommender.dashboard.tasks.catalog_import_task", acks_late=True,
-             soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300, max_retries=0)
-def catalog_import_task(self, directory: str, upload_folder: str | None = None,
-                        requested_by: int | None = None) -> dict:
+@shared_task(
+    bind=True,
+    name="recommender.dashboard.tasks.catalog_import_task",
+    acks_late=True,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+    max_retries=0,
+)
+def catalog_import_task(
+    self, directory: str, upload_folder: str | None = None, requested_by: int | None = None
+) -> dict:
     """Import one MovieLens folder with `manage.py import_movielens` and return its JSON report.
 
     Running it twice is safe: the importer skips rows that already exist (by external id) and the
@@ -31,8 +39,7 @@ def catalog_import_task(self, directory: str, upload_folder: str | None = None,
     Progress goes to the result backend as state PROGRESS with ``{"phase", "progress"}``; the
     importer works in one transaction without a row callback, so progress is per phase.
     """
-    logger.info("dashboard.import_started task_id=%s directory=%s user=%s",
-                self.request.id, directory, requested_by)
+    logger.info("dashboard.import_started task_id=%s directory=%s user=%s", self.request.id, directory, requested_by)
     self.update_state(state="PROGRESS", meta={"phase": "importing", "progress": 0.2, "directory": directory})
     output = io.StringIO()
     try:
@@ -43,8 +50,12 @@ def catalog_import_task(self, directory: str, upload_folder: str | None = None,
     report = _last_json_line(output.getvalue())
     if upload_folder:
         shutil.rmtree(Path(upload_folder), ignore_errors=True)
-    logger.info("dashboard.import_finished task_id=%s added=%s bad_rows=%s", self.request.id,
-                report.get("added"), report.get("bad_row_count"))
+    logger.info(
+        "dashboard.import_finished task_id=%s added=%s bad_rows=%s",
+        self.request.id,
+        report.get("added"),
+        report.get("bad_row_count"),
+    )
     return {"phase": "done", "progress": 1.0, **report}
 
 

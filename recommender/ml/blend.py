@@ -21,6 +21,7 @@ labelled by the held-out positives, and the weights are frozen. Nothing here see
 
 No Django here; `recommender/blend.py` gathers the features for a served pool.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,9 @@ class BlendFitError(ValueError):
     """The blend cannot be fitted (no validation user, a single label class, bad shapes)."""
 
 
-def item_item_fit(rated: sp.csr_matrix, *, l2: float = DEFAULT_ITEM_ITEM_L2,
-                  neighbours: int = DEFAULT_NEIGHBOURS) -> sp.csr_matrix:
+def item_item_fit(
+    rated: sp.csr_matrix, *, l2: float = DEFAULT_ITEM_ITEM_L2, neighbours: int = DEFAULT_NEIGHBOURS
+) -> sp.csr_matrix:
     """Item-item weights B, float32 csr of shape (n_items, n_items), zero diagonal.
 
     Row j holds how much having rated j speaks for each other item; a user's item-item score is
@@ -99,8 +101,9 @@ def _keep_largest(matrix: sp.csr_matrix, per_row: int) -> sp.csr_matrix:
         data.append(values)
         indices.append(columns)
         indptr.append(indptr[-1] + len(values))
-    out = sp.csr_matrix((np.concatenate(data).astype(np.float32), np.concatenate(indices), np.asarray(indptr)),
-                        shape=matrix.shape)
+    out = sp.csr_matrix(
+        (np.concatenate(data).astype(np.float32), np.concatenate(indices), np.asarray(indptr)), shape=matrix.shape
+    )
     out.sort_indices()
     return out
 
@@ -130,8 +133,9 @@ def item_popularity(rated: sp.csr_matrix) -> np.ndarray:
 
 def candidate_features(model_scores, item_item, popularity) -> np.ndarray:
     """Stack the per-candidate signals in :data:`FEATURE_NAMES` order, float64 shape (n, 3)."""
-    return np.column_stack([np.asarray(model_scores, np.float64), np.asarray(item_item, np.float64),
-                            np.asarray(popularity, np.float64)])
+    return np.column_stack(
+        [np.asarray(model_scores, np.float64), np.asarray(item_item, np.float64), np.asarray(popularity, np.float64)]
+    )
 
 
 def standardize(features: np.ndarray) -> np.ndarray:
@@ -144,8 +148,9 @@ def standardize(features: np.ndarray) -> np.ndarray:
     return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 1e-12)
 
 
-def logistic_fit(features: np.ndarray, labels: np.ndarray, *, l2: float = 1.0, max_iter: int = 100,
-                 tol: float = 1e-9) -> tuple[np.ndarray, float]:
+def logistic_fit(
+    features: np.ndarray, labels: np.ndarray, *, l2: float = 1.0, max_iter: int = 100, tol: float = 1e-9
+) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression by Newton's method (IRLS).
 
     Parameters
@@ -164,8 +169,10 @@ def logistic_fit(features: np.ndarray, labels: np.ndarray, *, l2: float = 1.0, m
     if features.ndim != 2 or features.shape[0] != labels.shape[0]:
         raise BlendFitError(f"features {features.shape} and labels {labels.shape} do not match.")
     if labels.min(initial=1) == labels.max(initial=0):
-        raise BlendFitError("labels hold a single class; the validation split gave no positive (or no negative) "
-                            "candidate. Use more data or a larger validation fraction.")
+        raise BlendFitError(
+            "labels hold a single class; the validation split gave no positive (or no negative) "
+            "candidate. Use more data or a larger validation fraction."
+        )
     design = np.column_stack([features, np.ones(len(labels))])
     ridge = np.full(design.shape[1], l2)
     ridge[-1] = 0.0
@@ -192,16 +199,18 @@ class BlendWeights:
         """Blended scores of one pool, float64 shape (n,); features shape (n, len(names))."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != len(self.names):
-            raise BlendFitError(f"expected features of shape (n, {len(self.names)}) for {self.names}, "
-                                f"got {features.shape}.")
+            raise BlendFitError(
+                f"expected features of shape (n, {len(self.names)}) for {self.names}, got {features.shape}."
+            )
         return standardize(features) @ np.asarray(self.weights, dtype=np.float64)
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, (round(float(w), 6) for w in self.weights), strict=True))
 
 
-def blend_weights_fit(pools: list[tuple[np.ndarray, np.ndarray]], *, names=FEATURE_NAMES,
-                      l2: float = 1.0) -> BlendWeights:
+def blend_weights_fit(
+    pools: list[tuple[np.ndarray, np.ndarray]], *, names=FEATURE_NAMES, l2: float = 1.0
+) -> BlendWeights:
     """Fit weights on labelled pools: a list of (features (n_i, f), labels (n_i,)), one per user.
 
     Each pool is standardised on its own, exactly as :meth:`BlendWeights.score` will at serving.
@@ -243,7 +252,9 @@ class BlendModel:
             "names": np.asarray(self.weights.names, dtype=str),
             "weights": np.asarray(self.weights.weights, dtype=np.float64),
             **self.item_ids.to_arrays("item"),
-            "item_item_data": matrix.data, "item_item_indices": matrix.indices, "item_item_indptr": matrix.indptr,
+            "item_item_data": matrix.data,
+            "item_item_indices": matrix.indices,
+            "item_item_indptr": matrix.indptr,
             "item_item_shape": np.asarray(matrix.shape, dtype=np.int64),
             "popularity": np.asarray(self.popularity, dtype=np.float32),
             "validation_json": np.asarray(json.dumps(self.validation)),
@@ -255,12 +266,17 @@ class BlendModel:
     @classmethod
     def load(cls, path) -> BlendModel:
         with np.load(Path(path), allow_pickle=False) as arrays:
-            matrix = sp.csr_matrix((arrays["item_item_data"], arrays["item_item_indices"],
-                                    arrays["item_item_indptr"]), shape=tuple(arrays["item_item_shape"]))
-            return cls(weights=BlendWeights(names=tuple(arrays["names"].tolist()),
-                                            weights=tuple(arrays["weights"].tolist())),
-                       item_ids=IdMap.from_arrays(arrays, "item"), item_item=matrix,
-                       popularity=arrays["popularity"], validation=json.loads(str(arrays["validation_json"])))
+            matrix = sp.csr_matrix(
+                (arrays["item_item_data"], arrays["item_item_indices"], arrays["item_item_indptr"]),
+                shape=tuple(arrays["item_item_shape"]),
+            )
+            return cls(
+                weights=BlendWeights(names=tuple(arrays["names"].tolist()), weights=tuple(arrays["weights"].tolist())),
+                item_ids=IdMap.from_arrays(arrays, "item"),
+                item_item=matrix,
+                popularity=arrays["popularity"],
+                validation=json.loads(str(arrays["validation_json"])),
+            )
 
     def pool_scores(self, *, model_scores, history_ids, candidate_ids) -> np.ndarray:
         """Blended scores of one served pool, float64 shape (len(candidate_ids),).
@@ -273,11 +289,13 @@ class BlendModel:
             The user's rated items and the pooled items; ids the fit never saw get 0 signals.
         """
         candidates = self.item_ids.index_of(np.asarray(candidate_ids), missing=-1)
-        history = (self.item_ids.index_of(np.asarray(history_ids), missing=-1) if len(history_ids)
-                   else np.empty(0, dtype=np.int64))
+        history = (
+            self.item_ids.index_of(np.asarray(history_ids), missing=-1)
+            if len(history_ids)
+            else np.empty(0, dtype=np.int64)
+        )
         popularity = np.where(candidates >= 0, self.popularity[np.maximum(candidates, 0)], 0.0)
-        features = candidate_features(model_scores, item_item_scores(self.item_item, history, candidates),
-                                      popularity)
+        features = candidate_features(model_scores, item_item_scores(self.item_item, history, candidates), popularity)
         return self.weights.score(features)
 
 
@@ -287,13 +305,20 @@ def rated_matrix(data: TrainingData) -> sp.csr_matrix:
     return ((interactions.positives != 0) + (interactions.negatives != 0)).astype(np.float32).tocsr()
 
 
-def _pools(model, rated: sp.csr_matrix, item_item: sp.csr_matrix, popularity: np.ndarray, users: np.ndarray,
-           pool_size: int, popular_size: int):
+def _pools(
+    model,
+    rated: sp.csr_matrix,
+    item_item: sp.csr_matrix,
+    popularity: np.ndarray,
+    users: np.ndarray,
+    pool_size: int,
+    popular_size: int,
+):
     """Per user: (candidate indices, features), candidates = the model's unseen top ``pool_size``
     plus the unseen ``popular_size`` most popular items (the pipeline's ANN and popular sources)."""
     by_popularity = np.argsort(-popularity, kind="stable")
     for start in range(0, len(users), 256):
-        batch = users[start:start + 256]
+        batch = users[start : start + 256]
         scores = np.asarray(model.score_items(batch), dtype=np.float64)
         seen = rated[batch].toarray() > 0
         masked = np.where(seen, -np.inf, scores)
@@ -302,15 +327,24 @@ def _pools(model, rated: sp.csr_matrix, item_item: sp.csr_matrix, popularity: np
             unseen_popular = by_popularity[~seen[row][by_popularity]][:popular_size]
             candidates = np.asarray(list(dict.fromkeys(top[row].tolist() + unseen_popular.tolist())), np.int64)
             candidates = candidates[~seen[row][candidates]]
-            history = rated.indices[rated.indptr[user]:rated.indptr[user + 1]]
-            features = candidate_features(scores[row, candidates],
-                                          item_item_scores(item_item, history, candidates), popularity[candidates])
+            history = rated.indices[rated.indptr[user] : rated.indptr[user + 1]]
+            features = candidate_features(
+                scores[row, candidates], item_item_scores(item_item, history, candidates), popularity[candidates]
+            )
             yield user, candidates, features
 
 
-def blend_fit_on_validation(data: TrainingData, params, *, fraction: float = 0.2, seed: int = 1,
-                            pool_size: int = 200, popular_size: int = 50, k: int = 10,
-                            l2: float = 1.0) -> BlendModel:
+def blend_fit_on_validation(
+    data: TrainingData,
+    params,
+    *,
+    fraction: float = 0.2,
+    seed: int = 1,
+    pool_size: int = 200,
+    popular_size: int = 50,
+    k: int = 10,
+    l2: float = 1.0,
+) -> BlendModel:
     """Fit blend weights on a validation split carved out of ``data`` (training interactions only).
 
     A random ``fraction`` of ``data``'s positives is held out; a LightFM model (``params``) and B are
@@ -325,17 +359,28 @@ def blend_fit_on_validation(data: TrainingData, params, *, fraction: float = 0.2
 
     interactions = data.interactions
     split = evaluation.random_split(interactions.positives, interactions.weights, fraction, seed)
-    reduced = dataclasses.replace(data, interactions=dataclasses.replace(
-        interactions, positives=split.train_positives, weights=split.train_weights))
+    reduced = dataclasses.replace(
+        data,
+        interactions=dataclasses.replace(interactions, positives=split.train_positives, weights=split.train_weights),
+    )
     model = fit(reduced, dataclasses.replace(params, early_stopping_patience=None))
-    fitted = blend_fit_with_model(reduced, model, split.test_positives, pool_size=pool_size,
-                                  popular_size=popular_size, k=k, l2=l2)
+    fitted = blend_fit_with_model(
+        reduced, model, split.test_positives, pool_size=pool_size, popular_size=popular_size, k=k, l2=l2
+    )
     fitted.validation["fraction"] = fraction
     return fitted
 
 
-def blend_fit_with_model(train: TrainingData, model, held_out_positives: sp.csr_matrix, *, pool_size: int = 200,
-                         popular_size: int = 50, k: int = 10, l2: float = 1.0) -> BlendModel:
+def blend_fit_with_model(
+    train: TrainingData,
+    model,
+    held_out_positives: sp.csr_matrix,
+    *,
+    pool_size: int = 200,
+    popular_size: int = 50,
+    k: int = 10,
+    l2: float = 1.0,
+) -> BlendModel:
     """Fit blend weights for ``model`` (trained on ``train``) against positives it never saw.
 
     Training calls this with its evaluation model and the protocol's held-out part, which costs no
@@ -352,16 +397,21 @@ def blend_fit_with_model(train: TrainingData, model, held_out_positives: sp.csr_
         raise BlendFitError("the validation split holds no user with a held-out positive; too little data.")
     pools, lists = [], []
     for user, candidates, features in _pools(model, rated, item_item, popularity, users, pool_size, popular_size):
-        labels = np.isin(candidates, held_out.indices[held_out.indptr[user]:held_out.indptr[user + 1]])
+        labels = np.isin(candidates, held_out.indices[held_out.indptr[user] : held_out.indptr[user + 1]])
         pools.append((features, labels.astype(np.float64)))
         lists.append((candidates, features, labels))
     weights = blend_weights_fit(pools, l2=l2)
     model_only = BlendWeights(names=FEATURE_NAMES, weights=(1.0, 0.0, 0.0))
-    validation = {f"model_precision_at_{k}": _precision(lists, model_only, k),
-                  f"blend_precision_at_{k}": _precision(lists, weights, k), "users": len(users),
-                  "pool_size": pool_size, "popular_size": popular_size}
-    return BlendModel(weights=weights, item_ids=train.item_ids, item_item=item_item, popularity=popularity,
-                      validation=validation)
+    validation = {
+        f"model_precision_at_{k}": _precision(lists, model_only, k),
+        f"blend_precision_at_{k}": _precision(lists, weights, k),
+        "users": len(users),
+        "pool_size": pool_size,
+        "popular_size": popular_size,
+    }
+    return BlendModel(
+        weights=weights, item_ids=train.item_ids, item_item=item_item, popularity=popularity, validation=validation
+    )
 
 
 def _precision(lists, weights: BlendWeights, k: int) -> float:
@@ -375,5 +425,10 @@ def _precision(lists, weights: BlendWeights, k: int) -> float:
 def blend_model_build(fitted: BlendModel, data: TrainingData) -> BlendModel:
     """The served BlendModel: ``fitted``'s frozen weights with B and popularity refitted on ``data``."""
     rated = rated_matrix(data)
-    return BlendModel(weights=fitted.weights, item_ids=data.item_ids, item_item=item_item_fit(rated),
-                      popularity=item_popularity(rated), validation=fitted.validation)
+    return BlendModel(
+        weights=fitted.weights,
+        item_ids=data.item_ids,
+        item_item=item_item_fit(rated),
+        popularity=item_popularity(rated),
+        validation=fitted.validation,
+    )

@@ -4,6 +4,7 @@ Nothing here knows about Django: callers (the catalogue selectors) hand over num
 ids, indices, weights and timestamps, and get back scipy.sparse matrices plus the maps needed to
 go from a matrix row back to an external id. See docs/ml.md for the weighting rules.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -93,8 +94,10 @@ class IdMap:
         if not found.all():
             if missing is None:
                 unknown = query[~found][:5].tolist()
-                raise UnknownIdError(f"{int((~found).sum())} unknown id(s), e.g. {unknown}; "
-                                     "pass missing=-1 to flag them instead of raising.")
+                raise UnknownIdError(
+                    f"{int((~found).sum())} unknown id(s), e.g. {unknown}; "
+                    "pass missing=-1 to flag them instead of raising."
+                )
             result[~found] = missing
         return result
 
@@ -145,7 +148,8 @@ def build_feature_matrix(
     if not (len(entity_index) == len(feature_index) == len(weights)):
         raise FeatureShapeError(
             f"entity_index ({len(entity_index)}), feature_index ({len(feature_index)}) and weights "
-            f"({len(weights)}) must have the same length: one entry per link.")
+            f"({len(weights)}) must have the same length: one entry per link."
+        )
     if len(entity_index) and (entity_index.min() < 0 or entity_index.max() >= n_entities):
         raise FeatureShapeError(f"entity_index must lie in [0, {n_entities}); map ids with IdMap.index_of first.")
     if len(feature_index) and (feature_index.min() < 0 or feature_index.max() >= n_features):
@@ -153,8 +157,9 @@ def build_feature_matrix(
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise FeatureShapeError("feature weights must be finite and non-negative.")
     offset = n_entities if identity else 0
-    side = sp.coo_matrix((weights, (entity_index, feature_index + offset)),
-                         shape=(n_entities, offset + n_features), dtype=np.float32).tocsr()
+    side = sp.coo_matrix(
+        (weights, (entity_index, feature_index + offset)), shape=(n_entities, offset + n_features), dtype=np.float32
+    ).tocsr()
     if identity:
         side = side + sp.eye(n_entities, offset + n_features, dtype=np.float32, format="csr")
     matrix = sp.csr_matrix(side, dtype=np.float32)
@@ -268,8 +273,9 @@ def build_interactions(
         arrays.append(np.asarray(timestamps))
     if len({len(a) for a in arrays}) != 1:
         raise FeatureShapeError(f"event arrays differ in length: {[len(a) for a in arrays]}; pass one entry per event.")
-    if len(user_index) and (user_index.min() < 0 or user_index.max() >= n_users
-                            or item_index.min() < 0 or item_index.max() >= n_items):
+    if len(user_index) and (
+        user_index.min() < 0 or user_index.max() >= n_users or item_index.min() < 0 or item_index.max() >= n_items
+    ):
         raise FeatureShapeError(f"indices out of range for shape ({n_users}, {n_items}).")
     if not (np.isfinite(kind_weight).all() and np.isfinite(value[is_explicit]).all()):
         raise ValueError("kind_weight and explicit values must be finite.")
@@ -295,8 +301,9 @@ def build_interactions(
 
     shape = (n_users, n_items)
     positive = explicit_positive | implicit_positive
-    weights = sp.csr_matrix((event_weight[positive], (user_index[positive], item_index[positive])),
-                            shape=shape, dtype=np.float64)  # the constructor sums duplicates
+    weights = sp.csr_matrix(
+        (event_weight[positive], (user_index[positive], item_index[positive])), shape=shape, dtype=np.float64
+    )  # the constructor sums duplicates
     negatives = sp.csr_matrix((np.ones(int(veto.sum())), (user_index[veto], item_index[veto])), shape=shape)
     negatives.sum_duplicates()
     negatives.data[:] = 1.0
@@ -322,8 +329,9 @@ def build_interactions(
         kept_keys = kept_rows * n_items + positives.indices
         latest = pair_latest[np.searchsorted(pair_keys, kept_keys)]
         last_seen = sp.csr_matrix((latest, positives.indices.copy(), positives.indptr.copy()), shape=shape)
-    return Interactions(positives=positives, weights=weights,
-                        negatives=sp.csr_matrix(negatives, dtype=np.float32), timestamps=last_seen)
+    return Interactions(
+        positives=positives, weights=weights, negatives=sp.csr_matrix(negatives, dtype=np.float32), timestamps=last_seen
+    )
 
 
 @dataclass
@@ -361,16 +369,21 @@ class TrainingData:
         if (len(self.user_ids), len(self.item_ids)) != (n_users, n_items):
             raise FeatureShapeError(
                 f"interactions are {n_users}x{n_items} but the id maps hold "
-                f"{len(self.user_ids)} users and {len(self.item_ids)} items.")
-        for name, matrix, rows, names in (("user_features", self.user_features, n_users, self.user_feature_names),
-                                          ("item_features", self.item_features, n_items, self.item_feature_names)):
+                f"{len(self.user_ids)} users and {len(self.item_ids)} items."
+            )
+        for name, matrix, rows, names in (
+            ("user_features", self.user_features, n_users, self.user_feature_names),
+            ("item_features", self.item_features, n_items, self.item_feature_names),
+        ):
             if matrix is None:
                 continue
             if matrix.shape[0] != rows:
                 raise FeatureShapeError(f"{name} has {matrix.shape[0]} rows, expected {rows} (one per entity).")
             identity = self.user_identity if name == "user_features" else self.item_identity
             if identity and matrix.shape[1] < rows:
-                raise FeatureShapeError(f"{name} has fewer columns than entities, so it has no identity block; "
-                                        f"set {name.split('_')[0]}_identity=False.")
+                raise FeatureShapeError(
+                    f"{name} has fewer columns than entities, so it has no identity block; "
+                    f"set {name.split('_')[0]}_identity=False."
+                )
             if names and len(names) != matrix.shape[1]:
                 raise FeatureShapeError(f"{name} has {matrix.shape[1]} columns but {len(names)} names.")

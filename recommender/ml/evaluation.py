@@ -10,6 +10,7 @@ positives) and :func:`topk_summary` (their means, named after k): training's eva
 through them via :func:`ranking_metrics`, and so does ``manage.py evaluate``, for the raw model,
 the popularity baseline and the lists the serving pipeline returns.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -41,8 +42,9 @@ def _split_by_mask(positives: sp.csr_matrix, weights: sp.csr_matrix, test_mask: 
     positives.sort_indices()
     weights.sort_indices()
     if positives.nnz != weights.nnz or not np.array_equal(positives.indices, weights.indices):
-        raise ValueError("weights must have exactly the sparsity pattern of positives (use Interactions from "
-                         "build_interactions).")
+        raise ValueError(
+            "weights must have exactly the sparsity pattern of positives (use Interactions from build_interactions)."
+        )
     coo_p, coo_w = positives.tocoo(), weights.tocoo()
 
     def part(coo, mask):
@@ -51,8 +53,7 @@ def _split_by_mask(positives: sp.csr_matrix, weights: sp.csr_matrix, test_mask: 
     return Split(part(coo_p, ~test_mask), part(coo_w, ~test_mask), part(coo_p, test_mask), part(coo_w, test_mask))
 
 
-def random_split(positives: sp.csr_matrix, weights: sp.csr_matrix, test_fraction: float = 0.2,
-                 seed: int = 0) -> Split:
+def random_split(positives: sp.csr_matrix, weights: sp.csr_matrix, test_fraction: float = 0.2, seed: int = 0) -> Split:
     """Put a random ``test_fraction`` of the positive pairs in the test part.
 
     Parameters
@@ -92,9 +93,9 @@ def time_split(positives: sp.csr_matrix, weights: sp.csr_matrix, timestamps, tes
         times = np.asarray(timestamps)
     if len(times) != positives.nnz:
         raise ValueError(f"got {len(times)} timestamps for {positives.nnz} positive pairs.")
-    n_test = int(round(test_fraction * positives.nnz))
+    n_test = round(test_fraction * positives.nnz)
     test_mask = np.zeros(positives.nnz, dtype=bool)
-    test_mask[np.argsort(times, kind="stable")[positives.nnz - n_test:]] = True
+    test_mask[np.argsort(times, kind="stable")[positives.nnz - n_test :]] = True
     return _split_by_mask(positives, weights, test_mask)
 
 
@@ -169,8 +170,10 @@ def topk_metrics(top_k: np.ndarray, relevant: sp.spmatrix, k: int) -> dict[str, 
     top_k = np.asarray(top_k, dtype=np.int64)
     relevant = (sp.csr_matrix(relevant) != 0).tocsr()
     if top_k.ndim != 2 or top_k.shape[0] != relevant.shape[0] or top_k.shape[1] > k:
-        raise ValueError(f"top_k has shape {top_k.shape}; expected ({relevant.shape[0]}, m) with m <= k = {k}, "
-                         "one row per row of relevant.")
+        raise ValueError(
+            f"top_k has shape {top_k.shape}; expected ({relevant.shape[0]}, m) with m <= k = {k}, "
+            "one row per row of relevant."
+        )
     n_relevant = np.diff(relevant.indptr)
     if (n_relevant == 0).any():
         raise ValueError("every user needs at least one relevant item (drop users without held-out positives).")
@@ -181,7 +184,7 @@ def topk_metrics(top_k: np.ndarray, relevant: sp.spmatrix, k: int) -> dict[str, 
     hits = (top_k >= 0) & np.isin(top_keys, relevant_keys)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     n_hits = hits.sum(axis=1)
-    dcg = (hits * discounts[:hits.shape[1]]).sum(axis=1)
+    dcg = (hits * discounts[: hits.shape[1]]).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
     return {"precision": n_hits / k, "recall": n_hits / n_relevant, "ndcg": dcg / ideal}
 
@@ -214,8 +217,9 @@ def topk_summary(metrics: Mapping[str, np.ndarray], *, n_items: int, k: int) -> 
     }
 
 
-def ranking_metrics(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10,
-                    *, batch_size: int | None = None) -> dict[str, np.ndarray]:
+def ranking_metrics(
+    scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 10, *, batch_size: int | None = None
+) -> dict[str, np.ndarray]:
     """Per-user metrics for every user with at least one test positive.
 
     Parameters
@@ -247,9 +251,9 @@ def ranking_metrics(scorer, train: sp.csr_matrix, test: sp.csr_matrix, k: int = 
     test_bool.eliminate_zeros()
     users = np.flatnonzero(np.diff(test_bool.indptr) > 0)
     batch_size = batch_size or max(1, _MAX_BATCH_CELLS // max(n_items, 1))
-    out = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
-        batch = users[start:start + batch_size]
+        batch = users[start : start + batch_size]
         scores = np.array(scorer(batch), dtype=np.float64)
         if scores.shape != (len(batch), n_items):
             raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}.")

@@ -17,6 +17,7 @@ O(k^2 n_observed + k^3) whatever the catalogue size. Subtracting the item bias f
 makes ``u`` the first block of the LightFM-shaped user vector ``[u, 1, user_bias]``; the user bias
 only shifts all of one user's scores, so it is set to 0 (ranking is unaffected).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,9 @@ class FoldIn:
         ``lambda`` > 0 keeps the system well conditioned for users with few observations.
     """
 
-    def __init__(self, item_vectors, item_biases=None, *, unobserved_weight: float = 0.05,
-                 regularization: float = 0.1) -> None:
+    def __init__(
+        self, item_vectors, item_biases=None, *, unobserved_weight: float = 0.05, regularization: float = 0.1
+    ) -> None:
         vectors = np.asarray(item_vectors, dtype=np.float64)
         if vectors.ndim != 2:
             raise FoldInError(f"item_vectors must be (n_items, k), got shape {vectors.shape}.")
@@ -92,8 +94,10 @@ class FoldIn:
         c = np.ones(len(items)) if confidences is None else np.asarray(confidences, dtype=np.float64)
         p = np.ones(len(items)) if preferences is None else np.asarray(preferences, dtype=np.float64)
         if not (len(items) == len(c) == len(p)):
-            raise FoldInError(f"item_indices ({len(items)}), confidences ({len(c)}) and preferences ({len(p)}) "
-                              "must have one entry per observation.")
+            raise FoldInError(
+                f"item_indices ({len(items)}), confidences ({len(c)}) and preferences ({len(p)}) "
+                "must have one entry per observation."
+            )
         if len(items) and (items.min() < 0 or items.max() >= len(self.item_vectors)):
             raise FoldInError(f"item indices must lie in [0, {len(self.item_vectors)}).")
         if not (np.isfinite(c).all() and np.isfinite(p).all()) or (c <= 0).any():
@@ -116,8 +120,16 @@ class FoldIn:
         return np.concatenate([u, np.asarray([1.0, 0.0], dtype=np.float32)])
 
 
-def fold_in_user(item_vectors, item_biases, item_indices, confidences=None, preferences=None, *,
-                 unobserved_weight: float = 0.05, regularization: float = 0.1) -> np.ndarray:
+def fold_in_user(
+    item_vectors,
+    item_biases,
+    item_indices,
+    confidences=None,
+    preferences=None,
+    *,
+    unobserved_weight: float = 0.05,
+    regularization: float = 0.1,
+) -> np.ndarray:
     """One-off fold-in; see :class:`FoldIn` (reuse that for many users: it caches ``V^T V``).
 
     Returns

@@ -5,6 +5,7 @@ norm-damped measure ``|q|^a |v|^a cos(q, v)`` sits between them (a=1: dot, a=0: 
 compromise suggested for popularity-heavy catalogues. Euclidean is returned as the negative
 distance so that for every measure larger means more similar.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,10 @@ def similarity(query, vectors, measure: str = "cosine", *, alpha: float = 0.5) -
     single = q.ndim == 1
     q = np.atleast_2d(q)
     if v.ndim != 2 or q.ndim != 2 or q.shape[1] != v.shape[1]:
-        raise SimilarityError(f"query {np.shape(query)} and vectors {np.shape(vectors)} must share the last "
-                              "dimension k; vectors must be (n, k).")
+        raise SimilarityError(
+            f"query {np.shape(query)} and vectors {np.shape(vectors)} must share the last "
+            "dimension k; vectors must be (n, k)."
+        )
     dot = q @ v.T
     if measure == "dot":
         result = dot
@@ -55,7 +58,7 @@ def similarity(query, vectors, measure: str = "cosine", *, alpha: float = 0.5) -
         q_norm, v_norm = _norms(q)[:, None], _norms(v)[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             cosine = np.where((q_norm > 0) & (v_norm > 0), dot / (q_norm * v_norm), 0.0)
-        result = cosine if measure == "cosine" else (q_norm ** alpha) * (v_norm ** alpha) * cosine
+        result = cosine if measure == "cosine" else (q_norm**alpha) * (v_norm**alpha) * cosine
     return result[0] if single else result
 
 

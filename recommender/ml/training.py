@@ -4,6 +4,7 @@
 entities (even new ones, from side features) into vectors whose inner product *is* LightFM's
 score, and saves to a pickle-free ``.npz``.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,6 +59,7 @@ class HyperParameters:
 
     def validate(self) -> HyperParameters:
         """Raise :class:`HyperParameterError` naming the first bad value; return self."""
+
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise HyperParameterError(message)
@@ -66,40 +68,60 @@ class HyperParameters:
             return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
         def is_number(value) -> bool:
-            return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
+            return (
+                isinstance(value, (int, float, np.floating, np.integer))
+                and not isinstance(value, bool)
                 and math.isfinite(value)
+            )
 
         check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}.")
-        check(is_int(self.no_components) and self.no_components >= 1,
-              f"no_components must be a positive integer, got {self.no_components!r}.")
-        check(is_number(self.learning_rate) and self.learning_rate > 0,
-              f"learning_rate must be a positive finite number, got {self.learning_rate!r}; try 0.05.")
+        check(
+            is_int(self.no_components) and self.no_components >= 1,
+            f"no_components must be a positive integer, got {self.no_components!r}.",
+        )
+        check(
+            is_number(self.learning_rate) and self.learning_rate > 0,
+            f"learning_rate must be a positive finite number, got {self.learning_rate!r}; try 0.05.",
+        )
         for name in ("item_alpha", "user_alpha"):
             value = getattr(self, name)
             check(is_number(value) and value >= 0, f"{name} must be >= 0, got {value!r}; 0 disables it.")
         check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}.")
-        check(is_int(self.max_sampled) and self.max_sampled >= 1,
-              f"max_sampled must be a positive integer, got {self.max_sampled!r}.")
-        check(is_int(self.num_threads) and self.num_threads >= 1,
-              f"num_threads must be a positive integer, got {self.num_threads!r}.")
+        check(
+            is_int(self.max_sampled) and self.max_sampled >= 1,
+            f"max_sampled must be a positive integer, got {self.max_sampled!r}.",
+        )
+        check(
+            is_int(self.num_threads) and self.num_threads >= 1,
+            f"num_threads must be a positive integer, got {self.num_threads!r}.",
+        )
         check(is_int(self.random_state), f"random_state must be an integer, got {self.random_state!r}.")
-        check(self.early_stopping_patience is None
-              or (is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
-              "early_stopping_patience must be None (off) or a positive integer, "
-              f"got {self.early_stopping_patience!r}.")
-        check(is_int(self.early_stopping_k) and self.early_stopping_k >= 1,
-              f"early_stopping_k must be a positive integer, got {self.early_stopping_k!r}.")
+        check(
+            self.early_stopping_patience is None
+            or (is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
+            f"early_stopping_patience must be None (off) or a positive integer, got {self.early_stopping_patience!r}.",
+        )
+        check(
+            is_int(self.early_stopping_k) and self.early_stopping_k >= 1,
+            f"early_stopping_k must be a positive integer, got {self.early_stopping_k!r}.",
+        )
         return self
 
 
 def _csr_to_arrays(matrix: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
-    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices,
-            f"{prefix}_indptr": matrix.indptr, f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64)}
+    return {
+        f"{prefix}_data": matrix.data,
+        f"{prefix}_indices": matrix.indices,
+        f"{prefix}_indptr": matrix.indptr,
+        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
 
 
 def _csr_from_arrays(arrays, prefix: str) -> sp.csr_matrix:
-    return sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
-                         shape=tuple(arrays[f"{prefix}_shape"]))
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
+        shape=tuple(arrays[f"{prefix}_shape"]),
+    )
 
 
 @dataclass
@@ -155,17 +177,20 @@ class FittedModel:
             if not np.isfinite(values).all():
                 raise NonFiniteFactorsError(
                     f"{name} holds {int((~np.isfinite(values)).sum())} non-finite values; lower learning_rate, "
-                    "add item_alpha/user_alpha, or check feature weights for huge values.")
+                    "add item_alpha/user_alpha, or check feature weights for huge values."
+                )
 
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(biases (n_items,), vectors (n_items, k)) as LightFM's ``get_item_representations``."""
-        return (self.item_features @ self.item_biases).astype(np.float32), \
-            np.asarray(self.item_features @ self.item_embeddings, dtype=np.float32)
+        return (self.item_features @ self.item_biases).astype(np.float32), np.asarray(
+            self.item_features @ self.item_embeddings, dtype=np.float32
+        )
 
     def user_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(biases (n_users,), vectors (n_users, k)) as LightFM's ``get_user_representations``."""
-        return (self.user_features @ self.user_biases).astype(np.float32), \
-            np.asarray(self.user_features @ self.user_embeddings, dtype=np.float32)
+        return (self.user_features @ self.user_biases).astype(np.float32), np.asarray(
+            self.user_features @ self.user_embeddings, dtype=np.float32
+        )
 
     def item_vectors_with_bias(self) -> np.ndarray:
         """float32 (n_items, k+2): ``[representation, item_bias, 1]``.
@@ -208,25 +233,42 @@ class FittedModel:
         normalize : bool
             L1-normalise like :func:`~recommender.ml.dataset.build_feature_matrix` did for training.
         """
-        return _vector_from_features(self.item_embeddings, self.item_biases,
-                                     len(self.item_ids) if self.item_identity else 0,
-                                     feature_indices, weights, normalize, bias_first=True, subject="item")
+        return _vector_from_features(
+            self.item_embeddings,
+            self.item_biases,
+            len(self.item_ids) if self.item_identity else 0,
+            feature_indices,
+            weights,
+            normalize,
+            bias_first=True,
+            subject="item",
+        )
 
     def user_vector_from_features(self, feature_indices, weights=None, *, normalize: bool = True) -> np.ndarray:
         """Vector ``[representation, 1, bias]`` (float32, (k+2,)) of a new user from side features only."""
-        return _vector_from_features(self.user_embeddings, self.user_biases,
-                                     len(self.user_ids) if self.user_identity else 0,
-                                     feature_indices, weights, normalize, bias_first=False, subject="user")
+        return _vector_from_features(
+            self.user_embeddings,
+            self.user_biases,
+            len(self.user_ids) if self.user_identity else 0,
+            feature_indices,
+            weights,
+            normalize,
+            bias_first=False,
+            subject="user",
+        )
 
     def save(self, path) -> Path:
         """Write a pickle-free ``.npz``; returns the path written."""
         path = Path(path)
         arrays = {
-            "user_embeddings": self.user_embeddings, "user_biases": self.user_biases,
-            "item_embeddings": self.item_embeddings, "item_biases": self.item_biases,
+            "user_embeddings": self.user_embeddings,
+            "user_biases": self.user_biases,
+            "item_embeddings": self.item_embeddings,
+            "item_biases": self.item_biases,
             **_csr_to_arrays(self.user_features, "user_features"),
             **_csr_to_arrays(self.item_features, "item_features"),
-            **self.user_ids.to_arrays("user"), **self.item_ids.to_arrays("item"),
+            **self.user_ids.to_arrays("user"),
+            **self.item_ids.to_arrays("item"),
             "user_feature_names": np.asarray(self.user_feature_names, dtype=str),
             "item_feature_names": np.asarray(self.item_feature_names, dtype=str),
             "identity": np.asarray([self.user_identity, self.item_identity]),
@@ -241,14 +283,18 @@ class FittedModel:
         with np.load(Path(path), allow_pickle=False) as arrays:
             identity = arrays["identity"]
             return cls(
-                user_embeddings=arrays["user_embeddings"], user_biases=arrays["user_biases"],
-                item_embeddings=arrays["item_embeddings"], item_biases=arrays["item_biases"],
+                user_embeddings=arrays["user_embeddings"],
+                user_biases=arrays["user_biases"],
+                item_embeddings=arrays["item_embeddings"],
+                item_biases=arrays["item_biases"],
                 user_features=_csr_from_arrays(arrays, "user_features"),
                 item_features=_csr_from_arrays(arrays, "item_features"),
-                user_ids=IdMap.from_arrays(arrays, "user"), item_ids=IdMap.from_arrays(arrays, "item"),
+                user_ids=IdMap.from_arrays(arrays, "user"),
+                item_ids=IdMap.from_arrays(arrays, "item"),
                 user_feature_names=arrays["user_feature_names"].tolist(),
                 item_feature_names=arrays["item_feature_names"].tolist(),
-                user_identity=bool(identity[0]), item_identity=bool(identity[1]),
+                user_identity=bool(identity[0]),
+                item_identity=bool(identity[1]),
                 params=HyperParameters(**json.loads(str(arrays["params_json"]))),
             )
 
@@ -262,8 +308,10 @@ def _with_bias(vectors: np.ndarray, biases: np.ndarray, *, bias_first: bool) -> 
 def _vector_from_features(embeddings, biases, offset, feature_indices, weights, normalize, *, bias_first, subject):
     n_side = embeddings.shape[0] - offset
     if n_side == 0:
-        raise FeatureShapeError(f"the model was trained without {subject} side features; "
-                                f"set use_{subject}_features=True and pass {subject}_features to fit.")
+        raise FeatureShapeError(
+            f"the model was trained without {subject} side features; "
+            f"set use_{subject}_features=True and pass {subject}_features to fit."
+        )
     feature_indices = np.asarray(feature_indices, dtype=np.int64)
     weights = np.ones(len(feature_indices), np.float32) if weights is None else np.asarray(weights, np.float32)
     if len(weights) != len(feature_indices):
@@ -284,8 +332,9 @@ def _vector_from_features(embeddings, biases, offset, feature_indices, weights, 
     return np.concatenate([vector, np.asarray(tail, dtype=np.float32)]).astype(np.float32)
 
 
-def _feature_matrix(features: sp.csr_matrix | None, use: bool, n_entities: int,
-                    identity: bool) -> tuple[sp.csr_matrix, bool]:
+def _feature_matrix(
+    features: sp.csr_matrix | None, use: bool, n_entities: int, identity: bool
+) -> tuple[sp.csr_matrix, bool]:
     if not use or features is None:
         return sp.identity(n_entities, dtype=np.float32, format="csr"), True
     matrix = sp.csr_matrix(features, dtype=np.float32)
@@ -294,9 +343,14 @@ def _feature_matrix(features: sp.csr_matrix | None, use: bool, n_entities: int,
     return matrix, identity
 
 
-def fit(data: TrainingData, params: HyperParameters | None = None, *,
-        on_epoch: Callable[[int, int, float | None], None] | None = None,
-        validation: sp.csr_matrix | None = None, resume: FittedModel | None = None) -> FittedModel:
+def fit(
+    data: TrainingData,
+    params: HyperParameters | None = None,
+    *,
+    on_epoch: Callable[[int, int, float | None], None] | None = None,
+    validation: sp.csr_matrix | None = None,
+    resume: FittedModel | None = None,
+) -> FittedModel:
     """Train LightFM one epoch at a time.
 
     Parameters
@@ -334,10 +388,12 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
     if validation is not None and validation.shape != positives.shape:
         raise FeatureShapeError(f"validation shape {validation.shape} differs from interactions {positives.shape}.")
     n_users, n_items = positives.shape
-    user_features, user_identity = _feature_matrix(data.user_features, params.use_user_features, n_users,
-                                                     data.user_identity)
-    item_features, item_identity = _feature_matrix(data.item_features, params.use_item_features, n_items,
-                                                     data.item_identity)
+    user_features, user_identity = _feature_matrix(
+        data.user_features, params.use_user_features, n_users, data.user_identity
+    )
+    item_features, item_identity = _feature_matrix(
+        data.item_features, params.use_item_features, n_items, data.item_identity
+    )
 
     interactions = positives.tocoo()
     sample_weight = None
@@ -345,35 +401,55 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
         weights = sp.csr_matrix(data.interactions.weights, dtype=np.float32)
         weights.sort_indices()
         positives.sort_indices()
-        same_pattern = (np.array_equal(weights.indices, positives.indices)
-                        and np.array_equal(weights.indptr, positives.indptr))
+        same_pattern = np.array_equal(weights.indices, positives.indices) and np.array_equal(
+            weights.indptr, positives.indptr
+        )
         if not same_pattern:
             raise FeatureShapeError("interaction weights must share the sparsity pattern of positives.")
         interactions = positives.tocoo()
         sample_weight = weights.tocoo()
 
-    model = LightFM(no_components=params.no_components, loss=params.loss, learning_rate=params.learning_rate,
-                    item_alpha=params.item_alpha, user_alpha=params.user_alpha, max_sampled=params.max_sampled,
-                    random_state=params.random_state)
+    model = LightFM(
+        no_components=params.no_components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        item_alpha=params.item_alpha,
+        user_alpha=params.user_alpha,
+        max_sampled=params.max_sampled,
+        random_state=params.random_state,
+    )
     if resume is not None:
         model = _resumed_lightfm(model, resume, user_features, item_features)
 
     def snapshot() -> FittedModel:
         return FittedModel(
-            user_embeddings=model.user_embeddings.copy(), user_biases=model.user_biases.copy(),
-            item_embeddings=model.item_embeddings.copy(), item_biases=model.item_biases.copy(),
-            user_features=user_features, item_features=item_features,
-            user_ids=data.user_ids, item_ids=data.item_ids,
+            user_embeddings=model.user_embeddings.copy(),
+            user_biases=model.user_biases.copy(),
+            item_embeddings=model.item_embeddings.copy(),
+            item_biases=model.item_biases.copy(),
+            user_features=user_features,
+            item_features=item_features,
+            user_ids=data.user_ids,
+            item_ids=data.item_ids,
             user_feature_names=list(data.user_feature_names) if params.use_user_features else [],
             item_feature_names=list(data.item_feature_names) if params.use_item_features else [],
-            user_identity=user_identity, item_identity=item_identity, params=params)
+            user_identity=user_identity,
+            item_identity=item_identity,
+            params=params,
+        )
 
     started = time.perf_counter()
     best, best_score, since_best = None, -np.inf, 0
     for epoch in range(1, params.epochs + 1):
         try:
-            model.fit_partial(interactions, user_features=user_features, item_features=item_features,
-                              sample_weight=sample_weight, epochs=1, num_threads=params.num_threads)
+            model.fit_partial(
+                interactions,
+                user_features=user_features,
+                item_features=item_features,
+                sample_weight=sample_weight,
+                epochs=1,
+                num_threads=params.num_threads,
+            )
         except ValueError as error:
             # LightFM signals divergence with a bare ValueError; give it our name and hint.
             factors = (model.user_embeddings, model.item_embeddings, model.user_biases, model.item_biases)
@@ -381,7 +457,8 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
                 raise
             raise NonFiniteFactorsError(
                 f"training diverged at epoch {epoch} (learning_rate={params.learning_rate}); lower learning_rate, "
-                "add item_alpha/user_alpha, or normalise feature values and sample weights.") from error
+                "add item_alpha/user_alpha, or normalise feature values and sample weights."
+            ) from error
         score = None
         if validation is not None:
             current = snapshot()
@@ -399,8 +476,13 @@ def fit(data: TrainingData, params: HyperParameters | None = None, *,
     fitted = best if (best is not None and params.early_stopping_patience is not None) else snapshot()
     fitted.check_finite()
     fitted._lightfm = model if fitted is not best else None
-    logger.info("ml.fit.done users=%d items=%d positives=%d seconds=%.2f", n_users, n_items, positives.nnz,
-                time.perf_counter() - started)
+    logger.info(
+        "ml.fit.done users=%d items=%d positives=%d seconds=%.2f",
+        n_users,
+        n_items,
+        positives.nnz,
+        time.perf_counter() - started,
+    )
     return fitted
 
 
@@ -408,8 +490,10 @@ def _resumed_lightfm(fresh, resume: FittedModel, user_features, item_features):
     expected = (user_features.shape[1], item_features.shape[1])
     found = (resume.user_embeddings.shape[0], resume.item_embeddings.shape[0])
     if expected != found or resume.n_components != fresh.no_components:
-        raise FeatureShapeError(f"cannot resume: the model has {found} user/item feature columns and "
-                                f"{resume.n_components} components, the data {expected} and {fresh.no_components}.")
+        raise FeatureShapeError(
+            f"cannot resume: the model has {found} user/item feature columns and "
+            f"{resume.n_components} components, the data {expected} and {fresh.no_components}."
+        )
     if resume._lightfm is not None:
         return resume._lightfm
     fresh._initialize(fresh.no_components, expected[1], expected[0])

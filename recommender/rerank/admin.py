@@ -3,6 +3,7 @@
 Rules are written through `recommender.rerank.services` (the add and change forms, the
 changelist's in-place edits, deletes and the bulk delete action), like the API and the dashboard.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from django.urls import path, reverse
 
 from catalog.models import Item, UserProfile
 from recommender.candidates.base import PooledCandidate
-from recommender.serving import pipeline_preview
 from recommender.selectors import active_version
+from recommender.serving import pipeline_preview
 
 from .engine import RerankResult
 from .forms import RuleForm
@@ -25,8 +26,9 @@ from .services import RULE_FIELDS, rule_create, rule_delete, rule_update
 PREVIEW_MAX_K = 50
 
 
-def preview_build(*, profile: UserProfile | None = None, item: Item | None = None, k: int = 10
-                  ) -> tuple[list[PooledCandidate], RerankResult]:
+def preview_build(
+    *, profile: UserProfile | None = None, item: Item | None = None, k: int = 10
+) -> tuple[list[PooledCandidate], RerankResult]:
     """(ranked before the rules, result after them), built by the serving pipeline itself, so the
     preview shows exactly what serving would do (same sources, scorer and rules; no cache)."""
     return pipeline_preview(profile=profile, item=item, k=k)
@@ -57,20 +59,36 @@ def _preview_context(*, user: str, item: str, k: int) -> dict:
 
     def describe(entry: PooledCandidate, rank: int, was: int | None) -> dict:
         row = items.get(entry.item_id)
-        return {"rank": rank, "item_id": entry.item_id, "label": label(entry.item_id),
-                "provider": row.provider if row else "", "score": entry.score,
-                "sources": ", ".join(sorted(entry.sources)), "notes": entry.notes, "was": was,
-                "left": entry.item_id not in after_ids}
+        return {
+            "rank": rank,
+            "item_id": entry.item_id,
+            "label": label(entry.item_id),
+            "provider": row.provider if row else "",
+            "score": entry.score,
+            "sources": ", ".join(sorted(entry.sources)),
+            "notes": entry.notes,
+            "was": was,
+            "left": entry.item_id not in after_ids,
+        }
 
     return {
         "subject": profile or seed,
         "before": [describe(entry, rank, None) for rank, entry in enumerate(before[:k], start=1)],
-        "after": [describe(entry, rank, before_rank.get(entry.item_id))
-                  for rank, entry in enumerate(result.items, start=1)],
-        "trace": [{"name": effect.rule_name, "kind": effect.kind, "summary": effect.summary,
-                   "removed": [label(i) for i in effect.removed[:10]], "removed_count": len(effect.removed),
-                   "promoted": [label(i) for i in effect.promoted[:10]],
-                   "demoted": [label(i) for i in effect.demoted[:10]]} for effect in result.trace],
+        "after": [
+            describe(entry, rank, before_rank.get(entry.item_id)) for rank, entry in enumerate(result.items, start=1)
+        ],
+        "trace": [
+            {
+                "name": effect.rule_name,
+                "kind": effect.kind,
+                "summary": effect.summary,
+                "removed": [label(i) for i in effect.removed[:10]],
+                "removed_count": len(effect.removed),
+                "promoted": [label(i) for i in effect.promoted[:10]],
+                "demoted": [label(i) for i in effect.demoted[:10]],
+            }
+            for effect in result.trace
+        ],
         "pool_size": len(before),
     }
 

@@ -4,6 +4,7 @@
 preview), loads the attributes every rule needs in one batch, runs the live rules in order on the
 whole list, and returns the top k with a trace of what each rule did.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,23 +51,35 @@ def _with_scores(ranked: list[PooledCandidate]) -> list[PooledCandidate]:
             return item.score
         return floor if floor is not None else 1.0 / (1 + rank)
 
-    return [PooledCandidate(item_id=item.item_id, sources=dict(item.sources), reasons=item.reasons,
-                            score=score_of(item, rank), notes=list(item.notes))
-            for rank, item in enumerate(ranked)]
+    return [
+        PooledCandidate(
+            item_id=item.item_id,
+            sources=dict(item.sources),
+            reasons=item.reasons,
+            score=score_of(item, rank),
+            notes=list(item.notes),
+        )
+        for rank, item in enumerate(ranked)
+    ]
 
 
-def _movement(before: list[PooledCandidate], after: list[PooledCandidate], k: int,
-              removed: set[int]) -> tuple[list[int], list[int]]:
+def _movement(
+    before: list[PooledCandidate], after: list[PooledCandidate], k: int, removed: set[int]
+) -> tuple[list[int], list[int]]:
     old = {item.item_id: rank for rank, item in enumerate(before)}
     new = {item.item_id: rank for rank, item in enumerate(after)}
     promoted = [item.item_id for item in after[:k] if old.get(item.item_id, len(before)) > new[item.item_id]]
-    demoted = [item.item_id for item in before[:k]
-               if item.item_id not in removed and new.get(item.item_id, len(after)) > old[item.item_id]]
+    demoted = [
+        item.item_id
+        for item in before[:k]
+        if item.item_id not in removed and new.get(item.item_id, len(after)) > old[item.item_id]
+    ]
     return promoted, demoted
 
 
-def rules_apply(*, context: Context, ranked: list[PooledCandidate], k: int,
-                rules: list[Rule] | None = None) -> RerankResult:
+def rules_apply(
+    *, context: Context, ranked: list[PooledCandidate], k: int, rules: list[Rule] | None = None
+) -> RerankResult:
     """Apply ``rules`` (default: the enabled rules of ``context.surface``, in order) and return the top k.
 
     ``ranked`` is the scorer's output, best first; it is not modified. Rules outside their
@@ -83,15 +96,24 @@ def rules_apply(*, context: Context, ranked: list[PooledCandidate], k: int,
         params, errors = params_clean(rule.kind, rule.params)
         if errors:
             logger.warning("rerank.rule_invalid rule_id=%s kind=%s errors=%s", rule.pk, rule.kind, errors)
-            trace.append(RuleEffect(rule_id=rule.pk, rule_name=rule.name, kind=rule.kind,
-                                    summary="skipped, invalid parameters: " + " ".join(errors)))
+            trace.append(
+                RuleEffect(
+                    rule_id=rule.pk,
+                    rule_name=rule.name,
+                    kind=rule.kind,
+                    summary="skipped, invalid parameters: " + " ".join(errors),
+                )
+            )
             continue
         live.append((rule, params))
     items = _with_scores(ranked)
-    data = rerank_data_fetch(item_ids=[item.item_id for item in items],
-                             rules=[(rule.kind, params) for rule, params in live],
-                             profile_id=context.profile_id, now=context.now,
-                             vector_index=context.vector_index if context.version_id is not None else None)
+    data = rerank_data_fetch(
+        item_ids=[item.item_id for item in items],
+        rules=[(rule.kind, params) for rule, params in live],
+        profile_id=context.profile_id,
+        now=context.now,
+        vector_index=context.vector_index if context.version_id is not None else None,
+    )
     for rule, params in live:
         outcome = RULE_FUNCTIONS[rule.kind](items, data=data, params=params, k=k, context=context)
         promoted, demoted = _movement(items, outcome.items, k, set(outcome.removed))
@@ -99,8 +121,17 @@ def rules_apply(*, context: Context, ranked: list[PooledCandidate], k: int,
             note = outcome.notes.get(item.item_id)
             if note:
                 item.notes.append(note)
-        trace.append(RuleEffect(rule_id=rule.pk, rule_name=rule.name, kind=rule.kind, removed=outcome.removed,
-                                promoted=promoted, demoted=demoted, summary=outcome.summary))
+        trace.append(
+            RuleEffect(
+                rule_id=rule.pk,
+                rule_name=rule.name,
+                kind=rule.kind,
+                removed=outcome.removed,
+                promoted=promoted,
+                demoted=demoted,
+                summary=outcome.summary,
+            )
+        )
         items = outcome.items
     logger.debug("rerank.applied surface=%s rules=%s pool=%s k=%s", context.surface, len(live), len(ranked), k)
     return RerankResult(items=items[:k], trace=trace)

@@ -3,6 +3,7 @@
 Validation itself is ``Rule.clean`` (run by the ModelForm), so the admin, the API and the
 services refuse exactly the same parameters with the same messages.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,14 +36,20 @@ def params_help_html() -> str:
     entries = []
     for kind in RuleKind:
         lines = params_help_lines(kind) or ["no parameters"]
-        entries.append(format_html(
-            "<li><b>{}</b> ({}): {}<ul>{}</ul>example: <code>{}</code></li>",
-            kind.label, kind.value, KIND_HELP[kind],
-            format_html_join("", "<li>{}</li>", ((line,) for line in lines)),
-            json.dumps(EXAMPLES[kind]),
-        ))
-    return format_html("Parameters of each kind, as a JSON object:<ul>{}</ul>",
-                       format_html_join("", "{}", ((entry,) for entry in entries)))
+        entries.append(
+            format_html(
+                "<li><b>{}</b> ({}): {}<ul>{}</ul>example: <code>{}</code></li>",
+                kind.label,
+                kind.value,
+                KIND_HELP[kind],
+                format_html_join("", "<li>{}</li>", ((line,) for line in lines)),
+                json.dumps(EXAMPLES[kind]),
+            )
+        )
+    return format_html(
+        "Parameters of each kind, as a JSON object:<ul>{}</ul>",
+        format_html_join("", "{}", ((entry,) for entry in entries)),
+    )
 
 
 class RuleForm(forms.ModelForm):
@@ -54,5 +61,7 @@ class RuleForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["params"].help_text = params_help_html()
-        self.fields["kind"].help_text = "Filters first, then boosts, then diversity/fairness, then pins: " \
-                                        "rules apply in ascending order and a later one can undo an earlier one."
+        self.fields["kind"].help_text = (
+            "Filters first, then boosts, then diversity/fairness, then pins: "
+            "rules apply in ascending order and a later one can undo an earlier one."
+        )

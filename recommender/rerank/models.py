@@ -6,6 +6,7 @@ in ascending order; each kind is one function in `rules.py`. Cached homepages ar
 on every rule save or delete by `recommender/receivers.py` (model signals, so list_editable and
 deletes in the admin count too).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,6 +17,7 @@ from django.db import models
 from catalog.models import FeatureSubject, Item, UserProfile
 
 from .params import KIND_HELP, RuleKind, params_clean
+
 
 class RuleScope(models.TextChoices):
     HOME = "home", "Homepage"
@@ -74,10 +76,11 @@ class Rule(models.Model):
             from catalog.models import Feature
 
             if not Feature.objects.filter(subject=FeatureSubject.ITEM, type=feature_type).exists():
-                known = sorted(set(Feature.objects.filter(subject=FeatureSubject.ITEM)
-                                   .values_list("type", flat=True)))
-                messages.append(f"feature_type: unknown item feature type {feature_type!r}; known types: "
-                                f"{', '.join(known) or 'none yet'}.")
+                known = sorted(set(Feature.objects.filter(subject=FeatureSubject.ITEM).values_list("type", flat=True)))
+                messages.append(
+                    f"feature_type: unknown item feature type {feature_type!r}; known types: "
+                    f"{', '.join(known) or 'none yet'}."
+                )
         if self.kind == RuleKind.PIN and not Item.objects.filter(external_id=params["item"]).exists():
             messages.append(f"item: no item has the external id {params['item']!r}.")
         return messages

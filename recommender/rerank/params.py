@@ -4,6 +4,7 @@ Kept free of the database: `params_clean` checks types and ranges only. The two 
 need data (the feature type exists, the pinned item exists) are made by ``Rule.clean``.
 Parameters are plain data for the rule functions; none of them ever names an ORM field.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,67 +46,146 @@ class Param:
 
 
 FEATURE_TYPE = Param("feature_type", "str", "An item feature type, e.g. genre.", required=True)
-FEATURE_VALUES = Param("values", "str_list", "Feature values, e.g. [\"Comedy\", \"Horror\"].", required=True)
+FEATURE_VALUES = Param("values", "str_list", 'Feature values, e.g. ["Comedy", "Horror"].', required=True)
 FILL_WHEN_SHORT = Param(
-    "fill_when_short", "bool", "When fewer than k items satisfy the cap, fill the top k with the best "
-    "remaining items anyway (false: the list stays short, the cap is never broken).", default=False)
+    "fill_when_short",
+    "bool",
+    "When fewer than k items satisfy the cap, fill the top k with the best "
+    "remaining items anyway (false: the list stays short, the cap is never broken).",
+    default=False,
+)
 
 KIND_PARAMS: dict[str, tuple[Param, ...]] = {
     RuleKind.FILTER_SEEN: (
         Param("include_views", "bool", "Also exclude items the user viewed or clicked.", default=True),
-        Param("impressions_within_days", "float", "Also exclude items shown to the user within this many days "
-              "(null: impressions do not count).", minimum=0, minimum_exclusive=True, nullable=True),
+        Param(
+            "impressions_within_days",
+            "float",
+            "Also exclude items shown to the user within this many days (null: impressions do not count).",
+            minimum=0,
+            minimum_exclusive=True,
+            nullable=True,
+        ),
     ),
     RuleKind.FILTER_DISLIKED: (
-        Param("rating_at_most", "float", "Also treat a current rating at or below this value as a dislike "
-              "(null: only feedback kinds with a negative weight, such as dislike).", nullable=True),
+        Param(
+            "rating_at_most",
+            "float",
+            "Also treat a current rating at or below this value as a dislike "
+            "(null: only feedback kinds with a negative weight, such as dislike).",
+            nullable=True,
+        ),
     ),
     RuleKind.FILTER_FEATURE: (FEATURE_TYPE, FEATURE_VALUES),
     RuleKind.FILTER_AGE: (
-        Param("max_age_days", "float", "Exclude items published more than this many days ago.", required=True,
-              minimum=0, minimum_exclusive=True),
+        Param(
+            "max_age_days",
+            "float",
+            "Exclude items published more than this many days ago.",
+            required=True,
+            minimum=0,
+            minimum_exclusive=True,
+        ),
         Param("keep_undated", "bool", "Keep items without a publication date.", default=True),
     ),
     RuleKind.FILTER_INACTIVE: (),
     RuleKind.BOOST_FEATURE: (
-        FEATURE_TYPE, FEATURE_VALUES,
-        Param("mode", "choice", "multiply: score gains (factor − 1)·|score|; add: score + amount.",
-              default="multiply", choices=("multiply", "add")),
-        Param("amount", "float", "The factor (multiply, > 0; below 1 demotes) or the added value (add).",
-              required=True),
+        FEATURE_TYPE,
+        FEATURE_VALUES,
+        Param(
+            "mode",
+            "choice",
+            "multiply: score gains (factor − 1)·|score|; add: score + amount.",
+            default="multiply",
+            choices=("multiply", "add"),
+        ),
+        Param(
+            "amount", "float", "The factor (multiply, > 0; below 1 demotes) or the added value (add).", required=True
+        ),
     ),
     RuleKind.BOOST_FRESHNESS: (
-        Param("half_life_days", "float", "Age at which the boost has halved.", required=True,
-              minimum=0, minimum_exclusive=True),
-        Param("weight", "float", "Boost of a brand-new item: score gains weight·|score|·0.5^(age/half_life).",
-              default=0.5, minimum=0),
+        Param(
+            "half_life_days",
+            "float",
+            "Age at which the boost has halved.",
+            required=True,
+            minimum=0,
+            minimum_exclusive=True,
+        ),
+        Param(
+            "weight",
+            "float",
+            "Boost of a brand-new item: score gains weight·|score|·0.5^(age/half_life).",
+            default=0.5,
+            minimum=0,
+        ),
     ),
     RuleKind.DEMOTE_SHOWN: (
-        Param("within_hours", "float", "Items shown to the user within this many hours are demoted.",
-              required=True, minimum=0, minimum_exclusive=True),
-        Param("factor", "float", "Score keeps this share: score − (1 − factor)·|score|.", default=0.5,
-              minimum=0, maximum=1, maximum_exclusive=True),
+        Param(
+            "within_hours",
+            "float",
+            "Items shown to the user within this many hours are demoted.",
+            required=True,
+            minimum=0,
+            minimum_exclusive=True,
+        ),
+        Param(
+            "factor",
+            "float",
+            "Score keeps this share: score − (1 − factor)·|score|.",
+            default=0.5,
+            minimum=0,
+            maximum=1,
+            maximum_exclusive=True,
+        ),
     ),
     RuleKind.DIVERSITY_MMR: (
-        Param("lambda", "float", "Relevance weight in [0, 1]: 1 is plain ranking, 0 is pure novelty.",
-              required=True, minimum=0, maximum=1),
+        Param(
+            "lambda",
+            "float",
+            "Relevance weight in [0, 1]: 1 is plain ranking, 0 is pure novelty.",
+            required=True,
+            minimum=0,
+            maximum=1,
+        ),
     ),
     RuleKind.DIVERSITY_FEATURE_CAP: (
         FEATURE_TYPE,
-        Param("max_per_value", "int", "At most this many items per feature value in the top k.", required=True,
-              minimum=1),
+        Param(
+            "max_per_value", "int", "At most this many items per feature value in the top k.", required=True, minimum=1
+        ),
         FILL_WHEN_SHORT,
     ),
     RuleKind.FAIRNESS_PROVIDER_CAP: (
-        Param("max_percent", "float", "At most this percentage of the k slots per provider (at least one slot).",
-              required=True, minimum=0, maximum=100, minimum_exclusive=True),
+        Param(
+            "max_percent",
+            "float",
+            "At most this percentage of the k slots per provider (at least one slot).",
+            required=True,
+            minimum=0,
+            maximum=100,
+            minimum_exclusive=True,
+        ),
         FILL_WHEN_SHORT,
     ),
     RuleKind.FAIRNESS_LONG_TAIL: (
-        Param("min_percent", "float", "At least this percentage of the k slots go to long-tail items.",
-              required=True, minimum=0, maximum=100),
-        Param("percentile", "float", "Long tail: popularity at or below this percentile of the catalogue.",
-              default=80, minimum=0, maximum=100, minimum_exclusive=True),
+        Param(
+            "min_percent",
+            "float",
+            "At least this percentage of the k slots go to long-tail items.",
+            required=True,
+            minimum=0,
+            maximum=100,
+        ),
+        Param(
+            "percentile",
+            "float",
+            "Long tail: popularity at or below this percentile of the catalogue.",
+            default=80,
+            minimum=0,
+            maximum=100,
+            minimum_exclusive=True,
+        ),
     ),
     RuleKind.PIN: (
         Param("item", "str", "External id of the item to pin.", required=True),
@@ -155,9 +235,11 @@ def _clean_value(param: Param, value: Any) -> tuple[Any, str | None]:
             return None, f"{param.name}: must be finite (got {value!r})."
         value = int(value) if param.type == "int" else float(value)
         too_low = param.minimum is not None and (
-            value <= param.minimum if param.minimum_exclusive else value < param.minimum)
+            value <= param.minimum if param.minimum_exclusive else value < param.minimum
+        )
         too_high = param.maximum is not None and (
-            value >= param.maximum if param.maximum_exclusive else value > param.maximum)
+            value >= param.maximum if param.maximum_exclusive else value > param.maximum
+        )
         if too_low or too_high:
             return None, f"{param.name}: must be {_describe_range(param)} (got {value:g})."
         return value, None
@@ -186,11 +268,12 @@ def params_clean(kind: str, params: Any) -> tuple[dict, list[str]]:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        return {}, ["Parameters must be a JSON object, e.g. {\"lambda\": 0.7}."]
+        return {}, ['Parameters must be a JSON object, e.g. {"lambda": 0.7}.']
     specs = {param.name: param for param in KIND_PARAMS[kind]}
     errors = [
         f"{name}: unknown parameter for this kind; allowed: {', '.join(specs) or 'none'}."
-        for name in params if name not in specs
+        for name in params
+        if name not in specs
     ]
     cleaned: dict[str, Any] = {}
     for name, param in specs.items():
@@ -205,8 +288,12 @@ def params_clean(kind: str, params: Any) -> tuple[dict, list[str]]:
             errors.append(error)
         else:
             cleaned[name] = value
-    if kind == RuleKind.BOOST_FEATURE and cleaned.get("mode") == "multiply" and "amount" in cleaned \
-            and cleaned["amount"] <= 0:
+    if (
+        kind == RuleKind.BOOST_FEATURE
+        and cleaned.get("mode") == "multiply"
+        and "amount" in cleaned
+        and cleaned["amount"] <= 0
+    ):
         errors.append(f"amount: a multiplying factor must be > 0 (got {cleaned['amount']:g}).")
     return cleaned, errors
 
@@ -219,8 +306,9 @@ def params_help_lines(kind: str) -> list[str]:
         if param.required:
             bits.append("required")
         else:
-            bits.append(f"default {param.default!r}".replace("None", "null").replace("True", "true")
-                        .replace("False", "false"))
+            bits.append(
+                f"default {param.default!r}".replace("None", "null").replace("True", "true").replace("False", "false")
+            )
         if param.choices:
             bits.append("one of " + "/".join(param.choices))
         if _describe_range(param):

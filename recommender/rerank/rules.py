@@ -10,12 +10,13 @@ Scores can be negative (LightFM's scores are unbounded), so multiplicative chang
 magnitude: ``score + gain·|score|`` raises a score for gain > 0 whatever its sign, and equals
 ``score·(1 + gain)`` for positive scores. Boosts re-sort the list by score (stably).
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def _exclude(items: list[PooledCandidate], predicate: Callable[[PooledCandidate]
 
 def _rescored(item: PooledCandidate, score: float) -> PooledCandidate:
     # Direct construction: dataclasses.replace costs ~10x more, and boosts rescore every pooled item.
-    return PooledCandidate(item_id=item.item_id, sources=item.sources, reasons=item.reasons, score=score,
-                           notes=item.notes)
+    return PooledCandidate(
+        item_id=item.item_id, sources=item.sources, reasons=item.reasons, score=score, notes=item.notes
+    )
 
 
 def _gain(score: float, gain: float) -> float:
@@ -66,6 +68,7 @@ def _resorted(items: list[PooledCandidate]) -> list[PooledCandidate]:
 
 
 # Filters ---------------------------------------------------------------------------------------
+
 
 def filter_seen(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     """Exclude items the user rated (any non-view feedback), optionally viewed, optionally was shown."""
@@ -127,6 +130,7 @@ def filter_inactive(items, *, data: RerankData, params: dict, k: int, context: C
 
 # Boosts ----------------------------------------------------------------------------------------
 
+
 def boost_feature(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     """Multiply (by magnitude) or add to the score of items having any of the feature values."""
     feature_type, values = params["feature_type"], frozenset(params["values"])
@@ -141,8 +145,9 @@ def boost_feature(items, *, data: RerankData, params: dict, k: int, context: Con
             notes[item.item_id] = f"{verb}: {feature_type}={', '.join(sorted(matched))}"
         result.append(item)
     change = f"×{amount:g}" if multiply else f"{amount:+g}"
-    return RuleOutcome(_resorted(result), f"{change} on {len(notes)} items with {feature_type} in "
-                                          f"{sorted(values)}", notes=notes)
+    return RuleOutcome(
+        _resorted(result), f"{change} on {len(notes)} items with {feature_type} in {sorted(values)}", notes=notes
+    )
 
 
 def boost_freshness(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
@@ -159,8 +164,9 @@ def boost_freshness(items, *, data: RerankData, params: dict, k: int, context: C
             if gain >= 0.01:
                 notes[item.item_id] = f"fresh: +{gain:.0%} ({age_days:.0f} days old)"
         result.append(item)
-    return RuleOutcome(_resorted(result), f"freshness boost on {len(notes)} items (half-life {half_life:g} days)",
-                       notes=notes)
+    return RuleOutcome(
+        _resorted(result), f"freshness boost on {len(notes)} items (half-life {half_life:g} days)", notes=notes
+    )
 
 
 def demote_shown(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
@@ -176,11 +182,13 @@ def demote_shown(items, *, data: RerankData, params: dict, k: int, context: Cont
             hours = (now - shown) / HOUR
             notes[item.item_id] = f"demoted: shown {hours:.0f} h ago"
         result.append(item)
-    return RuleOutcome(_resorted(result), f"demoted {len(notes)} items shown within "
-                                          f"{params['within_hours']:g} h", notes=notes)
+    return RuleOutcome(
+        _resorted(result), f"demoted {len(notes)} items shown within {params['within_hours']:g} h", notes=notes
+    )
 
 
 # Diversity -------------------------------------------------------------------------------------
+
 
 def mmr_order(relevance: np.ndarray, embeddings: np.ndarray, k: int, lam: float) -> list[int]:
     """Greedy maximal marginal relevance: the indices of k picks, in pick order.
@@ -217,8 +225,7 @@ def diversity_mmr(items, *, data: RerankData, params: dict, k: int, context: Con
     if len(with_embedding) < 2:
         return RuleOutcome(list(items), "no item embeddings (no active model): order unchanged")
     dimension = len(next(iter(data.embeddings.values())))
-    embeddings = np.stack([data.embeddings.get(item.item_id, np.zeros(dimension, dtype=np.float32))
-                           for item in items])
+    embeddings = np.stack([data.embeddings.get(item.item_id, np.zeros(dimension, dtype=np.float32)) for item in items])
     relevance = np.asarray([item.score for item in items], dtype=np.float64)
     picks = mmr_order(relevance, embeddings, k, params["lambda"])
     picked = set(picks)
@@ -227,8 +234,9 @@ def diversity_mmr(items, *, data: RerankData, params: dict, k: int, context: Con
     return RuleOutcome(result, f"MMR λ={params['lambda']:g} picked the top {len(picks)}", notes=notes)
 
 
-def _greedy_cap(items, k: int, keys_of: Callable[[PooledCandidate], frozenset], cap: int,
-                fill_when_short: bool, what: str) -> RuleOutcome:
+def _greedy_cap(
+    items, k: int, keys_of: Callable[[PooledCandidate], frozenset], cap: int, fill_when_short: bool, what: str
+) -> RuleOutcome:
     """Pick up to k items in order, skipping any whose keys already hold ``cap`` picks."""
     counts: Counter = Counter()
     picked: list[PooledCandidate] = []
@@ -257,11 +265,18 @@ def _greedy_cap(items, k: int, keys_of: Callable[[PooledCandidate], frozenset], 
 
 def diversity_feature_cap(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     feature_type = params["feature_type"]
-    return _greedy_cap(items, k, lambda item: data.feature_values(item.item_id, feature_type),
-                       params["max_per_value"], params["fill_when_short"], f"{feature_type} value")
+    return _greedy_cap(
+        items,
+        k,
+        lambda item: data.feature_values(item.item_id, feature_type),
+        params["max_per_value"],
+        params["fill_when_short"],
+        f"{feature_type} value",
+    )
 
 
 # Fairness --------------------------------------------------------------------------------------
+
 
 def provider_slots(max_percent: float, k: int) -> int:
     """Slots a provider may hold: floor(X% of k), but at least one."""
@@ -291,17 +306,25 @@ def fairness_long_tail(items, *, data: RerankData, params: dict, k: int, context
     if have >= need:
         return RuleOutcome(list(items), f"{have} of {len(top)} already long tail (popularity ≤ {threshold})")
     promoted = [item for item in below if is_tail(item)][: need - have]
-    dropped_ids = {item.item_id for item in [item for item in reversed(top) if not is_tail(item)][:len(promoted)]}
+    dropped_ids = {item.item_id for item in [item for item in reversed(top) if not is_tail(item)][: len(promoted)]}
     promoted_ids = {item.item_id for item in promoted}
     new_top = [item for item in top if item.item_id not in dropped_ids] + promoted
-    result = new_top + [item for item in top if item.item_id in dropped_ids] + \
-        [item for item in below if item.item_id not in promoted_ids]
+    result = (
+        new_top
+        + [item for item in top if item.item_id in dropped_ids]
+        + [item for item in below if item.item_id not in promoted_ids]
+    )
     notes = {item.item_id: "promoted: long tail" for item in promoted}
-    return RuleOutcome(result, f"promoted {len(promoted)} long-tail items (popularity ≤ {threshold}) "
-                               f"to reach {have + len(promoted)} of {need} wanted", notes=notes)
+    return RuleOutcome(
+        result,
+        f"promoted {len(promoted)} long-tail items (popularity ≤ {threshold}) "
+        f"to reach {have + len(promoted)} of {need} wanted",
+        notes=notes,
+    )
 
 
 # Pins ------------------------------------------------------------------------------------------
+
 
 def pin(items, *, data: RerankData, params: dict, k: int, context: Context) -> RuleOutcome:
     """Put the item at the slot, loading it when no source nominated it (the period is the rule's)."""
@@ -320,12 +343,15 @@ def pin(items, *, data: RerankData, params: dict, k: int, context: Context) -> R
     # The pinned entry takes the displaced item's score so later score-based rules treat it like its slot.
     neighbour = rest[position] if position < len(rest) else (rest[-1] if rest else None)
     score = neighbour.score if neighbour is not None else 0.0
-    pinned = _rescored(existing, score) if existing else PooledCandidate(
-        item_id=item_id, sources={"pin": 1.0}, score=score)
+    pinned = (
+        _rescored(existing, score) if existing else PooledCandidate(item_id=item_id, sources={"pin": 1.0}, score=score)
+    )
     rest.insert(position, pinned)
-    return RuleOutcome(rest, f"pinned {external_id} at slot {position + 1}"
-                             + ("" if existing else " (not among the candidates: loaded)"),
-                       notes={item_id: f"pinned at slot {position + 1}"})
+    return RuleOutcome(
+        rest,
+        f"pinned {external_id} at slot {position + 1}" + ("" if existing else " (not among the candidates: loaded)"),
+        notes={item_id: f"pinned at slot {position + 1}"},
+    )
 
 
 RULE_FUNCTIONS: dict[str, RuleFunction] = {

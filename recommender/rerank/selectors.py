@@ -5,6 +5,7 @@ candidates, loaded in one batch per request.
 query per item), and only the queries the given rules need: a request whose rules are only
 "exclude rated" reads the item rows and that user's feedback on the candidates, nothing more.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,9 +22,8 @@ from catalog.array_selectors import (
     item_feature_value_rows,
     user_feedback_rows,
 )
-from recommender.vectors.base import VectorIndex
-
 from recommender.memo import GenerationMemo
+from recommender.vectors.base import VectorIndex
 
 from .models import Rule, RuleScope
 from .params import RuleKind
@@ -32,8 +32,13 @@ POPULARITY_TTL_SECONDS = 600
 
 _FEATURE_KINDS = {RuleKind.FILTER_FEATURE, RuleKind.BOOST_FEATURE, RuleKind.DIVERSITY_FEATURE_CAP}
 _FEEDBACK_KINDS = {RuleKind.FILTER_SEEN, RuleKind.FILTER_DISLIKED}
-_ITEM_ROW_KINDS = {RuleKind.FILTER_AGE, RuleKind.FILTER_INACTIVE, RuleKind.BOOST_FRESHNESS,
-                   RuleKind.FAIRNESS_PROVIDER_CAP, RuleKind.PIN}
+_ITEM_ROW_KINDS = {
+    RuleKind.FILTER_AGE,
+    RuleKind.FILTER_INACTIVE,
+    RuleKind.BOOST_FRESHNESS,
+    RuleKind.FAIRNESS_PROVIDER_CAP,
+    RuleKind.PIN,
+}
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,10 @@ def popularity_snapshot(*, max_age_seconds: float = POPULARITY_TTL_SECONDS) -> P
         rows = item_active_popularity()
         counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
         snapshot = PopularitySnapshot(
-            counts={item_id: total for item_id, total in rows if total}, sorted_counts=np.sort(counts),
-            taken_at=time.monotonic())
+            counts={item_id: total for item_id, total in rows if total},
+            sorted_counts=np.sort(counts),
+            taken_at=time.monotonic(),
+        )
         _popularity = snapshot
     return snapshot
 
@@ -179,8 +186,14 @@ def _rows(query: str, params: list) -> list[tuple]:
         return cursor.fetchall()
 
 
-def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], profile_id: int | None,
-                      now: datetime, vector_index: VectorIndex | None = None) -> RerankData:
+def rerank_data_fetch(
+    *,
+    item_ids: list[int],
+    rules: list[tuple[str, dict]],
+    profile_id: int | None,
+    now: datetime,
+    vector_index: VectorIndex | None = None,
+) -> RerankData:
     """Load, in one batch, what ``rules`` ((kind, validated params) pairs) need about ``item_ids``.
 
     Pinned items are loaded too (by external id) even when no source nominated them.
@@ -194,7 +207,8 @@ def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], pro
     if kinds & _ITEM_ROW_KINDS:
         pinned_external_ids = [params["item"] for kind, params in rules if kind == RuleKind.PIN]
         for pk, external_id, provider, published, is_active in item_attribute_rows(
-                item_ids=all_ids, external_ids=pinned_external_ids):
+            item_ids=all_ids, external_ids=pinned_external_ids
+        ):
             data.items[pk] = ItemAttributes(pk, external_id, provider, published, is_active)
             data.item_id_by_external_id[external_id] = pk
         all_ids = list(dict.fromkeys(all_ids + list(data.items)))  # + pinned items not among the candidates
@@ -212,11 +226,13 @@ def rerank_data_fetch(*, item_ids: list[int], rules: list[tuple[str, dict]], pro
 
     window = _impression_window(rules)
     if profile_id is not None and window is not None:
-        data.last_shown_epoch = dict(_rows(
-            "SELECT item_id, extract(epoch FROM max(shown_at))::float8 FROM recommender_impression "
-            "WHERE profile_id = %s AND item_id = ANY(%s) AND shown_at >= %s GROUP BY item_id",
-            [profile_id, all_ids, now - window],
-        ))
+        data.last_shown_epoch = dict(
+            _rows(
+                "SELECT item_id, extract(epoch FROM max(shown_at))::float8 FROM recommender_impression "
+                "WHERE profile_id = %s AND item_id = ANY(%s) AND shown_at >= %s GROUP BY item_id",
+                [profile_id, all_ids, now - window],
+            )
+        )
 
     if RuleKind.FAIRNESS_LONG_TAIL in kinds:
         snapshot = popularity_snapshot()

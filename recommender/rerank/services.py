@@ -6,6 +6,7 @@ Every rule write (the API, the admin, the dashboard's toggles) goes through `rul
 Rule ``post_save``/``post_delete`` receivers (`recommender/receivers.py`), which run inside that
 transaction, so the new generation becomes visible exactly when the rule change does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,41 +35,64 @@ def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: st
     unique_ids = [int(item_id) for item_id in dict.fromkeys(item_ids)]
     if not unique_ids:
         return 0
-    insert = ("INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
-              "SELECT %s, item_id, %s, now() FROM unnest(%s::bigint[]) AS item_id")
+    insert = (
+        "INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
+        "SELECT %s, item_id, %s, now() FROM unnest(%s::bigint[]) AS item_id"
+    )
     with connection.cursor() as cursor:
         if connection.in_atomic_block:
             cursor.execute(insert, [profile_id, surface, unique_ids])
         else:
             # Client-side binding (Django's default cursor) sends this as one simple query.
-            cursor.execute("BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT",
-                           [profile_id, surface, unique_ids])
+            cursor.execute(
+                "BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", [profile_id, surface, unique_ids]
+            )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
     return len(unique_ids)
 
 
-def impressions_record(*, profile_id: int, item_ids: list[int], surface: str,
-                       shown_at: datetime | None = None) -> list[Impression]:
+def impressions_record(
+    *, profile_id: int, item_ids: list[int], surface: str, shown_at: datetime | None = None
+) -> list[Impression]:
     """Insert one impression per shown item in a single statement (duplicates in ``item_ids`` count once)."""
     shown_at = shown_at or timezone.now()
     unique_ids = list(dict.fromkeys(item_ids))
-    rows = Impression.objects.bulk_create([
-        Impression(profile_id=profile_id, item_id=item_id, surface=surface, shown_at=shown_at)
-        for item_id in unique_ids
-    ])
+    rows = Impression.objects.bulk_create(
+        [
+            Impression(profile_id=profile_id, item_id=item_id, surface=surface, shown_at=shown_at)
+            for item_id in unique_ids
+        ]
+    )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(rows))
     return rows
 
 
-def rule_create(*, name: str, kind: str, params: Any = None, enabled: bool = True, order: int = 100,
-                scope: str = "both", starts_at: datetime | None = None, ends_at: datetime | None = None) -> Rule:
+def rule_create(
+    *,
+    name: str,
+    kind: str,
+    params: Any = None,
+    enabled: bool = True,
+    order: int = 100,
+    scope: str = "both",
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+) -> Rule:
     """Validate (parameters per kind, see params.py) and save a new rule; raises ValidationError.
 
     ``params`` None means "no parameters" ({}); any other value is validated as given, so a list or
     a string is refused as not being an object rather than silently read as {}.
     """
-    rule = Rule(name=name, kind=kind, params={} if params is None else params, enabled=enabled, order=order,
-                scope=scope, starts_at=starts_at, ends_at=ends_at)
+    rule = Rule(
+        name=name,
+        kind=kind,
+        params={} if params is None else params,
+        enabled=enabled,
+        order=order,
+        scope=scope,
+        starts_at=starts_at,
+        ends_at=ends_at,
+    )
     with transaction.atomic():  # the row and the cache generation bump of its post_save receiver
         rule.full_clean()
         rule.save()

@@ -4,6 +4,7 @@ Activation is one atomic pointer switch: inside a transaction the active row bec
 and the new one `active` (a partial unique index allows one active row). Serving reads vectors
 through the active row, so it sees either the old version or the new one, never a mix.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from config.exception_handlers import ApplicationError
 from recommender.vectors import store
+
 from ..models import ModelVersion, VersionStatus
 from ..selectors import active_version, rollback_candidate
 
@@ -45,16 +47,17 @@ def quality_gate(*, version: ModelVersion, current: ModelVersion | None) -> tupl
         theirs = current.metrics.get(key)
         margin = version.config_snapshot.get("quality_margin", 0.0)
         if theirs is not None and mine < theirs - margin:
-            return False, (f"{key} {mine:.4f} is more than {margin:.4f} below the active v{current.pk} "
-                           f"({theirs:.4f}).")
+            return False, (f"{key} {mine:.4f} is more than {margin:.4f} below the active v{current.pk} ({theirs:.4f}).")
     return True, f"{key} {mine:.4f} beats the popularity baseline ({baseline:.4f})."
 
 
 def model_version_activate(*, version: ModelVersion, reason: str = "") -> ModelVersion:
     """Make ``version`` the served one; the previous active version stays `ready` for rollback."""
     if not version.vectors_published or version.status not in (VersionStatus.READY, VersionStatus.ACTIVE):
-        raise ActivationRefused(f"v{version.pk} is {version.get_status_display().lower()}, not ready; "
-                                "only a trained and published version can be activated.")
+        raise ActivationRefused(
+            f"v{version.pk} is {version.get_status_display().lower()}, not ready; "
+            "only a trained and published version can be activated."
+        )
     if not store.version_tables_exist(version.pk) or not store.version_indexes_valid(version.pk):
         raise ActivationRefused(f"v{version.pk} has no valid HNSW indexes (see pg_index); it cannot serve.")
     with transaction.atomic():

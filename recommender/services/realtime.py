@@ -12,6 +12,7 @@
 Artifacts are loaded once per version per process (small LRU); the fold-in solver (Gram matrix
 ``V^T V``) is cached beside them and grows in place when cold-start items join.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,10 @@ import numpy as np
 
 from catalog.models import Feedback, ItemFeature, UserFeature
 from catalog.selectors import feedback_in_force
-from recommender.vectors import store
 from recommender.ml.dataset import FeatureShapeError
 from recommender.ml.foldin import FoldIn
 from recommender.ml.training import FittedModel
+from recommender.vectors import store
 
 from ..models import ModelVersion
 from ..selectors import active_version
@@ -108,9 +109,8 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     threshold and positive implicit kinds are positives (weights add up); a low rating or a
     negative kind vetoes the pair, which becomes a negative target (preference 0).
     """
-    rows = (
-        Feedback.objects.filter(feedback_in_force(), user_id=profile_id)
-        .values_list("item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value")
+    rows = Feedback.objects.filter(feedback_in_force(), user_id=profile_id).values_list(
+        "item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value"
     )
     positive: dict[int, float] = {}
     vetoed: set[int] = set()
@@ -125,7 +125,7 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
         elif kind_weight < 0:
             vetoed.add(item_id)
     targets = {item_id: (weight, 1.0) for item_id, weight in positive.items() if item_id not in vetoed}
-    targets.update({item_id: (NEGATIVE_CONFIDENCE, 0.0) for item_id in vetoed})
+    targets.update(dict.fromkeys(vetoed, (NEGATIVE_CONFIDENCE, 0.0)))
     return targets
 
 
@@ -147,15 +147,23 @@ def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None)
             vector = store.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
         return vector
     solver = _solver(version, state, set(targets))
-    known = [(state.row_of_item[item_id], confidence, preference)
-             for item_id, (confidence, preference) in targets.items() if item_id in state.row_of_item]
+    known = [
+        (state.row_of_item[item_id], confidence, preference)
+        for item_id, (confidence, preference) in targets.items()
+        if item_id in state.row_of_item
+    ]
     rows = np.asarray([row for row, _, _ in known], dtype=np.int64)
     confidences = np.asarray([c for _, c, _ in known], dtype=np.float64)
     preferences = np.asarray([p for _, _, p in known], dtype=np.float64)
     vector = solver.user_vector_with_bias(rows, confidences, preferences)
     vector = store.user_vector_store(version_id=version.pk, profile_id=profile_id, score_vector=vector)
-    logger.info("realtime.fold_in profile=%s version=%s observations=%s ms=%.2f",
-                profile_id, version.pk, len(known), 1000 * (time.perf_counter() - started))
+    logger.info(
+        "realtime.fold_in profile=%s version=%s observations=%s ms=%.2f",
+        profile_id,
+        version.pk,
+        len(known),
+        1000 * (time.perf_counter() - started),
+    )
     return vector
 
 

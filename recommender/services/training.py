@@ -7,6 +7,7 @@ training from the evaluated one on all the data for a few more epochs (see `_ref
 because the 20% held out is often the newest and most useful feedback. The metrics stored on the
 version therefore describe the protocol's model, which is the honest estimate of the served one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,19 +20,18 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.dispatch import Signal
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
+from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
 from config.exception_handlers import ApplicationError
-from recommender.vectors import store
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
 from recommender.ml.training import FittedModel, HyperParameters, fit
+from recommender.vectors import store
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
-from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
-
 from ..selectors import default_training_config
 from .activation import model_version_apply_gate
 
@@ -92,7 +92,9 @@ def model_training_request(
                 extra={"version": running.pk},
             )
         version = ModelVersion.objects.create(
-            config=config, config_snapshot=config.hyperparameters(), requested_by=requested_by,
+            config=config,
+            config_snapshot=config.hyperparameters(),
+            requested_by=requested_by,
             epochs_total=config.epochs,
         )
         if enqueue:
@@ -111,8 +113,10 @@ def model_version_enqueued(*, version_id: int, task_id: str) -> None:
 def model_version_enqueue_failed(*, version_id: int, error: Exception) -> None:
     """The broker refused the run: fail the version now, or it would stay queued and block every later request."""
     ModelVersion.objects.filter(pk=version_id).update(
-        status=VersionStatus.FAILED, finished_at=timezone.now(),
-        error=f"Could not reach the Celery broker to queue the run: {error}")
+        status=VersionStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"Could not reach the Celery broker to queue the run: {error}",
+    )
     logger.exception("training.enqueue_failed version=%s", version_id)
 
 
@@ -162,11 +166,17 @@ def model_version_train(*, version_id: int, task_id: str | None = None) -> Model
 def model_versions_fail_stale(*, stale_after: timedelta = STALE_AFTER) -> int:
     """Mark running versions whose worker stopped sending heartbeats as failed; returns how many."""
     cutoff = timezone.now() - stale_after
-    stale = ModelVersion.objects.filter(status__in=RUNNING_STATUSES).exclude(status=VersionStatus.QUEUED).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
-    count = stale.update(status=VersionStatus.FAILED, finished_at=timezone.now(),
-                         error=f"The worker stopped reporting for over {int(stale_after.total_seconds())} s "
-                               "(killed or lost); the active version was not touched.")
+    stale = (
+        ModelVersion.objects.filter(status__in=RUNNING_STATUSES)
+        .exclude(status=VersionStatus.QUEUED)
+        .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    )
+    count = stale.update(
+        status=VersionStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"The worker stopped reporting for over {int(stale_after.total_seconds())} s "
+        "(killed or lost); the active version was not touched.",
+    )
     if count:
         logger.warning("training.stale_failed count=%s", count)
     return count
@@ -199,8 +209,9 @@ class _Progress:
         if now - self.last_write < 0.5 and epoch < total:
             return
         self.last_write = now
-        ModelVersion.objects.filter(pk=self.version.pk).update(epoch=epoch, epochs_total=total,
-                                                                heartbeat_at=timezone.now())
+        ModelVersion.objects.filter(pk=self.version.pk).update(
+            epoch=epoch, epochs_total=total, heartbeat_at=timezone.now()
+        )
 
     def finish(self) -> None:
         self._close_phase()
@@ -212,22 +223,32 @@ def training_data_build(arrays: CatalogArrays, snapshot: dict) -> tuple[Training
     users, items = IdMap.from_ids(arrays.user_ids), IdMap.from_ids(arrays.item_ids)
     features = IdMap.from_ids(arrays.feature_ids)
     interactions = build_interactions(
-        users.index_of(arrays.feedback_user), items.index_of(arrays.feedback_item),
-        arrays.feedback_kind_weight, arrays.feedback_value, arrays.feedback_is_explicit,
-        len(users), len(items),
-        positive_threshold=snapshot["positive_threshold"], timestamps=arrays.feedback_time,
+        users.index_of(arrays.feedback_user),
+        items.index_of(arrays.feedback_item),
+        arrays.feedback_kind_weight,
+        arrays.feedback_value,
+        arrays.feedback_is_explicit,
+        len(users),
+        len(items),
+        positive_threshold=snapshot["positive_threshold"],
+        timestamps=arrays.feedback_time,
         half_life_days=snapshot["time_decay_half_life_days"],
     )
     names = np.asarray(arrays.feature_names, dtype=object)
     item_columns = features.index_of(arrays.item_feature_id)
     user_columns = features.index_of(arrays.user_feature_id)
-    item_features = build_feature_matrix(len(items), items.index_of(arrays.item_feature_item), item_columns,
-                                         arrays.item_feature_weight, len(features))
-    user_features = build_feature_matrix(len(users), users.index_of(arrays.user_feature_user), user_columns,
-                                         arrays.user_feature_weight, len(features))
+    item_features = build_feature_matrix(
+        len(items), items.index_of(arrays.item_feature_item), item_columns, arrays.item_feature_weight, len(features)
+    )
+    user_features = build_feature_matrix(
+        len(users), users.index_of(arrays.user_feature_user), user_columns, arrays.user_feature_weight, len(features)
+    )
     data = TrainingData(
-        user_ids=users, item_ids=items, interactions=interactions,
-        user_features=user_features, item_features=item_features,
+        user_ids=users,
+        item_ids=items,
+        interactions=interactions,
+        user_features=user_features,
+        item_features=item_features,
         user_feature_names=[f"user:{i}" for i in arrays.user_ids] + list(names),
         item_feature_names=[f"item:{i}" for i in arrays.item_ids] + list(names),
     )
@@ -275,8 +296,12 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
         progress.finish()
         store.vectors_drop(version_id=version.pk)
         ModelVersion.objects.filter(pk=version.pk).update(
-            status=VersionStatus.FAILED, error=f"{type(error).__name__}: {error}"[:5000],
-            finished_at=timezone.now(), phase_seconds=version.phase_seconds, vectors_published=False)
+            status=VersionStatus.FAILED,
+            error=f"{type(error).__name__}: {error}"[:5000],
+            finished_at=timezone.now(),
+            phase_seconds=version.phase_seconds,
+            vectors_published=False,
+        )
         logger.exception("training.failed version=%s phase=%s", version.pk, failed_phase)
         raise
     version.refresh_from_db()
@@ -296,15 +321,17 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.dimension = params.no_components
     refit = snapshot["refit_on_full_data"]
     version.epochs_total = params.epochs + (
-        _refit_parameters(params, params.epochs, snapshot["test_fraction"]).epochs if refit else 0)
+        _refit_parameters(params, params.epochs, snapshot["test_fraction"]).epochs if refit else 0
+    )
     version.save(update_fields=["n_users", "n_items", "n_interactions", "dimension", "epochs_total"])
 
     progress.enter(VersionStatus.TRAINING)
-    best = {"epoch": params.epochs, "score": -1.0}
+    best_epoch, best_score = params.epochs, -1.0
 
     def on_epoch(epoch: int, total: int, validation_precision: float | None, offset: int = 0) -> None:
-        if validation_precision is not None and validation_precision > best["score"]:
-            best.update(epoch=epoch, score=validation_precision)
+        nonlocal best_epoch, best_score
+        if validation_precision is not None and validation_precision > best_score:
+            best_epoch, best_score = epoch, validation_precision
         progress.epoch(offset + epoch, version.epochs_total)
 
     train = _with_interactions(data, split.train_positives, split.train_weights)
@@ -321,19 +348,29 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     # None: too little data, or no gain on the held-out part.
     from recommender.blend import blend_train
 
-    fitted_blend = blend_train(data=train, params=dataclasses.replace(params, early_stopping_patience=None),
-                               model=model, held_out=split.test_positives)
+    fitted_blend = blend_train(
+        data=train,
+        params=dataclasses.replace(params, early_stopping_patience=None),
+        model=model,
+        held_out=split.test_positives,
+    )
     if fitted_blend is not None:
-        version.metrics.update({f"blend_weight_{name}": weight
-                                for name, weight in fitted_blend.weights.as_dict().items()})
-        version.metrics.update({f"blend_validation_{key}": value for key, value in fitted_blend.validation.items()
-                                if "precision" in key})
+        version.metrics.update(
+            {f"blend_weight_{name}": weight for name, weight in fitted_blend.weights.as_dict().items()}
+        )
+        version.metrics.update(
+            {f"blend_validation_{key}": value for key, value in fitted_blend.validation.items() if "precision" in key}
+        )
     version.save(update_fields=["metrics", "baseline_metrics"])
 
     if refit:
         progress.enter(VersionStatus.TRAINING)
-        model = fit(data, _refit_parameters(params, best["epoch"], snapshot["test_fraction"]), resume=model,
-                    on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs))
+        model = fit(
+            data,
+            _refit_parameters(params, best_epoch, snapshot["test_fraction"]),
+            resume=model,
+            on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs),
+        )
 
     progress.enter(VersionStatus.PUBLISHING)
     model_publish(version=version, model=model)
@@ -347,8 +384,12 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.finished_at = timezone.now()
     version.epoch = version.epochs_total
     version.save(update_fields=["status", "finished_at", "epoch", "phase_seconds"])
-    logger.info("training.ready version=%s precision=%.4f baseline=%.4f", version.pk,
-                version.metrics.get(f"precision_at_{k}", 0), version.baseline_metrics.get(f"precision_at_{k}", 0))
+    logger.info(
+        "training.ready version=%s precision=%.4f baseline=%.4f",
+        version.pk,
+        version.metrics.get(f"precision_at_{k}", 0),
+        version.baseline_metrics.get(f"precision_at_{k}", 0),
+    )
 
 
 def model_publish(*, version: ModelVersion, model: FittedModel) -> None:

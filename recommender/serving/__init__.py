@@ -9,7 +9,8 @@
 
 Views, APIs and the dashboard import the surfaces from here.
 """
-from .results import RecommendedItem, Recommendations
+
+from .results import Recommendations, RecommendedItem
 from .surfaces import K_MAX, pipeline_preview, recommend_for_user, related_items
 
-__all__ = ["K_MAX", "RecommendedItem", "Recommendations", "pipeline_preview", "recommend_for_user", "related_items"]
+__all__ = ["K_MAX", "Recommendations", "RecommendedItem", "pipeline_preview", "recommend_for_user", "related_items"]

@@ -1,8 +1,10 @@
 """The request's `Context`: who asks, under which version, what they have seen, and their vector."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
@@ -18,8 +20,6 @@ from recommender.services.realtime import user_vector_resolve
 from recommender.vectors.base import AnnFilters
 from recommender.vectors.store import VersionTables
 
-import numpy as np
-
 
 class UnknownUserError(LookupError):
     """The model has no vector for this user and none can be derived (no feedback, no known features)."""
@@ -28,7 +28,9 @@ class UnknownUserError(LookupError):
 # Activation (and rollback) changes which version is active and bumps the generation after it
 # commits, so the copy read under a generation is the one any request of that generation would
 # read. The object is shared between requests: serving only reads it.
-ACTIVE_VERSION: GenerationMemo[None, ModelVersion | None] = GenerationMemo("active_version", lambda _key: active_version(), max_entries=1)
+ACTIVE_VERSION: GenerationMemo[None, ModelVersion | None] = GenerationMemo(
+    "active_version", lambda _key: active_version(), max_entries=1
+)
 
 
 def serving_version(generation: int | None) -> ModelVersion | None:
@@ -48,9 +50,15 @@ def read_scope():
     return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
-def context_build(*, surface: Surface, version: ModelVersion | None, profile: UserProfile | None = None,
-                  item: Item | None = None, require_user_vector: bool = False,
-                  generation: int | None = None) -> Context:
+def context_build(
+    *,
+    surface: Surface,
+    version: ModelVersion | None,
+    profile: UserProfile | None = None,
+    item: Item | None = None,
+    require_user_vector: bool = False,
+    generation: int | None = None,
+) -> Context:
     """The request's Context; the user vector is stored (trained/folded in) or derived from features.
 
     ``generation`` is the ``global`` generation the request read first: with it, stages may use
@@ -60,8 +68,13 @@ def context_build(*, surface: Surface, version: ModelVersion | None, profile: Us
     if profile is not None:
         # Seen items, positive seeds, the log's newest id and the stored user vector in one round
         # trip (sources read the first three from the context's memo).
-        vector_column = (sql.SQL("(SELECT score_vector::real[] FROM {} WHERE profile_id = %(profile)s)").format(
-            sql.Identifier(VersionTables(version.pk).users)) if version is not None else None)
+        vector_column = (
+            sql.SQL("(SELECT score_vector::real[] FROM {} WHERE profile_id = %(profile)s)").format(
+                sql.Identifier(VersionTables(version.pk).users)
+            )
+            if version is not None
+            else None
+        )
         summary = user_feedback_summary(profile_id=profile.pk, extra_column=vector_column)
     user_vector = None
     if summary is not None and profile is not None and version is not None:
@@ -71,10 +84,15 @@ def context_build(*, surface: Surface, version: ModelVersion | None, profile: Us
         if user_vector is None and require_user_vector:
             raise UnknownUserError(f"profile {profile.pk} has no vector in v{version.pk}")
     context = Context(
-        surface=surface, now=timezone.now(), version_id=version.pk if version else None,
-        profile_id=profile.pk if profile else None, item_id=item.pk if item else None,
-        user_vector=user_vector, filters=AnnFilters(active_only=True),
-        seen_item_ids=summary.seen_item_ids if summary is not None else frozenset(), generation=generation,
+        surface=surface,
+        now=timezone.now(),
+        version_id=version.pk if version else None,
+        profile_id=profile.pk if profile else None,
+        item_id=item.pk if item else None,
+        user_vector=user_vector,
+        filters=AnnFilters(active_only=True),
+        seen_item_ids=summary.seen_item_ids if summary is not None else frozenset(),
+        generation=generation,
     )
     if summary is not None:
         context_feedback_prime(context, summary)

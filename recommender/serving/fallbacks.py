@@ -8,6 +8,7 @@
 
 A fallback serves popular and fresh items, flagged ``fallback=True``; never a 500.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,11 @@ logger = logging.getLogger(__name__)
 def fallback_payload(*, k: int, exclude: set[int], version_id: int | None) -> dict:
     """Popular and fresh items, interleaved (popular first), for when the model cannot serve."""
     popular = [item.pk for item in catalog_selectors.popular_items(limit=k + len(exclude))]
-    fresh = list(Item.objects.filter(is_active=True).order_by("-published_at", "-id")
-                 .values_list("pk", flat=True)[:k + len(exclude)])
+    fresh = list(
+        Item.objects.filter(is_active=True)
+        .order_by("-published_at", "-id")
+        .values_list("pk", flat=True)[: k + len(exclude)]
+    )
     chosen: list[tuple[int, str]] = []
     taken: set[int] = set()
     # Items the user already rated come last: only when too few others exist (a tiny catalogue).
@@ -40,13 +44,26 @@ def fallback_payload(*, k: int, exclude: set[int], version_id: int | None) -> di
                 if index < len(ids) and ids[index] not in taken and allowed(ids[index]) and len(chosen) < k:
                     taken.add(ids[index])
                     chosen.append((ids[index], source))
-    return {"version_id": version_id, "rules_applied": [],
-            "items": [{"item_id": item_id, "score": None, "sources": {source: 1.0}, "reasons": [], "notes": []}
-                      for item_id, source in chosen]}
+    return {
+        "version_id": version_id,
+        "rules_applied": [],
+        "items": [
+            {"item_id": item_id, "score": None, "sources": {source: 1.0}, "reasons": [], "notes": []}
+            for item_id, source in chosen
+        ],
+    }
 
 
-def serve_by_model(surface: str, build: Callable[[], dict], *, k: int, exclude: Callable[[], set[int]],
-                   version: ModelVersion | None, profile_id: int | None, item_id: int | None) -> tuple[dict, str]:
+def serve_by_model(
+    surface: str,
+    build: Callable[[], dict],
+    *,
+    k: int,
+    exclude: Callable[[], set[int]],
+    version: ModelVersion | None,
+    profile_id: int | None,
+    item_id: int | None,
+) -> tuple[dict, str]:
     """Run ``build()`` (the model path) in a read scope; (payload, fallback_reason).
 
     ``exclude`` is a callable giving the items a fallback should avoid, only called on fallback.
@@ -61,11 +78,17 @@ def serve_by_model(surface: str, build: Callable[[], dict], *, k: int, exclude: 
     except UnknownUserError:
         reason = "unknown_user"
     except (DatabaseError, psycopg.Error):
-        logger.exception("serving.vector_store_error surface=%s version=%s profile=%s item=%s",
-                         surface, version.pk, profile_id, item_id)
+        logger.exception(
+            "serving.vector_store_error surface=%s version=%s profile=%s item=%s",
+            surface,
+            version.pk,
+            profile_id,
+            item_id,
+        )
         reason = "vector_store_error"
     except Exception:
-        logger.exception("serving.pipeline_error surface=%s version=%s profile=%s item=%s",
-                         surface, version.pk, profile_id, item_id)
+        logger.exception(
+            "serving.pipeline_error surface=%s version=%s profile=%s item=%s", surface, version.pk, profile_id, item_id
+        )
         reason = "pipeline_error"
     return fallback_payload(k=k, exclude=exclude(), version_id=version.pk), reason

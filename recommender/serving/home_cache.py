@@ -5,6 +5,7 @@ configured). Every key embeds the ``global`` and the user's generation (`recomme
 read in one query per request, so a feedback, rule, item or model change makes every process
 build a new key at once; stale entries age out (TTL).
 """
+
 from __future__ import annotations
 
 from django.core.cache import cache

@@ -1,4 +1,5 @@
 """Results: cacheable payloads (plain data) and the items with explanations they turn into."""
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,13 @@ from recommender.generations import global_generation_fetch
 from recommender.memo import GenerationMemo
 
 SOURCE_LABELS = {
-    "personal_ann": "for you", "because_you_liked": "because you liked", "content": "similar content",
-    "popular": "popular", "fresh": "new", "related": "similar", "fallback_popular": "popular",
+    "personal_ann": "for you",
+    "because_you_liked": "because you liked",
+    "content": "similar content",
+    "popular": "popular",
+    "fresh": "new",
+    "related": "similar",
+    "fallback_popular": "popular",
     "fallback_fresh": "new",
 }
 
@@ -53,8 +59,12 @@ def _trace_plain(trace) -> list:
         if is_dataclass(entry) and not isinstance(entry, type):
             entry = asdict(entry)
         if isinstance(entry, dict):
-            plain.append({key: (value if isinstance(value, (str, int, float, bool, type(None), list, dict))
-                                else str(value)) for key, value in entry.items()})
+            plain.append(
+                {
+                    key: (value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value))
+                    for key, value in entry.items()
+                }
+            )
         else:
             plain.append(str(entry))
     return plain
@@ -65,9 +75,16 @@ def payload_build(ranked: list[PooledCandidate], version_id: int | None, trace=N
     return {
         "version_id": version_id,
         "rules_applied": _trace_plain(trace),
-        "items": [{"item_id": c.item_id, "score": None if c.score is None else float(c.score),
-                   "sources": {name: float(score) for name, score in c.sources.items()},
-                   "reasons": list(c.reasons), "notes": list(c.notes)} for c in ranked],
+        "items": [
+            {
+                "item_id": c.item_id,
+                "score": None if c.score is None else float(c.score),
+                "sources": {name: float(score) for name, score in c.sources.items()},
+                "reasons": list(c.reasons),
+                "notes": list(c.notes),
+            }
+            for c in ranked
+        ],
     }
 
 
@@ -79,7 +96,9 @@ def _items_read(item_ids: list[int]) -> dict[int, Item | None]:
 # Item rows (with features) shown in lists, kept per process while the global generation holds:
 # every item change bumps it, so a row is never served after its item changed. Saves the two item
 # queries of most requests. Bounded by entries: a row's size is not worth measuring.
-ITEM_ROWS: GenerationMemo[int, Item | None] = GenerationMemo("item_rows", lambda item_id: _items_read([item_id]).get(item_id), max_entries=20_000)
+ITEM_ROWS: GenerationMemo[int, Item | None] = GenerationMemo(
+    "item_rows", lambda item_id: _items_read([item_id]).get(item_id), max_entries=20_000
+)
 
 
 def items_load(item_ids: list[int], *, generation: int | None = None) -> dict[int, Item]:
@@ -103,12 +122,24 @@ def _reason_sentences(reasons: list[dict], titles: dict[int, str]) -> list[str]:
     return sentences
 
 
-def result_build(surface: str, payload: dict, *, fallback: bool = False, fallback_reason: str = "",
-                 cached: bool = False, started: float, generation: int | None = None) -> Recommendations:
+def result_build(
+    surface: str,
+    payload: dict,
+    *,
+    fallback: bool = False,
+    fallback_reason: str = "",
+    cached: bool = False,
+    started: float,
+    generation: int | None = None,
+) -> Recommendations:
     """Turn a payload into `Recommendations`: item rows loaded, "because you liked" resolved to titles."""
     entries = payload["items"]
-    liked_ids = {reason["because_item_id"] for entry in entries for reason in entry["reasons"]
-                 if reason.get("because_item_id") is not None}
+    liked_ids = {
+        reason["because_item_id"]
+        for entry in entries
+        for reason in entry["reasons"]
+        if reason.get("because_item_id") is not None
+    }
     if generation is None:
         generation = global_generation_fetch()
     shown_ids = [entry["item_id"] for entry in entries]
@@ -116,11 +147,23 @@ def result_build(surface: str, payload: dict, *, fallback: bool = False, fallbac
     items = {item_id: loaded[item_id] for item_id in shown_ids if item_id in loaded}
     titles = {item_id: item.title for item_id, item in loaded.items()}
     recommended = [
-        RecommendedItem(item=items[entry["item_id"]], score=entry["score"], sources=entry["sources"],
-                        reasons=_reason_sentences(entry["reasons"], titles), notes=entry["notes"])
-        for entry in entries if entry["item_id"] in items  # an item deleted since the payload was cached
+        RecommendedItem(
+            item=items[entry["item_id"]],
+            score=entry["score"],
+            sources=entry["sources"],
+            reasons=_reason_sentences(entry["reasons"], titles),
+            notes=entry["notes"],
+        )
+        for entry in entries
+        if entry["item_id"] in items  # an item deleted since the payload was cached
     ]
-    return Recommendations(surface=surface, items=recommended, fallback=fallback, fallback_reason=fallback_reason,
-                           version_id=payload["version_id"], cached=cached,
-                           rules_applied=payload.get("rules_applied", []),
-                           milliseconds=1000 * (time.perf_counter() - started))
+    return Recommendations(
+        surface=surface,
+        items=recommended,
+        fallback=fallback,
+        fallback_reason=fallback_reason,
+        version_id=payload["version_id"],
+        cached=cached,
+        rules_applied=payload.get("rules_applied", []),
+        milliseconds=1000 * (time.perf_counter() - started),
+    )

@@ -2,6 +2,7 @@
 and the rules admin's `pipeline_preview`. Each wires the stages, context → candidates → one
 scorer → re-ranking rules, and answers through a fallback when serving by model is impossible.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,17 +50,35 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
     surface: Surface = "related" if item is not None else "home"
     context = context_build(surface=surface, version=version, profile=profile, item=item)
     ranked = _related_ranked(context) if surface == "related" else ranked_candidates(context)
-    before = [PooledCandidate(item_id=c.item_id, sources=dict(c.sources), reasons=list(c.reasons),
-                              score=c.score, notes=list(c.notes)) for c in ranked]
+    before = [
+        PooledCandidate(
+            item_id=c.item_id, sources=dict(c.sources), reasons=list(c.reasons), score=c.score, notes=list(c.notes)
+        )
+        for c in ranked
+    ]
     return before, rules_apply(context=context, ranked=ranked, k=k, rules=None)
 
 
-def _model_payload(surface: Surface, *, version: ModelVersion | None, profile: UserProfile | None,
-                   item: Item | None, k: int, rules, generation: int | None) -> dict:
+def _model_payload(
+    surface: Surface,
+    *,
+    version: ModelVersion | None,
+    profile: UserProfile | None,
+    item: Item | None,
+    k: int,
+    rules,
+    generation: int | None,
+) -> dict:
     """The model path of a surface: context, its ranked list (home: live; related: stored or live), the rules."""
     assert version is not None  # serve_by_model runs the model path only with a version
-    context = context_build(surface=surface, version=version, profile=profile, item=item,
-                            require_user_vector=surface == "home", generation=generation)
+    context = context_build(
+        surface=surface,
+        version=version,
+        profile=profile,
+        item=item,
+        require_user_vector=surface == "home",
+        generation=generation,
+    )
     ranked = ranked_candidates(context) if surface == "home" else _related_ranked(context)
     reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)
     return payload_build(reranked.items, version.pk, reranked.trace)
@@ -69,8 +88,9 @@ def _k_clean(k: int) -> int:
     return max(1, min(int(k), K_MAX))
 
 
-def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
-                       use_cache: bool = True) -> Recommendations:
+def recommend_for_user(
+    *, profile: UserProfile | None, k: int = 10, rules=None, use_cache: bool = True
+) -> Recommendations:
     """The homepage list for ``profile`` (None: anonymous → popular and fresh, flagged as fallback).
 
     Cached per user while no feedback, rule, item or model changes (see `home_cache`);
@@ -79,33 +99,58 @@ def recommend_for_user(*, profile: UserProfile | None, k: int = 10, rules=None,
     started = time.perf_counter()
     k = _k_clean(k)
     if profile is None:
-        return result_build("home", fallback_payload(k=k, exclude=set(), version_id=None),
-                            fallback=True, fallback_reason="anonymous", started=started)
+        return result_build(
+            "home",
+            fallback_payload(k=k, exclude=set(), version_id=None),
+            fallback=True,
+            fallback_reason="anonymous",
+            started=started,
+        )
     use_cache = use_cache and rules is None
-    key, generation = (home_cache.home_cache_key_and_generation(profile_id=profile.pk, k=k) if use_cache
-                       else (None, None))
+    key, generation = (
+        home_cache.home_cache_key_and_generation(profile_id=profile.pk, k=k) if use_cache else (None, None)
+    )
     cached = home_cache.home_cache_get(key) if key else None
     if cached is not None:
-        result = result_build("home", cached["payload"], fallback=cached["fallback"],
-                              fallback_reason=cached["fallback_reason"], cached=True, started=started,
-                              generation=generation)
+        result = result_build(
+            "home",
+            cached["payload"],
+            fallback=cached["fallback"],
+            fallback_reason=cached["fallback_reason"],
+            cached=True,
+            started=started,
+            generation=generation,
+        )
     else:
         version = serving_version(generation)
 
         payload, reason = serve_by_model(
-            "home", lambda: _model_payload("home", version=version, profile=profile, item=None, k=k, rules=rules,
-                                           generation=generation),
-            k=k, exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)), version=version,
-            profile_id=profile.pk, item_id=None)
+            "home",
+            lambda: _model_payload(
+                "home", version=version, profile=profile, item=None, k=k, rules=rules, generation=generation
+            ),
+            k=k,
+            exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)),
+            version=version,
+            profile_id=profile.pk,
+            item_id=None,
+        )
         if key and reason in ("", "unknown_user", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
             home_cache.home_cache_set(key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason})
-        result = result_build("home", payload, fallback=bool(reason), fallback_reason=reason, started=started,
-                              generation=generation)
+        result = result_build(
+            "home", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
+        )
     _impressions_record(profile.pk, [entry.item.pk for entry in result.items])
-    logger.info("serving.home profile=%s version=%s items=%s cached=%s fallback=%s ms=%.1f", profile.pk,
-                result.version_id, len(result.items), result.cached, result.fallback_reason or "no",
-                result.milliseconds)
+    logger.info(
+        "serving.home profile=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
+        profile.pk,
+        result.version_id,
+        len(result.items),
+        result.cached,
+        result.fallback_reason or "no",
+        result.milliseconds,
+    )
     return result
 
 
@@ -129,11 +174,25 @@ def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None
     version = serving_version(generation)
 
     payload, reason = serve_by_model(
-        "related", lambda: _model_payload("related", version=version, profile=profile, item=item, k=k, rules=None,
-                                          generation=generation),
-        k=k, exclude=lambda: {item.pk}, version=version, profile_id=profile.pk if profile else None, item_id=item.pk)
-    result = result_build("related", payload, fallback=bool(reason), fallback_reason=reason, started=started,
-                          generation=generation)
-    logger.info("serving.related item=%s version=%s items=%s fallback=%s ms=%.1f", item.pk, result.version_id,
-                len(result.items), result.fallback_reason or "no", result.milliseconds)
+        "related",
+        lambda: _model_payload(
+            "related", version=version, profile=profile, item=item, k=k, rules=None, generation=generation
+        ),
+        k=k,
+        exclude=lambda: {item.pk},
+        version=version,
+        profile_id=profile.pk if profile else None,
+        item_id=item.pk,
+    )
+    result = result_build(
+        "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
+    )
+    logger.info(
+        "serving.related item=%s version=%s items=%s fallback=%s ms=%.1f",
+        item.pk,
+        result.version_id,
+        len(result.items),
+        result.fallback_reason or "no",
+        result.milliseconds,
+    )
     return result

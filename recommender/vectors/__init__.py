@@ -8,6 +8,7 @@
 `index_for` is the one place that picks an index: a request's context calls it once
 (``Context.vector_index``), and sources and the scorer use what it returns.
 """
+
 from __future__ import annotations
 
 from .base import VectorIndex

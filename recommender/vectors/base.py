@@ -21,6 +21,7 @@ same checks against each):
 - **Seeds**: an item query never returns any of its seeds, in any seed's list; a seed without a
   vector maps to [].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,9 +49,12 @@ class AnnFilters:
 
     def item_filter(self, extra_excluded_ids: tuple[int, ...] = ()) -> dict:
         """These filters as the catalogue's item-filter keywords (`catalog.sql.item_filter_clauses`)."""
-        return {"active_only": self.active_only, "exclude_feature_ids": tuple(self.exclude_feature_ids),
-                "require_feature_ids": tuple(self.require_feature_ids),
-                "exclude_item_ids": tuple(self.exclude_item_ids) + tuple(extra_excluded_ids)}
+        return {
+            "active_only": self.active_only,
+            "exclude_feature_ids": tuple(self.exclude_feature_ids),
+            "require_feature_ids": tuple(self.require_feature_ids),
+            "exclude_item_ids": tuple(self.exclude_item_ids) + tuple(extra_excluded_ids),
+        }
 
 
 class VectorIndex(Protocol):
@@ -62,8 +66,9 @@ class VectorIndex(Protocol):
         """Top-k items by inner product of their score vectors with ``user_vector`` (d + 2,) or (d + 3,)."""
         ...
 
-    def item_neighbours(self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine",
-                        alpha: float = 0.5) -> dict[int, Neighbours]:
+    def item_neighbours(
+        self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine", alpha: float = 0.5
+    ) -> dict[int, Neighbours]:
         """Each seed's k nearest items by embedding under ``measure``; every seed excluded from every list."""
         ...
 

@@ -4,6 +4,7 @@ Django's cursor wrapper cannot bind or return binary pgvector values; the store 
 pgvector index use the underlying psycopg connection of Django's ``default`` database instead,
 so they still share its transaction (and its savepoints) with the ORM.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ statement. Larger versions are answered by `PgvectorIndex` (HNSW), whose cost gr
 a scan's. Feature filters need the catalogue's postings, which this copy does not hold: such
 queries go to the fallback index this one was built with.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,7 @@ class VersionVectors:
         pairs = [(item_id, self.row_of[item_id]) for item_id in item_ids if item_id in self.row_of]
         if not pairs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        ids, rows = zip(*pairs)
+        ids, rows = zip(*pairs, strict=True)
         return np.asarray(ids, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
@@ -61,27 +62,48 @@ def version_vectors_load(version_id: int) -> VersionVectors | None:
     raw = raw_connection()
     with binary_cursor(raw) as cursor:
         # pgvector keeps a column's dimension in atttypmod: the row width, before reading any row.
-        cursor.execute("SELECT coalesce(sum(atttypmod), 0) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                       "AND attname IN ('score_vector', 'embedding')", [table])
+        cursor.execute(
+            "SELECT coalesce(sum(atttypmod), 0) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname IN ('score_vector', 'embedding')",
+            [table],
+        )
         row = cursor.fetchone()
         width = int(row[0]) if row else 0
         row_bytes = 4 * width + 9
         max_rows = settings.VECTOR_EXACT_INDEX_BUDGET_BYTES // max(row_bytes, 1)
-        cursor.execute(sql.SQL("SELECT v.item_id, v.score_vector, v.embedding, coalesce(i.is_active, false) "
-                               "FROM {} v LEFT JOIN {} i ON i.id = v.item_id ORDER BY v.item_id LIMIT %s").format(
-            sql.Identifier(table), sql.Identifier(ITEM_TABLE)), [max_rows + 1], binary=True)
+        cursor.execute(
+            sql.SQL(
+                "SELECT v.item_id, v.score_vector, v.embedding, coalesce(i.is_active, false) "
+                "FROM {} v LEFT JOIN {} i ON i.id = v.item_id ORDER BY v.item_id LIMIT %s"
+            ).format(sql.Identifier(table), sql.Identifier(ITEM_TABLE)),
+            [max_rows + 1],
+            binary=True,
+        )
         rows = cursor.fetchall()
     if len(rows) > max_rows:
-        logger.info("vectors.exact_over_budget version=%s rows_over=%s budget_bytes=%s", version_id, max_rows,
-                    settings.VECTOR_EXACT_INDEX_BUDGET_BYTES)
+        logger.info(
+            "vectors.exact_over_budget version=%s rows_over=%s budget_bytes=%s",
+            version_id,
+            max_rows,
+            settings.VECTOR_EXACT_INDEX_BUDGET_BYTES,
+        )
         return None
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     vectors = VersionVectors(
-        version_id=version_id, item_ids=ids, row_of={int(item_id): row for row, item_id in enumerate(ids.tolist())},
-        score_vectors=vectors_stack([row[1] for row in rows]), embeddings=vectors_stack([row[2] for row in rows]),
-        active=np.fromiter((bool(row[3]) for row in rows), dtype=bool, count=len(rows)))
-    logger.info("vectors.exact_loaded version=%s items=%s bytes=%s ms=%.1f", version_id, len(ids), vectors.nbytes,
-                1000 * (time.perf_counter() - started))
+        version_id=version_id,
+        item_ids=ids,
+        row_of={int(item_id): row for row, item_id in enumerate(ids.tolist())},
+        score_vectors=vectors_stack([row[1] for row in rows]),
+        embeddings=vectors_stack([row[2] for row in rows]),
+        active=np.fromiter((bool(row[3]) for row in rows), dtype=bool, count=len(rows)),
+    )
+    logger.info(
+        "vectors.exact_loaded version=%s items=%s bytes=%s ms=%.1f",
+        version_id,
+        len(ids),
+        vectors.nbytes,
+        1000 * (time.perf_counter() - started),
+    )
     return vectors
 
 
@@ -135,10 +157,11 @@ class ExactIndex:
             return []
         scores = vectors.score_vectors.astype(np.float64) @ np.asarray(user_vector, dtype=np.float64)
         rows = _top_rows(scores, vectors.item_ids, self._allowed(filters), k)
-        return list(zip(vectors.item_ids[rows].tolist(), scores[rows].tolist()))
+        return list(zip(vectors.item_ids[rows].tolist(), scores[rows].tolist(), strict=True))
 
-    def item_neighbours(self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine",
-                        alpha: float = 0.5) -> dict[int, Neighbours]:
+    def item_neighbours(
+        self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine", alpha: float = 0.5
+    ) -> dict[int, Neighbours]:
         if measure not in MEASURES:
             raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
         if filters.needs_features:
@@ -151,9 +174,9 @@ class ExactIndex:
             return found
         allowed = self._allowed(filters, seeds)
         scores = similarity(vectors.embeddings[seed_rows], vectors.embeddings, measure, alpha=alpha)
-        for seed, seed_scores in zip(present.tolist(), np.atleast_2d(scores)):
+        for seed, seed_scores in zip(present.tolist(), np.atleast_2d(scores), strict=True):
             rows = _top_rows(seed_scores, vectors.item_ids, allowed, k)
-            found[seed] = list(zip(vectors.item_ids[rows].tolist(), seed_scores[rows].tolist()))
+            found[seed] = list(zip(vectors.item_ids[rows].tolist(), seed_scores[rows].tolist(), strict=True))
         return found
 
     def score_vectors(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ an outer query (the MATERIALIZED CTE keeps the planner from merging the two sort
 Every score returned follows `recommender.ml.similarity`: larger is more similar (inner
 product, cosine = 1 - cosine distance, euclidean = minus the distance).
 """
+
 from __future__ import annotations
 
 import logging
@@ -130,7 +131,8 @@ def _session_apply(raw, *, ef_search: int) -> None:
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
             "set_config('hnsw.ef_search', %s, false), set_config('hnsw.max_scan_tuples', %s, false)",
-            [str(ef_search), str(MAX_SCAN_TUPLES)])
+            [str(ef_search), str(MAX_SCAN_TUPLES)],
+        )
     setattr(raw, SESSION_TAG, ef_search)
 
 
@@ -183,8 +185,13 @@ def nearest_statement(
     statement = sql.SQL(
         "WITH nearest AS MATERIALIZED (SELECT v.item_id, {distance} AS distance{embedding} FROM {table} v{where} "
         "ORDER BY {order} LIMIT %(pool)s) SELECT * FROM nearest ORDER BY distance, item_id LIMIT %(k)s"
-    ).format(distance=distance, embedding=sql.SQL(", v.embedding") if with_embedding else sql.SQL(""),
-             table=sql.Identifier(tables.items), where=where, order=order)
+    ).format(
+        distance=distance,
+        embedding=sql.SQL(", v.embedding") if with_embedding else sql.SQL(""),
+        table=sql.Identifier(tables.items),
+        where=where,
+        order=order,
+    )
     # Relaxed order may hand a slightly worse row over before a better one; reading a few more
     # rows than k from the index and keeping the best k after the exact re-sort recovers them.
     pool = int(k) if exact else int(np.ceil(k * RELAXED_OVERFETCH))
@@ -231,23 +238,42 @@ def _nearest(
     if k < 1:
         return np.zeros(0, dtype=np.int64), np.zeros(0), None
     statement, params = nearest_statement(
-        version_id=version_id, column=column, operator=operator, query=query, k=k, filters=filters, exact=exact,
-        extra_excluded_ids=extra_excluded_ids, with_embedding=with_embedding)
+        version_id=version_id,
+        column=column,
+        operator=operator,
+        query=query,
+        k=k,
+        filters=filters,
+        exact=exact,
+        extra_excluded_ids=extra_excluded_ids,
+        with_embedding=with_embedding,
+    )
     rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
     if len(rows) < k and not exact and k <= EXACT_RETRY_MAX_K:
         # An approximate scan can come back short (iterative scan limits, a sparse graph region
         # after filtering). The exact answer under the same filters is complete by definition,
         # so a short answer is re-asked exactly: callers get k rows whenever k rows exist.
         statement, params = nearest_statement(
-            version_id=version_id, column=column, operator=operator, query=query, k=k, filters=filters, exact=True,
-            extra_excluded_ids=extra_excluded_ids, with_embedding=with_embedding)
+            version_id=version_id,
+            column=column,
+            operator=operator,
+            query=query,
+            k=k,
+            filters=filters,
+            exact=True,
+            extra_excluded_ids=extra_excluded_ids,
+            with_embedding=with_embedding,
+        )
         rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     distances = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
     embeddings = None
     if with_embedding:
-        embeddings = (np.stack([row[2].to_numpy() for row in rows]).astype(np.float64) if rows
-                      else np.zeros((0, len(query)), dtype=np.float64))
+        embeddings = (
+            np.stack([row[2].to_numpy() for row in rows]).astype(np.float64)
+            if rows
+            else np.zeros((0, len(query)), dtype=np.float64)
+        )
     return ids, distances, embeddings
 
 
@@ -275,13 +301,28 @@ class PgvectorIndex:
         ``user_vector`` is [user representation, 1, user bias] (plus a 0 for MIPS-augmented
         versions); filters are applied inside the HNSW scan (iterative scan).
         """
-        ids, distances, _ = _nearest(version_id=self.version_id, column="score_vector", operator="<#>",
-                                     query=user_vector, k=k, filters=filters, ef_search=self.ef_search,
-                                     exact=self.exact)
-        return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances)]
+        ids, distances, _ = _nearest(
+            version_id=self.version_id,
+            column="score_vector",
+            operator="<#>",
+            query=user_vector,
+            k=k,
+            filters=filters,
+            ef_search=self.ef_search,
+            exact=self.exact,
+        )
+        return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances, strict=True)]
 
-    def vector_neighbours(self, query: np.ndarray, *, k: int, filters: AnnFilters, measure: Measure = "cosine",
-                          alpha: float = 0.5, exclude_item_ids: tuple[int, ...] = ()) -> Neighbours:
+    def vector_neighbours(
+        self,
+        query: np.ndarray,
+        *,
+        k: int,
+        filters: AnnFilters,
+        measure: Measure = "cosine",
+        alpha: float = 0.5,
+        exclude_item_ids: tuple[int, ...] = (),
+    ) -> Neighbours:
         """Top-k items whose embedding is most similar to ``query`` (d,) by ``measure``."""
         if measure not in MEASURES:
             raise SimilarityError(f"measure must be one of {MEASURES}, got {measure!r}.")
@@ -291,22 +332,39 @@ class PgvectorIndex:
             # The exact baseline re-scores every row that passes the filters.
             pool = 2**31 - 1 if self.exact else max(k * NORM_DAMPED_POOL_FACTOR, NORM_DAMPED_MIN_POOL)
             ids, _, embeddings = _nearest(
-                version_id=self.version_id, column="embedding", operator="<=>", query=query, k=pool, filters=filters,
-                ef_search=max(self.ef_search, min(pool, EF_SEARCH_LIMIT)), exact=self.exact,
-                extra_excluded_ids=exclude_item_ids, with_embedding=True)
+                version_id=self.version_id,
+                column="embedding",
+                operator="<=>",
+                query=query,
+                k=pool,
+                filters=filters,
+                ef_search=max(self.ef_search, min(pool, EF_SEARCH_LIMIT)),
+                exact=self.exact,
+                extra_excluded_ids=exclude_item_ids,
+                with_embedding=True,
+            )
             if len(ids) == 0:
                 return []
             scores = similarity(query, embeddings, "norm_damped", alpha=alpha)
             order = np.lexsort((ids, -scores))[:k]
             return [(int(ids[i]), float(scores[i])) for i in order]
-        ids, distances, _ = _nearest(version_id=self.version_id, column="embedding",
-                                     operator=_DISTANCE_OPERATORS[measure], query=query, k=k, filters=filters,
-                                     ef_search=self.ef_search, exact=self.exact, extra_excluded_ids=exclude_item_ids)
+        ids, distances, _ = _nearest(
+            version_id=self.version_id,
+            column="embedding",
+            operator=_DISTANCE_OPERATORS[measure],
+            query=query,
+            k=k,
+            filters=filters,
+            ef_search=self.ef_search,
+            exact=self.exact,
+            extra_excluded_ids=exclude_item_ids,
+        )
         scores = _scores_from_distances(measure, distances)
-        return [(int(item_id), float(score)) for item_id, score in zip(ids, scores)]
+        return [(int(item_id), float(score)) for item_id, score in zip(ids, scores, strict=True)]
 
-    def item_neighbours(self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine",
-                        alpha: float = 0.5) -> dict[int, Neighbours]:
+    def item_neighbours(
+        self, seed_ids: list[int], *, k: int, filters: AnnFilters, measure: Measure = "cosine", alpha: float = 0.5
+    ) -> dict[int, Neighbours]:
         """Each seed's k nearest items by embedding, every seed excluded from every list.
 
         One seed is one k-NN statement. Several seeds are ONE statement: a LATERAL join runs one
@@ -326,18 +384,28 @@ class PgvectorIndex:
                 query = item_embedding_fetch(version_id=self.version_id, item_id=seed)
                 if query is None:
                     logger.info("vectors.seed_without_vector version=%s item=%s", self.version_id, seed)
-                found[seed] = [] if query is None else self.vector_neighbours(
-                    query, k=k, filters=filters, measure=measure, alpha=alpha, exclude_item_ids=tuple(seeds))
+                found[seed] = (
+                    []
+                    if query is None
+                    else self.vector_neighbours(
+                        query, k=k, filters=filters, measure=measure, alpha=alpha, exclude_item_ids=tuple(seeds)
+                    )
+                )
             return found
-        rows = _rows_fetch(*_many_statement(self.version_id, seeds, measure, k, filters, self.exact),
-                           ef_search=self.ef_search, k=k)
+        rows = _rows_fetch(
+            *_many_statement(self.version_id, seeds, measure, k, filters, self.exact), ef_search=self.ef_search, k=k
+        )
         found = _rows_by_seed(seeds, rows, measure)
         short = [seed for seed, neighbours in found.items() if len(neighbours) < k]
         if short and not self.exact:
-            rows = _rows_fetch(*_many_statement(self.version_id, short, measure, k, filters, True, excluded=seeds),
-                               ef_search=self.ef_search, k=k)
-            found.update({seed: neighbours for seed, neighbours in _rows_by_seed(short, rows, measure).items()
-                          if neighbours})
+            rows = _rows_fetch(
+                *_many_statement(self.version_id, short, measure, k, filters, True, excluded=seeds),
+                ef_search=self.ef_search,
+                k=k,
+            )
+            found.update(
+                {seed: neighbours for seed, neighbours in _rows_by_seed(short, rows, measure).items() if neighbours}
+            )
         return found
 
     def score_vectors(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -347,8 +415,15 @@ class PgvectorIndex:
         return item_embeddings_fetch(version_id=self.version_id, item_ids=item_ids)
 
 
-def _many_statement(version_id: int, seeds: list[int], measure: str, k: int, filters: AnnFilters, exact: bool,
-                    excluded: list[int] | None = None) -> tuple[sql.Composed, dict]:
+def _many_statement(
+    version_id: int,
+    seeds: list[int],
+    measure: str,
+    k: int,
+    filters: AnnFilters,
+    exact: bool,
+    excluded: list[int] | None = None,
+) -> tuple[sql.Composed, dict]:
     table = sql.Identifier(VersionTables(version_id).items)
     distance = sql.SQL("v.embedding {} s.query").format(sql.SQL(_DISTANCE_OPERATORS[measure]))
     order = sql.SQL("({}) + 0").format(distance) if exact else distance
@@ -375,5 +450,6 @@ def _rows_by_seed(seeds: list[int], rows: list[tuple], measure: str) -> dict[int
     return found
 
 
-connection_created.connect(connection_settings_apply,
-                          dispatch_uid="recommender.vectors.pgvector.connection_settings_apply")
+connection_created.connect(
+    connection_settings_apply, dispatch_uid="recommender.vectors.pgvector.connection_settings_apply"
+)

@@ -26,6 +26,7 @@ fixed per version, an HNSW index is built once over exactly one version's rows, 
 version is simply a table nobody points at yet, and retiring a version is a cheap DROP TABLE.
 Serving finds the tables through the active ModelVersion row, so activation is one atomic update.
 """
+
 from __future__ import annotations
 
 import logging
@@ -126,11 +127,13 @@ def vectors_publish(
     tables = VersionTables(version_id)
     dimension = int(item_embeddings.shape[1])
     if item_score_vectors.shape != (len(item_ids), dimension + 2):
-        raise ValueError(f"item_score_vectors has shape {item_score_vectors.shape}, expected "
-                         f"({len(item_ids)}, {dimension + 2})")
+        raise ValueError(
+            f"item_score_vectors has shape {item_score_vectors.shape}, expected ({len(item_ids)}, {dimension + 2})"
+        )
     if user_score_vectors.shape != (len(user_ids), dimension + 2):
-        raise ValueError(f"user_score_vectors has shape {user_score_vectors.shape}, expected "
-                         f"({len(user_ids)}, {dimension + 2})")
+        raise ValueError(
+            f"user_score_vectors has shape {user_score_vectors.shape}, expected ({len(user_ids)}, {dimension + 2})"
+        )
     vectors_drop(version_id=version_id)  # a re-run of a crashed publish starts clean
     augment = MIPS_AUGMENT if mips_augment is None else mips_augment
     if augment:
@@ -141,31 +144,55 @@ def vectors_publish(
     extra_columns = SCORE_EXTRA_COLUMNS if augment else SCORE_EXTRA_COLUMNS - 1
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(sql.SQL(
-                "CREATE TABLE {} (item_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
-                "embedding vector({}) NOT NULL)"
-            ).format(sql.Identifier(tables.items), sql.Literal(dimension + extra_columns),
-                     sql.Literal(dimension)).as_string())
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (item_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
+                    "embedding vector({}) NOT NULL)"
+                )
+                .format(sql.Identifier(tables.items), sql.Literal(dimension + extra_columns), sql.Literal(dimension))
+                .as_string()
+            )
             if augment:
-                cursor.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                    sql.Identifier(tables.items), sql.Literal(f"mips_max_norm={max_norm!r}")).as_string())
-            cursor.execute(sql.SQL(
-                "CREATE TABLE {} (profile_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
-                "folded_in_at timestamptz NULL)"
-            ).format(sql.Identifier(tables.users), sql.Literal(dimension + extra_columns)).as_string())
+                cursor.execute(
+                    sql.SQL("COMMENT ON TABLE {} IS {}")
+                    .format(sql.Identifier(tables.items), sql.Literal(f"mips_max_norm={max_norm!r}"))
+                    .as_string()
+                )
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (profile_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
+                    "folded_in_at timestamptz NULL)"
+                )
+                .format(sql.Identifier(tables.users), sql.Literal(dimension + extra_columns))
+                .as_string()
+            )
         item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-        _copy_rows(tables.items, ["item_id", "score_vector", "embedding"], ["int8", "vector", "vector"],
-                   zip(item_ids.tolist(), item_score_vectors, item_embeddings))
-        _copy_rows(tables.users, ["profile_id", "score_vector"], ["int8", "vector"],
-                   zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32)))
+        _copy_rows(
+            tables.items,
+            ["item_id", "score_vector", "embedding"],
+            ["int8", "vector", "vector"],
+            zip(item_ids.tolist(), item_score_vectors, item_embeddings, strict=False),
+        )
+        _copy_rows(
+            tables.users,
+            ["profile_id", "score_vector"],
+            ["int8", "vector"],
+            zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
+        )
     _build_indexes(tables)
-    logger.info("vectors.published version=%s items=%s users=%s dimension=%s",
-                version_id, len(item_ids), len(user_ids), dimension)
+    logger.info(
+        "vectors.published version=%s items=%s users=%s dimension=%s",
+        version_id,
+        len(item_ids),
+        len(user_ids),
+        dimension,
+    )
     return tables
 
 
-def item_score_vectors_equalise(score_vectors: np.ndarray, *,
-                                max_norm: float | None = None) -> tuple[np.ndarray, float]:
+def item_score_vectors_equalise(
+    score_vectors: np.ndarray, *, max_norm: float | None = None
+) -> tuple[np.ndarray, float]:
     """Append the MIPS coordinate sqrt(M² − ‖s‖²) so every item score vector has norm M.
 
     Parameters
@@ -199,7 +226,7 @@ def user_search_vector(*, version_id: int, score_vector: np.ndarray) -> np.ndarr
 def user_score_vectors_pad(score_vectors: np.ndarray) -> np.ndarray:
     """[u, 1, b] rows (n, d + 2) or one row (d + 2,) → with a 0 appended (the MIPS coordinate's partner)."""
     rows = np.asarray(score_vectors, dtype=np.float32)
-    padding = np.zeros(rows.shape[:-1] + (1,), dtype=np.float32)
+    padding = np.zeros((*rows.shape[:-1], 1), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate([rows, padding], axis=-1))
 
 
@@ -217,8 +244,9 @@ def item_max_norm(*, version_id: int) -> float | None:
 
 def _score_dimension(table: str) -> int | None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                       "AND attname = 'score_vector'", [table])
+        cursor.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'score_vector'", [table]
+        )
         row = cursor.fetchone()
     return int(row[0]) if row else None
 
@@ -234,16 +262,25 @@ def _build_indexes(tables: VersionTables) -> None:
             (tables.item_embedding_ip_index, "embedding", "vector_ip_ops"),
         )
         for index, column, ops in built:
-            cursor.execute(sql.SQL(
-                "CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
-            ).format(sql.Identifier(index), sql.Identifier(tables.items), sql.Identifier(column), sql.SQL(ops),
-                     sql.Literal(HNSW_M), sql.Literal(HNSW_EF_CONSTRUCTION)).as_string())
+            cursor.execute(
+                sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})")
+                .format(
+                    sql.Identifier(index),
+                    sql.Identifier(tables.items),
+                    sql.Identifier(column),
+                    sql.SQL(ops),
+                    sql.Literal(HNSW_M),
+                    sql.Literal(HNSW_EF_CONSTRUCTION),
+                )
+                .as_string()
+            )
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.items)).as_string())
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.users)).as_string())
     for index, _, _ in built:
         if not index_is_valid(index):
-            raise VectorIndexError(f"HNSW index {index} is missing or not valid in pg_index; "
-                                   "the version will not be activated.")
+            raise VectorIndexError(
+                f"HNSW index {index} is missing or not valid in pg_index; the version will not be activated."
+            )
 
 
 def index_is_valid(index_name: str) -> bool:
@@ -261,8 +298,9 @@ def index_is_valid(index_name: str) -> bool:
 def version_tables_exist(version_id: int) -> bool:
     tables = VersionTables(version_id)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_class WHERE relname IN (%s, %s) AND relkind = 'r'",
-                       [tables.items, tables.users])
+        cursor.execute(
+            "SELECT count(*) FROM pg_class WHERE relname IN (%s, %s) AND relkind = 'r'", [tables.items, tables.users]
+        )
         return cursor.fetchone()[0] == 2
 
 
@@ -305,8 +343,11 @@ def user_vector_fetch(*, version_id: int, profile_id: int) -> np.ndarray | None:
     tables = VersionTables(version_id)
     raw = raw_connection()
     with binary_cursor(raw) as cursor:
-        cursor.execute(sql.SQL("SELECT score_vector FROM {} WHERE profile_id = %s").format(
-            sql.Identifier(tables.users)), [profile_id], binary=True)
+        cursor.execute(
+            sql.SQL("SELECT score_vector FROM {} WHERE profile_id = %s").format(sql.Identifier(tables.users)),
+            [profile_id],
+            binary=True,
+        )
         row = cursor.fetchone()
     return None if row is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
 
@@ -323,10 +364,13 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
         stored = user_score_vectors_pad(stored)
     raw = raw_connection()
     with raw.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "INSERT INTO {} (profile_id, score_vector, folded_in_at) VALUES (%s, %s, now()) "
-            "ON CONFLICT (profile_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, folded_in_at = now()"
-        ).format(sql.Identifier(tables.users)), [profile_id, stored])
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (profile_id, score_vector, folded_in_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (profile_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, folded_in_at = now()"
+            ).format(sql.Identifier(tables.users)),
+            [profile_id, stored],
+        )
     return stored
 
 
@@ -340,15 +384,21 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
     """
     tables = VersionTables(version_id)
     max_norm = item_max_norm(version_id=version_id)
-    stored = (np.asarray(score_vector, dtype=np.float32)[None, :] if max_norm is None  # published before MIPS
-              else item_score_vectors_equalise(score_vector, max_norm=max_norm)[0])
+    stored = (
+        np.asarray(score_vector, dtype=np.float32)[None, :]
+        if max_norm is None  # published before MIPS
+        else item_score_vectors_equalise(score_vector, max_norm=max_norm)[0]
+    )
     raw = raw_connection()
     with raw.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "INSERT INTO {} (item_id, score_vector, embedding) VALUES (%s, %s, %s) "
-            "ON CONFLICT (item_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, embedding = EXCLUDED.embedding"
-        ).format(sql.Identifier(tables.items)),
-            [item_id, stored[0], np.asarray(embedding, dtype=np.float32)])
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {} (item_id, score_vector, embedding) VALUES (%s, %s, %s) "
+                "ON CONFLICT (item_id) DO UPDATE SET score_vector = EXCLUDED.score_vector, "
+                "embedding = EXCLUDED.embedding"
+            ).format(sql.Identifier(tables.items)),
+            [item_id, stored[0], np.asarray(embedding, dtype=np.float32)],
+        )
 
 
 def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
@@ -361,8 +411,13 @@ def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.n
     """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
     raw = raw_connection()
     with binary_cursor(raw) as cursor:
-        cursor.execute(sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
-            sql.Identifier(VersionTables(version_id).items)), [list(item_ids)], binary=True)
+        cursor.execute(
+            sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
+                sql.Identifier(VersionTables(version_id).items)
+            ),
+            [list(item_ids)],
+            binary=True,
+        )
         rows = cursor.fetchall()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)

@@ -5,6 +5,7 @@
 - `shot(page, name)` saves a full-page screenshot to test-artifacts/screenshots/<name>.png.
 - A test fails when any page it opened logged a console error or threw an uncaught exception.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,22 +18,32 @@ from tests.factories import feedback_kinds_ensure
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = PROJECT_DIR / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 STAFF_PASSWORD = "correct-horse-battery"
 
 
 def chromium_path() -> str | None:
-    candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                  "/usr/bin/chromium"]
+    candidates = [
+        os.environ.get("CHROMIUM_PATH"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).exists() and os.access(candidate, os.X_OK):
             return candidate
     return None
 
 
-SKIP_REASON = ("browser tests skipped: no Chromium binary found (apt-get install -y chromium, "
-               "or set CHROMIUM_PATH)")
+SKIP_REASON = "browser tests skipped: no Chromium binary found (apt-get install -y chromium, or set CHROMIUM_PATH)"
 
 
 def pytest_report_header(config):
@@ -72,8 +83,10 @@ def browser():
 
 class ConsoleErrors(list):
     def watch(self, page) -> None:
-        page.on("console", lambda message: message.type == "error" and self.append(
-            f"{page.url}: console error: {message.text}"))
+        page.on(
+            "console",
+            lambda message: message.type == "error" and self.append(f"{page.url}: console error: {message.text}"),
+        )
         page.on("pageerror", lambda error: self.append(f"{page.url}: uncaught exception: {error}"))
 
 

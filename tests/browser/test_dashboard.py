@@ -1,4 +1,5 @@
 """What a person sees on the dashboard pages, in a real Chromium."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,6 @@ from tests.recommender.conftest import (
     _point_broker_at,
     _test_database_url,
     build_planted_catalog,
-    wait_for,
 )
 from tests.recommender.test_training import train_inline
 
@@ -71,8 +71,12 @@ def test_training_started_from_the_models_page_fills_its_progress_bar(page, work
 
 def test_staff_turn_a_rule_off_and_on_and_see_it_in_the_preview(page, planted):
     train_inline()
-    rule = rule_create(name="Hide cluster 0", kind="filter_feature", enabled=True,
-                       params={"feature_type": "genre", "values": ["cluster-0"]})
+    rule = rule_create(
+        name="Hide cluster 0",
+        kind="filter_feature",
+        enabled=True,
+        params={"feature_type": "genre", "values": ["cluster-0"]},
+    )
     user = planted.profiles_by_cluster[0][0].external_id
     sign_in(page, "staff")
     page.goto(f"/rules/?user={user}")
@@ -83,7 +87,8 @@ def test_staff_turn_a_rule_off_and_on_and_see_it_in_the_preview(page, planted):
 
     page.get_by_label("Hide cluster 0 enabled").uncheck()
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=preview-after]')?.textContent.includes('Cluster 0 item')")
+        "() => document.querySelector('[data-testid=preview-after]')?.textContent.includes('Cluster 0 item')"
+    )
     assert after.get_by_text("Cluster 0 item").count() > 0
     assert ModelVersion.objects.filter(status=VersionStatus.ACTIVE).exists()
     rule.refresh_from_db()
@@ -92,7 +97,8 @@ def test_staff_turn_a_rule_off_and_on_and_see_it_in_the_preview(page, planted):
 
     page.get_by_label("Hide cluster 0 enabled").check()
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=preview-after]')?.textContent.includes('Cluster 0 item')")
+        "() => !document.querySelector('[data-testid=preview-after]')?.textContent.includes('Cluster 0 item')"
+    )
     rule.refresh_from_db()
     assert rule.enabled is True
 
@@ -121,9 +127,15 @@ def test_no_console_errors_on_any_page(page, planted):
     item = planted.items_by_cluster[1][0]
     sign_in(page, "staff")
     pages = {
-        "home": "/", "catalogue": "/catalogue/", "item-detail": f"/items/{item.external_id}/",
-        "my-activity": "/activity/", "models": "/models/", "embedding-map": "/models/map/",
-        "rules": "/rules/", "data": "/data/", "health": "/health/",
+        "home": "/",
+        "catalogue": "/catalogue/",
+        "item-detail": f"/items/{item.external_id}/",
+        "my-activity": "/activity/",
+        "models": "/models/",
+        "embedding-map": "/models/map/",
+        "rules": "/rules/",
+        "data": "/data/",
+        "health": "/health/",
     }
     for name, url in pages.items():
         response = page.goto(url)
@@ -152,8 +164,9 @@ def _home_share_of_cluster(page, cluster: int) -> float:
     return sum(f"/items/p{cluster}-" in href for href in hrefs) / len(hrefs)
 
 
-@pytest.mark.skipif(not _homepage_is_personalised(),
-                    reason="the personalised homepage (recommender.views.home) is not mounted yet")
+@pytest.mark.skipif(
+    not _homepage_is_personalised(), reason="the personalised homepage (recommender.views.home) is not mounted yet"
+)
 def test_rating_five_items_of_one_genre_moves_the_homepage_towards_it(page, planted):
     from tests.factories import UserFactory
 
@@ -181,14 +194,17 @@ def test_the_api_docs_render_every_operation_of_the_openapi_31_schema(page, seed
     # drf-spectacular-sidecar wheel, no CDN) must read it without errors and list each operation.
     schema = page.request.get("/api/schema/?format=json").json()
     assert schema["openapi"].startswith("3.1")
-    operations = sum(len([m for m in methods if m in {"get", "post", "put", "patch", "delete"}])
-                     for methods in schema["paths"].values())
+    operations = sum(
+        len([m for m in methods if m in {"get", "post", "put", "patch", "delete"}])
+        for methods in schema["paths"].values()
+    )
     page.goto("/api/docs/")
     page.wait_for_selector(".opblock")
     assert page.locator(".opblock").count() == operations
     assert page.locator(".errors-wrapper").count() == 0
     page.locator(".opblock-post:has-text('/api/v1/rules')").first.click()
     # The example body is built from the first rule-kind variant.
-    page.wait_for_selector(".opblock-body .body-param__example:has-text('filter_seen'), "
-                           ".opblock-body .microlight:has-text('filter_seen')")
+    page.wait_for_selector(
+        ".opblock-body .body-param__example:has-text('filter_seen'), .opblock-body .microlight:has-text('filter_seen')"
+    )
     shot(page, "api-docs")

@@ -1,4 +1,5 @@
 """The catalogue admin pages load, with data, for a staff superuser."""
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -88,9 +89,16 @@ def test_item_saved_in_admin_announces_the_change(admin_client, django_capture_o
     received = []
     signals.item_changed.connect(lambda **kw: received.append(kw), weak=False, dispatch_uid="t-admin-item")
     data = {
-        "external_id": "adm-1", "title": "Made in admin", "description": "", "provider": "", "is_active": "on",
-        "metadata": "{}", "published_at_0": "", "published_at_1": "",
-        "feature_links-TOTAL_FORMS": "0", "feature_links-INITIAL_FORMS": "0",
+        "external_id": "adm-1",
+        "title": "Made in admin",
+        "description": "",
+        "provider": "",
+        "is_active": "on",
+        "metadata": "{}",
+        "published_at_0": "",
+        "published_at_1": "",
+        "feature_links-TOTAL_FORMS": "0",
+        "feature_links-INITIAL_FORMS": "0",
     }
     try:
         with django_capture_on_commit_callbacks(execute=True):

@@ -1,4 +1,5 @@
 """The catalogue REST API over HTTP (DRF's APIClient) on the real PostgreSQL."""
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -40,6 +41,7 @@ def movie():
 
 # ---------------------------------------------------------------- feedback: auth
 
+
 def test_anonymous_feedback_is_refused_and_writes_nothing(anonymous, movie):
     response = anonymous.post("/api/v1/feedback", {"item": "m1", "kind": "like"}, format="json")
     assert response.status_code in (401, 403)
@@ -52,12 +54,21 @@ def test_user_records_for_self_with_or_without_naming_self(alice_client, alice, 
     assert response.status_code == 201, response.json()
     body = response.json()
     assert (body["user"], body["item"], body["kind"], body["value"], body["is_current"], body["replayed"]) == (
-        "alice", "m1", "rating", 4.0, True, False)
-    response = alice_client.post("/api/v1/feedback/", {"user": "alice", "item": "m1", "kind": "rating", "value": 5},
-                                 format="json")
+        "alice",
+        "m1",
+        "rating",
+        4.0,
+        True,
+        False,
+    )
+    response = alice_client.post(
+        "/api/v1/feedback/", {"user": "alice", "item": "m1", "kind": "rating", "value": 5}, format="json"
+    )
     assert response.status_code == 201
     assert list(Feedback.objects.filter(user=alice).order_by("id").values_list("value", "is_current")) == [
-        (4.0, False), (5.0, True)]
+        (4.0, False),
+        (5.0, True),
+    ]
 
 
 def test_user_cannot_post_for_another_user(alice_client, movie):
@@ -89,23 +100,27 @@ def test_signed_up_user_without_profile_gets_one_on_first_feedback(movie):
 
 # ---------------------------------------------------------------- feedback: validation never 500s
 
-@pytest.mark.parametrize("payload, field", [
-    ({"item": "m1", "kind": "rating", "value": 7}, "value"),
-    ({"item": "nope", "kind": "like"}, "item"),
-    ({"item": "", "kind": "like"}, "item"),
-    ({"item": "m1", "kind": "stars"}, "kind"),
-    ({"item": "m1", "kind": "view", "value": "NaN"}, "value"),
-    ({"item": "m1", "kind": "view", "value": "Infinity"}, "value"),
-    ({"item": "m1", "kind": "view", "value": 10 ** 400}, "value"),
-    ({"item": "m1", "kind": "view", "value": 1e300}, "value"),
-    ({"item": "m1", "kind": "view", "value": [1]}, "value"),
-    ({"item": ["m1"], "kind": "view"}, "item"),
-    ({"item": "m1", "kind": "view", "created_at": "yesterday"}, "created_at"),
-    ({"item": "m1" * 100, "kind": "view"}, "item"),
-    ({"item": "m1\x00", "kind": "view"}, "item"),
-    ({"user": "", "item": "m1", "kind": "view"}, "user"),
-    ({"kind": "view"}, "item"),
-])
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"item": "m1", "kind": "rating", "value": 7}, "value"),
+        ({"item": "nope", "kind": "like"}, "item"),
+        ({"item": "", "kind": "like"}, "item"),
+        ({"item": "m1", "kind": "stars"}, "kind"),
+        ({"item": "m1", "kind": "view", "value": "NaN"}, "value"),
+        ({"item": "m1", "kind": "view", "value": "Infinity"}, "value"),
+        ({"item": "m1", "kind": "view", "value": 10**400}, "value"),
+        ({"item": "m1", "kind": "view", "value": 1e300}, "value"),
+        ({"item": "m1", "kind": "view", "value": [1]}, "value"),
+        ({"item": ["m1"], "kind": "view"}, "item"),
+        ({"item": "m1", "kind": "view", "created_at": "yesterday"}, "created_at"),
+        ({"item": "m1" * 100, "kind": "view"}, "item"),
+        ({"item": "m1\x00", "kind": "view"}, "item"),
+        ({"user": "", "item": "m1", "kind": "view"}, "user"),
+        ({"kind": "view"}, "item"),
+    ],
+)
 def test_bad_feedback_is_a_json_400_with_the_field_named(alice_client, movie, payload, field):
     response = alice_client.post("/api/v1/feedback", payload, format="json")
     assert response.status_code == 400, response.content
@@ -119,7 +134,7 @@ def test_rating_seven_message_is_clear(alice_client, movie):
 
 
 def test_raw_nan_literal_and_broken_json_are_400(alice_client, movie):
-    for body in ('{"item": "m1", "kind": "view", "value": NaN}', '{"item": "m1", ', '[1, 2]', '"x"'):
+    for body in ('{"item": "m1", "kind": "view", "value": NaN}', '{"item": "m1", ', "[1, 2]", '"x"'):
         response = alice_client.post("/api/v1/feedback", body, content_type="application/json")
         assert response.status_code == 400, (body, response.content)
         assert response["Content-Type"] == "application/json"
@@ -147,7 +162,11 @@ def test_batch_with_bad_event_three_writes_nothing(alice_client, movie):
     response = alice_client.post("/api/v1/feedback", {"events": events}, format="json")
     assert response.status_code == 201
     assert [(e["item"], e["kind"], e["is_current"]) for e in response.json()["events"]] == [
-        ("m1", "rating", True), ("m2", "view", None), ("m2", "rating", True), ("m1", "like", True)]
+        ("m1", "rating", True),
+        ("m2", "view", None),
+        ("m2", "rating", True),
+        ("m1", "like", True),
+    ]
     assert Feedback.objects.count() == 4
 
 
@@ -164,8 +183,9 @@ def test_repeated_idempotency_key_answers_200_and_writes_nothing(alice_client, m
 def test_idempotency_key_of_another_users_event_is_not_leaked(alice_client, movie):
     bob = UserProfileFactory(external_id="bob")
     feedback_record(profile=bob, item=movie, kind="rating", value=2, idempotency_key="shared")
-    response = alice_client.post("/api/v1/feedback", {"item": "m1", "kind": "rating", "idempotency_key": "shared"},
-                                 format="json")
+    response = alice_client.post(
+        "/api/v1/feedback", {"item": "m1", "kind": "rating", "idempotency_key": "shared"}, format="json"
+    )
     assert response.status_code == 409  # the key is bound to another event: a conflict, not a malformed request
     assert "idempotency_key" in response.json()
     assert "bob" not in response.content.decode()
@@ -173,6 +193,7 @@ def test_idempotency_key_of_another_users_event_is_not_leaked(alice_client, movi
 
 
 # ---------------------------------------------------------------- user feedback list
+
 
 def test_user_feedback_list_is_for_owner_or_staff(alice_client, staff_client, anonymous, alice, movie):
     FeedbackFactory.create_batch(3, user=alice, item=movie)
@@ -190,6 +211,7 @@ def test_user_feedback_list_is_for_owner_or_staff(alice_client, staff_client, an
 
 # ---------------------------------------------------------------- items
 
+
 def test_items_list_is_public_paginated_and_capped(anonymous):
     ItemFactory.create_batch(205)
     response = anonymous.get("/api/v1/items?page_size=1000")
@@ -204,7 +226,9 @@ def test_item_retrieve_shows_weighted_features(anonymous, movie):
     response = anonymous.get("/api/v1/items/m1")
     assert response.status_code == 200
     assert response.json()["features"] == [
-        {"type": "genre", "value": "Comedy", "weight": 1.0}, {"type": "year", "value": "1995", "weight": 0.5}]
+        {"type": "genre", "value": "Comedy", "weight": 1.0},
+        {"type": "year", "value": "1995", "weight": 0.5},
+    ]
     assert anonymous.get("/api/v1/items/missing").status_code == 404
 
 
@@ -219,12 +243,16 @@ def test_item_create_update_delete_is_staff_only(alice_client, staff_client, ano
     assert response.json()["features"] == [{"type": "genre", "value": "Crime", "weight": 1.0}]
 
     assert alice_client.patch("/api/v1/items/m9", {"title": "X"}, format="json").status_code == 403
-    response = staff_client.patch("/api/v1/items/m9", {"title": "Heat (1995)",
-                                                        "features": [{"type": "genre", "value": "Drama", "weight": 2}]},
-                                  format="json")
+    response = staff_client.patch(
+        "/api/v1/items/m9",
+        {"title": "Heat (1995)", "features": [{"type": "genre", "value": "Drama", "weight": 2}]},
+        format="json",
+    )
     assert response.status_code == 200
     assert (response.json()["title"], response.json()["features"]) == (
-        "Heat (1995)", [{"type": "genre", "value": "Drama", "weight": 2.0}])
+        "Heat (1995)",
+        [{"type": "genre", "value": "Drama", "weight": 2.0}],
+    )
 
     assert alice_client.delete("/api/v1/items/m9").status_code == 403
     assert staff_client.delete("/api/v1/items/m9/").status_code == 204
@@ -235,16 +263,22 @@ def test_item_create_update_delete_is_staff_only(alice_client, staff_client, ano
     assert staff_client.get("/api/v1/items?include_inactive=true").json()["count"] == 1
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"external_id": "", "title": "x"}, "external_id"),
-    ({"external_id": "   ", "title": "x"}, "external_id"),
-    ({"external_id": "n", "title": "x", "metadata": [1]}, "metadata"),
-    ({"external_id": "n", "title": "x", "metadata": {"a": "\x00"}}, "metadata"),
-    ({"external_id": "n", "title": "x", "features": [{"type": "bad type", "value": "x"}]}, "features"),
-    ({"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": "NaN"}]}, "features"),
-    ({"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": -1}]}, "features"),
-    ({"external_id": "n", "title": "x", "published_at": "not a date"}, "published_at"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"external_id": "", "title": "x"}, "external_id"),
+        ({"external_id": "   ", "title": "x"}, "external_id"),
+        ({"external_id": "n", "title": "x", "metadata": [1]}, "metadata"),
+        ({"external_id": "n", "title": "x", "metadata": {"a": "\x00"}}, "metadata"),
+        ({"external_id": "n", "title": "x", "features": [{"type": "bad type", "value": "x"}]}, "features"),
+        (
+            {"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": "NaN"}]},
+            "features",
+        ),
+        ({"external_id": "n", "title": "x", "features": [{"type": "genre", "value": "x", "weight": -1}]}, "features"),
+        ({"external_id": "n", "title": "x", "published_at": "not a date"}, "published_at"),
+    ],
+)
 def test_bad_item_is_a_json_400(staff_client, movie, payload, field):
     response = staff_client.post("/api/v1/items", payload, format="json")
     assert response.status_code == 400, response.content
@@ -265,8 +299,10 @@ def test_an_external_id_already_taken_is_a_409_with_the_field_named(staff_client
 
 def test_a_batch_event_reusing_a_key_for_another_event_is_a_409_and_writes_nothing(alice_client, movie):
     other = ItemFactory(external_id="m2")
-    events = [{"item": "m1", "kind": "like", "idempotency_key": "k1"},
-              {"item": other.external_id, "kind": "like", "idempotency_key": "k1"}]
+    events = [
+        {"item": "m1", "kind": "like", "idempotency_key": "k1"},
+        {"item": other.external_id, "kind": "like", "idempotency_key": "k1"},
+    ]
     response = alice_client.post("/api/v1/feedback", {"events": events}, format="json")
     assert response.status_code == 409, response.content
     assert list(response.json()["events"]) == ["1"] and "idempotency_key" in response.json()["events"]["1"]
@@ -275,12 +311,15 @@ def test_a_batch_event_reusing_a_key_for_another_event_is_a_409_and_writes_nothi
 
 # ---------------------------------------------------------------- users
 
+
 def test_a_taken_user_id_or_username_is_a_409_and_a_malformed_username_a_400(staff_client, alice):
     taken_id = staff_client.post("/api/v1/users", {"external_id": "alice"}, format="json")
-    taken_username = staff_client.post("/api/v1/users", {"external_id": "a2", "username": alice.user.username},
-                                       format="json")
-    malformed = staff_client.post("/api/v1/users", {"external_id": "a3", "username": "no spaces allowed"},
-                                  format="json")
+    taken_username = staff_client.post(
+        "/api/v1/users", {"external_id": "a2", "username": alice.user.username}, format="json"
+    )
+    malformed = staff_client.post(
+        "/api/v1/users", {"external_id": "a3", "username": "no spaces allowed"}, format="json"
+    )
     assert (taken_id.status_code, list(taken_id.json())) == (409, ["external_id"])
     assert (taken_username.status_code, list(taken_username.json())) == (409, ["username"])
     assert (malformed.status_code, list(malformed.json())) == (400, ["username"])
@@ -290,8 +329,9 @@ def test_a_taken_user_id_or_username_is_a_409_and_a_malformed_username_a_400(sta
 def test_users_list_and_create_are_staff_only(alice_client, staff_client, alice):
     assert alice_client.get("/api/v1/users").status_code == 403
     assert alice_client.post("/api/v1/users", {"external_id": "x"}, format="json").status_code == 403
-    response = staff_client.post("/api/v1/users", {"external_id": "42", "features": [{"type": "age", "value": "25-34"}]},
-                                 format="json")
+    response = staff_client.post(
+        "/api/v1/users", {"external_id": "42", "features": [{"type": "age", "value": "25-34"}]}, format="json"
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["features"] == [{"type": "age", "value": "25-34", "weight": 1.0}]
     assert staff_client.post("/api/v1/users", {"external_id": "42"}, format="json").status_code == 409
@@ -302,8 +342,9 @@ def test_user_detail_is_for_owner_or_staff(alice_client, staff_client, alice):
     UserProfileFactory(external_id="bob")
     assert alice_client.get("/api/v1/users/alice").json()["external_id"] == "alice"
     assert alice_client.get("/api/v1/users/bob").status_code == 403
-    response = alice_client.patch("/api/v1/users/alice", {"features": [{"type": "age", "value": "18-24"}]},
-                                  format="json")
+    response = alice_client.patch(
+        "/api/v1/users/alice", {"features": [{"type": "age", "value": "18-24"}]}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["features"] == [{"type": "age", "value": "18-24", "weight": 1.0}]
     assert alice_client.patch("/api/v1/users/alice", {"external_id": "queen"}, format="json").status_code == 403
@@ -315,6 +356,12 @@ def test_openapi_schema_lists_paths_without_trailing_slashes(anonymous):
     response = anonymous.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     paths = set(response.json()["paths"])
-    assert {"/api/v1/items", "/api/v1/items/{external_id}", "/api/v1/users", "/api/v1/users/{external_id}",
-            "/api/v1/users/{external_id}/feedback", "/api/v1/feedback"} <= paths
+    assert {
+        "/api/v1/items",
+        "/api/v1/items/{external_id}",
+        "/api/v1/users",
+        "/api/v1/users/{external_id}",
+        "/api/v1/users/{external_id}/feedback",
+        "/api/v1/feedback",
+    } <= paths
     assert not any(path.startswith("/api/v1/") and path.endswith("/") for path in paths)

@@ -1,4 +1,5 @@
 """`bootstrap_demo`: the admin account and the demo catalogue's fallbacks, on the real database."""
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,7 @@ MOVIES_CSV = (
     "3,Heat (1995),Action|Crime|Thriller\n"
 )
 RATINGS_CSV = (
-    "userId,movieId,rating,timestamp\n"
-    "1,1,4.0,964982703\n1,3,5.0,964981247\n2,2,3.5,964982224\n2,1,2.0,964983815\n"
+    "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,5.0,964981247\n2,2,3.5,964982224\n2,1,2.0,964983815\n"
 )
 
 
@@ -58,6 +58,7 @@ def _offline(url, destination, *, timeout):
 
 
 # --- the admin account --------------------------------------------------------------------------
+
 
 def test_generated_admin_password_is_printed_once_and_works(admin_env, tmp_path):
     Item.objects.create(external_id="keep", title="Already here")  # skip the catalogue part
@@ -95,6 +96,7 @@ def test_existing_admin_keeps_its_password_even_when_admin_password_changes(admi
 
 
 # --- the catalogue ------------------------------------------------------------------------------
+
 
 def test_existing_catalogue_is_left_alone(admin_env, no_movielens, tmp_path, monkeypatch):
     monkeypatch.setattr(demo_data, "archive_download", _offline)
@@ -137,8 +139,10 @@ def test_movielens_100k_layout_from_the_setting(admin_env, settings, tmp_path, m
 def test_offline_download_falls_back_to_the_synthetic_catalogue(admin_env, no_movielens, tmp_path, monkeypatch):
     monkeypatch.setattr(demo_data, "archive_download", _offline)
     output = _bootstrap(download_dir=str(tmp_path), **SMALL)
-    assert "offline: could not download ml-latest-small ([Errno 101] Network is unreachable); " \
-           "falling back to the synthetic catalogue." in output
+    assert (
+        "offline: could not download ml-latest-small ([Errno 101] Network is unreachable); "
+        "falling back to the synthetic catalogue." in output
+    )
     assert "Demo data: synthetic catalogue (30 users, 80 items, 120 interactions, seed 0)." in output
     assert Item.objects.count() == 80
     assert Feedback.objects.count() == 120
@@ -186,8 +190,9 @@ def test_archive_with_a_path_outside_the_target_is_refused(admin_env, no_moviele
         bundle.writestr("../escaped.txt", "x")
         bundle.writestr("ml-latest-small/ratings.csv", RATINGS_CSV)
     monkeypatch.setattr(demo_data, "ML_LATEST_SMALL_SHA256", demo_data.sha256_of(archive))
-    monkeypatch.setattr(demo_data, "archive_download",
-                        lambda url, destination, *, timeout: shutil.copy(archive, destination))
+    monkeypatch.setattr(
+        demo_data, "archive_download", lambda url, destination, *, timeout: shutil.copy(archive, destination)
+    )
     download_dir = tmp_path / "var-demo"
     output = _bootstrap(download_dir=str(download_dir), **SMALL)
     assert "unsafe path: '../escaped.txt'" in output

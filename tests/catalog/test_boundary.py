@@ -3,6 +3,7 @@
 Data flows one way (catalog → recommender): the recommender reads the catalogue and adds to its
 pages through registries (catalog/item_panels.py), never the other way round.
 """
+
 from __future__ import annotations
 
 import re
@@ -11,9 +12,14 @@ from pathlib import Path
 from django.urls import URLPattern, URLResolver, get_resolver
 
 REPO = Path(__file__).resolve().parent.parent.parent
-CATALOG_TEMPLATES = ["templates/catalog", "templates/registration",
-                     *(f"templates/partials/{name}.html" for name in
-                       ("catalogue_results", "item_card", "item_statistics", "rating_widget", "pagination"))]
+CATALOG_TEMPLATES = [
+    "templates/catalog",
+    "templates/registration",
+    *(
+        f"templates/partials/{name}.html"
+        for name in ("catalogue_results", "item_card", "item_statistics", "rating_widget", "pagination")
+    ),
+]
 
 
 def _url_names(patterns, *, module_prefix: str) -> set[str]:
@@ -30,7 +36,7 @@ def test_catalog_imports_nothing_from_the_recommender():
     offenders = []
     for path in (REPO / "catalog").rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if re.match(r"\s*(from|import)\s+recommender\b", line) or "import_module(\"recommender" in line:
+            if re.match(r"\s*(from|import)\s+recommender\b", line) or 'import_module("recommender' in line:
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
 

@@ -1,4 +1,5 @@
 """Synthetic catalogue: the planted structure (pure plan) and the COPY load (real PostgreSQL)."""
+
 from __future__ import annotations
 
 import io
@@ -12,13 +13,15 @@ from django.core.management import CommandError, call_command
 from catalog.importers.synthetic import CatalogPlanError, plan_catalog
 from catalog.models import Feedback, Item, ItemFeature, UserFeature, UserProfile
 
-SMALL = dict(users=200, items=300, interactions=5000, clusters=3)
+SMALL = {"users": 200, "items": 300, "interactions": 5000, "clusters": 3}
 
 
 def _interactions(plan):
     chunks = list(plan.interaction_chunks())
-    return {name: np.concatenate([getattr(chunk, name) for chunk in chunks])
-            for name in ("user", "item", "rating", "created_unix", "in_cluster")}
+    return {
+        name: np.concatenate([getattr(chunk, name) for chunk in chunks])
+        for name in ("user", "item", "rating", "created_unix", "in_cluster")
+    }
 
 
 def test_plan_has_exact_counts_distinct_pairs_and_planted_clusters():
@@ -43,8 +46,8 @@ def test_plan_popularity_is_skewed_inside_clusters():
     plan = plan_catalog(users=2000, items=3000, interactions=60000, seed=3, clusters=3)
     counts = np.bincount(_interactions(plan)["item"], minlength=plan.items)
     members, offsets = plan.cluster_members
-    head = counts[members[offsets[0]:offsets[0] + 10]].sum()
-    tail = counts[members[offsets[1] - 10:offsets[1]]].sum()
+    head = counts[members[offsets[0] : offsets[0] + 10]].sum()
+    tail = counts[members[offsets[1] - 10 : offsets[1]]].sum()
     assert head > 5 * tail
 
 
@@ -63,8 +66,22 @@ def test_plan_refuses_impossible_sizes():
 
 def _generate(seed: int) -> dict:
     out = io.StringIO()
-    call_command("generate_catalog", "--users", "200", "--items", "300", "--interactions", "5000",
-                 "--seed", str(seed), "--clusters", "3", "--no-progress", "--json", stdout=out)
+    call_command(
+        "generate_catalog",
+        "--users",
+        "200",
+        "--items",
+        "300",
+        "--interactions",
+        "5000",
+        "--seed",
+        str(seed),
+        "--clusters",
+        "3",
+        "--no-progress",
+        "--json",
+        stdout=out,
+    )
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
@@ -82,10 +99,10 @@ def test_generate_catalog_loads_the_plan_and_a_second_run_adds_nothing():
     assert UserProfile.objects.count() == 200
     assert not get_user_model().objects.get(username="syn-user-0").has_usable_password()
     # The planted structure survives the load: users mostly rate items of their own segment.
-    segment = dict(UserFeature.objects.filter(feature__type="segment")
-                   .values_list("profile__external_id", "feature__value"))
-    genre = dict(ItemFeature.objects.filter(feature__type="genre")
-                 .values_list("item__external_id", "feature__value"))
+    segment = dict(
+        UserFeature.objects.filter(feature__type="segment").values_list("profile__external_id", "feature__value")
+    )
+    genre = dict(ItemFeature.objects.filter(feature__type="genre").values_list("item__external_id", "feature__value"))
     assert len(segment) == 200 and len(genre) == 300
     pairs = list(Feedback.objects.values_list("user__external_id", "item__external_id", "value"))
     own = np.array([genre[item] == f"cluster-{segment[user]}" for user, item, _ in pairs])

@@ -1,10 +1,11 @@
 """MovieLens importer: real files, real PostgreSQL, COPY staging and ON CONFLICT idempotency."""
+
 from __future__ import annotations
 
 import io
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,19 +45,29 @@ def test_ml100k_imports_everything_and_a_second_run_adds_nothing(movielens_100k_
 
     toy_story = Item.objects.get(external_id="1")
     assert toy_story.title == "Toy Story (1995)"
-    assert toy_story.published_at == datetime(1995, 1, 1, tzinfo=timezone.utc)
+    assert toy_story.published_at == datetime(1995, 1, 1, tzinfo=UTC)
     assert set(toy_story.features.filter(type="genre").values_list("value", flat=True)) == {
-        "Animation", "Children's", "Comedy"}
+        "Animation",
+        "Children's",
+        "Comedy",
+    }
     assert set(toy_story.features.filter(type__in=["year", "decade"]).values_list("value", flat=True)) == {
-        "1995", "1990s"}
+        "1995",
+        "1990s",
+    }
     first = UserProfile.objects.select_related("user").get(external_id="1")
     assert first.user.username == "ml-1" and not first.user.has_usable_password()
     assert {str(feature) for feature in first.features.all()} == {
-        "age=18-24", "gender=M", "occupation=technician", "country=US", "zip_region=8"}
+        "age=18-24",
+        "gender=M",
+        "occupation=technician",
+        "country=US",
+        "zip_region=8",
+    }
     # u.data line 1: user 196 rated item 242 with 3 at unix time 881250949.
     rating = Feedback.objects.get(user__external_id="196", item__external_id="242", kind="rating")
     assert (rating.value, rating.is_current) == (3.0, True)
-    assert rating.created_at == datetime.fromtimestamp(881250949, tz=timezone.utc)
+    assert rating.created_at == datetime.fromtimestamp(881250949, tz=UTC)
 
     again, _ = _run_command(movielens_100k_dir)
     assert set(again["added"].values()) == {0}
@@ -68,15 +79,18 @@ def test_corrupt_lines_are_named_and_the_rest_is_imported(movielens_100k_dir, tm
     copy = tmp_path / "ml-100k"
     shutil.copytree(movielens_100k_dir, copy)
     lines = (copy / "u.data").read_text().splitlines()
-    lines[9] = "196\t242"                      # line 10: too few columns
-    lines[4999] = "22\t377\tfive\t878887116"   # line 5000: non-numeric rating
-    lines[99998] = "22\t99999\t3\t878887116"   # line 99999: unknown item id
+    lines[9] = "196\t242"  # line 10: too few columns
+    lines[4999] = "22\t377\tfive\t878887116"  # line 5000: non-numeric rating
+    lines[99998] = "22\t99999\t3\t878887116"  # line 99999: unknown item id
     (copy / "u.data").write_text("\n".join(lines) + "\n")
 
     summary, errors = _run_command(copy)
 
     assert [(row["file"], row["line"]) for row in summary["bad_rows"]] == [
-        ("u.data", 10), ("u.data", 5000), ("u.data", 99999)]
+        ("u.data", 10),
+        ("u.data", 5000),
+        ("u.data", 99999),
+    ]
     assert summary["bad_row_count"] == 3
     assert "u.data:10: expected 4 columns, found 2" in errors
     assert "u.data:5000: rating 'five' is not a number" in errors
@@ -97,19 +111,19 @@ def _write_csv_dataset(directory: Path) -> Path:
         "userId,movieId,tag,timestamp\n"
         "7,1,Pixar,1139045764\n"
         "8,1,pixar,1139045765\n"
-        "7,2,\"politics, romance\",1139045766\n"
+        '7,2,"politics, romance",1139045766\n'
         "7,404,orphan,1139045767\n"
     )
     (directory / "ratings.csv").write_text(
         "userId,movieId,rating,timestamp\n"
-        "1,1,4.0,964982703\n"      # 2
-        "1,2,3.5,964981247\n"      # 3
-        "2,1,0.5,964982224\n"      # 4: half star, below the 1.0 minimum the test sets
-        "2,3,5.0,964983815\n"      # 5
-        "3,404,4.0,964982931\n"    # 6: unknown movie
-        ",1,4.0,964982931\n"       # 7: empty user id
-        "3,1,4.0\n"                # 8: three columns
-        "3,2,4.5,964982400\n"      # 9
+        "1,1,4.0,964982703\n"  # 2
+        "1,2,3.5,964981247\n"  # 3
+        "2,1,0.5,964982224\n"  # 4: half star, below the 1.0 minimum the test sets
+        "2,3,5.0,964983815\n"  # 5
+        "3,404,4.0,964982931\n"  # 6: unknown movie
+        ",1,4.0,964982931\n"  # 7: empty user id
+        "3,1,4.0\n"  # 8: three columns
+        "3,2,4.5,964982400\n"  # 9
     )
     return directory
 
@@ -123,22 +137,31 @@ def test_csv_layout_imports_movies_tags_and_ratings(tmp_path):
 
     assert summary["layout"] == "csv"
     assert [(row["file"], row["line"]) for row in summary["bad_rows"]] == [
-        ("tags.csv", 5), ("ratings.csv", 4), ("ratings.csv", 6), ("ratings.csv", 7), ("ratings.csv", 8)]
+        ("tags.csv", 5),
+        ("ratings.csv", 4),
+        ("ratings.csv", 6),
+        ("ratings.csv", 7),
+        ("ratings.csv", 8),
+    ]
     assert "ratings.csv:4: rating 0.5 is outside the rating kind's range 1..5" in errors
     assert summary["added"]["items"] == 3 and summary["added"]["feedback"] == 4
     assert summary["added"]["users"] == 3  # users 1, 2, 3 rated; taggers 7 and 8 did not
     president = Item.objects.get(external_id="2")
     assert president.title == "American President, The (1995)"
-    assert president.published_at == datetime(1995, 1, 1, tzinfo=timezone.utc)
+    assert president.published_at == datetime(1995, 1, 1, tzinfo=UTC)
     assert set(president.features.filter(type="genre").values_list("value", flat=True)) == {
-        "Comedy", "Drama", "Romance"}
+        "Comedy",
+        "Drama",
+        "Romance",
+    }
     assert list(Item.objects.get(external_id="3").features.values_list("type", flat=True)) == []
     # Tags are normalised, so "Pixar" and "pixar" are one feature linked once.
     assert list(Feature.objects.filter(type="tag").order_by("value").values_list("value", flat=True)) == [
-        "pixar", "politics, romance"]
+        "pixar",
+        "politics, romance",
+    ]
     assert ItemFeature.objects.filter(feature__type="tag", item__external_id="1").count() == 1
-    assert dict(Feedback.objects.filter(user__external_id="3").values_list("item__external_id", "value")) == {
-        "2": 4.5}
+    assert dict(Feedback.objects.filter(user__external_id="3").values_list("item__external_id", "value")) == {"2": 4.5}
     assert get_user_model().objects.filter(username__startswith="ml-").count() == 3
 
     # Widening the rating kind's range (as an admin would) lets the half-star row in; nothing else changes.

@@ -1,4 +1,5 @@
 """The item page's panels: registered by other apps (catalog/item_panels.py), rendered by the catalogue."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,10 +21,18 @@ def panels(monkeypatch):
 
 def test_the_item_page_renders_each_registered_panel_in_order(client, panels):
     item = ItemFactory(external_id="tt-heat", title="Heat (1995)")
-    item_panel_register(ItemPanel(key="first", heading="First panel", link_text="Show the first panel",
-                                  url_name="item-detail", refresh_after_rating=True))
-    item_panel_register(ItemPanel(key="second", heading="Second panel", link_text="Show the second panel",
-                                  url_name="item-detail"))
+    item_panel_register(
+        ItemPanel(
+            key="first",
+            heading="First panel",
+            link_text="Show the first panel",
+            url_name="item-detail",
+            refresh_after_rating=True,
+        )
+    )
+    item_panel_register(
+        ItemPanel(key="second", heading="Second panel", link_text="Show the second panel", url_name="item-detail")
+    )
     html = client.get(reverse("item-detail", args=[item.external_id])).content.decode()
     url = reverse("item-detail", args=[item.external_id])
     assert html.index('id="first-panel"') < html.index('id="second-panel"')

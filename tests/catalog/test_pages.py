@@ -1,8 +1,9 @@
 """The server-rendered catalogue pages, through Django's test client on the real database."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -36,8 +37,11 @@ def signed_in(client, profile):
 @pytest.fixture
 def item():
     return ItemFactory(
-        external_id="tt-heat", title="Heat (1995)", description="A heist thriller.", provider="Warner",
-        published_at=datetime(1995, 12, 15, tzinfo=dt_timezone.utc),
+        external_id="tt-heat",
+        title="Heat (1995)",
+        description="A heist thriller.",
+        provider="Warner",
+        published_at=datetime(1995, 12, 15, tzinfo=UTC),
         features=[("genre", "Crime"), ("genre", "Drama"), ("year", "1995")],
     )
 
@@ -47,6 +51,7 @@ def _post_rating(client, item, data, **extra):
 
 
 # -- home -----------------------------------------------------------------------------------------
+
 
 def test_home_lists_popular_items_most_popular_first(client):
     quiet, busy = ItemFactory(title="Quiet film"), ItemFactory(title="Busy film")
@@ -63,14 +68,15 @@ def test_home_lists_popular_items_most_popular_first(client):
 
 
 def test_home_falls_back_to_newest_items_without_feedback(client):
-    ItemFactory(title="Older", published_at=datetime(1990, 1, 1, tzinfo=dt_timezone.utc))
-    ItemFactory(title="Newer", published_at=datetime(2000, 1, 1, tzinfo=dt_timezone.utc))
+    ItemFactory(title="Older", published_at=datetime(1990, 1, 1, tzinfo=UTC))
+    ItemFactory(title="Newer", published_at=datetime(2000, 1, 1, tzinfo=UTC))
     html = client.get(reverse("home")).content.decode()
     assert "New in the catalogue" in html
     assert _cards(html) == ["Newer", "Older"]
 
 
 # -- catalogue ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def shelf():
@@ -134,8 +140,7 @@ def test_catalogue_paginates_24_per_page_and_caps_the_page_size(client):
 
 
 def test_catalogue_htmx_request_gets_only_the_results_fragment(client, shelf):
-    response = client.get(reverse("catalogue"), {"genre": "Crime", "sort": "title"},
-                          HTTP_HX_TARGET="results", **HTMX)
+    response = client.get(reverse("catalogue"), {"genre": "Crime", "sort": "title"}, HTTP_HX_TARGET="results", **HTMX)
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html and "<form" not in html
@@ -153,7 +158,7 @@ def test_catalogue_query_count_does_not_grow_with_items(client, django_assert_ma
 
 
 def test_home_query_count(client, django_assert_max_num_queries):
-    for n in range(15):
+    for _ in range(15):
         FeedbackFactory(item=ItemFactory(features=[("genre", "Drama")]))
     with django_assert_max_num_queries(3):
         response = client.get(reverse("home"))
@@ -162,6 +167,7 @@ def test_home_query_count(client, django_assert_max_num_queries):
 
 # -- item detail and rating -----------------------------------------------------------------------
 
+
 def test_item_detail_shows_the_item(client, item):
     other, another = UserProfileFactory(), UserProfileFactory()
     services.feedback_record(profile=other, item=item, kind="rating", value=4)
@@ -169,9 +175,17 @@ def test_item_detail_shows_the_item(client, item):
     response = client.get(reverse("item-detail", args=[item.external_id]))
     assert response.status_code == 200
     html = response.content.decode()
-    for expected in ("Heat (1995)", "A heist thriller.", "Warner", "15 December 1995", "Crime", "Drama",
-                     "<strong>3.5</strong> / 5 from 2 ratings", "Show related items",
-                     "Sign in</a> to rate this item"):
+    for expected in (
+        "Heat (1995)",
+        "A heist thriller.",
+        "Warner",
+        "15 December 1995",
+        "Crime",
+        "Drama",
+        "<strong>3.5</strong> / 5 from 2 ratings",
+        "Show related items",
+        "Sign in</a> to rate this item",
+    ):
         assert expected in html
 
 
@@ -236,12 +250,15 @@ def test_anonymous_rating_redirects_to_login_and_writes_nothing(client, item):
     assert Feedback.objects.count() == 0
 
 
-@pytest.mark.parametrize("data", [
-    {"kind": "rating", "value": "9"},
-    {"kind": "rating", "value": "abc"},
-    {"kind": "rating", "value": "0"},
-    {"kind": "rating"},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": "rating", "value": "9"},
+        {"kind": "rating", "value": "abc"},
+        {"kind": "rating", "value": "0"},
+        {"kind": "rating"},
+    ],
+)
 def test_bad_rating_shows_an_error_and_writes_nothing(signed_in, item, data):
     response = _post_rating(signed_in, item, data)
     assert response.status_code == 400
@@ -275,6 +292,7 @@ def test_item_title_is_html_escaped_everywhere(signed_in, profile):
 
 
 # -- my activity ----------------------------------------------------------------------------------
+
 
 def test_activity_requires_sign_in(client):
     response = client.get(reverse("my-activity"))
@@ -337,6 +355,7 @@ def test_delete_with_htmx_returns_an_empty_fragment(signed_in, profile, item):
 
 # -- sign in / sign up ----------------------------------------------------------------------------
 
+
 def test_login_page_renders_and_signs_in(client):
     UserFactory(username="dana")
     assert "Sign in" in client.get(reverse("login")).content.decode()
@@ -347,9 +366,14 @@ def test_login_page_renders_and_signs_in(client):
 
 def test_signup_creates_user_and_profile_and_signs_in(client):
     assert client.get(reverse("signup")).status_code == 200
-    response = client.post(reverse("signup"), {
-        "username": "newperson", "password1": "a-long-unusual-pass-42", "password2": "a-long-unusual-pass-42",
-    })
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "newperson",
+            "password1": "a-long-unusual-pass-42",
+            "password2": "a-long-unusual-pass-42",
+        },
+    )
     assert response.status_code == 302 and response.url == reverse("home")
     user = get_user_model().objects.get(username="newperson")
     assert UserProfile.objects.filter(user=user).count() == 1

@@ -1,4 +1,5 @@
 """Item.popularity is kept exact by the statement-level triggers of migration 0005."""
+
 import pytest
 from django.db.models import Count, F, Q
 
@@ -38,15 +39,20 @@ def test_ratings_events_re_ratings_and_deletions_keep_the_count_exact():
 def test_a_batch_touching_many_items_updates_each_once():
     items = ItemFactory.create_batch(3)
     profile = UserProfileFactory()
-    feedback_record_batch(profile=profile, events=[
-        {"item": items[0], "kind": "view"}, {"item": items[0], "kind": "click"},
-        {"item": items[1], "kind": "rating", "value": 5}, {"item": items[2], "kind": "purchase"},
-    ])
+    feedback_record_batch(
+        profile=profile,
+        events=[
+            {"item": items[0], "kind": "view"},
+            {"item": items[0], "kind": "click"},
+            {"item": items[1], "kind": "rating", "value": 5},
+            {"item": items[2], "kind": "purchase"},
+        ],
+    )
     assert [Item.objects.get(pk=item.pk).popularity for item in items] == [2, 1, 1]
 
 
 def test_catalogue_sorts_by_the_stored_popularity(client):
-    quiet, busy = ItemFactory(title="Quiet"), ItemFactory(title="Busy")
+    _quiet, busy = ItemFactory(title="Quiet"), ItemFactory(title="Busy")
     for profile in UserProfileFactory.create_batch(3):
         feedback_record(profile=profile, item=busy, kind="view")
     response = client.get("/catalogue/?sort=popular")
@@ -64,5 +70,3 @@ def test_bulk_import_counts_match_a_recount(movielens_100k_dir):
     ).exclude(popularity=F("recount"))
     assert mismatched.count() == 0
     assert Item.objects.order_by("-popularity").first().title == "Star Wars (1977)"
-
-

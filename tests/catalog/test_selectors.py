@@ -1,7 +1,8 @@
 """Catalogue selectors against the real database: filters, sort orders, statistics, popularity."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -18,21 +19,34 @@ def _titles(items) -> list[str]:
 
 
 def _at(year: int) -> datetime:
-    return datetime(year, 6, 1, tzinfo=dt_timezone.utc)
+    return datetime(year, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
 def films():
     """Four items with planted genres, years and providers; one is inactive."""
     return {
-        "toy": ItemFactory(title="Toy Story (1995)", provider="Pixar", published_at=_at(1995),
-                           features=[("genre", "Animation"), ("genre", "Comedy"), ("year", "1995")]),
-        "heat": ItemFactory(title="Heat (1995)", provider="Warner", published_at=_at(1995),
-                            features=[("genre", "Crime"), ("genre", "Drama"), ("year", "1995")]),
-        "us": ItemFactory(title="the story of us", provider="Castle Rock", published_at=_at(1999),
-                          features=[("genre", "Comedy"), ("genre", "Drama"), ("year", "1999")]),
-        "gone": ItemFactory(title="Gone Story", provider="Pixar", published_at=None, is_active=False,
-                            features=[("genre", "Comedy")]),
+        "toy": ItemFactory(
+            title="Toy Story (1995)",
+            provider="Pixar",
+            published_at=_at(1995),
+            features=[("genre", "Animation"), ("genre", "Comedy"), ("year", "1995")],
+        ),
+        "heat": ItemFactory(
+            title="Heat (1995)",
+            provider="Warner",
+            published_at=_at(1995),
+            features=[("genre", "Crime"), ("genre", "Drama"), ("year", "1995")],
+        ),
+        "us": ItemFactory(
+            title="the story of us",
+            provider="Castle Rock",
+            published_at=_at(1999),
+            features=[("genre", "Comedy"), ("genre", "Drama"), ("year", "1999")],
+        ),
+        "gone": ItemFactory(
+            title="Gone Story", provider="Pixar", published_at=None, is_active=False, features=[("genre", "Comedy")]
+        ),
     }
 
 
@@ -90,7 +104,10 @@ def test_item_detail_prefetches_features(films, django_assert_num_queries):
 def test_item_statistics_counts_current_ratings_only(films):
     item = films["toy"]
     assert selectors.item_statistics(item=item) == {
-        "ratings_count": 0, "rating_mean": None, "likes_count": 0, "dislikes_count": 0,
+        "ratings_count": 0,
+        "rating_mean": None,
+        "likes_count": 0,
+        "dislikes_count": 0,
     }
     alice, bob, carol = UserProfileFactory(), UserProfileFactory(), UserProfileFactory()
     services.feedback_record(profile=alice, item=item, kind="rating", value=1)
@@ -99,7 +116,10 @@ def test_item_statistics_counts_current_ratings_only(films):
     services.feedback_record(profile=carol, item=item, kind="like")
     services.feedback_record(profile=bob, item=item, kind="view")
     assert selectors.item_statistics(item=item) == {
-        "ratings_count": 2, "rating_mean": 3.5, "likes_count": 1, "dislikes_count": 0,
+        "ratings_count": 2,
+        "rating_mean": 3.5,
+        "likes_count": 1,
+        "dislikes_count": 0,
     }
 
 
@@ -122,7 +142,8 @@ def test_user_feedback_list_is_newest_first_without_superseded_rows(films):
 
     rows = list(selectors.user_feedback_list(profile=me))
     assert [(row.item.title, row.kind_id, row.value) for row in rows] == [
-        ("Toy Story (1995)", "rating", 4.0), ("Heat (1995)", "view", 1.0),
+        ("Toy Story (1995)", "rating", 4.0),
+        ("Heat (1995)", "view", 1.0),
     ]
     assert Feedback.objects.filter(user=me).count() == 3  # the superseded 2 is kept as history
 

@@ -1,4 +1,5 @@
 """Catalogue write services on the real PostgreSQL: validation, history, idempotency, races, signals."""
+
 import datetime as dt
 import threading
 
@@ -42,17 +43,26 @@ def _counts():
 
 # ---------------------------------------------------------------- items and profiles
 
+
 def test_item_create_stores_features_in_every_spelling():
-    item = item_create(external_id=" m1 ", title="Toy Story",
-                       features=[("genre", "Comedy", 1.0), ("genre", "Animation"), {"type": "year", "value": 1995}])
+    item = item_create(
+        external_id=" m1 ",
+        title="Toy Story",
+        features=[("genre", "Comedy", 1.0), ("genre", "Animation"), {"type": "year", "value": 1995}],
+    )
     assert item.external_id == "m1"
-    links = {(link.feature.type, link.feature.value, link.weight) for link in item.feature_links.select_related("feature")}
+    links = {
+        (link.feature.type, link.feature.value, link.weight) for link in item.feature_links.select_related("feature")
+    }
     assert links == {("genre", "Comedy", 1.0), ("genre", "Animation", 1.0), ("year", "1995", 1.0)}
 
     other = item_create(external_id="m2", title="Heat", features={"genre": ["Comedy", "Crime"], "tag": {"heist": 0.5}})
     assert Feature.objects.filter(subject="item", type="genre", value="Comedy").count() == 1  # shared, not duplicated
-    assert {(l.feature.value, l.weight) for l in other.feature_links.select_related("feature")} == {
-        ("Comedy", 1.0), ("Crime", 1.0), ("heist", 0.5)}
+    assert {(link.feature.value, link.weight) for link in other.feature_links.select_related("feature")} == {
+        ("Comedy", 1.0),
+        ("Crime", 1.0),
+        ("heist", 0.5),
+    }
 
 
 def test_item_create_rejects_empty_external_id_and_writes_nothing():
@@ -131,6 +141,7 @@ def test_user_profile_update_replaces_features(profile):
 
 # ---------------------------------------------------------------- feedback validation
 
+
 def test_rating_out_of_range_is_a_clear_error_on_value(profile, item):
     with pytest.raises(ValidationError) as error:
         feedback_record(profile=profile, item=item, kind="rating", value=7)
@@ -159,10 +170,13 @@ def test_value_defaults_to_the_kind_default(profile, item):
 
 # ---------------------------------------------------------------- history and current state
 
+
 def test_rerating_supersedes_and_keeps_history(profile, item):
     start = timezone.now()
     first = feedback_record(profile=profile, item=item, kind="rating", value=2, created_at=start)
-    second = feedback_record(profile=profile, item=item, kind="rating", value=4, created_at=start + dt.timedelta(seconds=1))
+    second = feedback_record(
+        profile=profile, item=item, kind="rating", value=4, created_at=start + dt.timedelta(seconds=1)
+    )
     rows = list(Feedback.objects.filter(user=profile, item=item, kind="rating").order_by("created_at"))
     assert [(r.value, r.is_current) for r in rows] == [(2.0, False), (4.0, True)]
     assert (first.pk, second.pk) == (rows[0].pk, rows[1].pk)
@@ -217,6 +231,7 @@ def test_feedback_delete_of_current_rating_restores_nothing(profile, item):
 
 # ---------------------------------------------------------------- batch
 
+
 def test_batch_with_bad_event_three_writes_nothing_and_names_it(profile):
     items = ItemFactory.create_batch(3)
     events = [
@@ -241,10 +256,13 @@ def test_batch_error_found_while_writing_rolls_back_everything(profile):
     feedback_record(profile=profile, item=items[0], kind="view", idempotency_key="used")
     before = _counts()
     with pytest.raises(FeedbackBatchError) as error:
-        feedback_record_batch(profile=profile, events=[
-            {"item": items[1].external_id, "kind": "rating", "value": 4},
-            {"item": items[1].external_id, "kind": "click", "idempotency_key": "used"},  # key of another event
-        ])
+        feedback_record_batch(
+            profile=profile,
+            events=[
+                {"item": items[1].external_id, "kind": "rating", "value": 4},
+                {"item": items[1].external_id, "kind": "click", "idempotency_key": "used"},  # key of another event
+            ],
+        )
     assert set(error.value.event_errors) == {1}
     assert _counts() == before
 
@@ -252,12 +270,16 @@ def test_batch_error_found_while_writing_rolls_back_everything(profile):
 def test_batch_records_in_order_for_named_users():
     profiles = UserProfileFactory.create_batch(2)
     item = ItemFactory()
-    rows = feedback_record_batch(events=[
-        {"user": profiles[0].external_id, "item": item.external_id, "kind": "rating", "value": 1},
-        {"user": profiles[1].external_id, "item": item, "kind": "like"},
-    ])
+    rows = feedback_record_batch(
+        events=[
+            {"user": profiles[0].external_id, "item": item.external_id, "kind": "rating", "value": 1},
+            {"user": profiles[1].external_id, "item": item, "kind": "like"},
+        ]
+    )
     assert [(r.user_id, r.kind_id, r.is_current) for r in rows] == [
-        (profiles[0].pk, "rating", True), (profiles[1].pk, "like", True)]
+        (profiles[0].pk, "rating", True),
+        (profiles[1].pk, "like", True),
+    ]
     with pytest.raises(FeedbackBatchError) as error:
         feedback_record_batch(events=[{"item": item.external_id, "kind": "view"}])
     assert error.value.event_errors[0].keys() == {"user"}
@@ -266,11 +288,15 @@ def test_batch_records_in_order_for_named_users():
 def test_empty_external_ids_in_batch_are_field_errors(profile, item):
     with pytest.raises(FeedbackBatchError) as error:
         feedback_record_batch(profile=profile, events=[{"user": " ", "item": "", "kind": "view"}])
-    assert error.value.event_errors[0] == {"user": ["The user may not be empty."], "item": ["The item may not be empty."]}
+    assert error.value.event_errors[0] == {
+        "user": ["The user may not be empty."],
+        "item": ["The item may not be empty."],
+    }
     assert Feedback.objects.count() == 0
 
 
 # ---------------------------------------------------------------- signals
+
 
 def test_feedback_signal_fires_after_commit_only(profile, item, django_capture_on_commit_callbacks):
     received = []
@@ -280,15 +306,25 @@ def test_feedback_signal_fires_after_commit_only(profile, item, django_capture_o
             row = feedback_record(profile=profile, item=item, kind="like")
             assert received == []  # still inside the transaction
         assert len(callbacks) == 1
-        assert received == [{"signal": signals.feedback_recorded, "sender": Feedback,
-                             "profile_id": profile.pk, "item_id": item.pk, "kind": "like", "feedback_id": row.pk}]
+        assert received == [
+            {
+                "signal": signals.feedback_recorded,
+                "sender": Feedback,
+                "profile_id": profile.pk,
+                "item_id": item.pk,
+                "kind": "like",
+                "feedback_id": row.pk,
+            }
+        ]
 
         received.clear()
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            with pytest.raises(RuntimeError):
-                with transaction.atomic():
-                    feedback_record(profile=profile, item=item, kind="view")
-                    raise RuntimeError("roll back")
+        with (
+            django_capture_on_commit_callbacks(execute=True) as callbacks,
+            pytest.raises(RuntimeError),
+            transaction.atomic(),
+        ):
+            feedback_record(profile=profile, item=item, kind="view")
+            raise RuntimeError("roll back")
         assert callbacks == [] and received == []
 
         with django_capture_on_commit_callbacks(execute=True):
@@ -301,6 +337,7 @@ def test_feedback_signal_fires_after_commit_only(profile, item, django_capture_o
 
 
 # ---------------------------------------------------------------- concurrency (real threads, real connections)
+
 
 def _in_threads(count, work):
     barrier = threading.Barrier(count)
@@ -330,7 +367,7 @@ def test_concurrent_reratings_leave_exactly_one_current_row(existing):
     profile, item = UserProfileFactory(), ItemFactory()
     if existing:
         feedback_record(profile=profile, item=item, kind="rating", value=1)
-    for round_number in range(4):
+    for _ in range(4):
         _in_threads(3, lambda i: feedback_record(profile=profile, item=item, kind="rating", value=2 + i))
         current = Feedback.objects.filter(user=profile, item=item, kind="rating", is_current=True)
         assert current.count() == 1
@@ -371,8 +408,9 @@ def test_concurrent_same_idempotency_key_stores_one_row():
     feedback_kinds_ensure()
     profile, item = UserProfileFactory(), ItemFactory()
     results = []
-    _in_threads(3, lambda i: results.append(
-        feedback_record(profile=profile, item=item, kind="view", idempotency_key="same")))
+    _in_threads(
+        3, lambda i: results.append(feedback_record(profile=profile, item=item, kind="view", idempotency_key="same"))
+    )
     assert Feedback.objects.count() == 1
     assert len({r.pk for r in results}) == 1
     assert sorted(r.replayed for r in results) == [False, True, True]

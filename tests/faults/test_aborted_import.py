@@ -12,8 +12,10 @@ uncommitted. The kill lands either while the server is still running the chunk's
 (``active``) or once it waits for the next chunk (``idle in transaction``). Counts are read
 from another connection before and after the kill.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,8 +37,10 @@ USERS = 2000
 
 def _counts(url: str) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as connection:
-        return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("catalog_item", "catalog_itemfeature", "catalog_userprofile", "catalog_feedback")}
+        return {
+            table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("catalog_item", "catalog_itemfeature", "catalog_userprofile", "catalog_feedback")
+        }
 
 
 def _import_backend(url: str, *, state: str) -> dict | None:
@@ -47,7 +51,9 @@ def _import_backend(url: str, *, state: str) -> dict | None:
             "SELECT a.pid, a.state FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
             "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
             "AND l.relation = 'catalog_feedback'::regclass AND l.mode = 'RowExclusiveLock' "
-            "AND a.state = %s AND a.backend_xid IS NOT NULL", [state]).fetchone()
+            "AND a.state = %s AND a.backend_xid IS NOT NULL",
+            [state],
+        ).fetchone()
     return {"pid": row[0], "state": row[1]} if row else None
 
 
@@ -56,30 +62,40 @@ def _backend_gone(url: str, pid: int) -> bool:
         return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("kill_when", ["active", "idle in transaction"],
-                         ids=["mid-statement", "between-chunks"])
+@pytest.mark.parametrize("kill_when", ["active", "idle in transaction"], ids=["mid-statement", "between-chunks"])
 def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
     url = _test_database_url()
     directory = tmp_path / "ml-csv"
     directory.mkdir()
     (directory / "movies.csv").write_text(
-        "movieId,title,genres\n" + "".join(f"{m},Movie {m} (1999),Drama|Comedy\n" for m in range(1, MOVIES + 1)))
+        "movieId,title,genres\n" + "".join(f"{m},Movie {m} (1999),Drama|Comedy\n" for m in range(1, MOVIES + 1))
+    )
     os.mkfifo(directory / "ratings.csv")
-    assert _counts(url) == {"catalog_item": 0, "catalog_itemfeature": 0, "catalog_userprofile": 0,
-                            "catalog_feedback": 0}
+    assert _counts(url) == {
+        "catalog_item": 0,
+        "catalog_itemfeature": 0,
+        "catalog_userprofile": 0,
+        "catalog_feedback": 0,
+    }
 
     env = dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1")
     env.pop("CELERY_BROKER_URL", None)
     log_path = tmp_path / "import.log"
     with open(log_path, "wb") as log:
-        importer = subprocess.Popen([sys.executable, "manage.py", "import_movielens", str(directory), "--no-progress"],
-                                    cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        importer = subprocess.Popen(
+            [sys.executable, "manage.py", "import_movielens", str(directory), "--no-progress"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     pipe_open = threading.Event()
     pipe = {}
 
     def feed() -> None:
-        pipe["handle"] = open(directory / "ratings.csv", "w")  # blocks until the importer opens it
+        # A FIFO: opening it blocks until the importer opens it too.
+        pipe["handle"] = open(directory / "ratings.csv", "w")  # noqa: SIM115  (the test's finally closes it)
         pipe_open.set()
         handle = pipe["handle"]
         handle.write("userId,movieId,rating,timestamp\n")
@@ -91,12 +107,20 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        backend = wait_for(lambda: _import_backend(url, state=kill_when), timeout=120, interval=0.1,
-                           message="the import never inserted its first chunk",
-                           on_timeout=lambda: log_path.read_text(errors="replace"))
+        backend = wait_for(
+            lambda: _import_backend(url, state=kill_when),
+            timeout=120,
+            interval=0.1,
+            message="the import never inserted its first chunk",
+            on_timeout=lambda: log_path.read_text(errors="replace"),
+        )
         # Mid-import: its rows exist in its own transaction, and nobody else sees any of them.
-        assert _counts(url) == {"catalog_item": 0, "catalog_itemfeature": 0, "catalog_userprofile": 0,
-                                "catalog_feedback": 0}
+        assert _counts(url) == {
+            "catalog_item": 0,
+            "catalog_itemfeature": 0,
+            "catalog_userprofile": 0,
+            "catalog_feedback": 0,
+        }
         assert importer.poll() is None
 
         os.killpg(importer.pid, signal.SIGKILL)
@@ -107,15 +131,17 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
             os.killpg(importer.pid, signal.SIGKILL)
             importer.wait(timeout=30)
         if pipe_open.is_set():
-            try:
+            with contextlib.suppress(BrokenPipeError):  # the reader was killed: expected
                 pipe["handle"].close()
-            except BrokenPipeError:
-                pass  # the reader was killed: expected
         feeder.join(timeout=30)
 
     time.sleep(0.2)
-    assert _counts(url) == {"catalog_item": 0, "catalog_itemfeature": 0, "catalog_userprofile": 0,
-                            "catalog_feedback": 0}
+    assert _counts(url) == {
+        "catalog_item": 0,
+        "catalog_itemfeature": 0,
+        "catalog_userprofile": 0,
+        "catalog_feedback": 0,
+    }
     with psycopg.connect(url, autocommit=True) as connection:
         assert connection.execute("SELECT count(*) FROM auth_user WHERE username LIKE 'ml-%%'").fetchone()[0] == 0
         # Nothing half-done is left waiting either: no prepared transaction, no leftover staging table.

@@ -6,6 +6,7 @@ rejects the index parameters: the one faked thing is the module constant, a boun
 index disappears after publishing. In both cases the active version keeps serving, through the
 ANN and through the API.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -14,11 +15,11 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection
 from django.test import Client
 
-from recommender.vectors import store
 from recommender.models import ModelVersion, VersionStatus
 from recommender.selectors import active_version
 from recommender.services.activation import ActivationRefused, model_version_activate, model_version_apply_gate
 from recommender.services.training import model_training_request, model_version_claim, model_version_run
+from recommender.vectors import store
 from tests.recommender.conftest import build_planted_catalog
 from tests.recommender.test_training import top_items, train_inline
 
@@ -28,8 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def _api_recommendations(profile_external_id: str) -> dict:
-    staff = get_user_model().objects.create_user(f"staff-{profile_external_id}", password="x-pass-1234",
-                                                 is_staff=True)
+    staff = get_user_model().objects.create_user(f"staff-{profile_external_id}", password="x-pass-1234", is_staff=True)
     client = Client()
     client.force_login(staff)
     response = client.get(f"/api/v1/users/{profile_external_id}/recommendations?k=5")

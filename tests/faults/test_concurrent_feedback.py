@@ -4,6 +4,7 @@ The same run as `bench/load_feedback.py` (which reports the figures at 50 client
 the test database with fewer clients and seconds. Half of the clients re-send recent requests
 of any client with the same idempotency key, often while the original is still in flight.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serializ
 
 
 def test_every_acknowledged_rating_is_stored_exactly_once(tmp_path):
-    result = feedback_load(database_url=_test_database_url(), log_dir=tmp_path, clients=12, seconds=6,
-                           items=30, workers=2, threads=4, resend=0.4)
+    result = feedback_load(
+        database_url=_test_database_url(),
+        log_dir=tmp_path,
+        clients=12,
+        seconds=6,
+        items=30,
+        workers=2,
+        threads=4,
+        resend=0.4,
+    )
 
     assert result["problems"] == []
     summary, figures = result["summary"], result["figures"]

@@ -12,6 +12,7 @@ The server under test gets a second PostgreSQL in a temporary folder (never the 
 
 "Quickly" is a correctness bound here (2 s per request), not a benchmark.
 """
+
 from __future__ import annotations
 
 import threading
@@ -39,13 +40,21 @@ def app_on_own_database(tmp_path_factory):
         manage_on(url, "migrate", "--noinput")
         seeded = api_clients_create(url, users=1, items=3, prefix="down-")
         gunicorn = GunicornServer(
-            database_url=url, log_path=folder / "gunicorn.log", workers=1, threads=4,
+            database_url=url,
+            log_path=folder / "gunicorn.log",
+            workers=1,
+            threads=4,
             # Lock timeout off, so a lock wait is ended by the statement timeout (both are bounded).
             env={"DATABASE_CONNECT_TIMEOUT": "2", "WEB_STATEMENT_TIMEOUT_MS": "800", "WEB_LOCK_TIMEOUT_MS": "0"},
         )
         gunicorn.wait_ready()
-        yield {"server": gunicorn, "pg_path": pg_path, "url": url, "client": seeded["clients"][0],
-               "items": seeded["items"]}
+        yield {
+            "server": gunicorn,
+            "pg_path": pg_path,
+            "url": url,
+            "client": seeded["clients"][0],
+            "items": seeded["items"],
+        }
     finally:
         if gunicorn is not None:
             gunicorn.stop()
@@ -61,16 +70,24 @@ def _requests(app: dict) -> dict[str, dict]:
     client = app["client"]
     return {
         "items list": {"method": "GET", "path": "/api/v1/items"},
-        "recommendations": {"method": "GET", "path": f"/api/v1/users/{client['user']}/recommendations?k=5",
-                            "headers": _auth(client)},
-        "feedback": {"method": "POST", "path": "/api/v1/feedback", "headers": _auth(client),
-                     "body": {"item": app["items"][0], "kind": "rating", "value": 4}},
+        "recommendations": {
+            "method": "GET",
+            "path": f"/api/v1/users/{client['user']}/recommendations?k=5",
+            "headers": _auth(client),
+        },
+        "feedback": {
+            "method": "POST",
+            "path": "/api/v1/feedback",
+            "headers": _auth(client),
+            "body": {"item": app["items"][0], "kind": "rating", "value": 4},
+        },
     }
 
 
 def _send(app: dict, spec: dict):
-    return http_request(app["server"].port, spec["method"], spec["path"], body=spec.get("body"),
-                        headers=spec.get("headers"), timeout=30)
+    return http_request(
+        app["server"].port, spec["method"], spec["path"], body=spec.get("body"), headers=spec.get("headers"), timeout=30
+    )
 
 
 def _assert_json_503(answer, label: str) -> None:

@@ -6,6 +6,7 @@ run and that no duplicate version appears. What it does not check is the API: he
 recommendations endpoint is asked before the run, while the worker trains, right after the
 kill and after the run is failed, and must give the same version and the same items each time.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,12 @@ def test_the_api_keeps_answering_from_the_active_version_while_the_worker_dies(c
 
     slow = TrainingConfig.objects.create(name="slow-for-kill", epochs=1000)
     version = model_training_request(config=slow)
-    wait_for(lambda: ModelVersion.objects.filter(pk=version.pk, status=VersionStatus.TRAINING, epoch__gte=2).exists(),
-             timeout=120, message="training never started", on_timeout=celery_worker_process.output)
+    wait_for(
+        lambda: ModelVersion.objects.filter(pk=version.pk, status=VersionStatus.TRAINING, epoch__gte=2).exists(),
+        timeout=120,
+        message="training never started",
+        on_timeout=celery_worker_process.output,
+    )
     assert {user: _answer(client, user) for user in users} == before  # while the worker trains
 
     celery_worker_process.kill()

@@ -1,4 +1,5 @@
 """Planted catalogues and a real Celery worker for recommender tests."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,10 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
-from catalog.models import Feature, Feedback, FeedbackKind, Item, ItemFeature, UserFeature, UserProfile
+from catalog.models import Feature, Feedback, Item, ItemFeature, UserFeature, UserProfile
+from recommender.models import ModelVersion
+from recommender.vectors import store
+from tests.recommender.test_training import train_inline
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -35,8 +39,14 @@ class PlantedCatalog:
         raise KeyError(item_id)
 
 
-def build_planted_catalog(*, clusters: int = 2, users_per_cluster: int = 25, items_per_cluster: int = 30,
-                          ratings_per_user: int = 12, seed: int = 0) -> PlantedCatalog:
+def build_planted_catalog(
+    *,
+    clusters: int = 2,
+    users_per_cluster: int = 25,
+    items_per_cluster: int = 30,
+    ratings_per_user: int = 12,
+    seed: int = 0,
+) -> PlantedCatalog:
     from tests.factories import feedback_kind_for
 
     rng = np.random.default_rng(seed)
@@ -48,16 +58,24 @@ def build_planted_catalog(*, clusters: int = 2, users_per_cluster: int = 25, ite
     for cluster in range(clusters):
         genre = Feature.objects.create(subject="item", type="genre", value=f"cluster-{cluster}")
         segment = Feature.objects.create(subject="user", type="segment", value=str(cluster))
-        items = Item.objects.bulk_create([
-            Item(external_id=f"p{cluster}-{i}", title=f"Cluster {cluster} item {i}", provider=f"studio-{i % 3}",
-                 published_at=now - timezone.timedelta(days=int(rng.integers(1, 900))))
-            for i in range(items_per_cluster)
-        ])
+        items = Item.objects.bulk_create(
+            [
+                Item(
+                    external_id=f"p{cluster}-{i}",
+                    title=f"Cluster {cluster} item {i}",
+                    provider=f"studio-{i % 3}",
+                    published_at=now - timezone.timedelta(days=int(rng.integers(1, 900))),
+                )
+                for i in range(items_per_cluster)
+            ]
+        )
         ItemFeature.objects.bulk_create([ItemFeature(item=item, feature=genre) for item in items])
-        users = user_model.objects.bulk_create([
-            user_model(username=f"planted-{cluster}-{u}") for u in range(users_per_cluster)])
-        profiles = UserProfile.objects.bulk_create([
-            UserProfile(user=user, external_id=f"pu{cluster}-{u}") for u, user in enumerate(users)])
+        users = user_model.objects.bulk_create(
+            [user_model(username=f"planted-{cluster}-{u}") for u in range(users_per_cluster)]
+        )
+        profiles = UserProfile.objects.bulk_create(
+            [UserProfile(user=user, external_id=f"pu{cluster}-{u}") for u, user in enumerate(users)]
+        )
         UserFeature.objects.bulk_create([UserFeature(profile=profile, feature=segment) for profile in profiles])
         items_by_cluster[cluster], profiles_by_cluster[cluster] = items, profiles
     feedback = []
@@ -68,8 +86,17 @@ def build_planted_catalog(*, clusters: int = 2, users_per_cluster: int = 25, ite
         popularity /= popularity.sum()
         for profile in profiles:
             chosen = rng.choice(len(own), size=ratings_per_user, replace=False, p=popularity)
-            feedback += [Feedback(user=profile, item=own[i], kind=rating, value=float(rng.integers(4, 6)),
-                                  created_at=now, is_current=True) for i in chosen]
+            feedback += [
+                Feedback(
+                    user=profile,
+                    item=own[i],
+                    kind=rating,
+                    value=float(rng.integers(4, 6)),
+                    created_at=now,
+                    is_current=True,
+                )
+                for i in chosen
+            ]
     Feedback.objects.bulk_create(feedback)
     return PlantedCatalog(clusters, items_by_cluster, profiles_by_cluster)
 
@@ -77,6 +104,26 @@ def build_planted_catalog(*, clusters: int = 2, users_per_cluster: int = 25, ite
 @pytest.fixture
 def planted_catalog(db) -> PlantedCatalog:
     return build_planted_catalog()
+
+
+@dataclass
+class Trained:
+    """A planted catalogue with a trained, active model (shared by the candidate, ranking and ANN tests)."""
+
+    catalog: PlantedCatalog
+    version: ModelVersion
+
+    def own_item_ids(self, cluster: int) -> set[int]:
+        return {item.pk for item in self.catalog.items_by_cluster[cluster]}
+
+    def user_vector(self, profile_id: int):
+        return store.user_vector_fetch(version_id=self.version.pk, profile_id=profile_id)
+
+
+@pytest.fixture
+def trained(db) -> Trained:
+    catalog = build_planted_catalog(users_per_cluster=15, items_per_cluster=30, ratings_per_user=10)
+    return Trained(catalog=catalog, version=train_inline())
 
 
 def _test_database_url() -> str:
@@ -97,11 +144,32 @@ class WorkerProcess:
         env.pop("CELERY_BROKER_URL", None)  # the broker follows DATABASE_URL: the test database
         env.update(DATABASE_URL=_test_database_url(), CELERY_TASK_ALWAYS_EAGER="0", PYTHONUNBUFFERED="1")
         self.log_path = log_path
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the worker's stdout until stop() closes it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--pool", "solo",
-             "--concurrency", "1", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=PROJECT_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "training,default",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def output(self) -> str:
@@ -126,9 +194,9 @@ class WorkerProcess:
 
 def _point_broker_at(url: str) -> str:
     """Make this process publish to ``url``; the settings computed the broker before the test DB existed."""
-    from config.celery import app
-
     from kombu.transport.sqlalchemy import Channel
+
+    from config.celery import app
 
     previous = app.conf.broker_url
     app.conf.broker_url = url

@@ -1,4 +1,5 @@
 """Recommender API: auth (own vs other user, staff), k validation, JSON errors, rules and models."""
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,8 @@ def served(planted_catalog):
 
 
 def test_rating_through_the_api_changes_the_users_recommendations_within_a_second(
-        served, django_capture_on_commit_callbacks):
+    served, django_capture_on_commit_callbacks
+):
     catalog, version = served
     profile = catalog.profiles_by_cluster[0][0]
     client = client_for(profile.user)
@@ -58,7 +60,9 @@ def test_recommendations_carry_explanations(served):
     first = body["items"][0]
     assert set(first) >= {"external_id", "title", "score", "sources", "because_you_liked", "rules"}
     assert first["sources"]
-    assert any(reason.startswith("Because you liked ") for item in body["items"] for reason in item["because_you_liked"])
+    assert any(
+        reason.startswith("Because you liked ") for item in body["items"] for reason in item["because_you_liked"]
+    )
     assert isinstance(body["rules_applied"], list)
 
 
@@ -103,11 +107,17 @@ def test_rules_are_staff_only_and_validated_by_the_model(planted_catalog):
     user_client, staff = client_for(UserFactory()), client_for(StaffUserFactory())
     assert user_client.get("/api/v1/rules").status_code == 403
 
-    bad = staff.post("/api/v1/rules", {"name": "cap", "kind": "diversity_feature_cap",
-                                       "params": {"feature_type": "genre", "max_per_value": 0}}, format="json")
+    bad = staff.post(
+        "/api/v1/rules",
+        {"name": "cap", "kind": "diversity_feature_cap", "params": {"feature_type": "genre", "max_per_value": 0}},
+        format="json",
+    )
     assert bad.status_code == 400 and "params" in bad.json()
-    created = staff.post("/api/v1/rules", {"name": "cap", "kind": "diversity_feature_cap",
-                                           "params": {"feature_type": "genre", "max_per_value": 2}}, format="json")
+    created = staff.post(
+        "/api/v1/rules",
+        {"name": "cap", "kind": "diversity_feature_cap", "params": {"feature_type": "genre", "max_per_value": 2}},
+        format="json",
+    )
     assert created.status_code == 201, created.content
     rule_id = created.json()["id"]
     patched = staff.patch(f"/api/v1/rules/{rule_id}", {"enabled": False}, format="json")
@@ -127,8 +137,10 @@ def test_rule_writes_go_through_the_rule_services(planted_catalog, caplog):
 
     with caplog.at_level(logging.INFO, logger="recommender.rerank.services"):
         rule_id = staff.post("/api/v1/rules", {"name": "r", "kind": "filter_seen"}, format="json").json()["id"]
-        assert staff.put(f"/api/v1/rules/{rule_id}", {"name": "s", "kind": "filter_seen"},
-                         format="json").status_code == 200
+        assert (
+            staff.put(f"/api/v1/rules/{rule_id}", {"name": "s", "kind": "filter_seen"}, format="json").status_code
+            == 200
+        )
         assert staff.patch(f"/api/v1/rules/{rule_id}", {"enabled": False}, format="json").status_code == 200
         assert staff.patch(f"/api/v1/rules/{rule_id}", {"kind": "pin"}, format="json").status_code == 400
         assert staff.delete(f"/api/v1/rules/{rule_id}").status_code == 204
@@ -165,9 +177,15 @@ def test_models_list_detail_activate_rollback_and_train_conflict(planted_catalog
 
 def test_schema_documents_the_recommender_endpoints(db):
     schema = client_for(StaffUserFactory()).get("/api/schema/?format=json").json()
-    for path in ("/api/v1/users/{external_id}/recommendations", "/api/v1/items/{external_id}/related",
-                 "/api/v1/rules", "/api/v1/models", "/api/v1/models/train", "/api/v1/models/{version_id}/activate",
-                 "/api/v1/models/rollback"):
+    for path in (
+        "/api/v1/users/{external_id}/recommendations",
+        "/api/v1/items/{external_id}/related",
+        "/api/v1/rules",
+        "/api/v1/models",
+        "/api/v1/models/train",
+        "/api/v1/models/{version_id}/activate",
+        "/api/v1/models/rollback",
+    ):
         assert path in schema["paths"], path
 
 

@@ -1,4 +1,5 @@
 """`manage.py evaluate` on a planted catalogue: the JSON line, and nothing left behind."""
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,5 @@ def test_evaluate_on_a_subset_of_users_scores_all_three_on_that_subset(planted_c
     call_command("evaluate", "--json", "--max-users", "7", "--no-blend", stdout=out)
 
     last = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert {name: metrics["n_users"] for name, metrics in last.items()} == {"pipeline": 7, "model": 7,
-                                                                           "popularity": 7}
+    assert {name: metrics["n_users"] for name, metrics in last.items()} == {"pipeline": 7, "model": 7, "popularity": 7}
     assert last["pipeline"]["blend"] is None

@@ -1,4 +1,5 @@
 """`GenerationMemo`: one value per key and generation, never inside a transaction, within its budget."""
+
 from __future__ import annotations
 
 import pytest

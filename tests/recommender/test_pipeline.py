@@ -1,4 +1,5 @@
 """The serving pipeline on a planted catalogue: model path, explanations, fallbacks and the cache."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,11 +8,11 @@ from django.db import connection
 from catalog.models import Item
 from catalog.services import feedback_record
 from recommender import generations, serving
-from recommender.serving import home_cache
-from recommender.vectors import store
 from recommender.models import VersionStatus
 from recommender.rerank.models import Rule
 from recommender.services.activation import model_version_activate
+from recommender.serving import home_cache
+from recommender.vectors import store
 from tests.recommender.test_training import train_inline
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,7 @@ def test_home_serves_the_users_cluster_by_model_with_sources(served):
 
 
 def test_related_items_of_a_cluster_item_come_from_its_cluster(served):
-    catalog, version = served
+    catalog, _version = served
     seed = catalog.items_by_cluster[1][0]
     result = serving.related_items(item=seed, k=5)
 
@@ -106,8 +107,9 @@ def test_cache_hit_then_invalidated_by_feedback_rule_change_and_activation(serve
     assert not serving.recommend_for_user(profile=profile, k=10).cached
     assert serving.recommend_for_user(profile=profile, k=10).cached
 
-    Rule.objects.create(name="max 2 per genre", kind="diversity_feature_cap",
-                        params={"feature_type": "genre", "max_per_value": 2})
+    Rule.objects.create(
+        name="max 2 per genre", kind="diversity_feature_cap", params={"feature_type": "genre", "max_per_value": 2}
+    )
     after_rule = serving.recommend_for_user(profile=profile, k=10)
     assert not after_rule.cached
 
@@ -135,10 +137,14 @@ def test_generations_are_shared_through_the_database_not_the_process():
 
 
 def test_pipeline_preview_returns_the_list_before_and_after_the_rules(served):
-    catalog, version = served
+    catalog, _version = served
     profile = catalog.profiles_by_cluster[0][0]
-    Rule.objects.create(name="max 2 per genre", kind="diversity_feature_cap", scope="home",
-                        params={"feature_type": "genre", "max_per_value": 2})
+    Rule.objects.create(
+        name="max 2 per genre",
+        kind="diversity_feature_cap",
+        scope="home",
+        params={"feature_type": "genre", "max_per_value": 2},
+    )
     before, after = serving.pipeline_preview(profile=profile, k=10)
     assert len(before) >= 10
     assert len(after.items) <= 10

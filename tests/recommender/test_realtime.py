@@ -1,4 +1,5 @@
 """Real time without retraining: fold-in on feedback, item cold start, user cold start, precomputation."""
+
 from __future__ import annotations
 
 import time
@@ -10,11 +11,11 @@ from django.db import connection
 from catalog.models import Feature, Item, UserFeature
 from catalog.services import feedback_delete, feedback_record, item_create
 from recommender import serving
-from recommender.vectors import store
 from recommender.ml.training import FittedModel
 from recommender.selectors import related_precomputed_fetch
 from recommender.services import precompute, realtime
 from recommender.tasks import related_items_precompute_task
+from recommender.vectors import store
 from tests.factories import UserProfileFactory
 from tests.recommender.test_training import train_inline
 
@@ -50,8 +51,9 @@ def test_feedback_folds_the_user_in_synchronously_and_changes_the_homepage(serve
     assert sum(item_id in cluster_one for item_id in after) > sum(item_id in cluster_one for item_id in before)
     assert elapsed < 8 * 1.0  # eight ratings and a page, each well under a second
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT folded_in_at IS NOT NULL FROM rec_user_vectors_v{version.pk} WHERE profile_id = %s",
-                       [profile.pk])
+        cursor.execute(
+            f"SELECT folded_in_at IS NOT NULL FROM rec_user_vectors_v{version.pk} WHERE profile_id = %s", [profile.pk]
+        )
         assert cursor.fetchone()[0] is True
 
 
@@ -81,8 +83,9 @@ def test_deleting_feedback_folds_in_again(served, django_capture_on_commit_callb
     assert not np.allclose(with_rating, without)
 
 
-def test_new_item_with_features_appears_among_related_items_without_retraining(served,
-                                                                              django_capture_on_commit_callbacks):
+def test_new_item_with_features_appears_among_related_items_without_retraining(
+    served, django_capture_on_commit_callbacks
+):
     catalog, version = served
     seed = catalog.items_by_cluster[0][0]
     related_precompute_rows = precompute.related_items_precompute(version=version)
@@ -90,8 +93,9 @@ def test_new_item_with_features_appears_among_related_items_without_retraining(s
     assert related_precomputed_fetch(version_id=version.pk, item_id=seed.pk) is not None
 
     with django_capture_on_commit_callbacks(execute=True):
-        new_item = item_create(external_id="brand-new", title="Brand new cluster 0 item",
-                               features=[("genre", "cluster-0", 1.0)])
+        new_item = item_create(
+            external_id="brand-new", title="Brand new cluster 0 item", features=[("genre", "cluster-0", 1.0)]
+        )
     stored_ids, _ = store.item_vectors_fetch(version_id=version.pk, item_ids=[new_item.pk])
     assert stored_ids.tolist() == [new_item.pk]
 
@@ -143,12 +147,11 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
 
 
 def test_only_the_most_popular_items_are_precomputed_and_the_tail_is_answered_live(served, settings):
-    catalog, version = served
+    _catalog, version = served
     settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
     by_popularity = list(Item.objects.filter(is_active=True).order_by("-popularity", "pk").values_list("pk", flat=True))
     assert precompute.related_items_precompute(version=version) == 5
-    assert all(related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None
-               for pk in by_popularity[:5])
+    assert all(related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None for pk in by_popularity[:5])
     tail = Item.objects.get(pk=by_popularity[-1])
     assert related_precomputed_fetch(version_id=version.pk, item_id=tail.pk) is None
     related = serving.related_items(item=tail, k=10)

@@ -6,6 +6,7 @@ vector index (tests/recommender/vectors/) are only used by requests in autocommi
 answer, with the SQL statements on a planted catalogue with a trained model (planted clusters,
 seen items excluded, an inactive item, a future item).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -57,15 +58,22 @@ def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeyp
     catalog, version = served
     memo = catalogue_copy_load()
     cases = [_context(catalog, version, profile) for profile in _profiles(catalog)]
-    cases += [_context(catalog, version, None, surface="related", item=items[2])
-              for items in catalog.items_by_cluster.values()]
+    cases += [
+        _context(catalog, version, None, surface="related", item=items[2])
+        for items in catalog.items_by_cluster.values()
+    ]
     for context in cases:
-        by_sql = {name: source.generate(context, 15) for name, source in
-                  (("content", ContentBasedSource()), ("fresh", FreshSource()))}
+        by_sql = {
+            name: source.generate(context, 15)
+            for name, source in (("content", ContentBasedSource()), ("fresh", FreshSource()))
+        }
         # The same sources, now answered from the catalogue copy.
         monkeypatch.setattr("recommender.candidates.content_based.catalogue_memo", lambda generation: memo)
         monkeypatch.setattr("recommender.candidates.fresh.catalogue_memo", lambda generation: memo)
-        in_memory = {"content": ContentBasedSource().generate(context, 15), "fresh": FreshSource().generate(context, 15)}
+        in_memory = {
+            "content": ContentBasedSource().generate(context, 15),
+            "fresh": FreshSource().generate(context, 15),
+        }
         monkeypatch.undo()
         for name in ("content", "fresh"):
             assert by_sql[name], name
@@ -76,7 +84,7 @@ def test_memo_content_based_and_fresh_equal_their_sql_statements(served, monkeyp
 
 
 def test_memos_are_refused_inside_a_transaction_and_without_a_generation(served):
-    catalog, version = served
+    _catalog, version = served
     generation = global_generation_fetch()
     assert transaction.get_connection().in_atomic_block  # the test's own transaction
     assert version_vectors(version_id=version.pk, generation=generation) is None
@@ -99,12 +107,14 @@ def test_feedback_summary_matches_the_separate_reads(served):
 
 
 def test_plain_recommendations_body_equals_the_serializer(served):
-    catalog, version = served
+    catalog, _version = served
     profile = catalog.profiles_by_cluster[1][2]
     Rule.objects.create(name="no inactive", kind="filter_inactive", scope="home")
-    for result in (serving.recommend_for_user(profile=profile, k=6, use_cache=False),
-                   serving.recommend_for_user(profile=None, k=4),
-                   serving.related_items(item=catalog.items_by_cluster[0][1], k=5, profile=profile)):
+    for result in (
+        serving.recommend_for_user(profile=profile, k=6, use_cache=False),
+        serving.recommend_for_user(profile=None, k=4),
+        serving.related_items(item=catalog.items_by_cluster[0][1], k=5, profile=profile),
+    ):
         assert result.items
         assert recommendations_data(result) == RecommendationsOutputSerializer(result).data
     assert any(entry.reasons for entry in serving.recommend_for_user(profile=profile, k=10).items)

@@ -1,4 +1,5 @@
 """Training in-process on a planted catalogue: phases, metrics, exact vectors, gate, activation."""
+
 import json
 import logging
 from io import StringIO
@@ -8,13 +9,9 @@ import pytest
 from django.core.management import call_command
 
 from recommender.ml.dataset import FeatureShapeError
-from recommender.vectors import store
-from recommender.vectors.base import AnnFilters
-from recommender.vectors.pgvector import PgvectorIndex
 from recommender.ml.training import FittedModel
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.selectors import active_version
-from recommender.tasks import model_train_task
 from recommender.services.activation import (
     ActivationRefused,
     model_version_activate,
@@ -27,6 +24,10 @@ from recommender.services.training import (
     model_version_run,
     model_version_train,
 )
+from recommender.tasks import model_train_task
+from recommender.vectors import store
+from recommender.vectors.base import AnnFilters
+from recommender.vectors.pgvector import PgvectorIndex
 
 
 def train_inline(config=None) -> ModelVersion:
@@ -71,9 +72,13 @@ def test_published_inner_products_equal_lightfm_predict(planted_catalog):
     lightfm._initialize(model.n_components, model.item_features.shape[1], model.user_features.shape[1])
     lightfm.user_embeddings, lightfm.user_biases = model.user_embeddings, model.user_biases
     lightfm.item_embeddings, lightfm.item_biases = model.item_embeddings, model.item_biases
-    expected = lightfm.predict(users.astype(np.int32), items.astype(np.int32),
-                               user_features=model.user_features, item_features=model.item_features)
-    for user, item, score in zip(users, items, expected):
+    expected = lightfm.predict(
+        users.astype(np.int32),
+        items.astype(np.int32),
+        user_features=model.user_features,
+        item_features=model.item_features,
+    )
+    for user, item, score in zip(users, items, expected, strict=True):
         user_vector = store.user_vector_fetch(version_id=version.pk, profile_id=int(model.user_ids.ids[user]))
         item_vector = item_vectors[row_of_item[int(model.item_ids.ids[item])]]
         assert abs(float(user_vector @ item_vector) - float(score)) < 1e-4
@@ -89,8 +94,9 @@ def test_second_request_is_refused_while_one_is_queued(planted_catalog):
 @pytest.mark.django_db
 def test_version_worse_than_active_stays_ready_with_reason_and_rollback_works(planted_catalog):
     good = train_inline()
-    weak = TrainingConfig.objects.create(name="weak", epochs=1, no_components=2, learning_rate=0.0001,
-                                         quality_margin=0.0)
+    weak = TrainingConfig.objects.create(
+        name="weak", epochs=1, no_components=2, learning_rate=0.0001, quality_margin=0.0
+    )
     candidate = train_inline(config=weak)
 
     assert candidate.status == VersionStatus.READY
@@ -110,7 +116,7 @@ def test_failed_run_never_touches_the_served_version(planted_catalog):
     broken = TrainingConfig.objects.create(name="no positives", positive_threshold=99.0)
     version = model_training_request(config=broken, enqueue=False)
     version = model_version_claim(version_id=version.pk)
-    with pytest.raises(Exception):
+    with pytest.raises(FeatureShapeError, match="no positive interactions"):
         model_version_run(version=version)
 
     version.refresh_from_db()
@@ -129,8 +135,10 @@ def test_activation_refuses_a_version_whose_index_is_invalid(planted_catalog):
     from django.db import connection
 
     with connection.cursor() as cursor:  # what an interrupted CREATE INDEX CONCURRENTLY leaves behind
-        cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
-                       [store.VersionTables(candidate.pk).item_ip_index])
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+            [store.VersionTables(candidate.pk).item_ip_index],
+        )
     with pytest.raises(ActivationRefused, match="HNSW"):
         model_version_activate(version=candidate)
     assert active_version().pk == good.pk
@@ -164,7 +172,8 @@ def test_a_failed_task_marks_the_version_failed_logs_it_re_raises_and_skips_the_
     assert (version.status, version.task_id, version.gate_reason) == (VersionStatus.FAILED, "delivery-1", "")
     assert "positive" in version.error
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == [
-        f"training.failed version={version.pk} phase=training"]
+        f"training.failed version={version.pk} phase=training"
+    ]
     assert active_version().pk == good.pk
 
 

@@ -1,13 +1,14 @@
 """End to end with a real Celery worker process on the real broker (the test PostgreSQL)."""
+
 import time
 from datetime import timedelta
 
 import pytest
 
-from recommender.vectors import store
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.selectors import active_version
 from recommender.services.training import model_training_request, model_versions_fail_stale
+from recommender.vectors import store
 
 from .conftest import build_planted_catalog, wait_for
 from .test_training import top_items, train_inline
@@ -29,8 +30,12 @@ def test_real_worker_trains_activates_and_ranks_each_cluster_first(celery_worker
     catalog = build_planted_catalog()
     version = model_training_request()
 
-    version = wait_for(lambda: _finished(version.pk), timeout=120,
-                       message="training never finished", on_timeout=celery_worker_process.output)
+    version = wait_for(
+        lambda: _finished(version.pk),
+        timeout=120,
+        message="training never finished",
+        on_timeout=celery_worker_process.output,
+    )
 
     assert version.status == VersionStatus.ACTIVE, version.error or version.gate_reason
     assert version.attempts == 1
@@ -50,8 +55,11 @@ def test_worker_killed_mid_training_leaves_the_active_version_serving(celery_wor
 
     slow = TrainingConfig.objects.create(name="slow", epochs=1000)
     version = model_training_request(config=slow)
-    wait_for(lambda: ModelVersion.objects.filter(pk=version.pk, status=VersionStatus.TRAINING, epoch__gte=2).exists(),
-             timeout=120, message=f"training never started; log:\n{celery_worker_process.output()[-3000:]}")
+    wait_for(
+        lambda: ModelVersion.objects.filter(pk=version.pk, status=VersionStatus.TRAINING, epoch__gte=2).exists(),
+        timeout=120,
+        message=f"training never started; log:\n{celery_worker_process.output()[-3000:]}",
+    )
     celery_worker_process.kill()
 
     # The served version is untouched and still answers from its own vectors.

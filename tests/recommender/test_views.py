@@ -1,4 +1,5 @@
 """Recommendation pages: homepage list with explanations and fallback notice, related panel, htmx refresh."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,8 +41,9 @@ def test_item_page_loads_the_related_panel_and_refreshes_it_after_a_rating(clien
     assert f'<a href="{panel_url}">' in page  # without JavaScript
 
 
-def test_related_panel_updates_after_rating_on_the_item_page(client, planted_catalog,
-                                                            django_capture_on_commit_callbacks):
+def test_related_panel_updates_after_rating_on_the_item_page(
+    client, planted_catalog, django_capture_on_commit_callbacks
+):
     train_inline()
     profile = planted_catalog.profiles_by_cluster[0][1]
     client.force_login(profile.user)
@@ -51,8 +53,11 @@ def test_related_panel_updates_after_rating_on_the_item_page(client, planted_cat
     assert "Related items" in before and "<html" not in before
     for target in planted_catalog.items_by_cluster[1][1:7]:
         with django_capture_on_commit_callbacks(execute=True):
-            rated = client.post(reverse("item-rate", args=[target.external_id]), {"kind": "rating", "value": "5"},
-                                HTTP_HX_REQUEST="true")
+            rated = client.post(
+                reverse("item-rate", args=[target.external_id]),
+                {"kind": "rating", "value": "5"},
+                HTTP_HX_REQUEST="true",
+            )
         assert rated.status_code == 200
     assert Feedback.objects.filter(user=profile, item__in=planted_catalog.items_by_cluster[1][1:7]).count() == 6
     after = client.get(panel_url, HTTP_HX_REQUEST="true").content.decode()
@@ -115,6 +120,7 @@ def test_staff_viewing_as_a_user_sees_that_users_homepage(client, planted_catalo
 
 # --- accounts without a profile (the admin `make run` creates has none) ------------------------
 
+
 def _visible_text(html: str) -> str:
     """What a person reads: the main content without tags."""
     import re
@@ -123,8 +129,9 @@ def _visible_text(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", main.split(">", 1)[1]).split())
 
 
-def test_staff_without_a_profile_are_invited_to_view_as_a_user_not_to_sign_in(client, planted_catalog,
-                                                                             django_user_model):
+def test_staff_without_a_profile_are_invited_to_view_as_a_user_not_to_sign_in(
+    client, planted_catalog, django_user_model
+):
     from catalog.models import UserProfile
 
     admin = django_user_model.objects.create_superuser("admin", password="pw-12345-long")
@@ -141,7 +148,8 @@ def test_staff_without_a_profile_are_invited_to_view_as_a_user_not_to_sign_in(cl
 
 
 def test_a_signed_in_user_without_a_profile_is_invited_to_rate_and_the_first_rating_makes_one(
-        client, planted_catalog, django_user_model):
+    client, planted_catalog, django_user_model
+):
     from catalog.models import UserProfile
 
     user = django_user_model.objects.create_user("newcomer", password="pw-12345-long")

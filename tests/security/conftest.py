@@ -1,4 +1,5 @@
 """Fixtures of the security tests: a small world with an owner, another user and staff."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ class World:
 
 
 def make_user(username: str, *, staff: bool = False):
-    return get_user_model().objects.create_user(username=username, password=PASSWORD, is_staff=staff,
-                                                is_superuser=staff)
+    return get_user_model().objects.create_user(
+        username=username, password=PASSWORD, is_staff=staff, is_superuser=staff
+    )
 
 
 def build_world() -> World:
@@ -58,8 +60,9 @@ def build_world() -> World:
     second_item = ItemFactory(external_id="item-b", title="Item B", features=[("genre", "Comedy")])
     feedback_kind_for("rating")
     owner_feedback = feedback_record(profile=owner_profile, item=item, kind="rating", value=4.0)
-    rule = Rule.objects.create(name="No dramas", kind="filter_feature",
-                               params={"feature_type": "genre", "values": ["Drama"]})
+    rule = Rule.objects.create(
+        name="No dramas", kind="filter_feature", params={"feature_type": "genre", "values": ["Drama"]}
+    )
     return World(owner, other, staff, owner_profile, other_profile, item, second_item, owner_feedback, rule)
 
 

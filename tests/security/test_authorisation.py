@@ -9,6 +9,7 @@ Roles: "user" owns ``owner-profile`` (and its feedback); "other" is a second, or
 targets the owner's resources; "staff" is a superuser. Staff answers of 409 (activate a failed
 version, roll back with nothing to roll back to) are domain refusals after the permission check.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,10 @@ API_MATRIX: dict[tuple[str, str], tuple[dict, dict | None]] = {
     ("PATCH", "/api/v1/users/{external_id}"): (OWNER_OR_STAFF(200), {"features": [{"type": "age", "value": "30"}]}),
     ("GET", "/api/v1/users/{external_id}/feedback"): (OWNER_OR_STAFF(200), None),
     ("GET", "/api/v1/users/{external_id}/recommendations"): (OWNER_OR_STAFF(200), None),
-    ("POST", "/api/v1/feedback"): (OWNER_OR_STAFF(201),
-                                   {"user": "owner-profile", "item": "item-b", "kind": "rating", "value": 5}),
+    ("POST", "/api/v1/feedback"): (
+        OWNER_OR_STAFF(201),
+        {"user": "owner-profile", "item": "item-b", "kind": "rating", "value": 5},
+    ),
     ("GET", "/api/v1/rules"): (STAFF_ONLY(200), None),
     ("POST", "/api/v1/rules"): (STAFF_ONLY(201), {"name": "Hide inactive", "kind": "filter_inactive"}),
     ("GET", "/api/v1/rules/{rule_id}"): (STAFF_ONLY(200), None),
@@ -91,6 +94,7 @@ def _schema_path(route: str) -> str:
 
 # --- Every endpoint is in the matrix ----------------------------------------------------------------
 
+
 def test_every_schema_operation_is_in_the_matrix():
     operations = _schema_operations()
     assert operations - set(API_MATRIX) == set(), "add these operations to API_MATRIX"
@@ -111,6 +115,7 @@ def test_every_page_is_in_the_matrix():
 
 # --- The database fingerprint -------------------------------------------------------------------------
 
+
 def fingerprint() -> tuple:
     """Counts and the editable fields of every row an endpoint or page can change."""
     return (
@@ -120,7 +125,8 @@ def fingerprint() -> tuple:
         list(Feedback.objects.order_by("pk").values_list("pk", "value", "is_current")),
         list(Rule.objects.order_by("pk").values_list("pk", "name", "kind", "enabled", "params")),
         list(ModelVersion.objects.order_by("pk").values_list("pk", "status", "activated_at")),
-        ItemFeature.objects.count(), UserFeature.objects.count(),
+        ItemFeature.objects.count(),
+        UserFeature.objects.count(),
     )
 
 
@@ -133,14 +139,19 @@ def _world_with_version():
 
 # --- API -----------------------------------------------------------------------------------------------
 
+
 def _api_url(path: str, world, version, *, slash: bool) -> str:
     url = path.replace("{external_id}", "owner-profile" if "/users/" in path else "item-a")
     url = url.replace("{rule_id}", str(world.rule.pk)).replace("{version_id}", str(version.pk))
     return url + ("/" if slash else "")
 
 
-API_CASES = [pytest.param(method, path, role, slash, id=f"{method} {path}{'/' if slash else ''} {role}")
-             for (method, path) in API_MATRIX for role in ROLES for slash in (False, True)]
+API_CASES = [
+    pytest.param(method, path, role, slash, id=f"{method} {path}{'/' if slash else ''} {role}")
+    for (method, path) in API_MATRIX
+    for role in ROLES
+    for slash in (False, True)
+]
 
 
 @pytest.mark.parametrize(("method", "path", "role", "slash"), API_CASES)
@@ -150,9 +161,11 @@ def test_api_authorisation(method, path, role, slash):
     client = api_client(world.user_for(role), token=True)
     before = fingerprint()
 
-    response = client.generic(method, _api_url(path, world, version, slash=slash),
-                              **({"data": __import__("json").dumps(body), "content_type": "application/json"}
-                                 if body is not None else {}))
+    response = client.generic(
+        method,
+        _api_url(path, world, version, slash=slash),
+        **({"data": __import__("json").dumps(body), "content_type": "application/json"} if body is not None else {}),
+    )
 
     assert response.status_code == expected[role], (response.status_code, response.content[:300])
     assert response.status_code == 204 or response["Content-Type"].startswith("application/json")
@@ -196,8 +209,12 @@ PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
     # The owner's feedback row: someone else's is reported missing, staff included (staff use the admin).
     "feedback-delete": ("POST", _statuses(LOGIN, 302, 404, 404), True, {}),
     # Sign-up is the one write an anonymous visitor may make: their own account.
-    "signup": ("POST", _statuses(302, 302, 302, 302), True,
-               {"username": "newcomer", "password1": PASSWORD, "password2": PASSWORD}),
+    "signup": (
+        "POST",
+        _statuses(302, 302, 302, 302),
+        True,
+        {"username": "newcomer", "password1": PASSWORD, "password2": PASSWORD},
+    ),
     "models": ("GET", _statuses(LOGIN, 200, 200, 200), False, None),
     "models-progress": ("GET", _statuses(LOGIN, 200, 200, 200), False, None),
     "models-train": ("POST", _statuses(LOGIN, 403, 403, 302), True, {}),
@@ -222,9 +239,13 @@ PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
 
 def _page_url(name: str, world, version) -> str:
     arguments = {
-        "item-related-panel": ["item-a"], "item-detail": ["item-a"], "item-rate": ["item-b"],
-        "feedback-delete": [world.owner_feedback.pk], "models-activate": [version.pk],
-        "rules-toggle": [world.rule.pk], "data-import-progress": ["no-such-task"],
+        "item-related-panel": ["item-a"],
+        "item-detail": ["item-a"],
+        "item-rate": ["item-b"],
+        "feedback-delete": [world.owner_feedback.pk],
+        "models-activate": [version.pk],
+        "rules-toggle": [world.rule.pk],
+        "data-import-progress": ["no-such-task"],
         "password_reset_confirm": ["MQ", "set-password"],
     }.get(name, [])
     return reverse(name, args=arguments)

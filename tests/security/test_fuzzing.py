@@ -17,6 +17,7 @@ cannot state (a rule's ``ends_at`` after its ``starts_at``) holds on positive ex
 after the start is dropped.
 Each example runs in a savepoint that is rolled back, so every example meets the same world.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,10 +31,10 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections, transaction
+from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 
 from catalog.models import Feature, FeedbackKind, Item, UserProfile
@@ -53,8 +54,12 @@ WORLD_RULE_ID = 424242
 WORLD_RULE_KIND = RuleKind.FILTER_FEATURE
 WORLD_RULE_PARAMS = {"feature_type": "genre", "values": ["Comedy"]}
 # The feedback kinds every database starts with (catalog migration 0003): code → (min, max).
-FEEDBACK_KINDS = {code: (low, high) for code, _, _, _, _, low, high, _
-                  in importlib.import_module("catalog.migrations.0003_default_feedback_kinds").DEFAULT_KINDS}
+FEEDBACK_KINDS = {
+    code: (low, high)
+    for code, _, _, _, _, low, high, _ in importlib.import_module(
+        "catalog.migrations.0003_default_feedback_kinds"
+    ).DEFAULT_KINDS
+}
 
 
 def _narrowed_params(kind: str) -> dict[str, Any]:
@@ -91,18 +96,27 @@ def _narrow_to_world(raw: dict[str, Any]) -> dict[str, Any]:
     event["properties"]["item"] = {"type": "string", "enum": WORLD_ITEMS}
     event["properties"]["kind"] = {"type": "string", "enum": sorted(FEEDBACK_KINDS)}
     event["oneOf"] = [
-        {"properties": {"kind": {"enum": [code]},
-                        "value": {"type": ["number", "null"],
-                                  **({"minimum": low} if low is not None else {}),
-                                  **({"maximum": high} if high is not None else {})}}}
+        {
+            "properties": {
+                "kind": {"enum": [code]},
+                "value": {
+                    "type": ["number", "null"],
+                    **({"minimum": low} if low is not None else {}),
+                    **({"maximum": high} if high is not None else {}),
+                },
+            }
+        }
         for code, (low, high) in sorted(FEEDBACK_KINDS.items())
     ]
 
     _narrow_rule_body(components["RuleInputRequest"], partial=False)
     _narrow_rule_body(components["PatchedRuleInputRequest"], partial=True)
 
-    path_ids = {"/api/v1/items/{external_id}": WORLD_ITEMS, "/api/v1/users/{external_id}": WORLD_USERS,
-                "/api/v1/rules/{rule_id}": [WORLD_RULE_ID]}
+    path_ids = {
+        "/api/v1/items/{external_id}": WORLD_ITEMS,
+        "/api/v1/users/{external_id}": WORLD_USERS,
+        "/api/v1/rules/{rule_id}": [WORLD_RULE_ID],
+    }
     for path, operations in raw["paths"].items():
         ids = next((ids for prefix, ids in path_ids.items() if path.startswith(prefix)), None)
         if ids is None:
@@ -141,8 +155,9 @@ def staff_token(db, keep_test_connection) -> str:
     # The narrowed schema must describe this database, or the test would prove nothing.
     assert sorted(UserProfile.objects.values_list("external_id", flat=True)) == sorted(WORLD_USERS)
     assert sorted(Item.objects.values_list("external_id", flat=True)) == sorted(WORLD_ITEMS)
-    assert sorted(set(Feature.objects.filter(subject="item").values_list("type", flat=True))) \
-        == WORLD_ITEM_FEATURE_TYPES
+    assert (
+        sorted(set(Feature.objects.filter(subject="item").values_list("type", flat=True))) == WORLD_ITEM_FEATURE_TYPES
+    )
     assert {kind.code: (kind.min_value, kind.max_value) for kind in FeedbackKind.objects.all()} == FEEDBACK_KINDS
     return Token.objects.create(user=world.staff).key
 
@@ -163,8 +178,9 @@ def _rule_period_ordered(case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_api_meets_its_schema_under_fuzzing(case, staff_token):
     if case.meta is not None and case.meta.generation.mode.is_positive:
         _rule_period_ordered(case)
@@ -177,7 +193,11 @@ def test_schema_validates_with_warnings_as_errors(tmp_path):
     output = tmp_path / "schema.yaml"
     result = subprocess.run(
         [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--file", str(output)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
     assert output.read_text().startswith("openapi: 3")

@@ -5,6 +5,7 @@ training and fold-in, never sent by clients). The closest inputs are the lists a
 send — a feedback batch and a feature list — so "vectors of the wrong size" is tested as lists
 that are empty, too long, or of the wrong element shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from recommender.rerank.models import Rule
 from tests.security.conftest import api_client
 
 pytestmark = pytest.mark.django_db
+
 
 # Client(raise_request_exception=False) turns a crash into the 500 a real client would see.
 def _raw_client(user=None) -> Client:
@@ -56,8 +58,9 @@ def test_nul_byte_in_an_api_path_is_a_json_400(world, path):
     assert_json_4xx(response, 400, 404)
 
 
-@pytest.mark.parametrize("query", ["search=a%00b", "sort=title%00", "page=1%00", "page_size=5%00",
-                                   "include_inactive=true%00", "a%00b=1"])
+@pytest.mark.parametrize(
+    "query", ["search=a%00b", "sort=title%00", "page=1%00", "page_size=5%00", "include_inactive=true%00", "a%00b=1"]
+)
 def test_nul_byte_in_a_query_parameter_is_a_json_400(world, query):
     assert_json_4xx(_raw_client(world.staff).get(f"/api/v1/items?{query}"), 400)
     assert_json_4xx(_raw_client(world.owner).get(f"/api/v1/users/owner-profile/recommendations?k=3&{query}"), 400)
@@ -69,12 +72,15 @@ def test_nul_byte_on_a_page_is_a_plain_400_not_a_500(world, path):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    {"item": "item\u0000a", "kind": "rating", "value": 4},
-    {"item": "item-a", "kind": "rat\u0000ing", "value": 4},
-    {"item": "item-a", "kind": "rating", "value": 4, "idempotency_key": "k\u0000"},
-    {"user": "owner\u0000profile", "item": "item-a", "kind": "rating", "value": 4},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"item": "item\u0000a", "kind": "rating", "value": 4},
+        {"item": "item-a", "kind": "rat\u0000ing", "value": 4},
+        {"item": "item-a", "kind": "rating", "value": 4, "idempotency_key": "k\u0000"},
+        {"user": "owner\u0000profile", "item": "item-a", "kind": "rating", "value": 4},
+    ],
+)
 def test_nul_character_in_a_json_body_is_a_400_and_writes_nothing(world, body):
     before = _counts()
     response = api_client(world.staff).post("/api/v1/feedback", body, format="json")
@@ -86,17 +92,28 @@ def test_nul_character_in_item_and_rule_bodies_is_a_400(world):
     before = _counts()
     staff = api_client(world.staff)
     assert_json_4xx(staff.post("/api/v1/items", {"external_id": "x\u0000", "title": "t"}, format="json"), 400)
-    assert_json_4xx(staff.post("/api/v1/items", {"external_id": "x", "title": "t",
-                                                 "features": [{"type": "genre", "value": "a\u0000"}]},
-                               format="json"), 400)
-    assert_json_4xx(staff.post("/api/v1/rules", {"name": "n", "kind": "filter_feature",
-                                                 "params": {"feature_type": "genre", "values": ["a\u0000"]}},
-                               format="json"), 400)
+    assert_json_4xx(
+        staff.post(
+            "/api/v1/items",
+            {"external_id": "x", "title": "t", "features": [{"type": "genre", "value": "a\u0000"}]},
+            format="json",
+        ),
+        400,
+    )
+    assert_json_4xx(
+        staff.post(
+            "/api/v1/rules",
+            {"name": "n", "kind": "filter_feature", "params": {"feature_type": "genre", "values": ["a\u0000"]}},
+            format="json",
+        ),
+        400,
+    )
     assert_json_4xx(staff.post("/api/v1/rules", {"name": "n\u0000", "kind": "filter_inactive"}, format="json"), 400)
     assert _counts() == before
 
 
 # --- Huge bodies --------------------------------------------------------------------------------
+
 
 def test_a_body_over_the_limit_is_a_json_413_and_is_not_read(world, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
@@ -116,8 +133,9 @@ def test_the_default_limit_refuses_a_five_megabyte_body(world):
 
 
 def test_a_non_numeric_content_length_is_a_json_400(world):
-    response = _raw_client(world.staff).generic("POST", "/api/v1/items", b"{}", content_type="application/json",
-                                                CONTENT_LENGTH="lots")
+    response = _raw_client(world.staff).generic(
+        "POST", "/api/v1/items", b"{}", content_type="application/json", CONTENT_LENGTH="lots"
+    )
     assert_json_4xx(response, 400)
 
 
@@ -133,6 +151,7 @@ def test_malformed_json_is_a_json_400(world):
 
 
 # --- Paging ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/api/v1/items", "/api/v1/users", "/api/v1/users/owner-profile/feedback"])
 def test_page_size_of_a_billion_is_capped(world, path):
@@ -164,8 +183,10 @@ def test_a_page_that_does_not_exist_is_a_json_404(world, query):
     assert_json_4xx(_raw_client(world.staff).get(f"/api/v1/items?{query}"), 404)
 
 
-@pytest.mark.parametrize("query", ["page_size=-5", "page_size=0", "page_size=abc", "page_size=NaN", "page_size=1e9",
-                                   "include_inactive=maybe"])
+@pytest.mark.parametrize(
+    "query",
+    ["page_size=-5", "page_size=0", "page_size=abc", "page_size=NaN", "page_size=1e9", "include_inactive=maybe"],
+)
 def test_a_paging_or_flag_parameter_that_is_not_valid_is_a_json_400(world, query):
     response = _raw_client(world.staff).get(f"/api/v1/items?{query}")
     assert_json_4xx(response, 400)
@@ -185,21 +206,27 @@ def test_huge_or_non_finite_k_is_capped_or_a_json_400(world, k):
         assert len(response.json()["items"]) <= K_MAX
     else:
         assert_json_4xx(response, 400)
-    assert_json_4xx(_raw_client().get(f"/api/v1/items/item-a/related?k={k}"), 400) \
-        if response.status_code != 200 else None
+    assert_json_4xx(
+        _raw_client().get(f"/api/v1/items/item-a/related?k={k}"), 400
+    ) if response.status_code != 200 else None
 
 
 # --- NaN and Inf -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
 def test_non_finite_numbers_in_json_are_a_400_and_write_nothing(world, literal):
     before = _counts()
     owner = _raw_client(world.owner)
-    for body in (f'{{"item": "item-a", "kind": "rating", "value": {literal}}}',
-                 f'{{"item": "item-a", "kind": "rating", "value": "{literal}"}}'):
+    for body in (
+        f'{{"item": "item-a", "kind": "rating", "value": {literal}}}',
+        f'{{"item": "item-a", "kind": "rating", "value": "{literal}"}}',
+    ):
         assert_json_4xx(owner.post("/api/v1/feedback", body, content_type="application/json"), 400)
     staff = _raw_client(world.staff)
-    feature = f'{{"external_id": "n", "title": "n", "features": [{{"type": "g", "value": "v", "weight": "{literal}"}}]}}'
+    feature = (
+        f'{{"external_id": "n", "title": "n", "features": [{{"type": "g", "value": "v", "weight": "{literal}"}}]}}'
+    )
     assert_json_4xx(staff.post("/api/v1/items", feature, content_type="application/json"), 400)
     rule = f'{{"name": "r", "kind": "diversity_mmr", "params": {{"lambda": "{literal}"}}}}'
     assert_json_4xx(staff.post("/api/v1/rules", rule, content_type="application/json"), 400)
@@ -210,11 +237,13 @@ def test_non_finite_numbers_in_json_are_a_400_and_write_nothing(world, literal):
 
 # --- Ratings out of range ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [0, 0.49, 5.01, 6, -1, 1e308, -1e308, True, "five", "4", [], {}])
 def test_ratings_out_of_range_are_a_400_and_write_nothing(world, value):
     before = _counts()
-    response = api_client(world.owner).post("/api/v1/feedback", {"item": "item-a", "kind": "rating", "value": value},
-                                            format="json")
+    response = api_client(world.owner).post(
+        "/api/v1/feedback", {"item": "item-a", "kind": "rating", "value": value}, format="json"
+    )
     assert_json_4xx(response, 400)
     assert _counts() == before
 
@@ -237,6 +266,7 @@ def test_out_of_range_rating_on_the_item_page_is_a_400_page_not_a_500(world):
 
 # --- Lists of the wrong size (the closest thing to vectors) -----------------------------------------
 
+
 def test_batches_and_feature_lists_of_the_wrong_size_are_a_400(world):
     from catalog.services import FEEDBACK_BATCH_LIMIT
 
@@ -248,14 +278,17 @@ def test_batches_and_feature_lists_of_the_wrong_size_are_a_400(world):
     assert_json_4xx(owner.post("/api/v1/feedback", {"events": {"0": {"item": "item-a"}}}, format="json"), 400)
     assert_json_4xx(owner.post("/api/v1/feedback", [1.0, 2.0, 3.0], format="json"), 400)
     features = [{"type": "g", "value": str(i)} for i in range(1001)]
-    assert_json_4xx(staff.post("/api/v1/items", {"external_id": "f", "title": "f", "features": features},
-                               format="json"), 400)
-    assert_json_4xx(staff.post("/api/v1/items", {"external_id": "f", "title": "f", "features": [[0.1, 0.2]]},
-                               format="json"), 400)
+    assert_json_4xx(
+        staff.post("/api/v1/items", {"external_id": "f", "title": "f", "features": features}, format="json"), 400
+    )
+    assert_json_4xx(
+        staff.post("/api/v1/items", {"external_id": "f", "title": "f", "features": [[0.1, 0.2]]}, format="json"), 400
+    )
     assert _counts() == before
 
 
 # --- Unknown routes and methods --------------------------------------------------------------------
+
 
 def test_unknown_api_route_is_a_json_404(world):
     assert_json_4xx(_raw_client().get("/api/v1/no-such-thing"), 404)

@@ -1,4 +1,5 @@
 """CSRF on session POSTs, the sign-in lockout, API throttling, and the production deploy check."""
+
 from __future__ import annotations
 
 import os
@@ -33,22 +34,25 @@ def _token_from(client: Client, url: str) -> str:
 
 # --- CSRF ------------------------------------------------------------------------------------------
 
+
 def test_login_without_a_csrf_token_is_refused(world):
     client = _csrf_client()
     response = client.post(reverse("login"), {"username": "owner", "password": PASSWORD})
     assert response.status_code == 403
     assert "_auth_user_id" not in client.session
     token = _token_from(client, reverse("login"))
-    response = client.post(reverse("login"), {"username": "owner", "password": PASSWORD,
-                                              "csrfmiddlewaretoken": token})
+    response = client.post(reverse("login"), {"username": "owner", "password": PASSWORD, "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and client.session["_auth_user_id"] == str(world.owner.pk)
 
 
-@pytest.mark.parametrize(("name", "args", "data"), [
-    ("item-rate", ["item-b"], {"kind": "rating", "value": "5"}),
-    ("feedback-delete", None, {}),
-    ("logout", [], {}),
-])
+@pytest.mark.parametrize(
+    ("name", "args", "data"),
+    [
+        ("item-rate", ["item-b"], {"kind": "rating", "value": "5"}),
+        ("feedback-delete", None, {}),
+        ("logout", [], {}),
+    ],
+)
 def test_page_posts_need_a_csrf_token(world, name, args, data):
     client = _csrf_client(world.owner)
     url = reverse(name, args=args if args is not None else [world.owner_feedback.pk])
@@ -58,8 +62,9 @@ def test_page_posts_need_a_csrf_token(world, name, args, data):
     assert "_auth_user_id" in client.session  # logout did not happen either
 
 
-@pytest.mark.parametrize(("name", "data"), [("models-train", {}), ("view-as", {"user": "owner-profile"}),
-                                            ("data-import", {})])
+@pytest.mark.parametrize(
+    ("name", "data"), [("models-train", {}), ("view-as", {"user": "owner-profile"}), ("data-import", {})]
+)
 def test_staff_page_posts_need_a_csrf_token(world, name, data):
     assert _csrf_client(world.staff).post(reverse(name), data).status_code == 403
 
@@ -84,6 +89,7 @@ def test_api_with_session_auth_needs_csrf_and_with_a_token_does_not(world):
 
 # --- Sign-in lockout -------------------------------------------------------------------------------
 
+
 def _login(client: Client, password: str, *, ip: str = "10.0.0.1"):
     return client.post(reverse("login"), {"username": "owner", "password": password}, REMOTE_ADDR=ip)
 
@@ -102,16 +108,22 @@ def test_login_locks_out_after_n_failures_even_with_the_right_password(world, se
     # Another address is not locked out: the key is username + address.
     assert _login(Client(), PASSWORD, ip="10.0.0.2").status_code == 302
     # Nor is another username from the same address.
-    assert Client().post(reverse("login"), {"username": "other", "password": PASSWORD},
-                         REMOTE_ADDR="10.0.0.1").status_code == 302
+    assert (
+        Client().post(reverse("login"), {"username": "other", "password": PASSWORD}, REMOTE_ADDR="10.0.0.1").status_code
+        == 302
+    )
 
 
 def test_a_forged_forwarded_for_header_does_not_escape_the_lockout(world, settings):
     settings.LOGIN_MAX_FAILURES = 2
-    for n in range(2):
+    for _ in range(2):
         _login(Client(), "wrong")
-    response = Client().post(reverse("login"), {"username": "owner", "password": PASSWORD},
-                             REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    response = Client().post(
+        reverse("login"),
+        {"username": "owner", "password": PASSWORD},
+        REMOTE_ADDR="10.0.0.1",
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )
     assert response.status_code == 429
 
 
@@ -137,17 +149,26 @@ def test_a_success_before_the_limit_resets_the_count(world, settings):
 
 
 def test_lockout_settings_come_from_the_environment():
-    code = "from django.conf import settings as s; print(s.LOGIN_MAX_FAILURES, s.LOGIN_LOCKOUT_SECONDS, " \
-           "s.CACHES['default']['BACKEND'], s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])"
-    result = _django_subprocess(code, LOGIN_MAX_FAILURES="7", LOGIN_LOCKOUT_SECONDS="60",
-                                CACHE_URL="redis://cache.internal:6379/1", API_THROTTLE_ANON="off",
-                                API_THROTTLE_USER="10/second")
+    code = (
+        "from django.conf import settings as s; print(s.LOGIN_MAX_FAILURES, s.LOGIN_LOCKOUT_SECONDS, "
+        "s.CACHES['default']['BACKEND'], s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])"
+    )
+    result = _django_subprocess(
+        code,
+        LOGIN_MAX_FAILURES="7",
+        LOGIN_LOCKOUT_SECONDS="60",
+        CACHE_URL="redis://cache.internal:6379/1",
+        API_THROTTLE_ANON="off",
+        API_THROTTLE_USER="10/second",
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("7 60 django.core.cache.backends.redis.RedisCache "
-                                     "{'anon': None, 'user': '10/second'}")
+    assert result.stdout.strip() == (
+        "7 60 django.core.cache.backends.redis.RedisCache {'anon': None, 'user': '10/second'}"
+    )
 
 
 # --- API throttling --------------------------------------------------------------------------------
+
 
 def _throttle(settings, anon: str, user: str):
     rates = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": anon, "user": user}}
@@ -180,18 +201,30 @@ def test_api_answers_429_json_with_retry_after_beyond_the_rate(world, settings):
 
 # --- Production settings -----------------------------------------------------------------------------
 
+
 def _django_subprocess(code: str, *, settings_module: str = "config.settings.development", **env: str):
     from django.db import connection
 
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CACHE_URL", "REDIS_URL"}}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CACHE_URL", "REDIS_URL"}
+    }
     # Point at the running server so the subprocess does not start the embedded one again.
     db = connection.settings_dict
-    environment.setdefault("DATABASE_URL", f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}"
-                           + (f"&port={db['PORT']}" if db["PORT"] else ""))
+    environment.setdefault(
+        "DATABASE_URL",
+        f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}" + (f"&port={db['PORT']}" if db["PORT"] else ""),
+    )
     environment.update({"DJANGO_SETTINGS_MODULE": settings_module, **env})
-    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=REPO,
-                          env=environment, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _manage(*arguments: str, **env: str):
@@ -201,24 +234,43 @@ def _manage(*arguments: str, **env: str):
     environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}}
     environment["DATABASE_URL"] = f"postgresql://{db['USER']}@/{db['NAME']}?host={db['HOST']}"
     environment.update(env)
-    return subprocess.run([sys.executable, "manage.py", *arguments], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_production_passes_the_deploy_check_with_warnings_as_errors():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING",
-                     DJANGO_SETTINGS_MODULE="config.settings.production",
-                     SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="example.com")
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="example.com",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_production_hardening_values():
-    code = ("from django.conf import settings as s; print(s.DEBUG, s.ALLOWED_HOSTS, s.SECURE_HSTS_SECONDS >= 31536000, "
-            "s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "
-            "s.SESSION_COOKIE_HTTPONLY, s.X_FRAME_OPTIONS, s.SECURE_CONTENT_TYPE_NOSNIFF)")
-    result = _django_subprocess(code, settings_module="config.settings.production",
-                                SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="a.example,b.example", DEBUG="true")
+    code = (
+        "from django.conf import settings as s; print(s.DEBUG, s.ALLOWED_HOSTS, s.SECURE_HSTS_SECONDS >= 31536000, "
+        "s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "
+        "s.SESSION_COOKIE_HTTPONLY, s.X_FRAME_OPTIONS, s.SECURE_CONTENT_TYPE_NOSNIFF)"
+    )
+    result = _django_subprocess(
+        code,
+        settings_module="config.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="a.example,b.example",
+        DEBUG="true",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False ['a.example', 'b.example'] True True True True True True DENY True"
 
@@ -230,6 +282,13 @@ def test_production_refuses_to_start_without_a_secret_key():
 
 
 def test_the_development_key_fails_the_deploy_check():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", DJANGO_SETTINGS_MODULE="config.settings.production",
-                     SECRET_KEY="dev-insecure-key-change-me-in-production", ALLOWED_HOSTS="example.com")
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        SECRET_KEY="dev-insecure-key-change-me-in-production",
+        ALLOWED_HOSTS="example.com",
+    )
     assert result.returncode != 0 and "security.W009" in result.stderr + result.stdout

@@ -4,6 +4,7 @@ render escaped on every page; rule parameters never become ORM field names.
 One trained model (planted catalogue) makes the recommendation surfaces real: the signed-in
 homepage, the related panel, the rules preview (dashboard and admin) and the embedding map.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import pytest
 from django.test import Client
 from django_celery_results.models import TaskResult
 
-from catalog.models import Feature, Item, ItemFeature
+from catalog.models import Feature, ItemFeature
 from catalog.services import feedback_record
 from recommender.models import ModelVersion
 from recommender.rerank.models import Rule
@@ -34,8 +35,9 @@ def _assert_escaped(html: str, *, expect_shown: bool = True, where: str = ""):
     for raw in RAW:
         assert raw not in html, f"unescaped payload on {where}"
     if expect_shown:
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "&quot;&gt;&lt;img" in html, \
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "&quot;&gt;&lt;img" in html, (
             f"the payload text is not shown (escaped) on {where}"
+        )
 
 
 @pytest.fixture
@@ -58,9 +60,12 @@ def hostile(db):
         Rule.objects.create(name=payload, kind="filter_inactive")
     from recommender.dashboard.selectors import IMPORT_TASK_NAME
 
-    TaskResult.objects.create(task_id="t-xss", status="FAILURE", task_name=IMPORT_TASK_NAME,
-                              result=json.dumps({"exc_type": "ValueError", "exc_message": PAYLOADS[0],
-                                                 "directory": PAYLOADS[1]}))
+    TaskResult.objects.create(
+        task_id="t-xss",
+        status="FAILURE",
+        task_name=IMPORT_TASK_NAME,
+        result=json.dumps({"exc_type": "ValueError", "exc_message": PAYLOADS[0], "directory": PAYLOADS[1]}),
+    )
     ModelVersion.objects.filter(pk=version.pk).update(gate_reason=PAYLOADS[1])
     return catalog, items, viewer
 
@@ -89,8 +94,12 @@ def test_payloads_render_escaped(hostile, where, url, shown):
     catalog, items, viewer = hostile
     client = Client()
     client.force_login(viewer.user)
-    url = url.format(item=items[0].external_id, other_item=catalog.items_by_cluster[0][5].external_id,
-                     viewer=viewer.external_id, item_pk=items[0].pk)
+    url = url.format(
+        item=items[0].external_id,
+        other_item=catalog.items_by_cluster[0][5].external_id,
+        viewer=viewer.external_id,
+        item_pk=items[0].pk,
+    )
     response = client.get(url)
     assert response.status_code == 200, where
     _assert_escaped(response.content.decode(), expect_shown=shown, where=where)
@@ -124,6 +133,7 @@ def test_api_returns_titles_as_json_strings_not_markup(hostile):
 
 # --- ORM field names --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def staff_api(db):
     from tests.factories import ItemFactory
@@ -132,13 +142,16 @@ def staff_api(db):
     return api_client(make_user("rule-admin", staff=True))
 
 
-@pytest.mark.parametrize("params", [
-    {"feature_type": "user__password", "values": ["x"]},
-    {"feature_type": "genre__in", "values": ["x"]},
-    {"feature_type": "genre", "values": ["Drama"], "title__startswith": "A"},
-    {"feature_type": "genre", "values": ["Drama"], "feature__type": "genre"},
-    {"feature_type": "genre", "values": ["Drama"], "order_by": "-user__password"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"feature_type": "user__password", "values": ["x"]},
+        {"feature_type": "genre__in", "values": ["x"]},
+        {"feature_type": "genre", "values": ["Drama"], "title__startswith": "A"},
+        {"feature_type": "genre", "values": ["Drama"], "feature__type": "genre"},
+        {"feature_type": "genre", "values": ["Drama"], "order_by": "-user__password"},
+    ],
+)
 def test_field_like_rule_parameters_are_refused(staff_api, params):
     response = staff_api.post("/api/v1/rules", {"name": "r", "kind": "filter_feature", "params": params}, format="json")
     assert response.status_code == 400, response.content
@@ -152,9 +165,11 @@ def test_a_field_like_feature_type_that_exists_is_only_data(staff_api):
     from tests.factories import ItemFactory
 
     trap = ItemFactory(external_id="trap", title="Trap", features=[("user__password", "x")])
-    created = staff_api.post("/api/v1/rules", {"name": "r", "kind": "filter_feature",
-                                               "params": {"feature_type": "user__password", "values": ["x"]}},
-                             format="json")
+    created = staff_api.post(
+        "/api/v1/rules",
+        {"name": "r", "kind": "filter_feature", "params": {"feature_type": "user__password", "values": ["x"]}},
+        format="json",
+    )
     assert created.status_code == 201, created.content
     # Serving with the rule in place answers normally (the parameter is a value in a WHERE clause).
     assert staff_api.get("/api/v1/items/plain/related").status_code == 200

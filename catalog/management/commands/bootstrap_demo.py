@@ -1,4 +1,5 @@
 """`manage.py bootstrap_demo`: the admin account and demo catalogue behind `make run`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--movielens-dir", default=None,
-                            help="MovieLens 100k folder (default: the MOVIELENS_DIR setting).")
+        parser.add_argument(
+            "--movielens-dir", default=None, help="MovieLens 100k folder (default: the MOVIELENS_DIR setting)."
+        )
         parser.add_argument("--download-dir", default=None, help="Where ml-latest-small goes (default var/demo).")
         parser.add_argument("--offline", action="store_true", help="Do not try to download ml-latest-small.")
         parser.add_argument("--synthetic-users", type=int, default=SyntheticSize.users)
@@ -29,10 +31,12 @@ class Command(BaseCommand):
         if not admin.created:
             self.stdout.write(f"Admin user {admin.username!r} already exists: left unchanged.")
         elif admin.generated_password:
-            self.stdout.write(self.style.WARNING(
-                f"Created admin user {admin.username!r} with generated password: {admin.generated_password}\n"
-                "  It is shown only this once. Set ADMIN_PASSWORD to choose your own."
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Created admin user {admin.username!r} with generated password: {admin.generated_password}\n"
+                    "  It is shown only this once. Set ADMIN_PASSWORD to choose your own."
+                )
+            )
         else:
             self.stdout.write(f"Created admin user {admin.username!r} with the password from ADMIN_PASSWORD.")
 

@@ -1,4 +1,5 @@
 """`manage.py generate_catalog`: a synthetic catalogue with planted taste clusters."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -10,8 +11,10 @@ from catalog.management.commands.import_movielens import summary_print
 
 
 class Command(BaseCommand):
-    help = ("Generate a synthetic catalogue (syn-item-<i>, syn-user-<i>) with planted taste clusters, "
-            "streamed through COPY. The same arguments twice add 0 rows.")
+    help = (
+        "Generate a synthetic catalogue (syn-item-<i>, syn-user-<i>) with planted taste clusters, "
+        "streamed through COPY. The same arguments twice add 0 rows."
+    )
     # Bulk generation needs the database only (see import_movielens).
     requires_system_checks = []
 
@@ -27,9 +30,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            plan = plan_catalog(users=options["users"], items=options["items"],
-                                interactions=options["interactions"], seed=options["seed"],
-                                clusters=options["clusters"], chunk_size=options["chunk_size"])
+            plan = plan_catalog(
+                users=options["users"],
+                items=options["items"],
+                interactions=options["interactions"],
+                seed=options["seed"],
+                clusters=options["clusters"],
+                chunk_size=options["chunk_size"],
+            )
             summary = synthetic_catalog_generate(plan=plan, progress=not options["no_progress"])
         except (CatalogPlanError, CatalogImportError) as error:
             raise CommandError(str(error)) from error

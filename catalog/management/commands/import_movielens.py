@@ -1,4 +1,5 @@
 """`manage.py import_movielens DIR`: load a MovieLens folder (ml-100k or the CSV family)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ class Command(BaseCommand):
     # A data load needs the database only; skipping the URL/admin checks keeps it usable while
     # a half-finished view elsewhere would otherwise block every management command.
     requires_system_checks = []
-    help = ("Import a MovieLens folder (ml-100k, ml-latest-small, ml-25m). Idempotent: a second run adds 0. "
-            "Bad rows are reported as FILE:LINE: reason and skipped; the rest is imported.")
+    help = (
+        "Import a MovieLens folder (ml-100k, ml-latest-small, ml-25m). Idempotent: a second run adds 0. "
+        "Bad rows are reported as FILE:LINE: reason and skipped; the rest is imported."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("directory", type=Path)

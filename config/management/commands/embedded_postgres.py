@@ -3,6 +3,7 @@
 Note that loading the settings already joins (or starts) the embedded server when DATABASE_URL is
 unset, so `status` normally finds it running; `stop` stops it for every process of the project.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -2,11 +2,14 @@
 
 It migrates, loads the demo data, then supervises the web server, a Celery worker and Celery beat
 as child processes. Each child gets its own process group so that stopping it also stops what it
-forked (Celery's prefork pool) when it has to be killed. Ctrl-C or SIGTERM stops everything; a child that dies on its own
-takes the others down and makes `run_stack` exit non-zero, so a half-running stack never lingers.
+forked (Celery's prefork pool) when it has to be killed. Ctrl-C or SIGTERM stops everything; a
+child that dies on its own takes the others down and makes `run_stack` exit non-zero, so a
+half-running stack never lingers.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,24 +104,44 @@ class ProcessGroup:
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass  # the whole group has already exited
 
 
 def stack_commands(*, host: str, port: int, gunicorn: bool, worker: bool, beat: bool) -> dict[str, list[str]]:
     """The child processes of the stack, by name."""
     python = sys.executable
     if gunicorn:
-        web = [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", "2",
-               "--access-logfile", "-"]
+        web = [
+            python,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ]
     else:
         web = [python, str(MANAGE_PY), "runserver", f"{host}:{port}", "--noreload"]
     commands = {"web": web}
     if worker:
-        commands["worker"] = [python, "-m", "celery", "-A", "config", "worker", "-Q", "default,training",
-                              "--concurrency", "2", "-l", "info"]
+        commands["worker"] = [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,training",
+            "--concurrency",
+            "2",
+            "-l",
+            "info",
+        ]
     if beat:
         commands["beat"] = [python, "-m", "celery", "-A", "config", "beat", "-l", "info"]
     return commands
@@ -151,8 +174,13 @@ class Command(BaseCommand):
 
         group = ProcessGroup(out=self.stdout)
         group.install_signal_handlers()
-        commands = stack_commands(host=host, port=port, gunicorn=options["gunicorn"],
-                                  worker=not options["no_worker"], beat=not options["no_beat"])
+        commands = stack_commands(
+            host=host,
+            port=port,
+            gunicorn=options["gunicorn"],
+            worker=not options["no_worker"],
+            beat=not options["no_beat"],
+        )
         try:
             for name, argv in commands.items():
                 group.start(name, argv)
@@ -160,12 +188,14 @@ class Command(BaseCommand):
             group.stop()
             raise
         base = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0'} else host}:{port}"
-        self.stdout.write(self.style.SUCCESS(
-            f"\nThe stack is up ({', '.join(commands)}). Ctrl-C stops it.\n"
-            f"  Dashboard: {base}/\n"
-            f"  Admin:     {base}/admin/\n"
-            f"  API docs:  {base}/api/docs/\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nThe stack is up ({', '.join(commands)}). Ctrl-C stops it.\n"
+                f"  Dashboard: {base}/\n"
+                f"  Admin:     {base}/admin/\n"
+                f"  API docs:  {base}/api/docs/\n"
+            )
+        )
         exit_code = group.run()
         if exit_code:
             sys.exit(exit_code)

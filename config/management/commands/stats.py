@@ -1,4 +1,5 @@
 """`manage.py stats [--json]`: what the catalogue holds, and which model is active."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ from recommender.selectors import active_version
 def project_stats_get() -> dict[str, Any]:
     """The catalogue's counts (`catalog.selectors.catalog_counts`) and the active model, or None."""
     active = active_version()
-    return {**catalog_counts(),
-            "active_model": None if active is None else {"id": active.pk, "metrics": active.metrics}}
+    return {
+        **catalog_counts(),
+        "active_model": None if active is None else {"id": active.pk, "metrics": active.metrics},
+    }
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
 """Data page: catalogue counts, recent imports, and import from an uploaded MovieLens file."""
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,17 @@ def import_view(task) -> dict:
     progress = 1.0 if not running else float(result.get("progress", 0.0) or 0.0)
     directory = result.get("directory") or result.get("source") or ""
     return {
-        "task_id": task.task_id, "status": task.status, "running": running, "failed": failed,
-        "phase": "failed" if failed else result.get("phase", task.status.lower()), "progress": progress,
-        "percent": round(progress * 100), "created": task.date_created, "done": task.date_done,
-        "report": result if task.status == "SUCCESS" else None, "directory": directory,
+        "task_id": task.task_id,
+        "status": task.status,
+        "running": running,
+        "failed": failed,
+        "phase": "failed" if failed else result.get("phase", task.status.lower()),
+        "progress": progress,
+        "percent": round(progress * 100),
+        "created": task.date_created,
+        "done": task.date_done,
+        "report": result if task.status == "SUCCESS" else None,
+        "directory": directory,
         # A list, not the dict: the template engine would read ``added.items`` as the "items" key.
         "added": sorted((result.get("added") or {}).items()) if task.status == "SUCCESS" else [],
         "error": _error_text(result, task) if failed else "",
@@ -53,10 +61,16 @@ def _error_text(result: dict, task) -> str:
 @staff_required
 def data_page(request: HttpRequest) -> HttpResponse:
     imports = [import_view(task) for task in import_task_list()]
-    return render(request, "dashboard/data.html", {
-        "counts": catalog_counts(), "imports": imports, "latest": imports[0] if imports else None,
-        "form": ImportUploadForm(),
-    })
+    return render(
+        request,
+        "dashboard/data.html",
+        {
+            "counts": catalog_counts(),
+            "imports": imports,
+            "latest": imports[0] if imports else None,
+            "form": ImportUploadForm(),
+        },
+    )
 
 
 @require_POST

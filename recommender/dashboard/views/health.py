@@ -1,4 +1,5 @@
 """Health probes (/health/live, /health/ready), the health page and its JSON twin."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse

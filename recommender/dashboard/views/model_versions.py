@@ -1,4 +1,5 @@
 """Models page: versions, live training progress, metric and phase-time charts, train/activate/rollback."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,10 @@ def models_page(request: HttpRequest) -> HttpResponse:
     versions = list(model_version_list()[:VERSIONS_SHOWN])
     context = {
         "versions": versions,
-        "rows": [{"version": v, "metrics": [(v.metrics.get(key), v.baseline_metrics.get(key)) for key, _ in METRICS]}
-                 for v in versions],
+        "rows": [
+            {"version": v, "metrics": [(v.metrics.get(key), v.baseline_metrics.get(key)) for key, _ in METRICS]}
+            for v in versions
+        ],
         "active": active_version(),
         "watched": _watched_version(request),
         "metric_columns": METRICS,
@@ -77,7 +80,9 @@ def model_activate(request: HttpRequest, version_id: int) -> HttpResponse:
     if version is None:
         raise Http404("No such version.")
     try:
-        model_version_activate(version=version, reason=f"Activated by {request.user.get_username()} on the Models page.")
+        model_version_activate(
+            version=version, reason=f"Activated by {request.user.get_username()} on the Models page."
+        )
     except ApplicationError as error:
         messages.error(request, error.message)
     else:

@@ -1,4 +1,5 @@
 """Rules page: on/off toggles for the re-ranking rules and a before/after preview for one user."""
+
 from __future__ import annotations
 
 import logging
@@ -65,13 +66,21 @@ def rules_preview(request: HttpRequest) -> HttpResponse:
         items = _titles([c.item_id for c in before] + [c.item_id for c in result.items])
         after_ids = [c.item_id for c in result.items]
         before_ids = [c.item_id for c in before]
-        context.update({
-            "profile": profile,
-            "before": [{"candidate": c, "item": items.get(c.item_id), "kept": c.item_id in after_ids}
-                       for c in before],
-            "after": [{"candidate": c, "item": items.get(c.item_id),
-                       "moved": (before_ids.index(c.item_id) - rank) if c.item_id in before_ids else None}
-                      for rank, c in enumerate(result.items)],
-            "trace": result.trace,
-        })
+        context.update(
+            {
+                "profile": profile,
+                "before": [
+                    {"candidate": c, "item": items.get(c.item_id), "kept": c.item_id in after_ids} for c in before
+                ],
+                "after": [
+                    {
+                        "candidate": c,
+                        "item": items.get(c.item_id),
+                        "moved": (before_ids.index(c.item_id) - rank) if c.item_id in before_ids else None,
+                    }
+                    for rank, c in enumerate(result.items)
+                ],
+                "trace": result.trace,
+            }
+        )
     return render(request, "partials/dashboard_rules_preview.html", context)

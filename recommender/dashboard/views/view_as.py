@@ -1,4 +1,5 @@
 """The "view as user" switcher in the nav (staff only)."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -17,8 +18,9 @@ from ..services import view_as_set
 
 def _back(request: HttpRequest) -> str:
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                                  require_https=request.is_secure()):
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return "/"
 

@@ -20,6 +20,7 @@ blend fitted).
 While it runs, held-out feedback rows are row-locked by the transaction, so a concurrent
 re-rating of exactly those pairs waits for the command to finish.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,23 +33,23 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from recommender.vectors import store
+from catalog.array_selectors import catalog_arrays_fetch, feedback_newest_time, user_seen_item_ids
+from catalog.services import feedback_pairs_delete
 from recommender.blend import blend_store, blend_train
 from recommender.candidates.base import Context
-from recommender.vectors.base import AnnFilters
 from recommender.ml import evaluation
 from recommender.ml.training import fit
 from recommender.models import ModelVersion, VersionStatus
-from recommender.serving.surfaces import ranked_candidates
 from recommender.rerank.engine import rules_apply
 from recommender.rerank.models import Rule
-from catalog.array_selectors import catalog_arrays_fetch, feedback_newest_time, user_seen_item_ids
-from catalog.services import feedback_pairs_delete
 from recommender.selectors import active_version, default_training_config
 from recommender.services.training import hyperparameters_from_config, training_data_build
+from recommender.serving.surfaces import ranked_candidates
+from recommender.vectors import store
+from recommender.vectors.base import AnnFilters
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,11 @@ class Command(BaseCommand):
         parser.add_argument("--k", type=int, default=10)
         parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
         parser.add_argument("--max-users", type=int, default=None, help="Evaluate a random subset (quick runs).")
-        parser.add_argument("--no-blend", action="store_true",
-                            help="Serve the evaluation version by the model's score alone (no blend fitted).")
+        parser.add_argument(
+            "--no-blend",
+            action="store_true",
+            help="Serve the evaluation version by the model's score alone (no blend fitted).",
+        )
 
     def handle(self, *args, k: int, json: bool, max_users: int | None, no_blend: bool = False, **options):
         if k < 1:
@@ -79,9 +83,13 @@ class Command(BaseCommand):
             pass
         if not json:
             for name, metrics in results.items():
-                self.stdout.write(f"{name:>10}: " + "  ".join(
-                    f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-                    for key, value in metrics.items()))
+                self.stdout.write(
+                    f"{name:>10}: "
+                    + "  ".join(
+                        f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                        for key, value in metrics.items()
+                    )
+                )
         self.stdout.write(_json_dumps(results))
 
     def _say(self, quiet: bool, message: str) -> None:
@@ -99,17 +107,27 @@ class Command(BaseCommand):
             split = evaluation.time_split(positives, weights, data.interactions.timestamps, snapshot["test_fraction"])
         else:
             split = evaluation.random_split(positives, weights, snapshot["test_fraction"], snapshot["seed"])
-        train = dataclasses.replace(data, interactions=dataclasses.replace(
-            data.interactions, positives=split.train_positives, weights=split.train_weights))
+        train = dataclasses.replace(
+            data,
+            interactions=dataclasses.replace(
+                data.interactions, positives=split.train_positives, weights=split.train_weights
+            ),
+        )
         model = fit(train, params)
-        self._say(quiet, f"evaluation model trained on {split.train_positives.nnz} positives "
-                         f"({time.perf_counter() - started:.1f} s)")
+        self._say(
+            quiet,
+            f"evaluation model trained on {split.train_positives.nnz} positives "
+            f"({time.perf_counter() - started:.1f} s)",
+        )
         # The blend's weights come from a validation split of the training part only, exactly as
         # training fits them: the held-out split below never influences them.
         fitted_blend = blend_train(data=train, params=params) if blend else None
         if fitted_blend is not None:
-            self._say(quiet, f"blend weights {fitted_blend.weights.as_dict()} (validation "
-                             f"{fitted_blend.validation}, {time.perf_counter() - started:.1f} s)")
+            self._say(
+                quiet,
+                f"blend weights {fitted_blend.weights.as_dict()} (validation "
+                f"{fitted_blend.validation}, {time.perf_counter() - started:.1f} s)",
+            )
 
         # Rated = training interactions: training positives and vetoed pairs (low ratings, dislikes).
         exclude = ((split.train_positives != 0) + (data.interactions.negatives != 0)).astype(np.float64).tocsr()
@@ -130,19 +148,23 @@ class Command(BaseCommand):
 
         def exact(scorer) -> dict:
             # The same metrics as training's evaluation, excluding everything rated, not only positives.
-            return evaluation.topk_summary(evaluation.ranking_metrics(scorer, exclude, evaluated, k),
-                                           n_items=n_items, k=k)
+            return evaluation.topk_summary(
+                evaluation.ranking_metrics(scorer, exclude, evaluated, k), n_items=n_items, k=k
+            )
 
         results = {
-            "pipeline": self._pipeline(model=model, data=data, test=test, users=users, k=k, quiet=quiet,
-                                       blend=fitted_blend, train=train),
+            "pipeline": self._pipeline(
+                model=model, data=data, test=test, users=users, k=k, quiet=quiet, blend=fitted_blend, train=train
+            ),
             "model": exact(model.score_items),
             "popularity": exact(evaluation.popularity_scores(split.train_positives)),
         }
         # What the pipeline's scorer used, next to its metrics (None: the model's score alone).
-        results["pipeline"]["blend"] = ({"weights": fitted_blend.weights.as_dict(),
-                                         "validation": fitted_blend.validation}
-                                        if fitted_blend is not None else None)
+        results["pipeline"]["blend"] = (
+            {"weights": fitted_blend.weights.as_dict(), "validation": fitted_blend.validation}
+            if fitted_blend is not None
+            else None
+        )
         self._say(quiet, f"evaluated {len(users)} users in {time.perf_counter() - started:.1f} s")
         return results
 
@@ -155,7 +177,8 @@ class Command(BaseCommand):
     def _pipeline(self, *, model, data, test, users, k, quiet, blend=None, train=None) -> dict:
         hidden = self._hide_held_out_feedback(data, test)
         scratch = ModelVersion.objects.create(
-            status=VersionStatus.RETIRED, config_snapshot={}, gate_reason="Scratch version of manage.py evaluate.")
+            status=VersionStatus.RETIRED, config_snapshot={}, gate_reason="Scratch version of manage.py evaluate."
+        )
         with tempfile.TemporaryDirectory() as directory:
             scratch.artifact_path = str(model.save(Path(directory) / "evaluation.npz"))
             scratch.save(update_fields=["artifact_path"])
@@ -163,10 +186,13 @@ class Command(BaseCommand):
                 blend_store(fitted=blend, data=train, artifact_path=scratch.artifact_path)
             _, item_embeddings = model.item_representations()
             store.vectors_publish(
-                version_id=scratch.pk, item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
-                item_score_vectors=model.item_vectors_with_bias(), item_embeddings=item_embeddings,
+                version_id=scratch.pk,
+                item_ids=np.asarray(model.item_ids.ids, dtype=np.int64),
+                item_score_vectors=model.item_vectors_with_bias(),
+                item_embeddings=item_embeddings,
                 user_ids=np.asarray(model.user_ids.ids, dtype=np.int64),
-                user_score_vectors=model.user_vectors_with_bias())
+                user_score_vectors=model.user_vectors_with_bias(),
+            )
             self._say(quiet, f"scratch v{scratch.pk} published; {hidden} held-out feedback rows hidden")
             now = feedback_newest_time() or timezone.now()
             rule = Rule(name="exclude rated", kind="filter_seen", params={"include_views": True})
@@ -177,17 +203,23 @@ class Command(BaseCommand):
             for count, user in enumerate(users.tolist()):
                 profile_id = int(data.user_ids.ids[user])
                 seen = user_seen_item_ids(profile_id=profile_id)
-                context = Context(surface="home", now=now, version_id=scratch.pk, profile_id=profile_id,
-                                  user_vector=store.user_search_vector(version_id=scratch.pk,
-                                                                        score_vector=user_vectors[user]),
-                                  filters=AnnFilters(active_only=True),
-                                  seen_item_ids=seen)
+                context = Context(
+                    surface="home",
+                    now=now,
+                    version_id=scratch.pk,
+                    profile_id=profile_id,
+                    user_vector=store.user_search_vector(version_id=scratch.pk, score_vector=user_vectors[user]),
+                    filters=AnnFilters(active_only=True),
+                    seen_item_ids=seen,
+                )
                 result = rules_apply(context=context, ranked=ranked_candidates(context), k=k, rules=[rule])
                 listed = model.item_ids.index_of([entry.item_id for entry in result.items], missing=-1)[:k]
-                top[count, :len(listed)] = listed
+                top[count, : len(listed)] = listed
                 if not quiet and (count + 1) % 200 == 0:
-                    self.stdout.write(f"  pipeline: {count + 1}/{len(users)} users, "
-                                      f"{1000 * (time.perf_counter() - started) / (count + 1):.1f} ms/user")
+                    self.stdout.write(
+                        f"  pipeline: {count + 1}/{len(users)} users, "
+                        f"{1000 * (time.perf_counter() - started) / (count + 1):.1f} ms/user"
+                    )
         metrics = evaluation.topk_metrics(top, test[users], k)
         return evaluation.topk_summary({**metrics, "top_k": top}, n_items=test.shape[1], k=k)
 

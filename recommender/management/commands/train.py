@@ -1,4 +1,5 @@
 """`manage.py train [--wait] [--json]`: queue a training run and optionally follow it to the end."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Follow progress and print the metrics.")
         parser.add_argument("--json", action="store_true", help="End with one JSON line describing the version.")
         parser.add_argument("--inline", action="store_true", help="Train in this process instead of a worker.")
-        parser.add_argument("--worker-timeout", type=float, default=20.0,
-                            help="With --wait: seconds to wait for a worker to pick the run up before "
-                                 "training in this process instead (default 20).")
+        parser.add_argument(
+            "--worker-timeout",
+            type=float,
+            default=20.0,
+            help="With --wait: seconds to wait for a worker to pick the run up before "
+            "training in this process instead (default 20).",
+        )
         parser.add_argument("--timeout", type=float, default=6 * 3600, help="With --wait: give up after this.")
 
     def handle(self, *args, **options):
@@ -36,8 +41,11 @@ class Command(BaseCommand):
             version = model_training_request(config=config, enqueue=not options["inline"])
         except TrainingAlreadyRunning as error:
             raise CommandError(error.message) from error
-        self.stderr.write(f"Training v{version.pk} in this process." if options["inline"]
-                          else f"Queued v{version.pk} on the training queue.")
+        self.stderr.write(
+            f"Training v{version.pk} in this process."
+            if options["inline"]
+            else f"Queued v{version.pk} on the training queue."
+        )
         if options["inline"]:
             self._run_here(version.pk)
         elif options["wait"]:
@@ -72,8 +80,10 @@ class Command(BaseCommand):
                 return
             waited = time.monotonic() - started
             if version.status == VersionStatus.QUEUED and waited > worker_timeout:
-                self.stderr.write(f"No worker picked v{version_id} up within {worker_timeout:.0f} s "
-                                  "(is one running? `make run` starts one); training in this process instead.")
+                self.stderr.write(
+                    f"No worker picked v{version_id} up within {worker_timeout:.0f} s "
+                    "(is one running? `make run` starts one); training in this process instead."
+                )
                 self._run_here(version_id)
                 continue
             if waited > timeout:
@@ -82,8 +92,10 @@ class Command(BaseCommand):
 
     def _print_table(self, version: ModelVersion) -> None:
         k = version.config_snapshot.get("eval_k", 10)
-        self.stdout.write(f"v{version.pk}: {version.get_status_display()}"
-                          + (f" — {version.gate_reason}" if version.gate_reason else ""))
+        self.stdout.write(
+            f"v{version.pk}: {version.get_status_display()}"
+            + (f" — {version.gate_reason}" if version.gate_reason else "")
+        )
         self.stdout.write(f"{'metric':<16}{'model':>10}{'popularity':>12}")
         for template in METRIC_KEYS:
             key = template.format(k=k)

@@ -1,4 +1,5 @@
 """candidates_generate: configured sizes, seen items dropped, a failing source leaves the others' candidates."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,13 @@ def test_failing_sources_are_logged_and_the_others_still_fill_the_pool(trained, 
     monkeypatch.setitem(SOURCES, BrokenSqlSource.name, BrokenSqlSource())
     monkeypatch.setitem(SOURCES, RaisingSource.name, RaisingSource())
     profile = trained.catalog.profiles_by_cluster[0][0]
-    context = Context(surface="home", now=timezone.now(), version_id=trained.version.pk, profile_id=profile.pk,
-                      user_vector=trained.user_vector(profile.pk))
+    context = Context(
+        surface="home",
+        now=timezone.now(),
+        version_id=trained.version.pk,
+        profile_id=profile.pk,
+        user_vector=trained.user_vector(profile.pk),
+    )
     with caplog.at_level(logging.WARNING, logger="recommender.candidates"):
         pool = candidates_generate(context, {"broken_sql": 5, "personal_ann": 10, "raising": 5, "fresh": 5})
 
@@ -45,15 +51,23 @@ def test_failing_sources_are_logged_and_the_others_still_fill_the_pool(trained, 
     assert len([entry for entry in pool if "personal_ann" in entry.sources]) == 10
     messages = [record.getMessage() for record in caplog.records]
     assert any("candidates.source_failed source=broken_sql" in message for message in messages)
-    assert any("candidates.source_failed source=raising" in message and "vector store unreachable" in message
-               for message in messages)
+    assert any(
+        "candidates.source_failed source=raising" in message and "vector store unreachable" in message
+        for message in messages
+    )
 
 
 def test_home_pool_never_holds_seen_items_and_merges_sources(trained):
     profile = trained.catalog.profiles_by_cluster[1][0]
     seen = frozenset(Feedback.objects.filter(user=profile).values_list("item_id", flat=True))
-    context = Context(surface="home", now=timezone.now(), version_id=trained.version.pk, profile_id=profile.pk,
-                      user_vector=trained.user_vector(profile.pk), seen_item_ids=seen)
+    context = Context(
+        surface="home",
+        now=timezone.now(),
+        version_id=trained.version.pk,
+        profile_id=profile.pk,
+        user_vector=trained.user_vector(profile.pk),
+        seen_item_ids=seen,
+    )
     pool = candidates_generate(context)  # the default sizes
 
     assert pool and not {entry.item_id for entry in pool} & seen

@@ -1,4 +1,5 @@
 """Each candidate source nominates sensible items on a planted catalogue with a trained model."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -32,8 +33,14 @@ def test_personal_ann_returns_the_users_own_cluster_without_seen_items(trained, 
     for cluster in (0, 1):
         profile = trained.catalog.profiles_by_cluster[cluster][0]
         seen = frozenset(rated_item_ids(profile.pk))
-        context = Context(surface="home", now=now, version_id=trained.version.pk, profile_id=profile.pk,
-                          user_vector=trained.user_vector(profile.pk), seen_item_ids=seen)
+        context = Context(
+            surface="home",
+            now=now,
+            version_id=trained.version.pk,
+            profile_id=profile.pk,
+            user_vector=trained.user_vector(profile.pk),
+            seen_item_ids=seen,
+        )
         candidates = PersonalAnnSource().generate(context, 10)
 
         assert len(candidates) == 10
@@ -64,8 +71,14 @@ def test_because_you_liked_reasons_point_at_recent_positive_items(trained, now):
     # The newest feedback is a low re-rating: it supersedes a 4-5 star rating, so that item stops being a seed.
     disliked_now = sorted(liked)[0]
     feedback_record(profile=profile, item=Item.objects.get(pk=disliked_now), kind="rating", value=2.0)
-    context = Context(surface="home", now=now, version_id=trained.version.pk, profile_id=profile.pk,
-                      measure="cosine", seen_item_ids=frozenset(liked))
+    context = Context(
+        surface="home",
+        now=now,
+        version_id=trained.version.pk,
+        profile_id=profile.pk,
+        measure="cosine",
+        seen_item_ids=frozenset(liked),
+    )
     candidates = BecauseYouLikedSource(seeds=3).generate(context, 12)
 
     assert len(candidates) == 12

@@ -1,4 +1,5 @@
 """Dashboard pages through the Django test client on a planted catalogue (real Postgres + pgvector)."""
+
 import io
 import json
 import zipfile
@@ -50,8 +51,9 @@ def test_non_staff_see_no_buttons_and_get_403_on_actions(planted_catalog, client
     assert client.get(reverse("data")).status_code == 403
 
 
-def test_train_button_queues_a_version_and_a_second_press_says_why_not(planted_catalog, staff_client,
-                                                                      django_capture_on_commit_callbacks):
+def test_train_button_queues_a_version_and_a_second_press_says_why_not(
+    planted_catalog, staff_client, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):  # no broker call: the version stays queued
         response = staff_client.post(reverse("models-train"))
     version = ModelVersion.objects.get()
@@ -106,8 +108,12 @@ def test_embedding_map_json_places_the_planted_clusters_apart(planted_catalog, s
 
 def test_rule_toggle_changes_the_preview(planted_catalog, staff_client):
     train_inline()
-    rule = rule_create(name="No cluster 0", kind="filter_feature", enabled=False,
-                       params={"feature_type": "genre", "values": ["cluster-0"]})
+    rule = rule_create(
+        name="No cluster 0",
+        kind="filter_feature",
+        enabled=False,
+        params={"feature_type": "genre", "values": ["cluster-0"]},
+    )
     user = planted_catalog.profiles_by_cluster[0][0].external_id
 
     before = staff_client.get(reverse("rules-preview"), {"user": user}).content.decode()
@@ -141,8 +147,9 @@ def test_health_endpoints(planted_catalog, client):
 
     train_inline()
     # A worker that just finished the periodic maintenance task is alive.
-    TaskResult.objects.create(task_id="t1", task_name="recommender.tasks.model_versions_maintain_task",
-                              status="SUCCESS", result="{}")
+    TaskResult.objects.create(
+        task_id="t1", task_name="recommender.tasks.model_versions_maintain_task", status="SUCCESS", result="{}"
+    )
     report = client.get("/health.json").json()
     assert report["status"] == "ok", report
     assert "health-status" in client.get("/health/").content.decode()
@@ -167,17 +174,22 @@ def test_view_as_switcher_sets_the_profile_pages_read(planted_catalog, staff_cli
 def _movielens_zip() -> io.BytesIO:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
-        bundle.writestr("ml-tiny/movies.csv", "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n"
-                                              "2,Heat (1995),Action|Crime\n")
-        bundle.writestr("ml-tiny/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
-                                               "1,2,5.0,964982704\n2,404,4.0,964982705\n2,1,3.0\n")
+        bundle.writestr(
+            "ml-tiny/movies.csv",
+            "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,Heat (1995),Action|Crime\n",
+        )
+        bundle.writestr(
+            "ml-tiny/ratings.csv",
+            "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,5.0,964982704\n2,404,4.0,964982705\n2,1,3.0\n",
+        )
     buffer.seek(0)
     buffer.name = "ml-tiny.zip"
     return buffer
 
 
-def test_upload_queues_an_import_whose_report_lists_bad_rows(staff_client, django_capture_on_commit_callbacks,
-                                                            settings, tmp_path):
+def test_upload_queues_an_import_whose_report_lists_bad_rows(
+    staff_client, django_capture_on_commit_callbacks, settings, tmp_path
+):
     settings.UPLOAD_DIR = tmp_path / "uploads"
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = staff_client.post(reverse("data-import"), {"files": _movielens_zip()})

@@ -1,4 +1,5 @@
 """PCA projection and chart geometry (numeric, no database)."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,8 +49,10 @@ def _version(pk, metrics, baseline, phases):
 
 
 def test_bar_heights_are_proportional_to_the_values():
-    versions = [_version(1, {"precision_at_10": 0.2}, {"precision_at_10": 0.1}, {}),
-                _version(2, {"precision_at_10": 0.1}, {"precision_at_10": 0.1}, {})]
+    versions = [
+        _version(1, {"precision_at_10": 0.2}, {"precision_at_10": 0.1}, {}),
+        _version(2, {"precision_at_10": 0.1}, {"precision_at_10": 0.1}, {}),
+    ]
     chart = next(c for c in metric_charts(versions) if c.key == "precision_at_10")
     heights = {(bar["title"].split()[0], bar["series"]): bar["height"] for bar in chart.bars}
     assert heights[("v1", "model")] == pytest.approx(2 * heights[("v1", "baseline")], rel=1e-3)

@@ -1,4 +1,5 @@
 """A planted two-taste catalogue: cluster-A users like cluster-A items, cluster-B users cluster-B items."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ class PlantedCatalogue:
     n_side_features: int
 
 
-def make_planted(n_users: int = 80, n_items: int = 60, density: float = 0.35, noise: float = 0.02,
-                 seed: int = 0) -> PlantedCatalogue:
+def make_planted(
+    n_users: int = 80, n_items: int = 60, density: float = 0.35, noise: float = 0.02, seed: int = 0
+) -> PlantedCatalogue:
     """Users touch a random ``density`` share of their own cluster's items and ``noise`` of the other's.
 
     Item side features: column 0 = "genre:a", 1 = "genre:b" (the planted truth), 2..4 = random tags.
@@ -33,17 +35,22 @@ def make_planted(n_users: int = 80, n_items: int = 60, density: float = 0.35, no
     n = len(users)
     # Half the events are 5-star ratings, half are views, so both weighting paths are exercised.
     explicit = rng.random(n) < 0.5
-    interactions = build_interactions(users, items, np.ones(n), np.where(explicit, 5.0, 0.0), explicit,
-                                      n_users, n_items)
+    interactions = build_interactions(
+        users, items, np.ones(n), np.where(explicit, 5.0, 0.0), explicit, n_users, n_items
+    )
     tag = rng.integers(0, 3, n_items)
     feature_items = np.concatenate([np.arange(n_items), np.arange(n_items)])
     feature_columns = np.concatenate([item_cluster, 2 + tag])
     n_side = 5
     item_features = build_feature_matrix(n_items, feature_items, feature_columns, None, n_side)
     names = [f"item:{i}" for i in range(n_items)] + ["genre:a", "genre:b", "tag:x", "tag:y", "tag:z"]
-    data = TrainingData(user_ids=IdMap.from_ids([f"u{i}" for i in range(n_users)]),
-                        item_ids=IdMap.from_ids(np.arange(n_items) + 1000),
-                        interactions=interactions, item_features=item_features, item_feature_names=names)
+    data = TrainingData(
+        user_ids=IdMap.from_ids([f"u{i}" for i in range(n_users)]),
+        item_ids=IdMap.from_ids(np.arange(n_items) + 1000),
+        interactions=interactions,
+        item_features=item_features,
+        item_feature_names=names,
+    )
     return PlantedCatalogue(data=data, user_cluster=user_cluster, item_cluster=item_cluster, n_side_features=n_side)
 
 

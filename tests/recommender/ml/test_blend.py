@@ -1,4 +1,5 @@
 """The blend's numeric core on synthetic data: known weights come back, B finds co-rated items."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,9 +82,13 @@ def test_item_item_links_items_rated_by_the_same_users():
 
 def test_blend_model_round_trips_and_scores_a_pool(tmp_path):
     rated = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32))
-    blend = BlendModel(weights=BlendWeights(FEATURE_NAMES, (0.0, 1.0, 0.0)), item_ids=IdMap([10, 20, 30, 40]),
-                       item_item=item_item_fit(rated, l2=0.5), popularity=np.zeros(4, np.float32),
-                       validation={"blend_precision_at_10": 0.5})
+    blend = BlendModel(
+        weights=BlendWeights(FEATURE_NAMES, (0.0, 1.0, 0.0)),
+        item_ids=IdMap([10, 20, 30, 40]),
+        item_item=item_item_fit(rated, l2=0.5),
+        popularity=np.zeros(4, np.float32),
+        validation={"blend_precision_at_10": 0.5},
+    )
     loaded = BlendModel.load(blend.save(tmp_path / "m.blend.npz"))
 
     assert loaded.weights == blend.weights and loaded.validation == blend.validation

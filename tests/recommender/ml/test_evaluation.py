@@ -4,18 +4,31 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.ml.evaluation import (auc, catalog_coverage, evaluate, ndcg_at_k, popularity_scores,
-                                       precision_at_k, random_split, ranking_metrics, recall_at_k, time_split,
-                                       topk_metrics, topk_summary)
+from recommender.ml.evaluation import (
+    auc,
+    catalog_coverage,
+    evaluate,
+    ndcg_at_k,
+    popularity_scores,
+    precision_at_k,
+    random_split,
+    ranking_metrics,
+    recall_at_k,
+    time_split,
+    topk_metrics,
+    topk_summary,
+)
 
 # User 0: item 0 seen in training; test items {1, 3}; after excluding item 0 the ranking is 1, 2, 3, 4.
 # User 1: nothing seen; test item {4}, which it ranks last.
 # User 2: no test positive, so it must not be evaluated.
-SCORES = np.array([
-    [9.0, 5.0, 4.0, 3.0, 1.0],
-    [5.0, 4.0, 3.0, 2.0, 1.0],
-    [0.0, 0.0, 0.0, 9.0, 8.0],
-])
+SCORES = np.array(
+    [
+        [9.0, 5.0, 4.0, 3.0, 1.0],
+        [5.0, 4.0, 3.0, 2.0, 1.0],
+        [0.0, 0.0, 0.0, 9.0, 8.0],
+    ]
+)
 TRAIN = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=np.float32))
 TEST = sp.csr_matrix(np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
 
@@ -80,8 +93,15 @@ def test_topk_metrics_of_given_lists_hand_computed_with_empty_slots():
     ideal_two = 1.0 + 1.0 / math.log2(3)
     np.testing.assert_allclose(metrics["ndcg"], [1.0 / ideal_two, (1.0 / math.log2(4)) / 1.0])
     summary = topk_summary({**metrics, "top_k": top}, n_items=5, k=3)
-    assert summary == pytest.approx({"precision_at_3": 1 / 3, "recall_at_3": 0.75,
-                                     "ndcg_at_3": (1.0 / ideal_two + 0.5) / 2, "coverage": 3 / 5, "n_users": 2})
+    assert summary == pytest.approx(
+        {
+            "precision_at_3": 1 / 3,
+            "recall_at_3": 0.75,
+            "ndcg_at_3": (1.0 / ideal_two + 0.5) / 2,
+            "coverage": 3 / 5,
+            "n_users": 2,
+        }
+    )
     with pytest.raises(ValueError, match="at least one relevant"):
         topk_metrics(top, sp.csr_matrix((2, 5)), k=3)
     with pytest.raises(ValueError, match="m <= k"):

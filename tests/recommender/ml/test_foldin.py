@@ -26,7 +26,10 @@ def test_gram_trick_matches_dense_weighted_least_squares():
     np.testing.assert_allclose(solver.user_vector(items, confidences, preferences), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(
         fold_in_user(vectors, biases, items, confidences, preferences, unobserved_weight=0.05, regularization=0.2),
-        expected, rtol=1e-4, atol=1e-5)
+        expected,
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_repeated_items_are_merged():
@@ -83,8 +86,9 @@ def test_negative_feedback_lowers_the_item(planted, planted_model):
     seen = planted.data.interactions.positives[0].indices
     disliked = np.setdiff1d(np.flatnonzero(planted.item_cluster == 0), seen)[0]
     neutral = solver.user_vector_with_bias(seen)
-    with_dislike = solver.user_vector_with_bias(np.r_[seen, disliked], np.r_[np.ones(len(seen)), 5.0],
-                                                np.r_[np.ones(len(seen)), 0.0])
+    with_dislike = solver.user_vector_with_bias(
+        np.r_[seen, disliked], np.r_[np.ones(len(seen)), 5.0], np.r_[np.ones(len(seen)), 0.0]
+    )
     assert items[disliked] @ with_dislike < items[disliked] @ neutral
 
 

@@ -12,16 +12,16 @@ def test_hand_computed_measures():
     np.testing.assert_allclose(similarity(QUERY, VECTORS, "dot"), [2, 0, 1, 0])
     np.testing.assert_allclose(similarity(QUERY, VECTORS, "cosine"), [1, 0, 1 / root2, 0])
     np.testing.assert_allclose(similarity(QUERY, VECTORS, "euclidean"), [-1, -root2, -1, -1])
-    np.testing.assert_allclose(similarity(QUERY, VECTORS, "norm_damped", alpha=0.5),
-                               [root2, 0, 2 ** 0.25 / root2, 0])
+    np.testing.assert_allclose(similarity(QUERY, VECTORS, "norm_damped", alpha=0.5), [root2, 0, 2**0.25 / root2, 0])
 
 
 def test_norm_damped_interpolates_between_cosine_and_dot():
     rng = np.random.default_rng(0)
     query, vectors = rng.normal(size=5), rng.normal(size=(20, 5))
     np.testing.assert_allclose(similarity(query, vectors, "norm_damped", alpha=1.0), vectors @ query, rtol=1e-10)
-    np.testing.assert_allclose(similarity(query, vectors, "norm_damped", alpha=0.0),
-                               similarity(query, vectors, "cosine"), rtol=1e-10)
+    np.testing.assert_allclose(
+        similarity(query, vectors, "norm_damped", alpha=0.0), similarity(query, vectors, "cosine"), rtol=1e-10
+    )
 
 
 def test_batched_queries_match_single_queries():

@@ -25,8 +25,10 @@ def test_planted_clusters_are_ranked_first(planted, planted_model):
 
 def test_beats_popularity_on_held_out_pairs(planted, fast_params):
     split = random_split(planted.data.interactions.positives, planted.data.interactions.weights, 0.2, seed=0)
-    train = replace(planted.data, interactions=Interactions(split.train_positives, split.train_weights,
-                                                            planted.data.interactions.negatives))
+    train = replace(
+        planted.data,
+        interactions=Interactions(split.train_positives, split.train_weights, planted.data.interactions.negatives),
+    )
     model = fit(train, fast_params)
     ours = evaluate(model.score_items, split.train_positives, split.test_positives, k=5)
     baseline = evaluate(popularity_scores(split.train_positives), split.train_positives, split.test_positives, k=5)
@@ -37,13 +39,22 @@ def test_beats_popularity_on_held_out_pairs(planted, fast_params):
 def _lightfm_reference(planted, params):
     """Train LightFM directly, the way fit() is documented to, for the exactness check."""
     positives = planted.data.interactions.positives
-    model = LightFM(no_components=params.no_components, loss=params.loss, learning_rate=params.learning_rate,
-                    max_sampled=params.max_sampled, random_state=params.random_state)
+    model = LightFM(
+        no_components=params.no_components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        max_sampled=params.max_sampled,
+        random_state=params.random_state,
+    )
     user_features = sp.identity(positives.shape[0], dtype=np.float32, format="csr")
     for _ in range(params.epochs):
-        model.fit_partial(positives.tocoo(), user_features=user_features,
-                          item_features=planted.data.item_features,
-                          sample_weight=planted.data.interactions.weights.tocoo(), num_threads=1)
+        model.fit_partial(
+            positives.tocoo(),
+            user_features=user_features,
+            item_features=planted.data.item_features,
+            sample_weight=planted.data.interactions.weights.tocoo(),
+            num_threads=1,
+        )
     return model, user_features
 
 
@@ -52,10 +63,10 @@ def test_bias_augmented_inner_product_equals_lightfm_predict(planted, planted_mo
     rng = np.random.default_rng(1)
     users = rng.integers(0, len(planted.data.user_ids), 100).astype(np.int32)
     items = rng.integers(0, len(planted.data.item_ids), 100).astype(np.int32)
-    expected = reference.predict(users, items, item_features=planted.data.item_features,
-                                 user_features=user_features)
-    inner = np.einsum("ij,ij->i", planted_model.user_vectors_with_bias()[users],
-                      planted_model.item_vectors_with_bias()[items])
+    expected = reference.predict(users, items, item_features=planted.data.item_features, user_features=user_features)
+    inner = np.einsum(
+        "ij,ij->i", planted_model.user_vectors_with_bias()[users], planted_model.item_vectors_with_bias()[items]
+    )
     np.testing.assert_allclose(inner, expected, atol=1e-4)
     np.testing.assert_allclose(planted_model.predict(users, items), expected, atol=1e-4)
     np.testing.assert_allclose(planted_model.score_items(users)[np.arange(100), items], expected, atol=1e-4)
@@ -102,11 +113,12 @@ def test_cold_start_needs_side_features(planted):
 
 def test_on_epoch_and_early_stopping_keeps_best_epoch(planted):
     split = random_split(planted.data.interactions.positives, planted.data.interactions.weights, 0.2, seed=1)
-    train = replace(planted.data, interactions=Interactions(split.train_positives, split.train_weights,
-                                                            planted.data.interactions.negatives))
+    train = replace(
+        planted.data,
+        interactions=Interactions(split.train_positives, split.train_weights, planted.data.interactions.negatives),
+    )
     calls = []
-    params = HyperParameters(no_components=4, epochs=12, num_threads=1, early_stopping_patience=3,
-                             early_stopping_k=5)
+    params = HyperParameters(no_components=4, epochs=12, num_threads=1, early_stopping_patience=3, early_stopping_k=5)
     model = fit(train, params, validation=split.test_positives, on_epoch=lambda *args: calls.append(args))
     assert [call[0] for call in calls] == list(range(1, len(calls) + 1))
     assert all(call[1] == 12 and call[2] is not None for call in calls)
@@ -117,19 +129,22 @@ def test_on_epoch_and_early_stopping_keeps_best_epoch(planted):
         assert max(reported[-3:]) <= max(reported[:-3])
 
 
-@pytest.mark.parametrize("changes, name", [
-    ({"loss": "hinge"}, "loss"),
-    ({"no_components": 0}, "no_components"),
-    ({"no_components": 2.5}, "no_components"),
-    ({"learning_rate": -0.1}, "learning_rate"),
-    ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"item_alpha": -1e-6}, "item_alpha"),
-    ({"epochs": 0}, "epochs"),
-    ({"max_sampled": 0}, "max_sampled"),
-    ({"num_threads": 0}, "num_threads"),
-    ({"early_stopping_patience": 0}, "early_stopping_patience"),
-    ({"early_stopping_k": 0}, "early_stopping_k"),
-])
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        ({"loss": "hinge"}, "loss"),
+        ({"no_components": 0}, "no_components"),
+        ({"no_components": 2.5}, "no_components"),
+        ({"learning_rate": -0.1}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"item_alpha": -1e-6}, "item_alpha"),
+        ({"epochs": 0}, "epochs"),
+        ({"max_sampled": 0}, "max_sampled"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience"),
+        ({"early_stopping_k": 0}, "early_stopping_k"),
+    ],
+)
 def test_bad_hyperparameters_raise_named_errors(changes, name):
     with pytest.raises(HyperParameterError, match=name):
         replace(HyperParameters(), **changes).validate()

@@ -1,4 +1,5 @@
 """Helpers for re-ranking tests: ranked lists built directly over real Item rows."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,9 @@ from recommender.rerank.selectors import popularity_snapshot_clear
 
 def ranked(pairs) -> list[PooledCandidate]:
     """[(item, score)] -> PooledCandidates sorted by score desc, as the scorer returns them."""
-    entries = [PooledCandidate(item_id=item.pk, sources={"test": float(score)}, score=float(score))
-               for item, score in pairs]
+    entries = [
+        PooledCandidate(item_id=item.pk, sources={"test": float(score)}, score=float(score)) for item, score in pairs
+    ]
     return sorted(entries, key=lambda entry: -entry.score)
 
 

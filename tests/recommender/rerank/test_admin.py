@@ -1,4 +1,5 @@
 """The rules admin (form validation, list editing, live preview) and the model admin actions."""
+
 import json
 import logging
 
@@ -20,28 +21,49 @@ ADD_URL = "admin:recommender_rule_add"
 
 
 def post_rule(client, kind: str, params, **fields):
-    data = {"name": "rule", "kind": kind, "enabled": "on", "order": "10", "scope": "both",
-            "params": params if isinstance(params, str) else json.dumps(params),
-            "starts_at_0": "", "starts_at_1": "", "ends_at_0": "", "ends_at_1": "", **fields}
+    data = {
+        "name": "rule",
+        "kind": kind,
+        "enabled": "on",
+        "order": "10",
+        "scope": "both",
+        "params": params if isinstance(params, str) else json.dumps(params),
+        "starts_at_0": "",
+        "starts_at_1": "",
+        "ends_at_0": "",
+        "ends_at_1": "",
+        **fields,
+    }
     return client.post(reverse(ADD_URL), data)
 
 
-@pytest.mark.parametrize("kind, params, message", [
-    ("diversity_mmr", {"lambda": 1.5}, "lambda: must be ≥ 0 and ≤ 1 (got 1.5)."),
-    ("diversity_feature_cap", {"feature_type": "genre", "max_per_value": -1}, "max_per_value: must be ≥ 1 (got -1)."),
-    ("fairness_provider_cap", {"max_percent": 120}, "max_percent: must be > 0 and ≤ 100 (got 120)."),
-    ("fairness_long_tail", {"min_percent": 20, "percentile": 0}, "percentile: must be > 0 and ≤ 100 (got 0)."),
-    ("filter_feature", {"feature_type": "mood", "values": ["dark"]}, "feature_type: unknown item feature type 'mood'"),
-    ("pin", {"item": "no-such-item", "slot": 1}, "item: no item has the external id 'no-such-item'."),
-    ("pin", {"item": "known"}, "slot: required."),
-    ("pin", {"item": "known", "slot": 1.5}, "slot: must be a whole number (got 1.5)."),
-    ("filter_age", {"max_age_days": "ten"}, "max_age_days: must be a number (got 'ten')."),
-    ("boost_feature", {"feature_type": "genre", "values": ["Comedy"], "amount": 0}, "amount: a multiplying factor"),
-    ("boost_feature", {"feature_type": "genre", "values": [], "amount": 2}, "values: must be a non-empty list"),
-    ("demote_shown", {"within_hours": 24, "factor": 1}, "factor: must be ≥ 0 and < 1 (got 1)."),
-    ("filter_inactive", {"lambda": 0.5}, "lambda: unknown parameter for this kind; allowed: none."),
-    ("diversity_mmr", "[0.5]", "Parameters must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "kind, params, message",
+    [
+        ("diversity_mmr", {"lambda": 1.5}, "lambda: must be ≥ 0 and ≤ 1 (got 1.5)."),
+        (
+            "diversity_feature_cap",
+            {"feature_type": "genre", "max_per_value": -1},
+            "max_per_value: must be ≥ 1 (got -1).",
+        ),
+        ("fairness_provider_cap", {"max_percent": 120}, "max_percent: must be > 0 and ≤ 100 (got 120)."),
+        ("fairness_long_tail", {"min_percent": 20, "percentile": 0}, "percentile: must be > 0 and ≤ 100 (got 0)."),
+        (
+            "filter_feature",
+            {"feature_type": "mood", "values": ["dark"]},
+            "feature_type: unknown item feature type 'mood'",
+        ),
+        ("pin", {"item": "no-such-item", "slot": 1}, "item: no item has the external id 'no-such-item'."),
+        ("pin", {"item": "known"}, "slot: required."),
+        ("pin", {"item": "known", "slot": 1.5}, "slot: must be a whole number (got 1.5)."),
+        ("filter_age", {"max_age_days": "ten"}, "max_age_days: must be a number (got 'ten')."),
+        ("boost_feature", {"feature_type": "genre", "values": ["Comedy"], "amount": 0}, "amount: a multiplying factor"),
+        ("boost_feature", {"feature_type": "genre", "values": [], "amount": 2}, "values: must be a non-empty list"),
+        ("demote_shown", {"within_hours": 24, "factor": 1}, "factor: must be ≥ 0 and < 1 (got 1)."),
+        ("filter_inactive", {"lambda": 0.5}, "lambda: unknown parameter for this kind; allowed: none."),
+        ("diversity_mmr", "[0.5]", "Parameters must be a JSON object"),
+    ],
+)
 def test_invalid_parameters_are_refused_with_a_clear_message(admin_client, kind, params, message):
     ItemFactory(external_id="known", features=[("genre", "Comedy")])
     response = post_rule(admin_client, kind, params)
@@ -54,8 +76,15 @@ def test_invalid_parameters_are_refused_with_a_clear_message(admin_client, kind,
 
 def test_period_must_end_after_it_starts(admin_client):
     ItemFactory(external_id="known")
-    response = post_rule(admin_client, "pin", {"item": "known", "slot": 1}, starts_at_0="2030-01-02",
-                         starts_at_1="00:00:00", ends_at_0="2030-01-01", ends_at_1="00:00:00")
+    response = post_rule(
+        admin_client,
+        "pin",
+        {"item": "known", "slot": 1},
+        starts_at_0="2030-01-02",
+        starts_at_1="00:00:00",
+        ends_at_0="2030-01-01",
+        ends_at_1="00:00:00",
+    )
     assert "The end must be after the start." in response.context["adminform"].form.errors["ends_at"]
     assert Rule.objects.count() == 0
 
@@ -83,9 +112,16 @@ def test_changelist_edits_enabled_and_order_in_place(admin_client):
     response = admin_client.get(url, {"kind__exact": "filter_inactive", "enabled__exact": "1"})
     assert response.context["cl"].result_count == 2
     assert "Live preview" in response.content.decode()
-    data = {"form-TOTAL_FORMS": "2", "form-INITIAL_FORMS": "2", "_save": "Save",
-            "form-0-id": str(first.pk), "form-0-order": "5",
-            "form-1-id": str(second.pk), "form-1-order": "3", "form-1-enabled": "on"}
+    data = {
+        "form-TOTAL_FORMS": "2",
+        "form-INITIAL_FORMS": "2",
+        "_save": "Save",
+        "form-0-id": str(first.pk),
+        "form-0-order": "5",
+        "form-1-id": str(second.pk),
+        "form-1-order": "3",
+        "form-1-enabled": "on",
+    }
     assert admin_client.post(url, data).status_code == 302
     first.refresh_from_db()
     second.refresh_from_db()
@@ -98,14 +134,27 @@ def test_admin_writes_go_through_the_rule_services(admin_client, caplog):
         assert post_rule(admin_client, "filter_inactive", {}).status_code == 302
         rule = Rule.objects.get()
         other = Rule.objects.create(name="b", kind="filter_inactive", order=20)
-        in_place = {"form-TOTAL_FORMS": "2", "form-INITIAL_FORMS": "2", "_save": "Save",
-                    "form-0-id": str(rule.pk), "form-0-order": "7",
-                    "form-1-id": str(other.pk), "form-1-order": "20", "form-1-enabled": "on"}
+        in_place = {
+            "form-TOTAL_FORMS": "2",
+            "form-INITIAL_FORMS": "2",
+            "_save": "Save",
+            "form-0-id": str(rule.pk),
+            "form-0-order": "7",
+            "form-1-id": str(other.pk),
+            "form-1-order": "20",
+            "form-1-enabled": "on",
+        }
         assert admin_client.post(changelist, in_place).status_code == 302
-        assert admin_client.post(reverse("admin:recommender_rule_delete", args=[rule.pk]),
-                                 {"post": "yes"}).status_code == 302
-        assert admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk],
-                                              "post": "yes"}).status_code == 302
+        assert (
+            admin_client.post(reverse("admin:recommender_rule_delete", args=[rule.pk]), {"post": "yes"}).status_code
+            == 302
+        )
+        assert (
+            admin_client.post(
+                changelist, {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"}
+            ).status_code
+            == 302
+        )
 
     assert [record.getMessage() for record in caplog.records if record.name == "recommender.rerank.services"] == [
         f"rule.created id={rule.pk} kind=filter_inactive",
@@ -119,8 +168,13 @@ def test_admin_writes_go_through_the_rule_services(admin_client, caplog):
 def test_preview_shows_before_and_after_for_a_user(admin_client, planted_catalog):
     train_inline()
     profile = planted_catalog.profiles_by_cluster[0][0]
-    Rule.objects.create(name="Hide cluster 0", kind="filter_feature", scope="home", order=1,
-                        params={"feature_type": "genre", "values": ["cluster-0"]})
+    Rule.objects.create(
+        name="Hide cluster 0",
+        kind="filter_feature",
+        scope="home",
+        order=1,
+        params={"feature_type": "genre", "values": ["cluster-0"]},
+    )
     cluster_0 = {item.pk for item in planted_catalog.items_by_cluster[0]}
 
     response = admin_client.get(reverse("admin:recommender_rule_preview"), {"user": profile.external_id, "k": 5})
@@ -148,8 +202,11 @@ def test_preview_for_an_item_and_error_messages(admin_client, planted_catalog):
 
 
 def _action(client, model: str, action: str, pks):
-    return client.post(reverse(f"admin:recommender_{model}_changelist"),
-                       {"action": action, "_selected_action": [str(pk) for pk in pks]}, follow=True)
+    return client.post(
+        reverse(f"admin:recommender_{model}_changelist"),
+        {"action": action, "_selected_action": [str(pk) for pk in pks]},
+        follow=True,
+    )
 
 
 def _messages(response) -> list[str]:

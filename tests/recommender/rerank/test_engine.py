@@ -1,5 +1,6 @@
 """The engine: stored rules per surface and order, the trace, the one-batch loading, and
 parameters that never turn into ORM field names."""
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -22,14 +23,28 @@ def test_stored_rules_apply_by_surface_order_and_enabled_flag():
     drama = ItemFactory(features=[("genre", "Drama")])
     horror = ItemFactory(features=[("genre", "Horror")])
     items = ranked([(drama, 3), (horror, 2), (comedy, 1)])
-    rule_create(name="no horror on related", kind="filter_feature", scope="related", order=1,
-                params={"feature_type": "genre", "values": ["Horror"]})
-    rule_create(name="comedy first", kind="boost_feature", scope="home", order=2,
-                params={"feature_type": "genre", "values": ["Comedy"], "mode": "add", "amount": 5})
-    rule_create(name="then pin drama", kind="pin", scope="both", order=3, params={"item": drama.external_id,
-                                                                                   "slot": 1})
-    rule_create(name="switched off", kind="filter_feature", enabled=False, order=0,
-                params={"feature_type": "genre", "values": ["Comedy"]})
+    rule_create(
+        name="no horror on related",
+        kind="filter_feature",
+        scope="related",
+        order=1,
+        params={"feature_type": "genre", "values": ["Horror"]},
+    )
+    rule_create(
+        name="comedy first",
+        kind="boost_feature",
+        scope="home",
+        order=2,
+        params={"feature_type": "genre", "values": ["Comedy"], "mode": "add", "amount": 5},
+    )
+    rule_create(name="then pin drama", kind="pin", scope="both", order=3, params={"item": drama.external_id, "slot": 1})
+    rule_create(
+        name="switched off",
+        kind="filter_feature",
+        enabled=False,
+        order=0,
+        params={"feature_type": "genre", "values": ["Comedy"]},
+    )
 
     on_home = rules_apply(context=home(), ranked=items, k=3)
     on_related = rules_apply(context=Context(surface="related", now=timezone.now()), ranked=items, k=3)
@@ -70,8 +85,9 @@ def test_attributes_are_loaded_in_one_batch_whatever_the_pool_size():
             Rule(name="tail", kind="fairness_long_tail", params={"min_percent": 20}),
         ]
         with CaptureQueriesContext(connection) as queries:
-            rules_apply(context=home(profile), ranked=ranked([(item, i) for i, item in enumerate(items)]),
-                        k=10, rules=rules)
+            rules_apply(
+                context=home(profile), ranked=ranked([(item, i) for i, item in enumerate(items)]), k=10, rules=rules
+            )
         # items, features, feedback, impressions; the popularity snapshot only the first time
         assert len(queries) == expected, [query["sql"] for query in queries]
 
@@ -94,8 +110,9 @@ def test_parameters_never_become_orm_field_names():
     for sneaky in ("is_active", "id__gt", "feature__type"):
         with pytest.raises(ValidationError, match="unknown item feature type"):
             rule_create(name="sneaky", kind="filter_feature", params={"feature_type": sneaky, "values": ["0"]})
-        stored = Rule.objects.create(name="sneaky", kind="filter_feature",
-                                     params={"feature_type": sneaky, "values": ["True", "0", "1"]})
+        stored = Rule.objects.create(
+            name="sneaky", kind="filter_feature", params={"feature_type": sneaky, "values": ["True", "0", "1"]}
+        )
         assert ids(rules_apply(context=home(), ranked=items, k=1).items) == [active.pk]
         stored.delete()
     with pytest.raises(ValidationError, match="is_active: unknown parameter"):
@@ -109,8 +126,9 @@ def test_impressions_record_inserts_one_row_per_distinct_item():
     profile = UserProfileFactory()
     items = ItemFactory.create_batch(3)
     with CaptureQueriesContext(connection) as queries:
-        rows = impressions_record(profile_id=profile.pk, item_ids=[items[0].pk, items[1].pk, items[0].pk,
-                                                                   items[2].pk], surface="home")
+        rows = impressions_record(
+            profile_id=profile.pk, item_ids=[items[0].pk, items[1].pk, items[0].pk, items[2].pk], surface="home"
+        )
     assert len(queries) == 1
     assert len(rows) == 3
     assert set(Impression.objects.filter(profile=profile).values_list("item_id", flat=True)) == {i.pk for i in items}
@@ -122,11 +140,14 @@ def test_an_impression_window_longer_than_a_timedelta_means_every_impression():
     items = [ItemFactory() for _ in range(4)]
     impressions_record(profile_id=profile.pk, item_ids=[items[1].pk], surface="home")
     Impression.objects.filter(profile_id=profile.pk).update(shown_at=timezone.now() - timezone.timedelta(days=3000))
-    for rule in (Rule(name="seen", kind="filter_seen", params={"impressions_within_days": 1e300}),
-                 Rule(name="shown", kind="demote_shown", params={"within_hours": 1e300, "factor": 0.0})):
+    for rule in (
+        Rule(name="seen", kind="filter_seen", params={"impressions_within_days": 1e300}),
+        Rule(name="shown", kind="demote_shown", params={"within_hours": 1e300, "factor": 0.0}),
+    ):
         rule.full_clean()
-        result = rules_apply(context=home(profile), ranked=ranked([(item, 10 - i) for i, item in enumerate(items)]),
-                             k=4, rules=[rule])
+        result = rules_apply(
+            context=home(profile), ranked=ranked([(item, 10 - i) for i, item in enumerate(items)]), k=4, rules=[rule]
+        )
         if rule.kind == "filter_seen":
             assert items[1].pk not in ids(result.items)
         else:

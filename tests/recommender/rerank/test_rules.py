@@ -1,5 +1,6 @@
 """Each rule kind's effect on a ranked list over real catalogue rows (planted catalogue or a small
 hand-made one). No model is needed except for MMR, which reads the published embeddings."""
+
 from collections import Counter
 from datetime import timedelta
 
@@ -31,14 +32,16 @@ def descending(items):
 
 # Filters ---------------------------------------------------------------------------------------
 
+
 def test_filter_seen_removes_exactly_the_rated_items(planted_catalog):
     profile = planted_catalog.profiles_by_cluster[0][0]
     items = all_planted(planted_catalog)
     rated = set(Feedback.objects.filter(user=profile).values_list("item_id", flat=True))
     assert len(rated) == 12
 
-    result = rules_apply(context=home(profile), ranked=descending(items), k=len(items),
-                         rules=[rule("filter_seen", include_views=False)])
+    result = rules_apply(
+        context=home(profile), ranked=descending(items), k=len(items), rules=[rule("filter_seen", include_views=False)]
+    )
 
     assert set(ids(result.items)) == {item.pk for item in items} - rated
     assert set(result.trace[0].removed) == rated
@@ -49,15 +52,21 @@ def test_filter_seen_views_and_impressions_are_optional():
     viewed, shown_recently, shown_long_ago, untouched = ItemFactory.create_batch(4)
     FeedbackFactory(user=profile, item=viewed, kind_code="view")
     impressions_record(profile_id=profile.pk, item_ids=[shown_recently.pk], surface="home")
-    impressions_record(profile_id=profile.pk, item_ids=[shown_long_ago.pk], surface="home",
-                       shown_at=timezone.now() - timedelta(days=10))
+    impressions_record(
+        profile_id=profile.pk,
+        item_ids=[shown_long_ago.pk],
+        surface="home",
+        shown_at=timezone.now() - timedelta(days=10),
+    )
     items = descending([viewed, shown_recently, shown_long_ago, untouched])
 
-    ratings_only = rules_apply(context=home(profile), ranked=items, k=4, rules=[rule("filter_seen",
-                                                                                       include_views=False)])
+    ratings_only = rules_apply(
+        context=home(profile), ranked=items, k=4, rules=[rule("filter_seen", include_views=False)]
+    )
     with_views = rules_apply(context=home(profile), ranked=items, k=4, rules=[rule("filter_seen")])
-    with_impressions = rules_apply(context=home(profile), ranked=items, k=4,
-                                   rules=[rule("filter_seen", impressions_within_days=2)])
+    with_impressions = rules_apply(
+        context=home(profile), ranked=items, k=4, rules=[rule("filter_seen", impressions_within_days=2)]
+    )
 
     assert ids(ratings_only.items) == ids(items)
     assert ids(with_views.items) == [shown_recently.pk, shown_long_ago.pk, untouched.pk]
@@ -75,8 +84,9 @@ def test_filter_disliked_uses_the_current_state():
     items = descending([disliked, liked_after_dislike, rated_low, rated_high, other])
 
     plain = rules_apply(context=home(profile), ranked=items, k=5, rules=[rule("filter_disliked")])
-    with_low_ratings = rules_apply(context=home(profile), ranked=items, k=5,
-                                   rules=[rule("filter_disliked", rating_at_most=2)])
+    with_low_ratings = rules_apply(
+        context=home(profile), ranked=items, k=5, rules=[rule("filter_disliked", rating_at_most=2)]
+    )
 
     assert plain.trace[0].removed == [disliked.pk]
     assert set(with_low_ratings.trace[0].removed) == {disliked.pk, rated_low.pk}
@@ -85,20 +95,28 @@ def test_filter_disliked_uses_the_current_state():
 
 def test_filter_feature_removes_items_with_the_values(planted_catalog):
     items = all_planted(planted_catalog)
-    result = rules_apply(context=home(), ranked=descending(items), k=len(items),
-                         rules=[rule("filter_feature", feature_type="genre", values=["cluster-1"])])
+    result = rules_apply(
+        context=home(),
+        ranked=descending(items),
+        k=len(items),
+        rules=[rule("filter_feature", feature_type="genre", values=["cluster-1"])],
+    )
     assert set(ids(result.items)) == {item.pk for item in planted_catalog.items_by_cluster[0]}
 
 
 def test_filter_age_removes_items_older_than_n_days():
     now = timezone.now()
-    new, old, undated = (ItemFactory(published_at=now - timedelta(days=5)),
-                         ItemFactory(published_at=now - timedelta(days=50)), ItemFactory())
+    new, old, undated = (
+        ItemFactory(published_at=now - timedelta(days=5)),
+        ItemFactory(published_at=now - timedelta(days=50)),
+        ItemFactory(),
+    )
     items = descending([old, new, undated])
 
     keep_undated = rules_apply(context=home(), ranked=items, k=3, rules=[rule("filter_age", max_age_days=30)])
-    drop_undated = rules_apply(context=home(), ranked=items, k=3,
-                               rules=[rule("filter_age", max_age_days=30, keep_undated=False)])
+    drop_undated = rules_apply(
+        context=home(), ranked=items, k=3, rules=[rule("filter_age", max_age_days=30, keep_undated=False)]
+    )
 
     assert ids(keep_undated.items) == [new.pk, undated.pk]
     assert ids(drop_undated.items) == [new.pk]
@@ -117,18 +135,27 @@ def test_filter_inactive_removes_inactive_and_deleted_items():
 
 # Boosts ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("head_scores, tail_scores", [
-    ([10, 9, 8, 7, 6], [4, 3.9, 3.8, 3.7, 3.6]),
-    ([-1, -2, -3, -4, -5], [-6, -7, -8, -9, -10]),  # LightFM scores are unbounded: a boost must still lift
-], ids=["positive scores", "negative scores"])
+
+@pytest.mark.parametrize(
+    "head_scores, tail_scores",
+    [
+        ([10, 9, 8, 7, 6], [4, 3.9, 3.8, 3.7, 3.6]),
+        ([-1, -2, -3, -4, -5], [-6, -7, -8, -9, -10]),  # LightFM scores are unbounded: a boost must still lift
+    ],
+    ids=["positive scores", "negative scores"],
+)
 def test_feature_boost_lifts_matching_items(planted_catalog, head_scores, tail_scores):
     head, boosted = planted_catalog.items_by_cluster[0][:5], planted_catalog.items_by_cluster[1][:5]
-    items = ranked(list(zip(head, head_scores)) + list(zip(boosted, tail_scores)))
+    items = ranked(list(zip(head, head_scores, strict=True)) + list(zip(boosted, tail_scores, strict=True)))
     scores_before = [entry.score for entry in items]
     assert set(ids(items[:5])) == {item.pk for item in head}
 
-    result = rules_apply(context=home(), ranked=items, k=5, rules=[
-        rule("boost_feature", feature_type="genre", values=["cluster-1"], mode="multiply", amount=4)])
+    result = rules_apply(
+        context=home(),
+        ranked=items,
+        k=5,
+        rules=[rule("boost_feature", feature_type="genre", values=["cluster-1"], mode="multiply", amount=4)],
+    )
 
     assert set(ids(result.items)) == {item.pk for item in boosted}
     assert all(entry.notes == ["boosted: genre=cluster-1"] for entry in result.items)
@@ -141,8 +168,12 @@ def test_feature_boost_lifts_matching_items(planted_catalog, head_scores, tail_s
 def test_additive_feature_boost():
     comedy, drama = ItemFactory(features=[("genre", "Comedy")]), ItemFactory(features=[("genre", "Drama")])
     items = ranked([(drama, 1.0), (comedy, 0.8)])
-    result = rules_apply(context=home(), ranked=items, k=2, rules=[
-        rule("boost_feature", feature_type="genre", values=["Comedy"], mode="add", amount=0.5)])
+    result = rules_apply(
+        context=home(),
+        ranked=items,
+        k=2,
+        rules=[rule("boost_feature", feature_type="genre", values=["Comedy"], mode="add", amount=0.5)],
+    )
     assert ids(result.items) == [comedy.pk, drama.pk]
     assert result.items[0].score == pytest.approx(1.3)
 
@@ -151,12 +182,14 @@ def test_freshness_boost_moves_new_items_up():
     now = timezone.now()
     old = [ItemFactory(published_at=now - timedelta(days=400 + i)) for i in range(5)]
     new = [ItemFactory(published_at=now - timedelta(days=i)) for i in range(5)]
-    items = ranked([(item, 10.0 - i * 0.1) for i, item in enumerate(old)] +
-                   [(item, 9.0 - i * 0.1) for i, item in enumerate(new)])
+    items = ranked(
+        [(item, 10.0 - i * 0.1) for i, item in enumerate(old)] + [(item, 9.0 - i * 0.1) for i, item in enumerate(new)]
+    )
     context = home()
 
-    result = rules_apply(context=context, ranked=items, k=5, rules=[
-        rule("boost_freshness", half_life_days=30, weight=0.5)])
+    result = rules_apply(
+        context=context, ranked=items, k=5, rules=[rule("boost_freshness", half_life_days=30, weight=0.5)]
+    )
 
     assert set(ids(result.items)) == {item.pk for item in new}
     newest = result.items[0]
@@ -170,13 +203,16 @@ def test_demote_recently_shown_items():
     profile = UserProfileFactory()
     shown, other = ItemFactory(), ItemFactory()
     items = ranked([(shown, 2.0), (other, 1.5)])
-    impressions_record(profile_id=profile.pk, item_ids=[shown.pk], surface="home",
-                       shown_at=timezone.now() - timedelta(hours=2))
+    impressions_record(
+        profile_id=profile.pk, item_ids=[shown.pk], surface="home", shown_at=timezone.now() - timedelta(hours=2)
+    )
 
-    within = rules_apply(context=home(profile), ranked=items, k=2,
-                         rules=[rule("demote_shown", within_hours=24, factor=0.5)])
-    outside = rules_apply(context=home(profile), ranked=items, k=2,
-                          rules=[rule("demote_shown", within_hours=1, factor=0.5)])
+    within = rules_apply(
+        context=home(profile), ranked=items, k=2, rules=[rule("demote_shown", within_hours=24, factor=0.5)]
+    )
+    outside = rules_apply(
+        context=home(profile), ranked=items, k=2, rules=[rule("demote_shown", within_hours=1, factor=0.5)]
+    )
 
     assert ids(within.items) == [other.pk, shown.pk]
     assert within.items[1].score == pytest.approx(1.0)
@@ -185,6 +221,7 @@ def test_demote_recently_shown_items():
 
 
 # Diversity -------------------------------------------------------------------------------------
+
 
 def _genre_catalogue():
     """30 items over 6 genres, the best-scored ones mostly Drama, some with two genres."""
@@ -206,8 +243,12 @@ def test_max_two_per_genre_in_the_top_10():
     before = Counter(genre for entry in ranked_list[:10] for genre in genres_of[entry.item_id])
     assert before["Drama"] == 10
 
-    result = rules_apply(context=home(), ranked=ranked_list, k=10,
-                         rules=[rule("diversity_feature_cap", feature_type="genre", max_per_value=2)])
+    result = rules_apply(
+        context=home(),
+        ranked=ranked_list,
+        k=10,
+        rules=[rule("diversity_feature_cap", feature_type="genre", max_per_value=2)],
+    )
 
     after = Counter(genre for entry in result.items for genre in genres_of[entry.item_id])
     assert len(result.items) == 10
@@ -219,10 +260,15 @@ def test_max_two_per_genre_in_the_top_10():
 
 def test_feature_cap_never_breaks_the_cap_when_too_few_items_satisfy_it(planted_catalog):
     items = descending(all_planted(planted_catalog))  # only two genres: at most 4 items can qualify
-    strict = rules_apply(context=home(), ranked=items, k=10,
-                         rules=[rule("diversity_feature_cap", feature_type="genre", max_per_value=2)])
-    filled = rules_apply(context=home(), ranked=items, k=10, rules=[
-        rule("diversity_feature_cap", feature_type="genre", max_per_value=2, fill_when_short=True)])
+    strict = rules_apply(
+        context=home(), ranked=items, k=10, rules=[rule("diversity_feature_cap", feature_type="genre", max_per_value=2)]
+    )
+    filled = rules_apply(
+        context=home(),
+        ranked=items,
+        k=10,
+        rules=[rule("diversity_feature_cap", feature_type="genre", max_per_value=2, fill_when_short=True)],
+    )
     assert len(strict.items) == 4
     assert len(filled.items) == 10
 
@@ -269,11 +315,11 @@ def test_mmr_lowers_pairwise_similarity_of_the_top_k(planted_catalog):
 
 # Fairness --------------------------------------------------------------------------------------
 
+
 def test_provider_cap_limits_each_providers_share():
     providers = ["big"] * 12 + ["a", "b", "c", "d", "e", "f", "g", "h"]
     items = descending([ItemFactory(provider=provider) for provider in providers])
-    result = rules_apply(context=home(), ranked=items, k=10,
-                         rules=[rule("fairness_provider_cap", max_percent=30)])
+    result = rules_apply(context=home(), ranked=items, k=10, rules=[rule("fairness_provider_cap", max_percent=30)])
 
     shown = Counter(Item.objects.get(pk=i).provider for i in ids(result.items))
     assert provider_slots(30, 10) == 3
@@ -293,8 +339,9 @@ def test_long_tail_minimum(planted_catalog):
     ranked_list = descending(by_popularity)
     assert sum(i in tail for i in ids(ranked_list[:10])) == 0  # the head fills the plain top 10
 
-    result = rules_apply(context=home(), ranked=ranked_list, k=10,
-                         rules=[rule("fairness_long_tail", min_percent=30, percentile=50)])
+    result = rules_apply(
+        context=home(), ranked=ranked_list, k=10, rules=[rule("fairness_long_tail", min_percent=30, percentile=50)]
+    )
 
     top = ids(result.items)
     assert sum(i in tail for i in top) == 3
@@ -305,6 +352,7 @@ def test_long_tail_minimum(planted_catalog):
 
 
 # Pins ------------------------------------------------------------------------------------------
+
 
 def test_pin_puts_an_uncandidated_item_at_its_slot_only_within_its_period():
     items = descending(ItemFactory.create_batch(6))
@@ -332,8 +380,7 @@ def test_pin_moves_an_existing_candidate_and_skips_inactive_items():
     items = ItemFactory.create_batch(6)
     ItemFactory(external_id="gone", is_active=False)
     ranked_list = descending(items)
-    moved = rules_apply(context=home(), ranked=ranked_list, k=6, rules=[rule("pin", item=items[4].external_id,
-                                                                             slot=1)])
+    moved = rules_apply(context=home(), ranked=ranked_list, k=6, rules=[rule("pin", item=items[4].external_id, slot=1)])
     inactive = rules_apply(context=home(), ranked=ranked_list, k=6, rules=[rule("pin", item="gone", slot=1)])
     assert ids(moved.items) == [items[4].pk, items[0].pk, items[1].pk, items[2].pk, items[3].pk, items[5].pk]
     assert ids(inactive.items) == ids(ranked_list)

@@ -1,4 +1,5 @@
 """The rule services: the one write path of the API, the admin and the dashboard."""
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -21,7 +22,9 @@ def test_rule_create_refuses_parameters_that_are_not_an_object_even_when_falsy(p
 def test_rule_create_without_parameters_stores_the_kinds_defaults():
     assert rule_create(name="r", kind="filter_inactive").params == {}
     assert rule_create(name="s", kind="filter_seen", params=None).params == {
-        "include_views": True, "impressions_within_days": None}
+        "include_views": True,
+        "impressions_within_days": None,
+    }
 
 
 def test_each_rule_write_bumps_the_global_cache_generation_once_and_a_refused_one_not_at_all():

@@ -5,7 +5,10 @@ items excluded, an inactive item): the in-process `ExactIndex` and the HNSW `Pgv
 must return exactly what the brute-force pgvector scan returns, and keep k rows (or say why not),
 the order, the seed rules and the filters. A new index kind joins ``INDEX_KINDS``.
 """
+
 from __future__ import annotations
+
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -82,7 +85,9 @@ def test_k_rows_when_they_exist_and_exactly_what_exists_when_not(served, kind):
     everything = Item.objects.filter(is_active=True).count()
     user_vector = context_build(surface="home", version=version, profile=catalog.profiles_by_cluster[1][0]).user_vector
     allowed = sorted(Item.objects.filter(is_active=True).values_list("pk", flat=True))[:7]
-    only_seven = AnnFilters(exclude_item_ids=tuple(sorted(set(Item.objects.values_list("pk", flat=True)) - set(allowed))))
+    only_seven = AnnFilters(
+        exclude_item_ids=tuple(sorted(set(Item.objects.values_list("pk", flat=True)) - set(allowed)))
+    )
 
     assert len(index.user_neighbours(user_vector, k=10, filters=AnnFilters())) == 10
     assert sorted(_ids(index.user_neighbours(user_vector, k=10, filters=only_seven))) == allowed
@@ -98,7 +103,7 @@ def test_order_is_score_then_item_id_and_a_seed_without_a_vector_gets_nothing(se
     user_vector = context_build(surface="home", version=version, profile=catalog.profiles_by_cluster[0][1]).user_vector
     found = index.user_neighbours(user_vector, k=40, filters=AnnFilters())
     assert len(found) == 40
-    for (first_id, first_score), (next_id, next_score) in zip(found, found[1:]):
+    for (first_id, first_score), (next_id, next_score) in pairwise(found):
         assert first_score > next_score or (first_score == next_score and first_id < next_id)
     missing = 10**9
     assert index.item_neighbours([missing], k=5, filters=AnnFilters()) == {missing: []}
@@ -114,8 +119,9 @@ def test_feature_filters_hold_in_every_index(served, kind):
     found = index.user_neighbours(user_vector, k=10, filters=AnnFilters(exclude_feature_ids=(genre_0.pk,)))
     assert len(found) == 10 and set(_ids(found)) <= own_cluster_1
     seed = catalog.items_by_cluster[0][0].pk
-    related = index.item_neighbours([seed], k=10, filters=AnnFilters(require_feature_ids=(
-        Feature.objects.get(type="genre", value="cluster-1").pk,)))[seed]
+    related = index.item_neighbours(
+        [seed], k=10, filters=AnnFilters(require_feature_ids=(Feature.objects.get(type="genre", value="cluster-1").pk,))
+    )[seed]
     assert len(related) == 10 and set(_ids(related)) <= own_cluster_1
 
 
@@ -128,5 +134,5 @@ def test_score_vectors_and_embeddings_are_the_stored_rows(served, kind):
         ids, rows = getattr(index, read)(wanted)
         stored_ids, stored_rows = getattr(store_index, read)(wanted)
         assert sorted(ids.tolist()) == sorted(stored_ids.tolist()) == sorted(wanted[:6])
-        by_id = dict(zip(stored_ids.tolist(), stored_rows))
+        by_id = dict(zip(stored_ids.tolist(), stored_rows, strict=True))
         np.testing.assert_allclose(rows, np.stack([by_id[item_id] for item_id in ids.tolist()]), rtol=1e-6)

@@ -1,5 +1,6 @@
 """`index_for` picks the index once per request: in process while the version fits its budget and the
 request may use per-process copies, pgvector otherwise, and both answer alike across the boundary."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,14 @@ def _publish() -> np.ndarray:
     rng = np.random.default_rng(5)
     embeddings = rng.standard_normal((N_ITEMS, DIMENSION)).astype(np.float32)
     score_vectors = np.hstack([embeddings, rng.normal(0, 0.1, (N_ITEMS, 1)), np.ones((N_ITEMS, 1))]).astype(np.float32)
-    vectors_publish(version_id=VERSION, item_ids=np.arange(1, N_ITEMS + 1), item_score_vectors=score_vectors,
-                    item_embeddings=embeddings, user_ids=np.zeros(0, dtype=np.int64),
-                    user_score_vectors=np.zeros((0, DIMENSION + 2), dtype=np.float32))
+    vectors_publish(
+        version_id=VERSION,
+        item_ids=np.arange(1, N_ITEMS + 1),
+        item_score_vectors=score_vectors,
+        item_embeddings=embeddings,
+        user_ids=np.zeros(0, dtype=np.int64),
+        user_score_vectors=np.zeros((0, DIMENSION + 2), dtype=np.float32),
+    )
     return score_vectors
 
 
@@ -45,8 +51,9 @@ def test_a_version_within_budget_is_answered_in_process_and_alike(published, set
     assert isinstance(index, ExactIndex)
     query = np.append(np.ones(DIMENSION), [1.0, 0.0]).astype(np.float32)
     everything = AnnFilters(active_only=False)
-    assert [i for i, _ in index.user_neighbours(query, k=10, filters=everything)] == \
-        [i for i, _ in PgvectorIndex(VERSION, exact=True).user_neighbours(query, k=10, filters=everything)]
+    assert [i for i, _ in index.user_neighbours(query, k=10, filters=everything)] == [
+        i for i, _ in PgvectorIndex(VERSION, exact=True).user_neighbours(query, k=10, filters=everything)
+    ]
 
 
 def test_one_row_over_budget_goes_to_pgvector(published, settings):
