@@ -20,6 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from recommender.ml.similarity import top_k
+
 Scorer = Callable[[np.ndarray], np.ndarray]
 """Maps user indices, shape (b,), to scores, shape (b, n_items); larger means recommend first."""
 
@@ -112,39 +114,6 @@ def as_scorer(scores) -> Scorer:
     if scores.ndim == 1:
         return lambda users: np.broadcast_to(scores, (len(users), len(scores)))
     return lambda users: scores[users]
-
-
-def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's ``min(k, n_items)`` largest scores, best first; equal scores
-    rank by lower index.
-
-    Exactly ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` at the cost of a partition: the
-    entries tied with the k-th score are chosen by index instead of by the partition's internal
-    order, so the lists (and the metrics) never depend on how argpartition happened to break ties,
-    which matters for popularity, whose counts tie a lot.
-
-    Parameters
-    ----------
-    scores : float64 ndarray, shape (b, n_items); -inf for excluded entries
-    k : int, at least 1
-
-    Returns
-    -------
-    int64 ndarray, shape (b, min(k, n_items))
-    """
-    k = min(k, scores.shape[1])
-    negated = -scores
-    if np.isnan(negated).any():
-        # NaN breaks the equality test below; the definition itself ranks it last.
-        return np.argsort(negated, axis=1, kind="stable")[:, :k]
-    part = np.argpartition(negated, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(negated, part, axis=1).max(axis=1, keepdims=True)
-    better, tied = negated < kth, negated == kth
-    wanted = k - better.sum(axis=1, keepdims=True)
-    chosen = better | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= wanted))
-    columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # exactly k per row, in index order
-    order = np.argsort(np.take_along_axis(negated, columns, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(columns, order, axis=1)
 
 
 def topk_metrics(top_k: np.ndarray, relevant: sp.spmatrix, k: int) -> dict[str, np.ndarray]:
@@ -260,7 +229,7 @@ def ranking_metrics(
         seen = train_bool[batch].toarray() > 0
         relevant = test_bool[batch].toarray() > 0
         scores[seen] = -np.inf
-        top = _top_k_rows(scores, k)
+        top = top_k(scores, k)  # -inf (excluded) entries included when too few others remain
         for name, values in topk_metrics(top, test_bool[batch], k).items():
             out[name].append(values)
         n_relevant = relevant.sum(axis=1)

@@ -63,12 +63,18 @@ def similarity(query, vectors, measure: str = "cosine", *, alpha: float = 0.5) -
 
 
 def top_k(scores, k: int, exclude=None) -> np.ndarray:
-    """Indices of the ``k`` largest scores, best first.
+    """Indices of the ``k`` largest scores, best first; equal scores rank by lower index.
+
+    The one top-k selection of the project (evaluation's lists, the in-process vector index):
+    exactly ``np.argsort(-scores, kind="stable")[..., :k]`` over the allowed entries, at the cost
+    of a partition. The entries tied with the k-th score are chosen by index instead of by the
+    partition's internal order, so a list never depends on how argpartition broke ties (which
+    matters for popularity, whose counts tie a lot).
 
     Parameters
     ----------
-    scores : ndarray, shape (n,) or (m, n)
-    k : int
+    scores : float ndarray, shape (n,) or (m, n)
+    k : int, at least 1
         Clipped to the number of candidates.
     exclude : array_like, optional
         Indices (1-d int) or a boolean mask broadcastable to ``scores`` of entries never returned.
@@ -80,21 +86,36 @@ def top_k(scores, k: int, exclude=None) -> np.ndarray:
     """
     if k < 1:
         raise SimilarityError("k must be at least 1.")
-    scores = np.array(scores, dtype=np.float64)  # copy: exclusions are written into it
+    scores = np.asarray(scores, dtype=np.float64)
     single = scores.ndim == 1
     scores = np.atleast_2d(scores)
-    allowed = np.ones(scores.shape, dtype=bool)
+    k = min(int(k), scores.shape[1])
     if exclude is not None:
+        allowed = np.ones(scores.shape, dtype=bool)
         exclude = np.asarray(exclude)
         if exclude.dtype == bool:
             allowed &= ~np.broadcast_to(exclude, scores.shape)
         else:
             allowed[:, exclude.astype(np.int64)] = False
-    scores[~allowed] = -np.inf
-    k = int(min(k, allowed.sum(axis=1).min()))
+        scores = np.where(allowed, scores, -np.inf)
+        k = int(min(k, allowed.sum(axis=1).min()))
     if k == 0:
         return np.zeros((0,) if single else (scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    result = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    result = _stable_top(scores, k).astype(np.int64, copy=False)
     return result[0] if single else result
+
+
+def _stable_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k largest scores (k <= n), best first, ties by lower index."""
+    negated = -scores
+    if np.isnan(negated).any():
+        # NaN breaks the equality test below; the definition itself ranks it last.
+        return np.argsort(negated, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(negated, part, axis=1).max(axis=1, keepdims=True)
+    better, tied = negated < kth, negated == kth
+    wanted = k - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= wanted))
+    columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # exactly k per row, in index order
+    order = np.argsort(np.take_along_axis(negated, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from catalog.sql import ITEM_TABLE
 from recommender.memo import GenerationMemo
-from recommender.ml.similarity import MEASURES, SimilarityError, similarity
+from recommender.ml.similarity import MEASURES, SimilarityError, similarity, top_k
 
 from .base import AnnFilters, Measure, Neighbours, VectorIndex
 from .connection import binary_cursor, raw_connection, vectors_stack
@@ -120,15 +120,12 @@ def version_vectors(*, version_id: int, generation: int | None) -> VersionVector
     return VERSION_VECTORS.get(int(version_id), generation=generation)
 
 
-def _top_rows(scores: np.ndarray, ids: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k best allowed scores, ordered by score descending then item id (as the SQL)."""
-    candidates = np.flatnonzero(allowed)
-    if len(candidates) > k:
-        # Partition to the k-th best, then keep every tie of it so the id tie-break stays exact.
-        kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
-        candidates = candidates[scores[candidates] >= kth]
-    order = np.lexsort((ids[candidates], -scores[candidates]))[:k]
-    return candidates[order]
+def _top_rows(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k best allowed scores, by score descending then item id (the SQL's order: the
+    rows are in ascending item id, so the lower row is the lower id)."""
+    if k < 1 or not allowed.any():
+        return np.zeros(0, dtype=np.int64)
+    return top_k(scores, k, exclude=~allowed)
 
 
 class ExactIndex:
@@ -156,7 +153,7 @@ class ExactIndex:
         if k < 1 or len(vectors.item_ids) == 0:
             return []
         scores = vectors.score_vectors.astype(np.float64) @ np.asarray(user_vector, dtype=np.float64)
-        rows = _top_rows(scores, vectors.item_ids, self._allowed(filters), k)
+        rows = _top_rows(scores, self._allowed(filters), k)
         return list(zip(vectors.item_ids[rows].tolist(), scores[rows].tolist(), strict=True))
 
     def item_neighbours(
@@ -175,7 +172,7 @@ class ExactIndex:
         allowed = self._allowed(filters, seeds)
         scores = similarity(vectors.embeddings[seed_rows], vectors.embeddings, measure, alpha=alpha)
         for seed, seed_scores in zip(present.tolist(), np.atleast_2d(scores), strict=True):
-            rows = _top_rows(seed_scores, vectors.item_ids, allowed, k)
+            rows = _top_rows(seed_scores, allowed, k)
             found[seed] = list(zip(vectors.item_ids[rows].tolist(), seed_scores[rows].tolist(), strict=True))
         return found
 

@@ -51,3 +51,18 @@ def test_top_k_orders_and_excludes():
     assert top_k(batch, 2, exclude=[0]).tolist() == [[2, 1], [1, 2]]
     with pytest.raises(SimilarityError):
         top_k(scores, 0)
+
+
+def test_top_k_breaks_ties_by_lower_index_like_a_stable_sort():
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 4, size=(6, 40)).astype(np.float64)  # many ties
+    scores[2, 5] = np.nan
+    for k in (1, 3, 10, 40):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert top_k(scores, k).tolist() == expected.tolist()
+    mask = scores[0] > 2
+    allowed = np.flatnonzero(~mask)
+    assert (
+        top_k(scores[0], 5, exclude=mask).tolist()
+        == allowed[np.argsort(-scores[0][allowed], kind="stable")][:5].tolist()
+    )
