@@ -29,7 +29,7 @@ import pytest
 from catalog.importers.movielens import DEFAULT_CHUNK_ROWS
 from tests.recommender.conftest import PROJECT_DIR, _test_database_url, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MOVIES = 50
 USERS = 2000

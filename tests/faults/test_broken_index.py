@@ -25,7 +25,7 @@ from tests.recommender.test_training import top_items, train_inline
 
 # Transactional: production publishes in autocommit, and a failed CREATE INDEX must be seen as it
 # is there (inside the test's wrapping transaction it would poison every later statement).
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _api_recommendations(profile_external_id: str) -> dict:

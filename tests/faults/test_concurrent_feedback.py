@@ -12,7 +12,7 @@ import pytest
 from bench.load_feedback import feedback_load
 from tests.recommender.conftest import _test_database_url
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_every_acknowledged_rating_is_stored_exactly_once(tmp_path):

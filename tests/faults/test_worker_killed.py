@@ -22,7 +22,7 @@ from recommender.services.training import model_training_request, model_versions
 from tests.recommender.conftest import build_planted_catalog, celery_worker_process, wait_for  # noqa: F401
 from tests.recommender.test_training import train_inline
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def _answer(client: Client, user: str) -> tuple[int, bool, list[str]]:
