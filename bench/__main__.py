@@ -20,6 +20,7 @@ BENCHMARKS = [
     "ml_quality",
     "training",
     "ann_recall",
+    "vector_index",
     "serving_latency",
     "page_speed",
     "load_feedback",
