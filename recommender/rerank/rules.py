@@ -14,6 +14,7 @@ magnitude: ``score + gain·|score|`` raises a score for gain > 0 whatever its si
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ def _exclude(items: list[PooledCandidate], predicate: Callable[[PooledCandidate]
     return RuleOutcome(kept, f"removed {len(removed)} {what}", removed=removed)
 
 
+# Rule parameters are unbounded floats, so a boost can overflow to inf (and a later rule turn it
+# into NaN, which cannot be ordered or sent as JSON). Every rescored item stays within the finite
+# range; an overflowing boost still puts its items above every finite score.
+_SCORE_LIMIT = sys.float_info.max
+
+
 def _rescored(item: PooledCandidate, score: float) -> PooledCandidate:
+    score = min(max(score, -_SCORE_LIMIT), _SCORE_LIMIT)
     # Direct construction: dataclasses.replace costs ~10x more, and boosts rescore every pooled item.
     return PooledCandidate(
         item_id=item.item_id, sources=item.sources, reasons=item.reasons, score=score, notes=item.notes

@@ -1,6 +1,8 @@
 """Each rule kind's effect on a ranked list over real catalogue rows (planted catalogue or a small
 hand-made one). No model is needed except for MMR, which reads the published embeddings."""
 
+import json
+import math
 from collections import Counter
 from datetime import timedelta
 
@@ -176,6 +178,22 @@ def test_additive_feature_boost():
     )
     assert ids(result.items) == [comedy.pk, drama.pk]
     assert result.items[0].score == pytest.approx(1.3)
+
+
+def test_an_overflowing_boost_keeps_every_score_finite_and_its_items_first():
+    """Two ×1e308 boosts overflowed to inf, and a demotion after them made NaN: a 500 on the API (found live)."""
+    comedy, drama = ItemFactory(features=[("genre", "Comedy")]), ItemFactory(features=[("genre", "Drama")])
+    boost = {"feature_type": "genre", "values": ["Comedy"], "mode": "multiply", "amount": 1e308}
+    result = rules_apply(
+        context=home(),
+        ranked=ranked([(drama, 2.0), (comedy, 1.0)]),
+        k=2,
+        rules=[rule("boost_feature", **boost), rule("boost_feature", **boost),
+               rule("boost_feature", **{**boost, "amount": 1e-300})],
+    )
+    assert ids(result.items) == [comedy.pk, drama.pk]
+    assert all(math.isfinite(entry.score) for entry in result.items)
+    json.dumps([entry.score for entry in result.items], allow_nan=False)
 
 
 def test_freshness_boost_moves_new_items_up():
