@@ -1,0 +1,92 @@
+"""The one interface every model family implements (fit / score / similar / fold in / save / load).
+
+A family is one module in this package with a class that satisfies :class:`ModelFamily` and a
+``fit(data, params, *, progress=None)`` classmethod. The registry in ``__init__`` maps each
+family's ``name`` to its class, so training, evaluation, the candidate sources and the ranker's
+features reach every family the same way, and a new family is one new module.
+
+Indices are the positions of :class:`~recommender.ml.dataset.IdMap` (``data.user_ids`` and
+``data.item_ids`` of the TrainingData the family was fitted on). Scores are "higher is better"
+and only comparable within one user's row.
+
+Histories
+    A user's history is a pair of arrays (item indices, confidences): the items she interacted
+    with and how strongly (training weights; 1.0 when unknown). ``score_history`` turns any
+    history into scores over all items **without refitting**: that is each family's fold-in
+    (EASE: the history row times B; ALS: the implicit least-squares solve against fixed item
+    factors; LightFM: `recommender.ml.foldin`). Serving calls it with the user's live history, so
+    a rating moves every family's scores at the next request.
+
+No Django here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from recommender.ml.dataset import IdMap, TrainingData
+
+# progress(done, total, message): called by long fits (epochs, blocks of an inverse), may be ignored.
+Progress = Callable[[int, int, str], None]
+
+
+class FamilyFitError(ValueError):
+    """A family cannot be fitted on this data (too little of it, bad parameters, a memory budget)."""
+
+
+@runtime_checkable
+class ModelFamily(Protocol):
+    """A fitted model of one family.
+
+    Attributes
+    ----------
+    name : str
+        The registry key, e.g. ``"ease"``; stable, stored with a version.
+    item_ids, user_ids : IdMap
+        External ids of the fitted items and users, in index order.
+    params : dict
+        The hyperparameters it was fitted with (JSON-serialisable), for the Models page.
+    """
+
+    name: ClassVar[str]
+    item_ids: IdMap
+    user_ids: IdMap
+    params: dict
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: dict, *, progress: Progress | None = None) -> ModelFamily:
+        """Fit on ``data.interactions`` (positives and their weights; vetoed pairs are known too)."""
+        ...
+
+    def score_items(self, user_indices: np.ndarray) -> np.ndarray:
+        """Scores of fitted users against every item, float32 shape (len(user_indices), n_items)."""
+        ...
+
+    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+        """Fold in one user from a history: scores over every item, float32 shape (n_items,).
+
+        Unknown indices (< 0) are ignored; an empty history gives a row a family may fill with
+        its best guess for a stranger (e.g. zeros, or popularity through item biases).
+        """
+        ...
+
+    def similar_items(self, item_index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to one item (itself excluded): (indices int64, scores float32)."""
+        ...
+
+    def save(self, path: Path) -> Path:
+        """Write an ``np.savez`` archive (no pickles) and return its path."""
+        ...
+
+    @classmethod
+    def load(cls, path: Path) -> ModelFamily:
+        """Read what :meth:`save` wrote (``allow_pickle=False``)."""
+        ...
+
+    def memory_bytes(self) -> int:
+        """Bytes the fitted arrays hold in memory (what one serving process pays to load it)."""
+        ...
