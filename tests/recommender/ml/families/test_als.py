@@ -19,7 +19,7 @@ from recommender.ml.foldin import FoldInError
 # The planted taste structure has rank 2. ALS is a least-squares reconstruction, so spare factors
 # fit the catalogue's 2% cross-cluster noise (with 8 factors about 1 in 8 top-10 slots goes to the
 # other cluster): the planted-answer tests use the true rank, the numeric ones a wider model.
-SMALL = {"factors": 2, "iterations": 15, "num_threads": 1, "random_state": 0}
+SMALL = {"factors": 2, "regularization": 1.0, "alpha": 3.0, "iterations": 15, "num_threads": 1, "random_state": 0}
 WIDE = {**SMALL, "factors": 8}
 
 
@@ -248,3 +248,11 @@ def test_param_grid_is_small_and_valid(planted):
     assert 1 <= len(PARAM_GRID) <= 6
     for params in PARAM_GRID:
         AlsFamily.fit(planted.data, {**params, "iterations": 1, "num_threads": 1})
+
+
+def test_default_params_rank_the_planted_clusters_first(planted):
+    model = AlsFamily.fit(planted.data, {"num_threads": 1})
+    scores = model.score_items(np.arange(len(planted.user_cluster)))
+    scores[planted.data.interactions.positives.toarray() > 0] = -np.inf
+    own = planted.item_cluster[np.argsort(-scores, axis=1)[:, :10]] == planted.user_cluster[:, None]
+    assert own.mean() >= 0.95
