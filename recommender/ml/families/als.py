@@ -49,7 +49,7 @@ from recommender.ml.similarity import similarity, top_k
 # Measured (docs/ml.md, "ALS family"): 80/20 random split, seed 0, P@10 / NDCG@10 with training
 # items excluded. implicit does not scale the regularization by the data, so it is an absolute
 # weight against VᵀV + Vᵀ(C - I)V: 0.01-1 overfit both catalogues (ml-100k P@10 0.17 at 64
-# factors), 30 was best on both, 100 with alpha 1 collapses to popularity (coverage < 1%).
+# factors), 30 was best on both, 100 with alpha 1 collapses to popularity (coverage < 3%).
 DEFAULT_PARAMS: dict[str, Any] = {
     "factors": 64,
     "regularization": 30.0,
@@ -66,10 +66,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
 PARAM_GRID: list[dict[str, Any]] = [
     # ml-100k 0.236 / 0.330, lastfm-2k 0.192 / 0.245: the best mean over both.
     {"factors": 64, "regularization": 30.0, "alpha": 3.0},
-    # Ties the first (0.234 / 0.329, 0.194 / 0.245) at half the fit time and memory.
+    # Ties the first (0.234 / 0.329, 0.194 / 0.244) at half the fit time and memory.
     {"factors": 32, "regularization": 30.0, "alpha": 3.0},
-    # Large weights (log1p of play counts, mean ~6) already give a large confidence at alpha 1:
-    # lastfm-2k's best (0.199 / 0.257; ml-100k 0.203 / 0.281).
+    # Large weights (log1p of play counts, mean 5.5) already give a large confidence at alpha 1:
+    # lastfm-2k's best at 64 factors (0.199 / 0.257; ml-100k 0.203 / 0.281).
     {"factors": 64, "regularization": 30.0, "alpha": 1.0},
     # Weaker regularization, for catalogues smaller or sparser than these two.
     {"factors": 64, "regularization": 10.0, "alpha": 1.0},
