@@ -5,6 +5,9 @@ Modules register themselves here as they are added: one module per family.
 
 from __future__ import annotations
 
+from .als import AlsFamily
 from .base import FamilyFitError, ModelFamily, Progress  # noqa: F401  (re-exported: the package is the interface)
 
-FAMILIES: dict[str, type[ModelFamily]] = {}
+FAMILIES: dict[str, type[ModelFamily]] = {
+    AlsFamily.name: AlsFamily,
+}
