@@ -26,6 +26,17 @@ class SplitKind(models.TextChoices):
     TIME = "time", "By time: the newest interactions are held out"
 
 
+def validate_family_list(value: str) -> None:
+    from recommender.ml.families import FAMILIES
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(FAMILIES))
+    if unknown:
+        raise ValidationError(f"Unknown model families {unknown}; known: {sorted(FAMILIES)}.")
+    if names and "lightfm" not in names:
+        raise ValidationError("The families must include lightfm: its vectors serve the ANN search.")
+
+
 class TrainingConfig(models.Model):
     """Hyperparameters and protocol for a training run, editable in the admin.
 
@@ -59,6 +70,17 @@ class TrainingConfig(models.Model):
     )
     refit_on_full_data = models.BooleanField(
         default=True, help_text="Serve a model refitted on all data after evaluation (see docs/training.md)."
+    )
+    families = models.CharField(
+        max_length=200,
+        blank=True,
+        default="lightfm,als,ease",
+        validators=[validate_family_list],
+        help_text=(
+            "Model families fitted at every run, comma-separated (lightfm, als, ease). With more than "
+            "LightFM, a learned ranker over all of them is fitted on a validation split of the training "
+            "data, and the run serves it or the best single family, whichever wins there (docs/training.md)."
+        ),
     )
     quality_margin = models.FloatField(
         default=0.02,

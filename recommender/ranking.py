@@ -21,6 +21,7 @@ from catalog.array_selectors import item_feedback_counts
 from recommender.blend import pool_blend_scores
 from recommender.candidates.base import Context, PooledCandidate
 from recommender.ml.similarity import similarity
+from recommender.stacking import pool_stack_scores
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ def _model_scores(context: Context, item_ids: list[int]) -> dict[int, float]:
     scores = score_vectors.astype(np.float64) @ np.asarray(context.user_vector, dtype=np.float64)
     # The version's blend (recommender/blend.py), when it has one, mixes signals the model lacks
     # into the order; the items without a vector still sink below every scored item.
-    blended = pool_blend_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
+    # The version's stack (recommender/stacking.py: the learned ranker, or the family the training
+    # run chose) comes first; else its blend (recommender/blend.py).
+    blended = pool_stack_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
+    if blended is None:
+        blended = pool_blend_scores(context=context, item_ids=ids.tolist(), model_scores=scores)
     return dict(zip(ids.tolist(), (scores if blended is None else blended).tolist(), strict=True))
 
 

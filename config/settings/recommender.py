@@ -49,3 +49,7 @@ RECOMMENDER_CANDIDATE_SIZES: dict[str, dict[str, int]] = {}
 # The popular source counts feedback of this window, each event decayed with this half-life.
 RECOMMENDER_POPULAR_WINDOW_DAYS = env_float("RECOMMENDER_POPULAR_WINDOW_DAYS", 90.0)
 RECOMMENDER_POPULAR_HALF_LIFE_DAYS = env_float("RECOMMENDER_POPULAR_HALF_LIFE_DAYS", 14.0)
+
+# Candidates each model family nominates per user when the training run builds the learned ranker's
+# validation pools (recommender/ml/stack.py); serving's family sources use RECOMMENDER_CANDIDATE_SIZES.
+RECOMMENDER_STACK_POOL_SIZES = {"lightfm": 100, "als": 100, "ease": 100}

@@ -25,6 +25,7 @@ from .base import (  # noqa: F401  (re-exported: the package is the interface)
 )
 from .because_you_liked import BecauseYouLikedSource
 from .content_based import ContentBasedSource
+from .family import FamilySource
 from .fresh import FreshSource
 from .personal_ann import PersonalAnnSource
 from .popular import PopularSource
@@ -41,11 +42,22 @@ SOURCES: dict[str, CandidateSource] = {
         ContentBasedSource(),
         PopularSource(),
         FreshSource(),
+        # One per non-vector model family of a version's stack (recommender/stacking.py).
+        FamilySource("ease"),
+        FamilySource("als"),
     )
 }
 
 DEFAULT_CANDIDATE_SIZES: dict[str, dict[str, int]] = {
-    "home": {"personal_ann": 200, "because_you_liked": 60, "content_based": 60, "popular": 50, "fresh": 20},
+    "home": {
+        "personal_ann": 200,
+        "ease": 100,
+        "als": 100,
+        "because_you_liked": 60,
+        "content_based": 60,
+        "popular": 50,
+        "fresh": 20,
+    },
     "related": {"related": 100, "content_based": 30},
 }
 

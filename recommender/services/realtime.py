@@ -129,6 +129,11 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     return targets
 
 
+def feedback_targets(*, profile_id: int, positive_threshold: float) -> dict[int, tuple[float, float]]:
+    """{item_id: (confidence, preference)} of one user's in-force feedback, weighed as training weighs it."""
+    return _feedback_targets(profile_id, positive_threshold)
+
+
 def user_vector_fold_in(*, profile_id: int, version: ModelVersion | None = None) -> np.ndarray | None:
     """Re-solve and store one user's vector against the active version; returns it (None without a model).
 

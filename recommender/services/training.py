@@ -29,6 +29,8 @@ from config.exception_handlers import ApplicationError
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
 from recommender.ml.training import FittedModel, HyperParameters, fit
+from recommender.services.scorer import scorer_evaluate, scorer_publish, stack_config
+from recommender.stacking import VECTOR_FAMILY
 from recommender.vectors import store
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
@@ -342,18 +344,30 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.metrics = evaluation.evaluate(model.score_items, split.train_positives, split.test_positives, k)
     popularity = evaluation.popularity_scores(split.train_positives)
     version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, split.test_positives, k)
+    stack = stack_config(snapshot, dataclasses.asdict(dataclasses.replace(params, early_stopping_patience=None)))
+    chosen = None
+    if stack is not None:
+        # Families and the learned scorer: chosen on validation data carved from `train`, measured
+        # on this run's test split next to the LightFM metrics above (recommender/services/scorer.py).
+        chosen, stack_metrics = scorer_evaluate(
+            train=train, test_positives=split.test_positives, lightfm_model=model, config=stack
+        )
+        version.metrics["stack"] = stack_metrics
     # Serving blend weights (recommender/blend.py), fitted for the evaluation model against the
     # held-out part: no extra fit. The version's metrics above are the model's own and were computed
     # before; `manage.py evaluate` measures the whole pipeline with weights fitted on training data only.
     # None: too little data, or no gain on the held-out part.
     from recommender.blend import blend_train
 
-    fitted_blend = blend_train(
-        data=train,
-        params=dataclasses.replace(params, early_stopping_patience=None),
-        model=model,
-        held_out=split.test_positives,
-    )
+    # The blend is the fallback scorer: only when no stack serves, or the stack chose LightFM alone.
+    fitted_blend = None
+    if chosen is None or chosen.choice == f"family:{VECTOR_FAMILY}":
+        fitted_blend = blend_train(
+            data=train,
+            params=dataclasses.replace(params, early_stopping_patience=None),
+            model=model,
+            held_out=split.test_positives,
+        )
     if fitted_blend is not None:
         version.metrics.update(
             {f"blend_weight_{name}": weight for name, weight in fitted_blend.weights.as_dict().items()}
@@ -379,6 +393,15 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
 
         # Item-item weights and popularity from everything the served model saw; weights stay frozen.
         blend_store(fitted=fitted_blend, data=data if refit else train, artifact_path=version.artifact_path)
+    if stack is not None and chosen is not None:
+        scorer_publish(
+            artifact_path=version.artifact_path,
+            data=data if refit else train,
+            lightfm_model=model,
+            scorer=chosen,
+            config=stack,
+            positive_threshold=float(snapshot["positive_threshold"]),
+        )
     progress.finish()
     version.status = VersionStatus.READY
     version.finished_at = timezone.now()

@@ -1,0 +1,257 @@
+"""A version's model families and learned scorer: stored beside its artifact at training, served from memory.
+
+Layout: ``…/model_v7.npz`` (the LightFM artifact whose vectors are in pgvector) gets a sibling
+directory ``model_v7.stack/`` with one ``<family>.npz`` per non-LightFM family, ``ranker.npz``
+when the ranker serves, ``items.npz`` (the ranker's per-item signals) and ``stack.json`` (the
+choice, the family order, the pool sizes and the validation report). A version without that
+directory is served as before (LightFM, optionally with its blend, `recommender/blend.py`).
+
+Artifacts never change after training, so a loaded stack is kept per process by (database,
+version) in a small LRU; nothing here depends on the cache generation.
+
+At serving, each family scores the user's **live** history (`ModelFamily.score_history`, its
+fold-in), so a rating moves every family's scores at the next request; the LightFM column is the
+pool's model score from the served user vector (trained or folded in), exactly what the ranker
+was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from django.db import connection
+
+from recommender.candidates.base import Context
+from recommender.ml.dataset import IdMap
+from recommender.ml.families import FAMILIES, ModelFamily
+from recommender.ml.ranker import LearnedRanker, feature_overlap, pool_features
+from recommender.ml.stack import ItemContext, ScorerFit, StackConfig
+
+logger = logging.getLogger(__name__)
+
+_CACHE_SIZE = 3
+# The LightFM family is served from pgvector; the stack stores only the others.
+VECTOR_FAMILY = "lightfm"
+
+
+def stack_dir(artifact_path: str | Path) -> Path:
+    """``…/model_v7.npz`` → ``…/model_v7.stack``."""
+    path = Path(artifact_path)
+    return path.with_name(f"{path.stem}.stack")
+
+
+@dataclass
+class ServedStack:
+    """What serving needs to score a pool the way the chosen scorer does."""
+
+    choice: str
+    families: dict[str, ModelFamily | None]  # in feature order; None = the vector family (pgvector scores)
+    ranker: LearnedRanker | None
+    item_ids: IdMap
+    items: ItemContext
+    config: dict
+    report: dict
+
+    def history_scores(self, name: str, history: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+        family = self.families[name]
+        assert family is not None
+        return family.score_history(history, confidences)
+
+    def pool_scores(
+        self,
+        *,
+        model_scores: np.ndarray,
+        candidate_ids: np.ndarray,
+        history: np.ndarray,
+        confidences: np.ndarray,
+        memo: dict,
+    ) -> np.ndarray | None:
+        """Scores of one pool (external ids ``candidate_ids``), float64 (c,); None when a family the
+        fit never saw an item of cannot score the whole pool consistently."""
+        candidates = self.item_ids.index_of(candidate_ids, missing=-1)
+        known = candidates >= 0
+        if not known.all():
+            return None
+        if self.ranker is None:
+            name = self.choice.removeprefix("family:")
+            if self.families.get(name) is None:
+                return np.asarray(model_scores, np.float64)
+            return np.asarray(self.family_scores(name, history, confidences, memo)[candidates], np.float64)
+        family_scores = {
+            name: (
+                np.asarray(model_scores, np.float64)
+                if family is None
+                else self.family_scores(name, history, confidences, memo)[candidates]
+            )
+            for name, family in self.families.items()
+        }
+        features = pool_features(
+            family_scores,
+            popularity=self.items.popularity[candidates],
+            item_age_days=self.items.age_days[candidates],
+            user_activity=float(np.log1p(len(history))),
+            overlap=feature_overlap(self.items.features, history, candidates),
+        )
+        return self.ranker.score(features)
+
+    def family_scores(self, name: str, history: np.ndarray, confidences: np.ndarray, memo: dict) -> np.ndarray:
+        key = ("family_scores", name)
+        if key not in memo:
+            memo[key] = self.history_scores(name, history, confidences)
+        return memo[key]
+
+
+def stack_store(
+    *,
+    artifact_path: str | Path,
+    families: dict[str, ModelFamily],
+    scorer: ScorerFit,
+    items: ItemContext,
+    config: StackConfig,
+    item_ids: IdMap,
+    positive_threshold: float,
+) -> Path:
+    """Write the served stack of a version next to its artifact; returns the directory."""
+    directory = stack_dir(artifact_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, family in families.items():
+        if name != VECTOR_FAMILY:
+            family.save(directory / f"{name}.npz")
+    if scorer.ranker is not None:
+        scorer.ranker.save(directory / "ranker.npz")
+    features = items.features if items.features is not None else sp.csr_matrix((len(item_ids), 0), dtype=np.float32)
+    with (directory / "items.npz").open("wb") as handle:
+        np.savez(
+            handle,
+            allow_pickle=False,
+            popularity=items.popularity,
+            age_days=items.age_days,
+            features_data=features.data,
+            features_indices=features.indices,
+            features_indptr=features.indptr,
+            features_shape=np.asarray(features.shape, dtype=np.int64),
+            **item_ids.to_arrays("item"),
+        )
+    manifest = {
+        "choice": scorer.choice,
+        "families": list(config.families),
+        "pool_sizes": {name: config.pool_size(name) for name in config.families},
+        "report": scorer.report,
+        "positive_threshold": positive_threshold,
+    }
+    (directory / "stack.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    _cache_clear()
+    return directory
+
+
+def stack_load(directory: Path) -> ServedStack:
+    manifest = json.loads((directory / "stack.json").read_text())
+    with np.load(directory / "items.npz", allow_pickle=False) as arrays:
+        shape = tuple(int(n) for n in arrays["features_shape"])
+        features = sp.csr_matrix(
+            (arrays["features_data"], arrays["features_indices"], arrays["features_indptr"]), shape=shape
+        )
+        items = ItemContext(
+            popularity=np.asarray(arrays["popularity"]),
+            age_days=np.asarray(arrays["age_days"]),
+            features=features if shape[1] else None,
+        )
+        item_ids = IdMap.from_arrays(arrays, "item")
+    families: dict[str, ModelFamily | None] = {
+        name: None if name == VECTOR_FAMILY else FAMILIES[name].load(directory / f"{name}.npz")
+        for name in manifest["families"]
+    }
+    ranker_path = directory / "ranker.npz"
+    ranker = LearnedRanker.load(ranker_path) if manifest["choice"] == "ranker" and ranker_path.exists() else None
+    return ServedStack(
+        choice=manifest["choice"],
+        families=families,
+        ranker=ranker,
+        item_ids=item_ids,
+        items=items,
+        config={"pool_sizes": manifest["pool_sizes"], "positive_threshold": manifest["positive_threshold"]},
+        report=manifest["report"],
+    )
+
+
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def version_stack(version_id: int) -> ServedStack | None:
+    """The version's served stack, loaded once per process (LRU of 3); None when it has none."""
+    key = (connection.settings_dict["NAME"], version_id)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT artifact_path FROM recommender_modelversion WHERE id = %s", [version_id])
+        row = cursor.fetchone()
+    stack = None
+    if row and row[0] and (stack_dir(row[0]) / "stack.json").exists():
+        started = time.perf_counter()
+        stack = stack_load(stack_dir(row[0]))
+        logger.info(
+            "stack.loaded version=%s choice=%s ms=%.1f",
+            version_id,
+            stack.choice,
+            1000 * (time.perf_counter() - started),
+        )
+    with _cache_lock:
+        _cache[key] = stack
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return stack
+
+
+def user_history(*, context: Context, stack: ServedStack) -> tuple[np.ndarray, np.ndarray]:
+    """The user's positive history as (item indices of the stack, confidences), read once per request."""
+    key = ("stack_history", id(stack))
+    if key not in context.memo:
+        from recommender.services.realtime import feedback_targets
+
+        threshold = float(stack.config["positive_threshold"])
+        targets = (
+            {}
+            if context.profile_id is None
+            else feedback_targets(profile_id=context.profile_id, positive_threshold=threshold)
+        )
+        positive = [(item_id, confidence) for item_id, (confidence, preference) in targets.items() if preference > 0]
+        ids = np.asarray([item_id for item_id, _ in positive], dtype=np.int64)
+        indices = stack.item_ids.index_of(ids, missing=-1) if len(ids) else np.empty(0, dtype=np.int64)
+        confidences = np.asarray([confidence for _, confidence in positive], dtype=np.float64)
+        keep = indices >= 0
+        context.memo[key] = (indices[keep], confidences[keep])
+    return context.memo[key]
+
+
+def pool_stack_scores(*, context: Context, item_ids: list[int], model_scores: np.ndarray) -> np.ndarray | None:
+    """The chosen scorer's scores of the pooled items for the context's user; None without a stack."""
+    if context.version_id is None:
+        return None
+    stack = version_stack(context.version_id)
+    if stack is None or stack.choice == f"family:{VECTOR_FAMILY}":
+        return None  # LightFM alone: the model score (or the version's blend) orders the pool
+    history, confidences = user_history(context=context, stack=stack)
+    return stack.pool_scores(
+        model_scores=model_scores,
+        candidate_ids=np.asarray(item_ids, dtype=np.int64),
+        history=history,
+        confidences=confidences,
+        memo=context.memo,
+    )
