@@ -27,6 +27,7 @@ No Django here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -42,6 +43,12 @@ from recommender.ml.dataset import IdMap, TrainingData
 from recommender.ml.similarity import top_k
 
 from .base import FamilyFitError, Progress
+
+try:
+    # Installed with scikit-learn and implicit; without it the tail solves merely run slower.
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no stubs
+except ImportError:  # pragma: no cover - depends on the environment
+    threadpool_limits = None
 
 LAMBDA_GRID = (50, 100, 200, 500, 1000)
 """λ values for a caller's search; 200 is the default (best P@10 on ml-100k, see docs/ml.md)."""
@@ -72,6 +79,9 @@ class EaseParams:
     serving: str = "auto"
     solver: str = "auto"
     tail_neighbours: int = DEFAULT_TAIL_NEIGHBOURS
+    # Caps the exact head below what the budget allows, to measure the scalable variant (bench,
+    # tests); None in production, where the budget alone decides.
+    exact_items_cap: int | None = None
 
     @classmethod
     def from_dict(cls, params: dict) -> EaseParams:
@@ -91,6 +101,10 @@ class EaseParams:
             (int(values.memory_budget_bytes) > 0, "memory_budget_bytes must be > 0 (default 3.5 GiB)"),
             (int(values.serving_budget_bytes) > 0, "serving_budget_bytes must be > 0 (default 256 MiB)"),
             (int(values.tail_neighbours) >= 1, "tail_neighbours must be >= 1 (default 128)"),
+            (
+                values.exact_items_cap is None or int(values.exact_items_cap) >= 0,
+                "exact_items_cap must be >= 0 or None",
+            ),
         )
         for ok, hint in checks:
             if not ok:
@@ -188,9 +202,10 @@ def fit_plan(n_items: int, n_users: int, params: EaseParams) -> FitPlan:
             f"{params.serving_budget_bytes:,}; raise the budget or use serving='auto'."
         )
     solver = _solver_for(n_items, n_users, params)
+    capped = params.exact_items_cap is not None and params.exact_items_cap < n_items
     for dtype, itemsize in (("float64", 8), ("float32", 4)):
         peak = exact_peak_bytes(n_items, itemsize, n_users, params)
-        if peak <= params.memory_budget_bytes:
+        if peak <= params.memory_budget_bytes and not capped:
             return FitPlan("exact", dtype, solver, n_items, layout, neighbours, peak)
     # The head phase grows with m and the tail phase shrinks, so the largest m whose head phase
     # fits is the answer when its tail phase fits too, and nothing fits otherwise.
@@ -201,6 +216,8 @@ def fit_plan(n_items: int, n_users: int, params: EaseParams) -> FitPlan:
             low = middle
         else:
             high = middle - 1
+    if params.exact_items_cap is not None:
+        low = min(low, params.exact_items_cap)
     if scalable_peak_bytes(n_items, low, n_users, params) > params.memory_budget_bytes:
         raise FamilyFitError(
             f"memory_budget_bytes={params.memory_budget_bytes:,} cannot hold the scalable variant of {n_items} "
@@ -320,7 +337,19 @@ def _weights_from_precision(precision: np.ndarray, dense: bool, per_row: int, st
     return weights
 
 
+def _single_threaded_blas():
+    """Small LAPACK calls on a busy machine are 10x faster on one BLAS thread (measured: 128×128 posv)."""
+    return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+
+
 def _tail_columns(x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps) -> sp.csr_matrix:
+    with _single_threaded_blas():
+        return _tail_columns_solved(x, tail, neighbours, l2, steps)
+
+
+def _tail_columns_solved(
+    x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps
+) -> sp.csr_matrix:
     """Ridge regression of each tail item on its most co-occurring items: B's tail columns, float32 csr (n, n).
 
     Column i of exact EASE is ``argmin ‖x_i − X_{−i} β‖² + λ‖β‖²``; here the regressors are the
@@ -329,6 +358,7 @@ def _tail_columns(x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float
     columns_major = sp.csc_matrix(x)
     transposed = sp.csr_matrix(x.T)
     rows_out, columns_out, values_out = [], [], []
+    (posv,) = lapack.get_lapack_funcs(("posv",), (np.zeros(1),))
     for start in range(0, len(tail), BLOCK_ROWS):
         batch = tail[start : start + BLOCK_ROWS]
         gram_rows = sp.csr_matrix(transposed[batch] @ x)
@@ -345,7 +375,10 @@ def _tail_columns(x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float
             regressors = columns_major[:, others]
             gram = (regressors.T @ regressors).toarray().astype(np.float64)
             gram[np.diag_indices_from(gram)] += l2
-            beta = scipy.linalg.solve(gram, counts.astype(np.float64), assume_a="pos", check_finite=False)
+            # LAPACK posv directly: scipy.linalg.solve costs ~100x more on 128×128 systems (its checks).
+            _, beta, info = posv(gram, counts.astype(np.float64), lower=1, overwrite_a=1, overwrite_b=1)
+            if info != 0:
+                raise FamilyFitError(f"tail regression of item {item} is not positive definite; raise l2 (λ={l2}).")
             rows_out.append(others.astype(np.int64))
             columns_out.append(np.full(len(others), item, dtype=np.int64))
             values_out.append(beta.astype(np.float32))
