@@ -1,0 +1,627 @@
+"""EASE (Steck 2019): a closed-form item-item regression, exact while it fits a memory budget.
+
+``B = I − P / diag(P)`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal; a user's scores are her
+history row times B. Column i of B is the ridge regression of item i on every other item, which
+is what lets the scalable variant below stay on the same scale as the exact one.
+
+Budgets (see docs/ml.md, "EASE family"), not item counts:
+
+* **Fit** (``memory_budget_bytes``, default 3.5 GiB = 4 GiB minus 512 MiB for the interpreter,
+  the input matrices and allocator slack). The exact fit holds one dense n×n matrix, inverted in
+  place: ``n²·s`` bytes (s = 8 for float64, 4 for float32) plus a workspace of
+  ``min(n, 256)·n·32`` bytes (a block of rows and its top-N selection) plus the serving copy; the
+  dual solver (fewer users u than items) adds ``u·n·s + u²·8``. float64 is used when it fits,
+  else float32, else the scalable variant.
+* **Serving** (``serving_budget_bytes``, default 256 MiB). B is kept dense (float32, ``n²·4``
+  bytes) when that fits, else as a csr of each row's N largest-magnitude entries with
+  ``N = budget // (n·8)`` (a float32 value and an int32 column per entry), clipped to [1, n−1].
+
+Scalable variant ("head exact, tail ridge"): exact EASE on the m most-interacted items, m the
+largest that fits the fit budget; each remaining (tail) item's column is the ridge regression of
+that item on its ``tail_neighbours`` most co-occurring items (head or tail), solved on their own
+small Gram matrix with the same λ. Head columns ignore tail regressors; tail items still score,
+on the same scale, so nothing steps when a catalogue grows past the budget by a few items.
+
+No Django here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.linalg import blas, lapack
+
+from recommender.ml.dataset import IdMap, TrainingData
+from recommender.ml.similarity import top_k
+
+from .base import FamilyFitError, Progress
+
+try:
+    # Installed with scikit-learn and implicit; without it the tail solves merely run slower.
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no stubs
+except ImportError:  # pragma: no cover - depends on the environment
+    threadpool_limits = None
+
+LAMBDA_GRID = (50, 100, 200, 500, 1000)
+"""λ values for a caller's search; 200 is the default (best P@10 on ml-100k, see docs/ml.md)."""
+
+MIB = 2**20
+DEFAULT_L2 = 200.0
+DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024 * MIB - 512 * MIB
+DEFAULT_SERVING_BUDGET_BYTES = 256 * MIB
+DEFAULT_TAIL_NEIGHBOURS = 128
+INPUTS = ("binary", "weights")
+SERVING_LAYOUTS = ("auto", "dense", "sparse")
+SOLVERS = ("auto", "primal", "dual")
+BLOCK_ROWS = 256
+WORKSPACE_BYTES_PER_CELL = 32  # a block row's gram product, |values|, argpartition indices (int64)
+SPARSE_ENTRY_BYTES = 8  # float32 value + int32 column
+TAIL_ENTRY_BYTES = 24  # a tail coefficient as COO (float32 + 2 × int64) before the merge
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EaseParams:
+    """Validated hyperparameters; ``from_dict`` raises :class:`FamilyFitError` with a hint."""
+
+    l2: float = DEFAULT_L2
+    input: str = "binary"
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
+    serving_budget_bytes: int = DEFAULT_SERVING_BUDGET_BYTES
+    serving: str = "auto"
+    solver: str = "auto"
+    tail_neighbours: int = DEFAULT_TAIL_NEIGHBOURS
+    # Caps the exact head below what the budget allows, to measure the scalable variant (bench,
+    # tests); None in production, where the budget alone decides.
+    exact_items_cap: int | None = None
+
+    @classmethod
+    def from_dict(cls, params: dict) -> EaseParams:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise FamilyFitError(f"unknown EASE parameter(s) {unknown}; known: {sorted(known)}.")
+        values = cls(**params)
+        checks = (
+            (
+                math.isfinite(float(values.l2)) and values.l2 > 0,
+                f"l2 must be a finite number > 0, e.g. one of {LAMBDA_GRID}",
+            ),
+            (values.input in INPUTS, f"input must be one of {INPUTS}"),
+            (values.serving in SERVING_LAYOUTS, f"serving must be one of {SERVING_LAYOUTS}"),
+            (values.solver in SOLVERS, f"solver must be one of {SOLVERS}"),
+            (int(values.memory_budget_bytes) > 0, "memory_budget_bytes must be > 0 (default 3.5 GiB)"),
+            (int(values.serving_budget_bytes) > 0, "serving_budget_bytes must be > 0 (default 256 MiB)"),
+            (int(values.tail_neighbours) >= 1, "tail_neighbours must be >= 1 (default 128)"),
+            (
+                values.exact_items_cap is None or int(values.exact_items_cap) >= 0,
+                "exact_items_cap must be >= 0 or None",
+            ),
+        )
+        for ok, hint in checks:
+            if not ok:
+                raise FamilyFitError(f"bad EASE parameters {params}: {hint}.")
+        return values
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What a fit will do and the bytes it predicts, derived from the shape and the budgets."""
+
+    variant: str  # "exact" or "scalable"
+    dtype: str  # "float64" or "float32", of the dense head matrix
+    solver: str  # "primal" (n×n Cholesky) or "dual" (Woodbury through the u×u user Gram)
+    exact_items: int  # m: items in the exact head (all of them when exact)
+    serving_layout: str  # "dense" or "sparse"
+    serving_neighbours: int  # entries kept per row of B (n − 1 when dense)
+    predicted_peak_bytes: int
+
+
+def serving_plan(n: int, m: int, params: EaseParams) -> tuple[str, int, int]:
+    """(layout, neighbours per head row, bytes) of the serving copy of B for ``n`` items, ``m`` exact.
+
+    Dense: ``n²·4`` bytes. Sparse: the tail columns (``(n − m)·c`` entries) plus each row's N
+    largest-magnitude head entries, 8 bytes an entry, N from what the tail leaves of the budget.
+    """
+    dense_bytes = n * n * 4
+    if params.serving == "dense" or (params.serving == "auto" and dense_bytes <= params.serving_budget_bytes):
+        return "dense", max(n - 1, 0), dense_bytes
+    tail_bytes = (n - m) * min(params.tail_neighbours, n - 1) * SPARSE_ENTRY_BYTES
+    left = params.serving_budget_bytes - tail_bytes
+    neighbours = int(np.clip(left // max(n * SPARSE_ENTRY_BYTES, 1), 1, max(n - 1, 1)))
+    return "sparse", neighbours, n * neighbours * SPARSE_ENTRY_BYTES + tail_bytes
+
+
+def _workspace_bytes(n: int) -> int:
+    return min(n, BLOCK_ROWS) * n * WORKSPACE_BYTES_PER_CELL
+
+
+def _solver_for(n: int, n_users: int, params: EaseParams) -> str:
+    if params.solver != "auto":
+        return params.solver
+    # Flops: primal ≈ n³ (potrf + potri); dual ≈ u³/3 + u²·n (triangular solve) + u·n² (syrk).
+    return "dual" if n_users**3 / 3 + n_users**2 * n + n_users * n * n < n**3 else "primal"
+
+
+def _head_bytes(m: int, itemsize: int, n_users: int, solver: str) -> int:
+    """The dense m×m matrix, its block workspace and, for the dual solver, Y (u×m) and the u×u Gram."""
+    dual = n_users * m * itemsize + n_users * n_users * 8 if solver == "dual" else 0
+    return m * m * itemsize + _workspace_bytes(m) + dual
+
+
+def exact_peak_bytes(n: int, itemsize: int, n_users: int, params: EaseParams) -> int:
+    """Predicted fit peak of exact EASE on ``n`` items, beyond the input matrices.
+
+    ``n²·s + min(n, 256)·n·32 (+ u·n·s + u²·8 dual) + serving``, where a dense float32 serving
+    copy is the inverted matrix itself (B is computed in place) and costs nothing extra.
+    """
+    layout, _, serving_bytes = serving_plan(n, n, params)
+    if layout == "dense" and itemsize == 4:
+        serving_bytes = 0
+    return _head_bytes(n, itemsize, n_users, _solver_for(n, n_users, params)) + serving_bytes
+
+
+def scalable_peak_bytes(n: int, m: int, n_users: int, params: EaseParams) -> int:
+    """Predicted fit peak of the scalable variant: a float32 head of ``m`` items, then the tail columns.
+
+    The tail is solved first (a block of sparse Gram rows, ``min(t, 256)·n·12`` bytes, and its
+    coefficients, ``t·c·28`` as COO then csr), then the head while the tail csr (``t·c·8``) is
+    kept; the serving copy is built during the head phase.
+    """
+    t, c = n - m, min(params.tail_neighbours, n - 1)
+    tail_phase = min(t, BLOCK_ROWS) * n * 12 + t * c * (TAIL_ENTRY_BYTES + SPARSE_ENTRY_BYTES)
+    return max(tail_phase + serving_plan(n, m, params)[2], _scalable_head_phase_bytes(n, m, n_users, params))
+
+
+def _scalable_head_phase_bytes(n: int, m: int, n_users: int, params: EaseParams) -> int:
+    head = _head_bytes(m, 4, n_users, _solver_for(m, n_users, params)) if m else 0
+    return head + (n - m) * min(params.tail_neighbours, n - 1) * 8 + serving_plan(n, m, params)[2]
+
+
+def fit_plan(n_items: int, n_users: int, params: EaseParams) -> FitPlan:
+    """Exact float64 if it fits the budget, else exact float32, else the scalable variant's largest head.
+
+    Raises
+    ------
+    FamilyFitError
+        When even a head of zero items (tail regressions only) exceeds ``memory_budget_bytes``,
+        or ``serving="dense"`` exceeds ``serving_budget_bytes``.
+    """
+    layout, neighbours, serving_bytes = serving_plan(n_items, n_items, params)
+    if layout == "dense" and serving_bytes > params.serving_budget_bytes:
+        raise FamilyFitError(
+            f"serving='dense' needs {serving_bytes:,} bytes for {n_items} items but serving_budget_bytes is "
+            f"{params.serving_budget_bytes:,}; raise the budget or use serving='auto'."
+        )
+    solver = _solver_for(n_items, n_users, params)
+    capped = params.exact_items_cap is not None and params.exact_items_cap < n_items
+    for dtype, itemsize in (("float64", 8), ("float32", 4)):
+        peak = exact_peak_bytes(n_items, itemsize, n_users, params)
+        if peak <= params.memory_budget_bytes and not capped:
+            return FitPlan("exact", dtype, solver, n_items, layout, neighbours, peak)
+    # The head phase grows with m and the tail phase shrinks, so the largest m whose head phase
+    # fits is the answer when its tail phase fits too, and nothing fits otherwise.
+    low, high = 0, n_items - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _scalable_head_phase_bytes(n_items, middle, n_users, params) <= params.memory_budget_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    if params.exact_items_cap is not None:
+        low = min(low, params.exact_items_cap)
+    if scalable_peak_bytes(n_items, low, n_users, params) > params.memory_budget_bytes:
+        raise FamilyFitError(
+            f"memory_budget_bytes={params.memory_budget_bytes:,} cannot hold the scalable variant of {n_items} "
+            f"items (at least {scalable_peak_bytes(n_items, low, n_users, params):,} bytes); raise the budget "
+            "or lower serving_budget_bytes / tail_neighbours."
+        )
+    _, neighbours, _ = serving_plan(n_items, low, params)
+    peak = scalable_peak_bytes(n_items, low, n_users, params)
+    return FitPlan("scalable", "float32", _solver_for(low, n_users, params), low, layout, neighbours, peak)
+
+
+def budget_for_exact_items(n_items: int, n_users: int, exact_items: int, params: EaseParams) -> int:
+    """The smallest ``memory_budget_bytes`` whose plan has (at least) ``exact_items`` exact items."""
+    if exact_items >= n_items:
+        return exact_peak_bytes(n_items, 4, n_users, params)
+    return scalable_peak_bytes(n_items, exact_items, n_users, params)
+
+
+class _Steps:
+    """Counts fit steps for ``progress(done, total, message)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, max(total, 1), 0
+
+    def step(self, message: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total, message)
+
+
+def _symmetrize_lower_in_place(matrix: np.ndarray) -> None:
+    """Copy the valid lower triangle of a C-ordered square matrix onto its upper one, a block at a time."""
+    n = len(matrix)
+    for start in range(0, n, BLOCK_ROWS):
+        end = min(start + BLOCK_ROWS, n)
+        block = matrix[start:end, start:end]
+        block[...] = np.tril(block) + np.tril(block, -1).T
+        matrix[start:end, end:] = matrix[end:, start:end].T
+
+
+def _precision_in_place(x: sp.csr_matrix, l2: float, dtype: str, solver: str, steps: _Steps) -> np.ndarray:
+    """P = (XᵀX + λI)⁻¹, dense C-ordered (n, n) of ``dtype``, as the only n×n allocation.
+
+    Primal: the Gram is filled a block of rows at a time, then LAPACK potrf/potri invert it in
+    place. Dual (Woodbury): P = (I − Yᵀ Y) / λ with Y = L⁻¹X and L Lᵀ = XXᵀ + λI, a u×u
+    Cholesky and a syrk written straight into P; far fewer flops when users are fewer than items.
+    """
+    n = x.shape[1]
+    matrix = np.empty((n, n), dtype=dtype)
+    if solver == "dual":
+        kernel = (x @ x.T).toarray().astype(np.float64)
+        kernel[np.diag_indices_from(kernel)] += l2
+        lower = scipy.linalg.cholesky(kernel, lower=True, overwrite_a=True, check_finite=False)
+        steps.step("user Gram factorised")
+        dense = np.asfortranarray(x.toarray(), dtype=dtype)
+        solved = scipy.linalg.solve_triangular(
+            lower.astype(dtype), dense, lower=True, overwrite_b=True, check_finite=False
+        )
+        syrk = blas.dsyrk if dtype == "float64" else blas.ssyrk
+        # Writes the F-order upper (= C-order lower) triangle of P's memory, overwriting it.
+        syrk(-1.0 / l2, solved, beta=0.0, c=matrix.T, trans=1, lower=0, overwrite_c=1)
+        del dense, solved
+        matrix[np.diag_indices(n)] += 1.0 / l2
+        steps.step("inverse assembled")
+    else:
+        transposed = sp.csr_matrix(x.T)
+        for start in range(0, n, BLOCK_ROWS):
+            end = min(start + BLOCK_ROWS, n)
+            matrix[start:end] = (transposed[start:end] @ x).toarray()
+        matrix[np.diag_indices(n)] += l2
+        steps.step("Gram built")
+        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (matrix,))
+        # matrix.T is the F-ordered view of the same (symmetric) memory, so LAPACK works in place.
+        factor, info = potrf(matrix.T, lower=0, overwrite_a=1, clean=0)
+        if info != 0:
+            raise FamilyFitError(f"Cholesky of XᵀX + λI failed (info={info}); raise l2 (λ={l2}).")
+        steps.step("Cholesky factorised")
+        _, info = potri(factor, lower=0, overwrite_c=1)
+        if info != 0:
+            raise FamilyFitError(f"inverting the Cholesky factor failed (info={info}); raise l2 (λ={l2}).")
+        steps.step("inverse computed")
+    _symmetrize_lower_in_place(matrix)
+    if not np.isfinite(matrix.diagonal()).all() or (matrix.diagonal() <= 0).any():
+        raise FamilyFitError(f"EASE inverse is not positive definite in {dtype}; raise l2 (λ={l2}).")
+    return matrix
+
+
+def _weights_from_precision(precision: np.ndarray, dense: bool, per_row: int, steps: _Steps):
+    """B = −P / diag(P) with a zero diagonal.
+
+    Dense: in place, returned as float32 (the same memory when P is float32). Sparse: each row's
+    ``per_row`` largest-magnitude entries, written block by block into preallocated csr arrays
+    (8 bytes an entry), so the only other allocation is one block of rows.
+    """
+    n = len(precision)
+    diagonal = precision.diagonal().copy()
+    if dense:
+        for start in range(0, n, BLOCK_ROWS):
+            precision[start : start + BLOCK_ROWS] /= -diagonal
+        precision[np.diag_indices(n)] = 0.0
+        steps.step("weights computed")
+        return precision.astype(np.float32, copy=False)
+    keep = max(min(per_row, n - 1), 0)
+    indices = np.empty(n * keep, dtype=np.int32)
+    data = np.empty(n * keep, dtype=np.float32)
+    for start in range(0, n, BLOCK_ROWS):
+        block = precision[start : start + BLOCK_ROWS] / -diagonal
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = 0.0
+        if keep:
+            chosen = np.argpartition(-np.abs(block), keep - 1, axis=1)[:, :keep]
+            indices[start * keep : (start + len(block)) * keep] = chosen.ravel()
+            data[start * keep : (start + len(block)) * keep] = np.take_along_axis(block, chosen, axis=1).ravel()
+    steps.step("weights computed")
+    weights = sp.csr_matrix((data, indices, np.arange(n + 1, dtype=np.int64) * keep), shape=(n, n))
+    weights.eliminate_zeros()
+    weights.sort_indices()
+    return weights
+
+
+def _single_threaded_blas():
+    """Small LAPACK calls on a busy machine are 10x faster on one BLAS thread (measured: 128×128 posv)."""
+    return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+
+
+def _tail_columns(x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps) -> sp.csr_matrix:
+    with _single_threaded_blas():
+        return _tail_columns_solved(x, tail, neighbours, l2, steps)
+
+
+def _tail_columns_solved(
+    x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps
+) -> sp.csr_matrix:
+    """Ridge regression of each tail item on its most co-occurring items: B's tail columns, float32 csr (n, n).
+
+    Column i of exact EASE is ``argmin ‖x_i − X_{−i} β‖² + λ‖β‖²``; here the regressors are the
+    ``neighbours`` items with the largest ``XᵀX[i, ·]`` (co-occurrence, or weighted co-occurrence).
+    """
+    columns_major = sp.csc_matrix(x)
+    transposed = sp.csr_matrix(x.T)
+    rows_out, columns_out, values_out = [], [], []
+    (posv,) = lapack.get_lapack_funcs(("posv",), (np.zeros(1),))
+    for start in range(0, len(tail), BLOCK_ROWS):
+        batch = tail[start : start + BLOCK_ROWS]
+        gram_rows = sp.csr_matrix(transposed[batch] @ x)
+        for position, item in enumerate(batch):
+            lo, hi = gram_rows.indptr[position], gram_rows.indptr[position + 1]
+            others, counts = gram_rows.indices[lo:hi], gram_rows.data[lo:hi]
+            mask = (others != item) & (counts > 0)
+            others, counts = others[mask], counts[mask]
+            if len(others) == 0:
+                continue
+            if len(others) > neighbours:
+                chosen = np.lexsort((others, -counts))[:neighbours]
+                others, counts = others[chosen], counts[chosen]
+            regressors = columns_major[:, others]
+            gram = (regressors.T @ regressors).toarray().astype(np.float64)
+            gram[np.diag_indices_from(gram)] += l2
+            # LAPACK posv directly: scipy.linalg.solve costs ~100x more on 128×128 systems (its checks).
+            _, beta, info = posv(gram, counts.astype(np.float64), lower=1, overwrite_a=1, overwrite_b=1)
+            if info != 0:
+                raise FamilyFitError(f"tail regression of item {item} is not positive definite; raise l2 (λ={l2}).")
+            rows_out.append(others.astype(np.int64))
+            columns_out.append(np.full(len(others), item, dtype=np.int64))
+            values_out.append(beta.astype(np.float32))
+        steps.step(f"tail columns {min(start + BLOCK_ROWS, len(tail))}/{len(tail)}")
+    n = x.shape[1]
+    if not rows_out:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    coefficients = sp.csr_matrix(
+        (np.concatenate(values_out), (np.concatenate(rows_out), np.concatenate(columns_out))), shape=(n, n)
+    )
+    coefficients.sort_indices()
+    return coefficients
+
+
+def _input_matrix(data: TrainingData, input_kind: str) -> sp.csr_matrix:
+    source = data.interactions.positives if input_kind == "binary" else data.interactions.weights
+    matrix = sp.csr_matrix(source, dtype=np.float32)
+    matrix.sort_indices()
+    if input_kind == "binary":
+        matrix.data[:] = 1.0
+    if matrix.nnz and (not np.isfinite(matrix.data).all() or (matrix.data < 0).any()):
+        raise FamilyFitError("training weights must be finite and non-negative; rebuild them with build_interactions.")
+    return matrix
+
+
+def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: Progress | None):
+    """B for input X (users × items) as (main part, tail columns).
+
+    The main part is a dense float32 ndarray or a float32 csr; the tail columns (scalable variant
+    only, else empty) are a float32 csr on other columns, so B = main + tail without a merge.
+    """
+    n = x.shape[1]
+    dense = plan.serving_layout == "dense"
+    if plan.variant == "exact":
+        steps = _Steps(progress, 4)
+        precision = _precision_in_place(x, params.l2, plan.dtype, plan.solver, steps)
+        weights = _weights_from_precision(precision, dense, plan.serving_neighbours, steps)
+        return weights, sp.csr_matrix((n, n), dtype=np.float32)
+    counts = np.asarray((x != 0).sum(axis=0)).ravel()
+    by_popularity = np.lexsort((np.arange(n), -counts))
+    head, tail = np.sort(by_popularity[: plan.exact_items]), np.sort(by_popularity[plan.exact_items :])
+    steps = _Steps(progress, 4 + math.ceil(len(tail) / BLOCK_ROWS))
+    # Tail first: its workspace is freed before the head's m×m matrix, the peak, is allocated.
+    tail_weights = _tail_columns(x, tail, params.tail_neighbours, params.l2, steps)
+    if len(head) < 2:
+        head_part = sp.csr_matrix((n, n), dtype=np.float32)
+    else:
+        precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
+        head_weights = sp.coo_matrix(_weights_from_precision(precision, False, plan.serving_neighbours, steps))
+        del precision
+        head_part = sp.csr_matrix(
+            (head_weights.data, (head[head_weights.row], head[head_weights.col])), shape=(n, n), dtype=np.float32
+        )
+    if dense:
+        return np.asarray((head_part + tail_weights).toarray(), dtype=np.float32), sp.csr_matrix(
+            (n, n), dtype=np.float32
+        )
+    return head_part, tail_weights
+
+
+def _csr_bytes(matrix: sp.csr_matrix) -> int:
+    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
+
+
+def _csr_arrays(matrix: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices, f"{prefix}_indptr": matrix.indptr}
+
+
+def _csr_from(archive, prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    return sp.csr_matrix(
+        (archive[f"{prefix}_data"], archive[f"{prefix}_indices"], archive[f"{prefix}_indptr"]), shape=shape
+    )
+
+
+class EaseFamily:
+    """A fitted EASE model (name ``"ease"``); see the module docstring for the budgets.
+
+    Attributes
+    ----------
+    item_ids, user_ids : IdMap
+    params : dict
+        The validated :class:`EaseParams` plus the :class:`FitPlan` it ran (``variant``,
+        ``dtype``, ``solver``, ``exact_items``, ``serving_layout``, ``serving_neighbours``,
+        ``predicted_peak_bytes``), JSON-serialisable.
+    weights : ndarray of float32, shape (n_items, n_items), or csr_matrix of float32
+        B (its head part for the scalable variant): row j says how much a history item j speaks
+        for every item; zero diagonal.
+    tail_weights : csr_matrix of float32, shape (n_items, n_items)
+        The scalable variant's tail columns (empty otherwise); B = weights + tail_weights.
+    histories : csr_matrix of float32, shape (n_users, n_items)
+        The fitted users' input rows X (binary, or training weights with ``input="weights"``).
+    """
+
+    name: ClassVar[str] = "ease"
+
+    def __init__(
+        self,
+        *,
+        item_ids: IdMap,
+        user_ids: IdMap,
+        params: dict,
+        weights: np.ndarray | sp.csr_matrix,
+        tail_weights: sp.csr_matrix,
+        histories: sp.csr_matrix,
+    ) -> None:
+        self.item_ids, self.user_ids, self.params = item_ids, user_ids, params
+        self.weights = weights
+        self.tail_weights = sp.csr_matrix(tail_weights, dtype=np.float32)
+        self.histories = sp.csr_matrix(histories, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: dict, *, progress: Progress | None = None) -> EaseFamily:
+        """Fit on ``data.interactions.positives`` (or its weights); vetoed pairs are simply absent.
+
+        Parameters
+        ----------
+        data : TrainingData, shape (n_users, n_items)
+        params : dict
+            Keys of :class:`EaseParams`; missing keys take the defaults.
+        progress : callable(done, total, message), optional
+
+        Raises
+        ------
+        FamilyFitError
+            Bad parameters, no positives, or a budget too small even for the scalable variant.
+        """
+        values = EaseParams.from_dict(params)
+        x = _input_matrix(data, values.input)
+        n_users, n_items = x.shape
+        if x.nnz == 0 or n_items < 2:
+            raise FamilyFitError(
+                f"EASE needs at least one positive and two items (got {x.nnz} positives, {n_items} items); "
+                "import feedback before training."
+            )
+        plan = fit_plan(n_items, n_users, values)
+        weights, tail_weights = _fit_weights(x, values, plan, progress)
+        return cls(
+            item_ids=data.item_ids,
+            user_ids=data.user_ids,
+            params={**asdict(values), **asdict(plan)},
+            weights=weights,
+            tail_weights=tail_weights,
+            histories=x,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def _times_weights(self, rows: sp.csr_matrix) -> np.ndarray:
+        if isinstance(self.weights, np.ndarray):
+            scores = np.asarray(rows @ self.weights, dtype=np.float32)
+        else:
+            scores = np.asarray((rows @ self.weights).toarray(), dtype=np.float32)
+        if self.tail_weights.nnz:
+            scores += (rows @ self.tail_weights).toarray().astype(np.float32)
+        return scores
+
+    def score_items(self, user_indices: np.ndarray) -> np.ndarray:
+        """X[users] · B, float32 shape (len(user_indices), n_items)."""
+        return self._times_weights(self.histories[np.asarray(user_indices, dtype=np.int64)])
+
+    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+        """One history row times B, float32 shape (n_items,).
+
+        The row is built the way the fit built X: with ``input="binary"`` every item with a
+        positive confidence counts 1 (so a fitted user's own history reproduces
+        :meth:`score_items`); with ``input="weights"`` repeated items sum their confidences.
+        Indices < 0 are ignored; an empty history scores zeros.
+        """
+        items = np.asarray(item_indices, dtype=np.int64)
+        confidence = np.ones(len(items), np.float32) if confidences is None else np.asarray(confidences, np.float32)
+        if confidence.shape != items.shape:
+            raise ValueError(f"confidences {confidence.shape} must match item_indices {items.shape}.")
+        known = (items >= 0) & (items < self.n_items)
+        row = sp.csr_matrix(
+            (confidence[known], (np.zeros(int(known.sum()), np.int64), items[known])), shape=(1, self.n_items)
+        )
+        row.sum_duplicates()
+        if self.params["input"] == "binary":
+            row.data = (row.data > 0).astype(np.float32)
+        return self._times_weights(row)[0]
+
+    def similar_items(self, item_index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``item_index`` of B, its ``k`` largest weights (fewer when the sparse row holds fewer)."""
+        if isinstance(self.weights, np.ndarray):
+            row = self.weights[item_index]
+            chosen = top_k(row, k, exclude=[item_index])
+            return chosen, row[chosen].astype(np.float32)
+        stored = (self.weights[item_index] + self.tail_weights[item_index]).tocsr()
+        stored.sort_indices()
+        if stored.nnz == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        chosen = top_k(stored.data, k)
+        return stored.indices[chosen].astype(np.int64), stored.data[chosen].astype(np.float32)
+
+    def save(self, path: Path) -> Path:
+        """Write an ``np.savez`` archive (no pickles) at exactly ``path`` and return it."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "format_version": np.array(FORMAT_VERSION),
+            "params_json": np.array(json.dumps(self.params, sort_keys=True)),
+            **_csr_arrays(self.histories, "histories"),
+            **_csr_arrays(self.tail_weights, "tail"),
+            **self.item_ids.to_arrays("item"),
+            **self.user_ids.to_arrays("user"),
+        }
+        if isinstance(self.weights, np.ndarray):
+            arrays["weights_dense"] = self.weights
+        else:
+            arrays.update(_csr_arrays(self.weights, "weights"))
+        with path.open("wb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EaseFamily:
+        """Read what :meth:`save` wrote, with ``allow_pickle=False``."""
+        with np.load(Path(path), allow_pickle=False) as archive:
+            version = int(archive["format_version"])
+            if version != FORMAT_VERSION:
+                raise FamilyFitError(f"{path} is EASE format {version}, this code reads {FORMAT_VERSION}; refit.")
+            item_ids, user_ids = IdMap.from_arrays(archive, "item"), IdMap.from_arrays(archive, "user")
+            square = (len(item_ids), len(item_ids))
+            weights: np.ndarray | sp.csr_matrix = (
+                archive["weights_dense"] if "weights_dense" in archive else _csr_from(archive, "weights", square)
+            )
+            return cls(
+                item_ids=item_ids,
+                user_ids=user_ids,
+                params=json.loads(str(archive["params_json"])),
+                weights=weights,
+                tail_weights=_csr_from(archive, "tail", square),
+                histories=_csr_from(archive, "histories", (len(user_ids), len(item_ids))),
+            )
+
+    def memory_bytes(self) -> int:
+        """Bytes of B's serving copy, the fitted histories and the id maps."""
+        weights = self.weights.nbytes if isinstance(self.weights, np.ndarray) else _csr_bytes(self.weights)
+        return int(
+            weights
+            + _csr_bytes(self.tail_weights)
+            + _csr_bytes(self.histories)
+            + self.item_ids.ids.nbytes
+            + self.user_ids.ids.nbytes
+        )
