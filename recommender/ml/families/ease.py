@@ -58,7 +58,9 @@ DEFAULT_L2 = 200.0
 DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024 * MIB - 512 * MIB
 DEFAULT_SERVING_BUDGET_BYTES = 256 * MIB
 DEFAULT_TAIL_NEIGHBOURS = 128
-INPUTS = ("binary", "weights")
+# "rated": every training interaction, vetoed pairs (low ratings) included, as binary: on explicit
+# feedback "she rated it at all" is evidence the positives alone lack.
+INPUTS = ("binary", "weights", "rated")
 SERVING_LAYOUTS = ("auto", "dense", "sparse")
 SOLVERS = ("auto", "primal", "dual")
 BLOCK_ROWS = 256
@@ -394,10 +396,14 @@ def _tail_columns_solved(
 
 
 def _input_matrix(data: TrainingData, input_kind: str) -> sp.csr_matrix:
-    source = data.interactions.positives if input_kind == "binary" else data.interactions.weights
+    interactions = data.interactions
+    if input_kind == "rated":
+        source = (interactions.positives != 0) + (interactions.negatives != 0)
+    else:
+        source = interactions.positives if input_kind == "binary" else interactions.weights
     matrix = sp.csr_matrix(source, dtype=np.float32)
     matrix.sort_indices()
-    if input_kind == "binary":
+    if input_kind in ("binary", "rated"):
         matrix.data[:] = 1.0
     if matrix.nnz and (not np.isfinite(matrix.data).all() or (matrix.data < 0).any()):
         raise FamilyFitError("training weights must be finite and non-negative; rebuild them with build_interactions.")
