@@ -53,3 +53,6 @@ RECOMMENDER_POPULAR_HALF_LIFE_DAYS = env_float("RECOMMENDER_POPULAR_HALF_LIFE_DA
 # Candidates each model family nominates per user when the training run builds the learned ranker's
 # validation pools (recommender/ml/stack.py); serving's family sources use RECOMMENDER_CANDIDATE_SIZES.
 RECOMMENDER_STACK_POOL_SIZES = {"lightfm": 100, "als": 100, "ease": 100}
+# Time budget of each training run's hyperparameter search (each family's grid, tried in order on
+# the validation split; the first entry is always fitted). recommender/ml/stack.py.
+TRAINING_SEARCH_SECONDS = env_float("TRAINING_SEARCH_SECONDS", 60.0)

@@ -59,6 +59,9 @@ class StackConfig:
         Share of the validation users kept out of the ranker's fit to measure its lift.
     min_validation_users : int
         Below this many validation users with a held-out positive the ranker is not fitted.
+    search_seconds : float
+        Time budget of the hyperparameter search: each family's ``param_grid`` is tried in order
+        (best measured first) while the budget lasts; the first entry is always fitted.
     """
 
     families: dict[str, dict]
@@ -68,6 +71,7 @@ class StackConfig:
     seed: int = 1
     lift_fraction: float = 0.25
     min_validation_users: int = 50
+    search_seconds: float = 60.0
     k: int = 10
     ranker_params: dict = field(default_factory=dict)
     num_threads: int = 0
@@ -109,6 +113,14 @@ class ScorerFit:
     choice: str  # "ranker" or "family:<name>"
     ranker: LearnedRanker | None
     report: dict
+    # The parameters each family won the search with; refits use these (`tuned`).
+    params: dict[str, dict] = field(default_factory=dict)
+
+    def tuned(self, config: StackConfig) -> StackConfig:
+        """``config`` with every family's searched parameters."""
+        return dataclasses.replace(
+            config, families={name: self.params.get(name, p) for name, p in config.families.items()}
+        )
 
 
 def rated_matrix(data: TrainingData) -> sp.csr_matrix:
@@ -168,6 +180,50 @@ def candidate_pools(
             yield user, candidates, features
 
 
+def families_search(
+    data: TrainingData,
+    config: StackConfig,
+    held_out: sp.csr_matrix,
+    users: np.ndarray,
+    *,
+    progress: Progress | None = None,
+) -> tuple[dict[str, ModelFamily], dict[str, float], dict[str, dict], dict[str, list]]:
+    """Fit every family, trying its ``param_grid`` on the validation users within the time budget.
+
+    Returns (the best fit per family, its fit seconds, its parameters, the search table per family:
+    one ``{"params", "precision_at_k", "seconds"}`` row per try).
+    """
+    deadline = time.perf_counter() + config.search_seconds
+    rated = rated_matrix(data)
+    relevant = held_out[users]
+    key = f"precision_at_{config.k}"
+    fitted, seconds, chosen, table = {}, {}, {}, {}
+    for name, base in config.families.items():
+        grid = [dict(base)] + [{**base, **entry} for entry in FAMILIES[name].param_grid if {**base, **entry} != base]
+        rows: list[dict] = []
+        for params in grid:
+            if rows and time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            family = FAMILIES[name].fit(data, dict(params), progress=progress)
+            elapsed = round(time.perf_counter() - started, 3)
+            score = (
+                _summary(family_top_k(family, rated, users, config.k), relevant, config.k)[key] if len(users) else 0.0
+            )
+            rows.append(
+                {
+                    "params": {k: v for k, v in params.items() if k not in base or base[k] != v} or "default",
+                    key: score,
+                    "seconds": elapsed,
+                }
+            )
+            if name not in fitted or score > max(row[key] for row in rows[:-1]):
+                fitted[name], seconds[name], chosen[name] = family, elapsed, params
+        table[name] = rows
+        logger.info("stack.searched family=%s tries=%s best=%s", name, len(rows), chosen[name])
+    return fitted, seconds, chosen, table
+
+
 def _held_out(positives: sp.csr_matrix, rated: sp.csr_matrix) -> sp.csr_matrix:
     held = (positives != 0).astype(np.float32).tocsr()
     held = (held - held.multiply(rated)).tocsr()
@@ -218,15 +274,17 @@ def scorer_fit(
         interactions.positives, interactions.weights, config.validation_fraction, config.seed
     )
     reduced = with_positives(data, split.train_positives, split.train_weights)
-    families, fit_seconds = families_fit(reduced, config, progress=progress)
     rated = rated_matrix(reduced)
     held_out = _held_out(split.test_positives, rated)
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
+    families, fit_seconds, tuned, search = families_search(reduced, config, held_out, users, progress=progress)
     report: dict = {
         "validation_users": len(users),
         "validation_fraction": config.validation_fraction,
         "family_fit_seconds": fit_seconds,
         "families": list(families),
+        "search": search,
+        "search_seconds_budget": config.search_seconds,
     }
     single = {
         name: _summary(family_top_k(family, rated, users, k), held_out[users], k) for name, family in families.items()
@@ -237,7 +295,7 @@ def scorer_fit(
             validation=single,
             reason=f"only {len(users)} validation users (< {config.min_validation_users}): {best_family} serves alone",
         )
-        return ScorerFit(choice=f"family:{best_family}", ranker=None, report=report)
+        return ScorerFit(choice=f"family:{best_family}", ranker=None, report=report, params=tuned)
 
     items = ItemContext.build(reduced, item_age_days)
     pools = [
@@ -270,7 +328,7 @@ def scorer_fit(
     lift_users = np.asarray([user for user, *_ in lift_pools], dtype=np.int64)
     if not probes or len(lift_users) == 0:
         report.update(validation=single, reason=f"no learned scorer could be fitted: {best_family} serves alone")
-        return ScorerFit(choice=f"family:{best_family}", ranker=None, report=report)
+        return ScorerFit(choice=f"family:{best_family}", ranker=None, report=report, params=tuned)
     relevant = held_out[lift_users]
     on_lift: dict[str, dict[str, float]] = {}
     for kind, probe in probes.items():
@@ -293,7 +351,7 @@ def scorer_fit(
             f"{best_on_lift}'s {on_lift[best_on_lift][key]:.4f}: {best_on_lift} serves alone"
         )
         report["seconds"] = round(time.perf_counter() - started, 2)
-        return ScorerFit(choice=f"family:{best_on_lift}", ranker=None, report=report)
+        return ScorerFit(choice=f"family:{best_on_lift}", ranker=None, report=report, params=tuned)
     # The probe itself serves: its lift above is then measured for exactly the served ranker, and
     # a second fit on every pool would double the learner's cost for a few hundred more users.
     ranker = probes[best_learner]
@@ -302,7 +360,7 @@ def scorer_fit(
         f"the {best_learner} ranker beats every family on {len(lift_users)} held-out validation users (lift {lift})"
     )
     report["seconds"] = round(time.perf_counter() - started, 2)
-    return ScorerFit(choice="ranker", ranker=ranker, report=report)
+    return ScorerFit(choice="ranker", ranker=ranker, report=report, params=tuned)
 
 
 def stack_top_k(

@@ -152,6 +152,7 @@ class AlsFamily:
     """
 
     name: ClassVar[str] = "als"
+    param_grid: ClassVar[list[dict]] = PARAM_GRID
 
     def __init__(
         self,

@@ -50,9 +50,13 @@ class ModelFamily(Protocol):
         External ids of the fitted items and users, in index order.
     params : dict
         The hyperparameters it was fitted with (JSON-serialisable), for the Models page.
+    param_grid : list of dict
+        Partial parameter sets a time-budgeted search tries in order, best measured first
+        (`recommender.ml.stack`); empty when a search would cost too much for what it buys.
     """
 
     name: ClassVar[str]
+    param_grid: ClassVar[list[dict]]
     item_ids: IdMap
     user_ids: IdMap
     params: dict

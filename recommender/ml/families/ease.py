@@ -479,6 +479,8 @@ class EaseFamily:
     """
 
     name: ClassVar[str] = "ease"
+    # λ as Steck's grid, the default first; each try costs one fit (seconds up to ~10k items).
+    param_grid: ClassVar[list[dict]] = [{"l2": l2} for l2 in (DEFAULT_L2, *(v for v in LAMBDA_GRID if v != DEFAULT_L2))]
 
     def __init__(
         self,

@@ -39,6 +39,8 @@ class LightFmFamily:
     """A fitted LightFM model; ``model`` is the `FittedModel` serving publishes."""
 
     name: ClassVar[str] = "lightfm"
+    # No search: one fit costs more than the rest of the run, and its defaults are measured (docs/ml.md).
+    param_grid: ClassVar[list[dict]] = []
 
     def __init__(self, model: FittedModel) -> None:
         self.model = model
