@@ -246,6 +246,7 @@ class _Run:
         self.username_prefix = DEFAULT_USERNAME_PREFIX
         self.kinds: dict[str, KindRule] = {}
         self.ids: dict[str, dict[str, int]] = {"item": {}, "user": {}}  # external id -> line in its file
+        self.filled: set[str] = set()  # catalogue tables rows were added to since their last ANALYZE
 
     def _each_row(self, table: Table, parse: Callable[[int, list[str]], None], flush: Callable[[], None]) -> None:
         """Parse every row of ``table``, report bad ones, and flush the staged rows every chunk."""
@@ -330,6 +331,7 @@ class _Run:
             self._users_load()
         stage = f"stage_{subject}_features"
         self._copy(stage, ["external_id", "type", "value", "weight"], features)
+        self._statistics_refresh(stage)
         insert = loading.item_features_insert if subject == "item" else loading.user_features_insert
         added, links = insert(self.cursor, stage=stage)
         self.summary.add("features", added)
@@ -337,14 +339,23 @@ class _Run:
         self.cursor.execute(f"TRUNCATE {stage}")
 
     def _items_load(self) -> None:
-        self.summary.add("items", loading.items_insert(self.cursor, stage="stage_items"))
+        loading.planner_statistics_refresh(self.cursor, tables=["stage_items"])
+        added = loading.items_insert(self.cursor, stage="stage_items")
+        self.summary.add("items", added)
+        self.filled |= {"catalog_item"} if added else set()
         self.cursor.execute("TRUNCATE stage_items")
 
     def _users_load(self) -> None:
+        loading.planner_statistics_refresh(self.cursor, tables=["stage_users"])
         users, profiles = loading.users_insert(self.cursor, stage="stage_users")
         self.summary.add("users", users)
         self.summary.add("user_profiles", profiles)
+        self.filled |= {"auth_user", "catalog_userprofile"} if users or profiles else set()
         self.cursor.execute("TRUNCATE stage_users")
+
+    def _statistics_refresh(self, stage: str) -> None:
+        loading.planner_statistics_refresh(self.cursor, tables=[stage, *sorted(self.filled)])
+        self.filled.clear()
 
     # -- the interactions file ---------------------------------------------------------------
     def interactions_load(
@@ -402,6 +413,7 @@ class _Run:
                 if feedback:
                     stage_columns = ["line", "user_external_id", "item_external_id", "kind", "value", "created_unix"]
                     self._copy("stage_feedback", stage_columns, feedback)
+                    self._statistics_refresh("stage_feedback")
                     self.summary.add("feedback", loading.feedback_insert(self.cursor, stage="stage_feedback"))
                     self.cursor.execute("TRUNCATE stage_feedback")
 
