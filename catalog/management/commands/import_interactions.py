@@ -56,9 +56,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--delimiter", help="tab, comma, semicolon, pipe or one character; default: detected.")
         parser.add_argument("--encoding", default="utf-8", help="Of every file (default utf-8; e.g. latin-1).")
-        header = parser.add_mutually_exclusive_group()
-        header.add_argument("--header", dest="header", action="store_const", const=HEADER_YES, default=HEADER_AUTO)
-        header.add_argument("--no-header", dest="header", action="store_const", const=HEADER_NO)
+        parser.add_argument(
+            "--header",
+            choices=[HEADER_AUTO, HEADER_YES, HEADER_NO],
+            default=HEADER_AUTO,
+            help="Is line 1 of the interactions and side files a header? Default: detected (docs/importing.md).",
+        )
         parser.add_argument("--username-prefix", default=DEFAULT_USERNAME_PREFIX)
         parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
         parser.add_argument("--json", action="store_true", help="End with the summary as one JSON line.")
