@@ -72,7 +72,7 @@ class _CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]  # io's stub types the buffer loosely
+    def readinto(self, buffer) -> int:
         count = self._handle.readinto(buffer)
         self._bar.update(count)
         return count
@@ -90,12 +90,14 @@ def _records(path: Path, table_format: TableFormat, delimiter: str, bar) -> Iter
     given). Blank lines are skipped. A byte sequence that is not valid in the encoding stops the
     import: guessing would store mangled titles.
     """
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open("rb") as raw:
         text = io.TextIOWrapper(
             io.BufferedReader(_CountingReader(raw, bar)), encoding=table_format.encoding, errors="strict", newline=""
         )
-        reader = csv.reader(text, delimiter=delimiter, quoting=quoting)
+        if delimiter == "\t":
+            reader = csv.reader(text, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.reader(text, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
         while True:
             try:
                 fields = next(reader)
