@@ -71,7 +71,17 @@ class UserProfileAdmin(admin.ModelAdmin):
 
 @admin.register(FeedbackKind)
 class FeedbackKindAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "weight", "is_explicit", "is_stateful", "min_value", "max_value", "default_value")
+    list_display = (
+        "code",
+        "name",
+        "weight",
+        "is_explicit",
+        "is_stateful",
+        "value_transform",
+        "min_value",
+        "max_value",
+        "default_value",
+    )
     list_editable = ("weight",)
     search_fields = ("code", "name")
 

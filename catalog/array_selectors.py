@@ -10,7 +10,7 @@ schema lives, so the recommender never spells a catalogue table: it gets numpy a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from django.db import connection
 from psycopg import sql
 
+from catalog.models import ValueTransform
 from catalog.sql import POSITIVE_RATING, feedback_in_force_sql, feedback_positive_sql, item_filter_clauses
 
 FETCH_BATCH = 200_000
@@ -43,6 +44,19 @@ class CatalogArrays:
     user_feature_weight: np.ndarray
     feature_ids: np.ndarray  # (n_features,) int64, Feature pks
     feature_names: list[str]  # "type=value" per feature id
+    # Per feedback row, its kind's value transform as an index into ``value_transform_names``
+    # (int8, shape (m,)); None (for arrays built by hand) means "none" for every row.
+    feedback_value_transform: np.ndarray | None = None
+    value_transform_names: tuple[str, ...] = field(default_factory=lambda: tuple(ValueTransform.values))
+
+
+# The kind's transform as its index in ValueTransform's order; -1 for a name the code does not
+# know (the numeric core refuses it with a named error instead of guessing).
+_VALUE_TRANSFORM_CODE_SQL = (
+    "CASE k.value_transform "
+    + " ".join(f"WHEN '{name}' THEN {code}" for code, name in enumerate(ValueTransform.values))
+    + " ELSE -1 END"
+)
 
 
 def _fetch_columns(query: str, n_columns: int, dtype=np.float64) -> list[np.ndarray]:
@@ -68,11 +82,12 @@ def catalog_arrays_fetch() -> CatalogArrays:
     """
     (user_ids,) = _fetch_columns("SELECT id FROM catalog_userprofile ORDER BY id", 1, np.int64)
     (item_ids,) = _fetch_columns("SELECT id FROM catalog_item ORDER BY id", 1, np.int64)
-    user, item, weight, value, explicit, seconds = _fetch_columns(
-        "SELECT f.user_id, f.item_id, k.weight, f.value, k.is_explicit::int, extract(epoch FROM f.created_at) "
+    user, item, weight, value, explicit, seconds, transform = _fetch_columns(
+        "SELECT f.user_id, f.item_id, k.weight, f.value, k.is_explicit::int, extract(epoch FROM f.created_at), "
+        f"{_VALUE_TRANSFORM_CODE_SQL} "
         "FROM catalog_feedback f JOIN catalog_feedbackkind k ON k.code = f.kind_id "
         f"WHERE {feedback_in_force_sql('f')}",
-        6,
+        7,
     )
     if_item, if_feature, if_weight = _fetch_columns("SELECT item_id, feature_id, weight FROM catalog_itemfeature", 3)
     uf_user, uf_feature, uf_weight = _fetch_columns("SELECT profile_id, feature_id, weight FROM catalog_userfeature", 3)
@@ -96,6 +111,8 @@ def catalog_arrays_fetch() -> CatalogArrays:
         user_feature_weight=uf_weight,
         feature_ids=np.asarray([row[0] for row in features], dtype=np.int64),
         feature_names=[row[1] for row in features],
+        feedback_value_transform=transform.astype(np.int8),
+        value_transform_names=tuple(ValueTransform.values),
     )
 
 

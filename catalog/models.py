@@ -140,6 +140,18 @@ class UserFeature(models.Model):
         return f"user {self.profile_id}: feature {self.feature_id} × {self.weight:g}"
 
 
+class ValueTransform(models.TextChoices):
+    """How an implicit kind's value (a count) becomes a training weight (docs/ml.md, "Weighting rules").
+
+    The order is the code order of `CatalogArrays.feedback_value_transform`; the numeric core
+    reads the names (`recommender.ml.dataset.VALUE_TRANSFORMS`), never a code on its own.
+    """
+
+    NONE = "none", "None: the kind weight, the value ignored"
+    LOG = "log", "Log: kind weight × log(1 + value)"
+    CONFIDENCE = "confidence", "Confidence: kind weight × (1 + α·log(1 + value/ε))"
+
+
 class FeedbackKind(models.Model):
     """A kind of feedback and how much it counts in training; editable in the admin."""
 
@@ -154,6 +166,13 @@ class FeedbackKind(models.Model):
     min_value = models.FloatField(null=True, blank=True)
     max_value = models.FloatField(null=True, blank=True)
     default_value = models.FloatField(default=1.0)
+    value_transform = models.CharField(
+        max_length=16,
+        choices=ValueTransform.choices,
+        default=ValueTransform.NONE,
+        db_default=ValueTransform.NONE,
+        help_text="Implicit kinds only: how the value (a count: plays, purchases) scales the training weight.",
+    )
 
     class Meta:
         ordering = ["code"]
@@ -164,6 +183,14 @@ class FeedbackKind(models.Model):
     def clean(self) -> None:
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ValidationError({"max_value": "The maximum must not be below the minimum."})
+        if self.value_transform != ValueTransform.NONE:
+            if self.is_explicit:
+                raise ValidationError(
+                    {"value_transform": "An explicit kind is weighted by its rating; transforms are for counts."}
+                )
+            # log1p of a negative count is undefined (or -inf at -1): a count kind starts at 0.
+            if self.min_value is None or self.min_value < 0:
+                raise ValidationError({"min_value": "A kind with a value transform counts: set a minimum of 0."})
 
 
 class Feedback(models.Model):

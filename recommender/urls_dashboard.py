@@ -17,6 +17,7 @@ urlpatterns = [
     path("rules/<int:rule_id>/toggle", rules.rule_toggle, name="rules-toggle"),
     path("data/", data.data_page, name="data"),
     path("data/import", data.data_import, name="data-import"),
+    path("data/import-interactions", data.data_import_interactions, name="data-import-interactions"),
     path("data/import/<str:task_id>/progress", data.import_progress, name="data-import-progress"),
     path("health/live", health.health_live, name="health-live"),
     path("health/ready", health.health_ready, name="health-ready"),

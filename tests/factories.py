@@ -15,6 +15,7 @@ from django.utils import timezone
 from catalog.models import Feature, FeatureSubject, Feedback, FeedbackKind, Item, ItemFeature, UserFeature, UserProfile
 
 _SEED = importlib.import_module("catalog.migrations.0003_default_feedback_kinds")
+_PLAY_SEED = importlib.import_module("catalog.migrations.0007_feedback_value_transform").PLAY_KIND
 
 
 def feedback_kind_for(code: str) -> FeedbackKind:
@@ -36,6 +37,9 @@ def feedback_kind_for(code: str) -> FeedbackKind:
                 "default_value": default,
             },
         )
+    FeedbackKind.objects.get_or_create(
+        code=_PLAY_SEED["code"], defaults={key: value for key, value in _PLAY_SEED.items() if key != "code"}
+    )
     return FeedbackKind.objects.get(pk=code)
 
 

@@ -32,13 +32,19 @@ class FeedbackEventInputSerializer(StrictSerializer):
         help_text="External user id; defaults to the caller. Only staff may name another user.",
     )
     item = serializers.CharField(max_length=128, help_text="External item id.")
-    kind = serializers.CharField(max_length=32, help_text="A feedback kind code: rating, like, dislike, view, …")
+    kind = serializers.CharField(
+        max_length=32,
+        help_text="A feedback kind code: rating, like, dislike, view, click, purchase, play, … "
+        "``play`` is an implicit count (value = plays so far, 0 or more); it is stateful, so a newer "
+        "count replaces the pair's current one, and training weighs it by log(1 + value).",
+    )
     value = StrictFloatField(
         required=False,
         allow_null=True,
         min_value=-FEEDBACK_VALUE_LIMIT,
         max_value=FEEDBACK_VALUE_LIMIT,
-        help_text="Defaults to the kind's default; each kind may narrow the range (ratings: 0.5–5).",
+        help_text="Defaults to the kind's default; each kind may narrow the range (ratings: 0.5–5; "
+        "counts such as play: 0 and more).",
     )
     created_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)

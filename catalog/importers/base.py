@@ -32,6 +32,10 @@ class CatalogImportError(Exception):
     """An import cannot run at all (as opposed to a bad row, which is reported and skipped)."""
 
 
+class BadRowError(ValueError):
+    """One line cannot be imported; the message is the reason shown to the person importing."""
+
+
 @dataclass(frozen=True)
 class BadRow:
     file: str

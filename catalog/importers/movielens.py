@@ -27,6 +27,7 @@ from django.db import transaction
 
 from catalog.importers import loading
 from catalog.importers.base import (
+    BadRowError,
     CatalogImportError,
     ImportSummary,
     copy_text,
@@ -58,10 +59,6 @@ _STAGES = {
     "stage_user_features": "external_id text, type text, value text, weight float8",
     "stage_ratings": "user_external_id text, item_external_id text, value float8, created_unix int8",
 }
-
-
-class BadRowError(ValueError):
-    """One line cannot be imported; the message is the reason shown to the person importing."""
 
 
 @dataclass(frozen=True)

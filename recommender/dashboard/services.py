@@ -111,7 +111,41 @@ def catalog_upload_import(*, files: list, requested_by=None) -> str:
     return _import_enqueue(dataset=dataset, upload_folder=folder, requested_by=requested_by)
 
 
-def _import_enqueue(*, dataset: Path, upload_folder: Path, requested_by) -> str:
+def catalog_interactions_upload_import(*, files: dict, options: dict, requested_by=None) -> str:
+    """Save an uploaded interactions file (and its item / user files) and queue their import.
+
+    ``files`` maps ``interactions``, ``items_file`` and ``users_file`` to uploads (the last two
+    optional); ``options`` are `import_interactions` options (the column mapping). Returns the
+    Celery task id, as :func:`catalog_upload_import` does.
+    """
+    if not files.get("interactions"):
+        raise UploadRejected("Choose an interactions file.")
+    folder = upload_dir() / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    paths: dict[str, str] = {}
+    try:
+        for role in ("interactions", "items_file", "users_file"):
+            upload = files.get(role)
+            if upload is None:
+                continue
+            # One folder per role keeps two uploads of one name apart, and bad rows name the file
+            # as the person uploaded it.
+            destination = folder / role / Path(upload.name).name
+            destination.parent.mkdir()
+            with destination.open("wb") as handle:
+                for chunk in upload.chunks():
+                    handle.write(chunk)
+            paths[role] = str(destination)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    interactions = {**options, **{role: path for role, path in paths.items() if role != "interactions"}}
+    return _import_enqueue(
+        dataset=Path(paths["interactions"]), upload_folder=folder, requested_by=requested_by, interactions=interactions
+    )
+
+
+def _import_enqueue(*, dataset: Path, upload_folder: Path, requested_by, interactions: dict | None = None) -> str:
     from django_celery_results.models import TaskResult
 
     from .tasks import catalog_import_task
@@ -128,11 +162,13 @@ def _import_enqueue(*, dataset: Path, upload_folder: Path, requested_by) -> str:
         content_type="application/json",
         content_encoding="utf-8",
     )
-    kwargs = {
+    kwargs: dict = {
         "directory": str(dataset),
         "upload_folder": str(upload_folder),
         "requested_by": getattr(requested_by, "pk", None),
     }
+    if interactions is not None:
+        kwargs["interactions"] = interactions
     transaction.on_commit(lambda: catalog_import_task.apply_async(kwargs=kwargs, task_id=task_id))
     logger.info("dashboard.import_queued task_id=%s directory=%s", task_id, dataset)
     return task_id

@@ -1,4 +1,4 @@
-"""Celery task of the dashboard: import an uploaded MovieLens dataset.
+"""Celery task of the dashboard: import an uploaded MovieLens dataset or interactions file.
 
 It must be registered in the worker: config/celery.py discovers it with
 ``app.autodiscover_tasks(["recommender.dashboard"])`` (``<package>.tasks`` is what Celery looks for).
@@ -27,9 +27,17 @@ logger = logging.getLogger(__name__)
     max_retries=0,
 )
 def catalog_import_task(
-    self, directory: str, upload_folder: str | None = None, requested_by: int | None = None
+    self,
+    directory: str,
+    upload_folder: str | None = None,
+    requested_by: int | None = None,
+    interactions: dict | None = None,
 ) -> dict:
     """Import one MovieLens folder with `manage.py import_movielens` and return its JSON report.
+
+    With ``interactions`` (`import_interactions` options: the column mapping and the item and
+    user file paths), ``directory`` is an interactions file imported with `manage.py
+    import_interactions` instead.
 
     Running it twice is safe: the importer skips rows that already exist (by external id) and the
     whole import is one transaction, so a killed run leaves nothing half-imported. Not retried: a
@@ -43,7 +51,17 @@ def catalog_import_task(
     self.update_state(state="PROGRESS", meta={"phase": "importing", "progress": 0.2, "directory": directory})
     output = io.StringIO()
     try:
-        call_command("import_movielens", directory, json=True, no_progress=True, stdout=output)
+        if interactions is None:
+            call_command("import_movielens", directory, json=True, no_progress=True, stdout=output)
+        else:
+            call_command(
+                "import_interactions",
+                directory,
+                *_option_arguments(interactions),
+                "--json",
+                "--no-progress",
+                stdout=output,
+            )
     except Exception:
         logger.exception("dashboard.import_failed task_id=%s directory=%s", self.request.id, directory)
         raise
@@ -59,9 +77,21 @@ def catalog_import_task(
     return {"phase": "done", "progress": 1.0, **report}
 
 
+def _option_arguments(options: dict) -> list[str]:
+    """``{"user_col": "1", "item_feature_col": ["genre=3"]}`` → ``["--user-col=1", "--item-feature-col=genre=3"]``.
+
+    ``--name=value`` in one word, so a value that starts with a dash is never read as an option.
+    """
+    arguments: list[str] = []
+    for name, value in options.items():
+        for one in value if isinstance(value, list) else [value]:
+            arguments.append(f"--{name.replace('_', '-')}={one}")
+    return arguments
+
+
 def _last_json_line(text: str) -> dict:
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
             return json.loads(line)
-    raise ValueError(f"import_movielens printed no JSON summary; its output was: {text[-500:]!r}")
+    raise ValueError(f"the import printed no JSON summary; its output was: {text[-500:]!r}")

@@ -1,4 +1,4 @@
-"""Data page: catalogue counts, recent imports, and import from an uploaded MovieLens file."""
+"""Data page: catalogue counts, recent imports, and imports of uploaded MovieLens or interactions files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from ..access import staff_required
-from ..forms import ImportUploadForm
+from ..forms import ImportUploadForm, InteractionsUploadForm
 from ..selectors import catalog_counts, import_task_get, import_task_list
-from ..services import UploadRejected, catalog_upload_import
+from ..services import UploadRejected, catalog_interactions_upload_import, catalog_upload_import
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def data_page(request: HttpRequest) -> HttpResponse:
             "imports": imports,
             "latest": imports[0] if imports else None,
             "form": ImportUploadForm(),
+            "interactions_form": InteractionsUploadForm(),
         },
     )
 
@@ -84,6 +85,28 @@ def data_import(request: HttpRequest) -> HttpResponse:
         return redirect("data")
     try:
         task_id = catalog_upload_import(files=form.cleaned_data["files"], requested_by=request.user)
+    except UploadRejected as error:
+        messages.error(request, error.message)
+        return redirect("data")
+    messages.success(request, "Upload saved; the import is queued.")
+    return redirect(f"{reverse('data')}#import-{task_id}")
+
+
+@require_POST
+@staff_required
+def data_import_interactions(request: HttpRequest) -> HttpResponse:
+    form = InteractionsUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            label = form.fields[field].label if field in form.fields else ""
+            for error in errors:
+                messages.error(request, f"{label}: {error}" if label else error)
+        return redirect("data")
+    files = {role: form.cleaned_data.get(role) for role in ("interactions", "items_file", "users_file")}
+    try:
+        task_id = catalog_interactions_upload_import(
+            files=files, options=form.command_options(), requested_by=request.user
+        )
     except UploadRejected as error:
         messages.error(request, error.message)
         return redirect("data")
