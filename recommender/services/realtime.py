@@ -25,7 +25,7 @@ import numpy as np
 
 from catalog.models import Feedback, ItemFeature, UserFeature
 from catalog.selectors import feedback_in_force
-from recommender.ml.dataset import FeatureShapeError
+from recommender.ml.dataset import FeatureShapeError, implicit_event_weights, value_transform_codes
 from recommender.ml.foldin import FoldIn
 from recommender.ml.training import FittedModel
 from recommender.vectors import store
@@ -110,18 +110,20 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     negative kind vetoes the pair, which becomes a negative target (preference 0).
     """
     rows = Feedback.objects.filter(feedback_in_force(), user_id=profile_id).values_list(
-        "item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value"
+        "item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value", "kind__value_transform"
     )
     positive: dict[int, float] = {}
     vetoed: set[int] = set()
-    for item_id, value, kind_weight, is_explicit, max_value in rows:
+    for item_id, value, kind_weight, is_explicit, max_value, transform in rows:
         if is_explicit:
             if value >= positive_threshold and kind_weight > 0:
                 positive[item_id] = positive.get(item_id, 0.0) + kind_weight * value / (max_value or 5.0)
             else:
                 vetoed.add(item_id)
         elif kind_weight > 0:
-            positive[item_id] = positive.get(item_id, 0.0) + kind_weight
+            # The kind's value transform (a play count → log or confidence), exactly as training applies it.
+            weight = implicit_event_weights([kind_weight], [value], value_transform_codes([transform]))[0]
+            positive[item_id] = positive.get(item_id, 0.0) + float(weight)
         elif kind_weight < 0:
             vetoed.add(item_id)
     targets = {item_id: (weight, 1.0) for item_id, weight in positive.items() if item_id not in vetoed}
