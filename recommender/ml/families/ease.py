@@ -128,16 +128,19 @@ class FitPlan:
 def serving_plan(n: int, m: int, params: EaseParams) -> tuple[str, int, int]:
     """(layout, neighbours per head row, bytes) of the serving copy of B for ``n`` items, ``m`` exact.
 
-    Dense: ``n²·4`` bytes. Sparse: the tail columns (``(n − m)·c`` entries) plus each row's N
-    largest-magnitude head entries, 8 bytes an entry, N from what the tail leaves of the budget.
+    Dense: ``n²·4`` bytes. Sparse: the tail columns (``(n − m)·c`` entries) plus each of the m
+    head rows' N largest-magnitude entries, 8 bytes an entry, N from what the tail leaves of the
+    budget, clipped to [1, m − 1].
     """
     dense_bytes = n * n * 4
     if params.serving == "dense" or (params.serving == "auto" and dense_bytes <= params.serving_budget_bytes):
         return "dense", max(n - 1, 0), dense_bytes
     tail_bytes = (n - m) * min(params.tail_neighbours, n - 1) * SPARSE_ENTRY_BYTES
+    if m < 2:
+        return "sparse", 0, tail_bytes
     left = params.serving_budget_bytes - tail_bytes
-    neighbours = int(np.clip(left // max(n * SPARSE_ENTRY_BYTES, 1), 1, max(n - 1, 1)))
-    return "sparse", neighbours, n * neighbours * SPARSE_ENTRY_BYTES + tail_bytes
+    neighbours = int(np.clip(left // (m * SPARSE_ENTRY_BYTES), 1, m - 1))
+    return "sparse", neighbours, m * neighbours * SPARSE_ENTRY_BYTES + tail_bytes
 
 
 def _workspace_bytes(n: int) -> int:
@@ -276,6 +279,7 @@ def _precision_in_place(x: sp.csr_matrix, l2: float, dtype: str, solver: str, st
         solved = scipy.linalg.solve_triangular(
             lower.astype(dtype), dense, lower=True, overwrite_b=True, check_finite=False
         )
+        steps.step("triangular solve done")
         syrk = blas.dsyrk if dtype == "float64" else blas.ssyrk
         # Writes the F-order upper (= C-order lower) triangle of P's memory, overwriting it.
         syrk(-1.0 / l2, solved, beta=0.0, c=matrix.T, trans=1, lower=0, overwrite_c=1)
