@@ -427,20 +427,33 @@ def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: 
     steps = _Steps(progress, 4 + math.ceil(len(tail) / BLOCK_ROWS))
     # Tail first: its workspace is freed before the head's m×m matrix, the peak, is allocated.
     tail_weights = _tail_columns(x, tail, params.tail_neighbours, params.l2, steps)
+    empty = sp.csr_matrix((n, n), dtype=np.float32)
     if len(head) < 2:
-        head_part = sp.csr_matrix((n, n), dtype=np.float32)
-    else:
-        precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
-        head_weights = sp.coo_matrix(_weights_from_precision(precision, False, plan.serving_neighbours, steps))
-        del precision
-        head_part = sp.csr_matrix(
-            (head_weights.data, (head[head_weights.row], head[head_weights.col])), shape=(n, n), dtype=np.float32
-        )
+        return (tail_weights.toarray() if dense else empty), (empty if dense else tail_weights)
+    precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
+    head_weights = _weights_from_precision(precision, dense, plan.serving_neighbours, steps)
     if dense:
-        return np.asarray((head_part + tail_weights).toarray(), dtype=np.float32), sp.csr_matrix(
-            (n, n), dtype=np.float32
-        )
-    return head_part, tail_weights
+        # The only n×n allocation; the head's m×m block is scattered into it, then the tail added.
+        weights = np.zeros((n, n), dtype=np.float32)
+        weights[np.ix_(head, head)] = head_weights
+        del precision, head_weights
+        tail = tail_weights.tocoo()
+        weights[tail.row, tail.col] += tail.data
+        return weights, empty
+    del precision
+    return _spread_rows_and_columns(head_weights, head, n), tail_weights
+
+
+def _spread_rows_and_columns(head_weights: sp.csr_matrix, head: np.ndarray, n: int) -> sp.csr_matrix:
+    """The m×m head csr as rows and columns ``head`` of an n×n csr, reusing its data and indices arrays.
+
+    ``head`` is sorted, so each row's column order survives the relabelling and tail rows are empty.
+    """
+    counts = np.zeros(n, dtype=np.int64)
+    counts[head] = np.diff(head_weights.indptr)
+    indices = head_weights.indices
+    indices[:] = head[indices]  # in place: int32 holds every index below n
+    return sp.csr_matrix((head_weights.data, indices, np.concatenate([[0], np.cumsum(counts)])), shape=(n, n))
 
 
 def _csr_bytes(matrix: sp.csr_matrix) -> int:
