@@ -212,7 +212,7 @@ def _with_cold_items(data: TrainingData, n_cold: int) -> TrainingData:
     )
 
 
-@pytest.mark.parametrize(("n_cold", "min_overlap"), [(1, 0.95), (20, 0.85)])  # measured 0.97 and 0.88
+@pytest.mark.parametrize(("n_cold", "min_overlap"), [(1, 0.95), (20, 0.85)])  # measured 0.98 and 0.90
 def test_crossing_the_budget_with_cold_items_barely_moves_the_lists(n_cold, min_overlap):
     data, user_cluster, item_cluster = _skewed_planted()
     params = {"l2": 20.0, "serving": "sparse", "serving_budget_bytes": 620 * 60 * 8}
