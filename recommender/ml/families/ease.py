@@ -130,16 +130,19 @@ class FitPlan:
 def serving_plan(n: int, m: int, params: EaseParams) -> tuple[str, int, int]:
     """(layout, neighbours per head row, bytes) of the serving copy of B for ``n`` items, ``m`` exact.
 
-    Dense: ``n²·4`` bytes. Sparse: the tail columns (``(n − m)·c`` entries) plus each row's N
-    largest-magnitude head entries, 8 bytes an entry, N from what the tail leaves of the budget.
+    Dense: ``n²·4`` bytes. Sparse: the tail columns (``(n − m)·c`` entries) plus each of the m
+    head rows' N largest-magnitude entries, 8 bytes an entry, N from what the tail leaves of the
+    budget, clipped to [1, m − 1].
     """
     dense_bytes = n * n * 4
     if params.serving == "dense" or (params.serving == "auto" and dense_bytes <= params.serving_budget_bytes):
         return "dense", max(n - 1, 0), dense_bytes
     tail_bytes = (n - m) * min(params.tail_neighbours, n - 1) * SPARSE_ENTRY_BYTES
+    if m < 2:
+        return "sparse", 0, tail_bytes
     left = params.serving_budget_bytes - tail_bytes
-    neighbours = int(np.clip(left // max(n * SPARSE_ENTRY_BYTES, 1), 1, max(n - 1, 1)))
-    return "sparse", neighbours, n * neighbours * SPARSE_ENTRY_BYTES + tail_bytes
+    neighbours = int(np.clip(left // (m * SPARSE_ENTRY_BYTES), 1, m - 1))
+    return "sparse", neighbours, m * neighbours * SPARSE_ENTRY_BYTES + tail_bytes
 
 
 def _workspace_bytes(n: int) -> int:
@@ -278,6 +281,7 @@ def _precision_in_place(x: sp.csr_matrix, l2: float, dtype: str, solver: str, st
         solved = scipy.linalg.solve_triangular(
             lower.astype(dtype), dense, lower=True, overwrite_b=True, check_finite=False
         )
+        steps.step("triangular solve done")
         syrk = blas.dsyrk if dtype == "float64" else blas.ssyrk
         # Writes the F-order upper (= C-order lower) triangle of P's memory, overwriting it.
         syrk(-1.0 / l2, solved, beta=0.0, c=matrix.T, trans=1, lower=0, overwrite_c=1)
@@ -429,20 +433,33 @@ def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: 
     steps = _Steps(progress, 4 + math.ceil(len(tail) / BLOCK_ROWS))
     # Tail first: its workspace is freed before the head's m×m matrix, the peak, is allocated.
     tail_weights = _tail_columns(x, tail, params.tail_neighbours, params.l2, steps)
+    empty = sp.csr_matrix((n, n), dtype=np.float32)
     if len(head) < 2:
-        head_part = sp.csr_matrix((n, n), dtype=np.float32)
-    else:
-        precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
-        head_weights = sp.coo_matrix(_weights_from_precision(precision, False, plan.serving_neighbours, steps))
-        del precision
-        head_part = sp.csr_matrix(
-            (head_weights.data, (head[head_weights.row], head[head_weights.col])), shape=(n, n), dtype=np.float32
-        )
+        return (tail_weights.toarray() if dense else empty), (empty if dense else tail_weights)
+    precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
+    head_weights = _weights_from_precision(precision, dense, plan.serving_neighbours, steps)
     if dense:
-        return np.asarray((head_part + tail_weights).toarray(), dtype=np.float32), sp.csr_matrix(
-            (n, n), dtype=np.float32
-        )
-    return head_part, tail_weights
+        # The only n×n allocation; the head's m×m block is scattered into it, then the tail added.
+        weights = np.zeros((n, n), dtype=np.float32)
+        weights[np.ix_(head, head)] = head_weights
+        del precision, head_weights
+        tail = tail_weights.tocoo()
+        weights[tail.row, tail.col] += tail.data
+        return weights, empty
+    del precision
+    return _spread_rows_and_columns(head_weights, head, n), tail_weights
+
+
+def _spread_rows_and_columns(head_weights: sp.csr_matrix, head: np.ndarray, n: int) -> sp.csr_matrix:
+    """The m×m head csr as rows and columns ``head`` of an n×n csr, reusing its data and indices arrays.
+
+    ``head`` is sorted, so each row's column order survives the relabelling and tail rows are empty.
+    """
+    counts = np.zeros(n, dtype=np.int64)
+    counts[head] = np.diff(head_weights.indptr)
+    indices = head_weights.indices
+    indices[:] = head[indices]  # in place: int32 holds every index below n
+    return sp.csr_matrix((head_weights.data, indices, np.concatenate([[0], np.cumsum(counts)])), shape=(n, n))
 
 
 def _csr_bytes(matrix: sp.csr_matrix) -> int:

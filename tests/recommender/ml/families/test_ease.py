@@ -212,7 +212,7 @@ def _with_cold_items(data: TrainingData, n_cold: int) -> TrainingData:
     )
 
 
-@pytest.mark.parametrize(("n_cold", "min_overlap"), [(1, 0.95), (20, 0.85)])  # measured 0.97 and 0.88
+@pytest.mark.parametrize(("n_cold", "min_overlap"), [(1, 0.95), (20, 0.85)])  # measured 0.98 and 0.90
 def test_crossing_the_budget_with_cold_items_barely_moves_the_lists(n_cold, min_overlap):
     data, user_cluster, item_cluster = _skewed_planted()
     params = {"l2": 20.0, "serving": "sparse", "serving_budget_bytes": 620 * 60 * 8}
@@ -248,10 +248,11 @@ def test_scalable_top_k_agrees_with_exact_on_a_planted_catalogue():
         assert (item_cluster[scalable_lists] == user_cluster[:, None]).mean() >= 0.99
 
 
-def test_progress_reports_every_stage():
+@pytest.mark.parametrize("params", [{"solver": "primal"}, {"solver": "dual"}, {"exact_items_cap": 30}])
+def test_progress_reports_every_stage(params):
     calls = []
     planted = make_planted()
-    EaseFamily.fit(planted.data, {"l2": 20.0, "exact_items_cap": 30}, progress=lambda *a: calls.append(a))
+    EaseFamily.fit(planted.data, {"l2": 20.0, **params}, progress=lambda *a: calls.append(a))
     assert calls
     assert all(0 < done <= total for done, total, _ in calls)
     assert calls[-1][0] == calls[-1][1]
