@@ -48,6 +48,15 @@ def stack_dir(artifact_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.stack")
 
 
+@dataclass(frozen=True)
+class History:
+    """A user's in-force feedback as stack indices: confidences and preferences (1 positive, 0 vetoed)."""
+
+    items: np.ndarray
+    confidences: np.ndarray
+    preferences: np.ndarray
+
+
 @dataclass
 class ServedStack:
     """What serving needs to score a pool the way the chosen scorer does."""
@@ -60,36 +69,46 @@ class ServedStack:
     config: dict
     report: dict
 
-    def history_scores(self, name: str, history: np.ndarray, confidences: np.ndarray) -> np.ndarray:
-        family = self.families[name]
-        assert family is not None
-        return family.score_history(history, confidences)
-
     def pool_scores(
         self,
         *,
         model_scores: np.ndarray,
         candidate_ids: np.ndarray,
-        history: np.ndarray,
-        confidences: np.ndarray,
+        history: History,
         memo: dict,
-    ) -> np.ndarray | None:
-        """Scores of one pool (external ids ``candidate_ids``), float64 (c,); None when a family the
-        fit never saw an item of cannot score the whole pool consistently."""
+    ) -> np.ndarray:
+        """Scores of one pool (external ids ``candidate_ids``), float64 (c,).
+
+        Items the stack's fit never saw (added after training, with a cold-start vector) sit below
+        every scored item, ordered among themselves by the model score.
+        """
         candidates = self.item_ids.index_of(candidate_ids, missing=-1)
         known = candidates >= 0
         if not known.all():
-            return None
+            scores = np.full(len(candidates), -np.inf)
+            if known.any():
+                inner = self.pool_scores(
+                    model_scores=np.asarray(model_scores)[known],
+                    candidate_ids=candidate_ids[known],
+                    history=history,
+                    memo=memo,
+                )
+                scores[known] = inner
+            floor = (scores[known].min() if known.any() else 0.0) - 1.0
+            unknown_model = np.asarray(model_scores, np.float64)[~known]
+            spread = np.ptp(unknown_model) or 1.0
+            scores[~known] = floor - 1.0 + (unknown_model - unknown_model.min()) / spread
+            return scores
         if self.ranker is None:
             name = self.choice.removeprefix("family:")
             if self.families.get(name) is None:
                 return np.asarray(model_scores, np.float64)
-            return np.asarray(self.family_scores(name, history, confidences, memo)[candidates], np.float64)
+            return np.asarray(self.family_scores(name, history, memo)[candidates], np.float64)
         family_scores = {
             name: (
                 np.asarray(model_scores, np.float64)
                 if family is None
-                else self.family_scores(name, history, confidences, memo)[candidates]
+                else self.family_scores(name, history, memo)[candidates]
             )
             for name, family in self.families.items()
         }
@@ -97,15 +116,19 @@ class ServedStack:
             family_scores,
             popularity=self.items.popularity[candidates],
             item_age_days=self.items.age_days[candidates],
-            user_activity=float(np.log1p(len(history))),
-            overlap=feature_overlap(self.items.features, history, candidates),
+            user_activity=float(np.log1p(len(history.items))),
+            overlap=feature_overlap(self.items.features, history.items, candidates),
         )
         return self.ranker.score(features)
 
-    def family_scores(self, name: str, history: np.ndarray, confidences: np.ndarray, memo: dict) -> np.ndarray:
+    def family_scores(self, name: str, history: History, memo: dict) -> np.ndarray:
+        """One family's fold-in scores of the request's history over every item, computed once per request."""
         key = ("family_scores", name)
         if key not in memo:
-            memo[key] = self.history_scores(name, history, confidences)
+            family = self.families[name]
+            if family is None:
+                raise LookupError(f"{name} is served from the vector index, not from the stack.")
+            memo[key] = family.score_history(history.items, history.confidences, history.preferences)
         return memo[key]
 
 
@@ -219,8 +242,8 @@ def version_stack(version_id: int) -> ServedStack | None:
     return stack
 
 
-def user_history(*, context: Context, stack: ServedStack) -> tuple[np.ndarray, np.ndarray]:
-    """The user's positive history as (item indices of the stack, confidences), read once per request."""
+def user_history(*, context: Context, stack: ServedStack) -> History:
+    """The user's rated items (positives and vetoed pairs) as the stack's indices, read once per request."""
     key = ("stack_history", id(stack))
     if key not in context.memo:
         from recommender.services.realtime import feedback_targets
@@ -231,12 +254,12 @@ def user_history(*, context: Context, stack: ServedStack) -> tuple[np.ndarray, n
             if context.profile_id is None
             else feedback_targets(profile_id=context.profile_id, positive_threshold=threshold)
         )
-        positive = [(item_id, confidence) for item_id, (confidence, preference) in targets.items() if preference > 0]
-        ids = np.asarray([item_id for item_id, _ in positive], dtype=np.int64)
+        ids = np.fromiter(targets.keys(), dtype=np.int64, count=len(targets))
         indices = stack.item_ids.index_of(ids, missing=-1) if len(ids) else np.empty(0, dtype=np.int64)
-        confidences = np.asarray([confidence for _, confidence in positive], dtype=np.float64)
+        confidences = np.asarray([confidence for confidence, _ in targets.values()], dtype=np.float64)
+        preferences = np.asarray([preference for _, preference in targets.values()], dtype=np.float64)
         keep = indices >= 0
-        context.memo[key] = (indices[keep], confidences[keep])
+        context.memo[key] = History(indices[keep], confidences[keep], preferences[keep])
     return context.memo[key]
 
 
@@ -247,11 +270,9 @@ def pool_stack_scores(*, context: Context, item_ids: list[int], model_scores: np
     stack = version_stack(context.version_id)
     if stack is None or stack.choice == f"family:{VECTOR_FAMILY}":
         return None  # LightFM alone: the model score (or the version's blend) orders the pool
-    history, confidences = user_history(context=context, stack=stack)
     return stack.pool_scores(
         model_scores=model_scores,
         candidate_ids=np.asarray(item_ids, dtype=np.int64),
-        history=history,
-        confidences=confidences,
+        history=user_history(context=context, stack=stack),
         memo=context.memo,
     )

@@ -33,10 +33,10 @@ class FamilySource:
         stack = version_stack(context.version_id)
         if stack is None or stack.families.get(self.family) is None:
             return []
-        history, confidences = user_history(context=context, stack=stack)
-        if len(history) == 0:
+        history = user_history(context=context, stack=stack)
+        if not (history.preferences > 0).any():
             return []
-        scores = stack.family_scores(self.family, history, confidences, context.memo)
+        scores = stack.family_scores(self.family, history, context.memo)
         item_ids = stack.item_ids.ids
         exclude = np.zeros(len(scores), dtype=bool)
         if context.seen_item_ids:

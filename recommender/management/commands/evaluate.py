@@ -41,13 +41,17 @@ from catalog.services import feedback_pairs_delete
 from recommender.blend import blend_store, blend_train
 from recommender.candidates.base import Context
 from recommender.ml import evaluation
+from recommender.ml.baselines import ease_exact_baseline
+from recommender.ml.stack import families_fit, scorer_fit
 from recommender.ml.training import fit
 from recommender.models import ModelVersion, VersionStatus
 from recommender.rerank.engine import rules_apply
 from recommender.rerank.models import Rule
 from recommender.selectors import active_version, default_training_config
+from recommender.services.scorer import scorer_publish, stack_config
 from recommender.services.training import hyperparameters_from_config, training_data_build
 from recommender.serving.surfaces import ranked_candidates
+from recommender.stacking import VECTOR_FAMILY
 from recommender.vectors import store
 from recommender.vectors.base import AnnFilters
 
@@ -68,16 +72,33 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-blend",
             action="store_true",
-            help="Serve the evaluation version by the model's score alone (no blend fitted).",
+            help="Serve the evaluation version by the model's score alone (no stack, no blend fitted).",
+        )
+        parser.add_argument(
+            "--ease-baseline",
+            action="store_true",
+            help="Also measure plain exact EASE (no pruning, λ the best of 50..1000 on a validation split of "
+            "the training part) on the same split: the strong external baseline of bench.quality_matrix.",
         )
 
-    def handle(self, *args, k: int, json: bool, max_users: int | None, no_blend: bool = False, **options):
+    def handle(
+        self,
+        *args,
+        k: int,
+        json: bool,
+        max_users: int | None,
+        no_blend: bool = False,
+        ease_baseline: bool = False,
+        **options,
+    ):
         if k < 1:
             raise CommandError("--k must be at least 1.")
         results: dict = {}
         try:
             with transaction.atomic():
-                results = self._evaluate(k=k, quiet=json, max_users=max_users, blend=not no_blend)
+                results = self._evaluate(
+                    k=k, quiet=json, max_users=max_users, blend=not no_blend, ease_baseline=ease_baseline
+                )
                 raise _Rollback
         except _Rollback:
             pass
@@ -96,10 +117,14 @@ class Command(BaseCommand):
         if not quiet:
             self.stdout.write(message)
 
-    def _evaluate(self, *, k: int, quiet: bool, max_users: int | None, blend: bool = True) -> dict:
+    def _evaluate(
+        self, *, k: int, quiet: bool, max_users: int | None, blend: bool = True, ease_baseline: bool = False
+    ) -> dict:
         started = time.perf_counter()
         version = active_version()
         snapshot = version.config_snapshot if version else default_training_config().hyperparameters()
+        # A version trained before families existed is evaluated with today's default families.
+        snapshot = {"families": default_training_config().families, **snapshot}
         params = dataclasses.replace(hyperparameters_from_config(snapshot), early_stopping_patience=None)
         data, _ = training_data_build(catalog_arrays_fetch(), snapshot)
         positives, weights = data.interactions.positives, data.interactions.weights
@@ -119,9 +144,18 @@ class Command(BaseCommand):
             f"evaluation model trained on {split.train_positives.nnz} positives "
             f"({time.perf_counter() - started:.1f} s)",
         )
-        # The blend's weights come from a validation split of the training part only, exactly as
-        # training fits them: the held-out split below never influences them.
-        fitted_blend = blend_train(data=train, params=params) if blend else None
+        # The stack's scorer and searched parameters, and the blend's weights, come from a validation
+        # split of the training part only, exactly as training fits them: the held-out split below
+        # never influences them.
+        stack = stack_config(snapshot, dataclasses.asdict(params)) if blend else None
+        chosen = scorer_fit(train, stack) if stack is not None else None
+        if chosen is not None and stack is not None:
+            stack = chosen.tuned(stack)
+            self._say(
+                quiet, f"scorer: {chosen.choice} ({chosen.report.get('reason')}, {time.perf_counter() - started:.1f} s)"
+            )
+        use_blend = blend and (chosen is None or chosen.choice == f"family:{VECTOR_FAMILY}")
+        fitted_blend = blend_train(data=train, params=params) if use_blend else None
         if fitted_blend is not None:
             self._say(
                 quiet,
@@ -152,13 +186,39 @@ class Command(BaseCommand):
                 evaluation.ranking_metrics(scorer, exclude, evaluated, k), n_items=n_items, k=k
             )
 
+        served = None
+        if chosen is not None and stack is not None:
+            served = (chosen, stack, float(snapshot["positive_threshold"]))
         results = {
             "pipeline": self._pipeline(
-                model=model, data=data, test=test, users=users, k=k, quiet=quiet, blend=fitted_blend, train=train
+                model=model,
+                data=data,
+                test=test,
+                users=users,
+                k=k,
+                quiet=quiet,
+                blend=fitted_blend,
+                train=train,
+                stack=served,
             ),
             "model": exact(model.score_items),
             "popularity": exact(evaluation.popularity_scores(split.train_positives)),
         }
+        if stack is not None:
+            families, seconds = families_fit(train, stack)
+            for name, family in families.items():
+                results[f"family:{name}"] = {**exact(family.score_items), "fit_seconds": seconds[name]}
+        if ease_baseline:
+            baseline = ease_exact_baseline(train, exclude=exclude, progress=lambda m: self._say(quiet, m))
+            results["ease_exact"] = {**exact(baseline.score_items), **baseline.report}
+        if chosen is not None:
+            results["pipeline"]["scorer"] = {
+                "choice": chosen.choice,
+                "reason": chosen.report.get("reason"),
+                "ranker_lift": chosen.report.get("ranker_lift"),
+                "importances": chosen.report.get("importances"),
+                "params": chosen.params,
+            }
         # What the pipeline's scorer used, next to its metrics (None: the model's score alone).
         results["pipeline"]["blend"] = (
             {"weights": fitted_blend.weights.as_dict(), "validation": fitted_blend.validation}
@@ -174,7 +234,7 @@ class Command(BaseCommand):
         items = np.asarray(data.item_ids.ids)[coo.col].astype(np.int64).tolist()
         return feedback_pairs_delete(user_ids=users, item_ids=items)
 
-    def _pipeline(self, *, model, data, test, users, k, quiet, blend=None, train=None) -> dict:
+    def _pipeline(self, *, model, data, test, users, k, quiet, blend=None, train=None, stack=None) -> dict:
         hidden = self._hide_held_out_feedback(data, test)
         scratch = ModelVersion.objects.create(
             status=VersionStatus.RETIRED, config_snapshot={}, gate_reason="Scratch version of manage.py evaluate."
@@ -184,6 +244,16 @@ class Command(BaseCommand):
             scratch.save(update_fields=["artifact_path"])
             if blend is not None:
                 blend_store(fitted=blend, data=train, artifact_path=scratch.artifact_path)
+            if stack is not None:
+                chosen, config, threshold = stack
+                scorer_publish(
+                    artifact_path=scratch.artifact_path,
+                    data=train,
+                    lightfm_model=model,
+                    scorer=chosen,
+                    config=config,
+                    positive_threshold=threshold,
+                )
             _, item_embeddings = model.item_representations()
             store.vectors_publish(
                 version_id=scratch.pk,

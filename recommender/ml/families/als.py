@@ -312,10 +312,21 @@ class AlsFamily:
         user = np.linalg.solve(system, vectors.T @ confidence)
         return user.astype(np.float32)
 
-    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+    def score_history(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Scores over every item for a folded-in history: float32 shape (n_items,); see
-        :meth:`user_vector_from_history` for the arguments."""
-        return self.item_factors @ self.user_vector_from_history(item_indices, confidences)
+        :meth:`user_vector_from_history` for the arguments. Vetoed items (preference 0) are left
+        out, as the fit left them out."""
+        items = np.asarray(item_indices, dtype=np.int64)
+        if preferences is not None:
+            positive = np.asarray(preferences, dtype=np.float64) > 0
+            items = items[positive]
+            confidences = None if confidences is None else np.asarray(confidences)[positive]
+        return self.item_factors @ self.user_vector_from_history(items, confidences)
 
     def similar_items(self, item_index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items with the largest cosine to ``item_index`` (itself excluded).

@@ -70,11 +70,19 @@ class ModelFamily(Protocol):
         """Scores of fitted users against every item, float32 shape (len(user_indices), n_items)."""
         ...
 
-    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+    def score_history(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Fold in one user from a history: scores over every item, float32 shape (n_items,).
 
-        Unknown indices (< 0) are ignored; an empty history gives a row a family may fill with
-        its best guess for a stranger (e.g. zeros, or popularity through item biases).
+        ``preferences`` marks each history item 1 (positive) or 0 (vetoed: a low rating, a
+        dislike); None means all positive. Each family uses vetoed items as its fit used them
+        (EASE on every rated pair counts them as interactions; ALS ignores them; LightFM's
+        fold-in targets them at 0). Unknown indices (< 0) are ignored; an empty history gives a
+        row a family may fill with its best guess for a stranger (zeros, or item biases).
         """
         ...
 

@@ -46,7 +46,7 @@ from .base import FamilyFitError, Progress
 
 try:
     # Installed with scikit-learn and implicit; without it the tail solves merely run slower.
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no stubs
+    from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover - depends on the environment
     threadpool_limits = None
 
@@ -566,7 +566,12 @@ class EaseFamily:
         """X[users] · B, float32 shape (len(user_indices), n_items)."""
         return self._times_weights(self.histories[np.asarray(user_indices, dtype=np.int64)])
 
-    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+    def score_history(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One history row times B, float32 shape (n_items,).
 
         The row is built the way the fit built X: with ``input="binary"`` every item with a
@@ -579,11 +584,13 @@ class EaseFamily:
         if confidence.shape != items.shape:
             raise ValueError(f"confidences {confidence.shape} must match item_indices {items.shape}.")
         known = (items >= 0) & (items < self.n_items)
+        if preferences is not None and self.params["input"] != "rated":
+            known &= np.asarray(preferences, dtype=np.float64) > 0  # vetoed pairs were not in X
         row = sp.csr_matrix(
             (confidence[known], (np.zeros(int(known.sum()), np.int64), items[known])), shape=(1, self.n_items)
         )
         row.sum_duplicates()
-        if self.params["input"] == "binary":
+        if self.params["input"] in ("binary", "rated"):
             row.data = (row.data > 0).astype(np.float32)
         return self._times_weights(row)[0]
 

@@ -62,18 +62,26 @@ class LightFmFamily:
     def score_items(self, user_indices: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.score_items(np.asarray(user_indices, dtype=np.int64)), dtype=np.float32)
 
-    def score_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+    def score_history(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+    ) -> np.ndarray:
         items = np.asarray(item_indices, dtype=np.int64)
         weights = None if confidences is None else np.asarray(confidences, dtype=np.float64)
+        wanted = None if preferences is None else np.asarray(preferences, dtype=np.float64)
         known = items >= 0
-        items, weights = items[known], None if weights is None else weights[known]
+        items = items[known]
+        weights = None if weights is None else weights[known]
+        wanted = None if wanted is None else wanted[known]
         vectors = self.model.item_vectors_with_bias()
         if len(items) == 0:
             # A stranger: the item biases alone (LightFM's learned popularity).
             return np.ascontiguousarray(vectors[:, -2], dtype=np.float32)
         if self._fold_in is None:
             self._fold_in = FoldIn.from_vectors_with_bias(vectors)
-        user = self._fold_in.user_vector_with_bias(items, weights)
+        user = self._fold_in.user_vector_with_bias(items, weights, wanted)
         return np.asarray(vectors @ user, dtype=np.float32)
 
     def similar_items(self, item_index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
