@@ -33,22 +33,43 @@ class ActivationRefused(ApplicationError):
     status_code = 409
 
 
+def served_metric(version: ModelVersion, key: str) -> float | None:
+    """The metric of what ``version`` serves: its stack's chosen scorer when it has one, else LightFM's."""
+    stack = version.metrics.get("stack") if isinstance(version.metrics, dict) else None
+    if stack:
+        return stack.get("scorer", {}).get(key)
+    return version.metrics.get(key)
+
+
 def quality_gate(*, version: ModelVersion, current: ModelVersion | None) -> tuple[bool, str]:
-    """Whether ``version`` may replace ``current`` automatically, and why (or why not)."""
+    """Whether ``version`` may replace ``current`` automatically, and why (or why not).
+
+    The served scorer must beat popularity, stay within ``quality_margin`` of the EASE family
+    measured on the same split (when the run fitted it: the strong baseline), and within
+    ``quality_margin`` of the active version.
+    """
     k = version.config_snapshot.get("eval_k", 10)
     key = f"precision_at_{k}"
-    mine = version.metrics.get(key)
-    baseline = version.baseline_metrics.get(key)
+    margin = version.config_snapshot.get("quality_margin", 0.0)
+    mine = served_metric(version, key)
+    stack = version.metrics.get("stack") or {}
+    baseline = (stack.get("popularity") or version.baseline_metrics).get(key)
     if mine is None or baseline is None:
         return False, "No evaluation metrics were recorded."
     if mine <= baseline:
         return False, f"{key} {mine:.4f} does not beat the popularity baseline ({baseline:.4f})."
+    ease = (stack.get("families") or {}).get("ease", {}).get(key)
+    if ease is not None and mine < ease - margin:
+        return False, (
+            f"{key} {mine:.4f} is more than {margin:.4f} below the EASE family on the same split ({ease:.4f}); "
+            "check the run's scorer report."
+        )
     if current is not None and current.pk != version.pk:
-        theirs = current.metrics.get(key)
-        margin = version.config_snapshot.get("quality_margin", 0.0)
+        theirs = served_metric(current, key)
         if theirs is not None and mine < theirs - margin:
             return False, (f"{key} {mine:.4f} is more than {margin:.4f} below the active v{current.pk} ({theirs:.4f}).")
-    return True, f"{key} {mine:.4f} beats the popularity baseline ({baseline:.4f})."
+    against = f"; EASE {ease:.4f} ({mine / ease:.2f}x)" if ease else ""
+    return True, f"{key} {mine:.4f} beats the popularity baseline ({baseline:.4f}){against}."
 
 
 def model_version_activate(*, version: ModelVersion, reason: str = "") -> ModelVersion:
