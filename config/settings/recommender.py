@@ -21,6 +21,14 @@ TRAINING_NUM_THREADS = env_int("TRAINING_NUM_THREADS", 0)
 # are computed live on request). Each item costs one pipeline run, so this bounds the task.
 RELATED_PRECOMPUTE_MAX_ITEMS = env_int("RELATED_PRECOMPUTE_MAX_ITEMS", 20_000)
 
+# Item rows (with features) each process keeps for the lists it renders
+# (recommender/serving/results.py, ``ITEM_ROWS``), by the estimate ``item_row_bytes`` (5.9 KB for
+# an ml-100k row with its 3.7 features). The allowance, 64 MiB per process, keeps a web process's
+# serving copies under ~100 MiB together with the vector and catalogue copies below (5.2 and
+# 24.5 MiB); it holds ~11,000 such rows, every item of ml-100k in 10 MB. Rows past it are read
+# from the database on each request: the same rows, two more queries.
+ITEM_ROWS_BUDGET_BYTES = env_int("ITEM_ROWS_BUDGET_BYTES", 64 * 1024 * 1024)
+
 # The in-process exact vector index (recommender/vectors/exact.py) holds a version's vectors while
 # they fit this many bytes: every query scans them all, so this bounds its time as well as its
 # memory. The default is 20k items of the default 32 components (66 floats each, plus the id and
