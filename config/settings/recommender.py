@@ -19,11 +19,12 @@ TRAINING_NUM_THREADS = env_int("TRAINING_NUM_THREADS", 0)
 
 # Related lists precomputed after each activation (recommender/services/precompute.py): items in
 # popularity order until this many seconds are spent; the rest are computed on request, which
-# answers the same list (docs/serving.md, "Budgets"). Measured on ml-100k (2 shared cores, load
-# 4-5): 70-100 items/s, so its 1,682 items take 17-24 s. The default 300 s covers ~21,000 items at
-# the slower rate (about the former fixed 20,000 items), keeps one worker of the default queue busy
-# for at most five minutes per activation, well inside the task's 1,800 s soft time limit, and
-# bounds the table (2.6 KB a row) to ~55 MB. 0 turns precomputation off.
+# answers the same list (docs/serving.md, "Budgets and their fallbacks"). Measured on ml-100k
+# (2 shared cores, load 2-5, five runs): 56-105 items/s, so its 1,682 items take 16-30 s. The
+# default 300 s covers 17,000-31,000 items at those rates (the former fixed limit was 20,000),
+# keeps one worker of the default queue busy for at most five minutes per activation, well inside
+# the task's 1,800 s soft time limit, and bounds the table (2.8 KB a row) to ~85 MB. 0 turns
+# precomputation off.
 RELATED_PRECOMPUTE_SECONDS = env_float("RELATED_PRECOMPUTE_SECONDS", 300.0)
 
 # Optional hard cap on the items precomputed (the former fixed limit, now unset by default): set

@@ -41,7 +41,9 @@ from ..vectors.pgvector import PgvectorIndex
 
 logger = logging.getLogger(__name__)
 
-RELATED_STORED = 100  # per item, before the rules: enough for filters to leave k standing
+# The nearest items whose related lists a changed item can enter: the related source's default
+# candidate count (recommender.candidates.DEFAULT_CANDIDATE_SIZES).
+RELATED_NEIGHBOURHOOD = 100
 WRITE_BATCH = 500
 
 
@@ -137,7 +139,7 @@ def related_tables_drop_stale() -> list[int]:
     return dropped
 
 
-def _related_row(*, version: ModelVersion, item_id: int, now, limit: int) -> tuple:
+def _related_row(*, version: ModelVersion, item_id: int, now, limit: int | None) -> tuple:
     context = Context(
         surface="related", now=now, version_id=version.pk, item_id=item_id, filters=AnnFilters(active_only=True)
     )
@@ -152,18 +154,22 @@ def _related_row(*, version: ModelVersion, item_id: int, now, limit: int) -> tup
 
 
 def related_items_precompute(
-    *, version: ModelVersion, limit: int = RELATED_STORED, clock: Callable[[], float] = time.monotonic
+    *, version: ModelVersion, limit: int | None = None, clock: Callable[[], float] = time.monotonic
 ) -> RelatedCoverage:
     """Compute and store the related lists of ``version``, most popular items first, within budget.
 
-    Each item costs one pipeline run (10-14 ms on ml-100k), so a million-item catalogue would keep
+    Each item costs one pipeline run (10-18 ms on ml-100k), so a million-item catalogue would keep
     a worker busy for hours: items are computed in popularity order until
     ``settings.RELATED_PRECOMPUTE_SECONDS`` are spent (checked before each item, so a run
     overshoots by at most one item and the last write), or ``settings.RELATED_PRECOMPUTE_MAX_ITEMS``
     when that optional cap is set. The head of the popularity curve is where related lists are
     asked for; the tail is computed live, and answers the same list. The coverage is logged,
-    returned and kept as the table's comment. Idempotent: the table is rebuilt from scratch in one
-    transaction, so readers see either the previous complete table or the new complete one.
+    returned and kept as the table's comment. Each row holds the whole ranked pool (``limit``
+    None; 130 candidates at most with the default sizes), so the re-ranking rules, applied at
+    request time, see what they would see live: a fixed cut (it was 100) left a filter that
+    removes most items fewer survivors from the row than from the live pool. Idempotent: the
+    table is rebuilt from scratch in one transaction, so readers see either the previous
+    complete table or the new complete one.
     """
     budget_seconds = float(settings.RELATED_PRECOMPUTE_SECONDS)
     max_items = settings.RELATED_PRECOMPUTE_MAX_ITEMS
@@ -208,7 +214,7 @@ def related_items_precompute(
     return coverage
 
 
-def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int = RELATED_STORED) -> int:
+def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int = RELATED_NEIGHBOURHOOD) -> int:
     """Forget the stored lists that a changed item may now belong to; returns rows removed.
 
     A cold-start item was not there when the lists were computed. Its ``n`` nearest items by

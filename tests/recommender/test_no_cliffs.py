@@ -30,8 +30,9 @@ from recommender.generations import global_generation_bump, global_generation_fe
 from recommender.rerank.selectors import RULES
 from recommender.selectors import related_precompute_coverage, related_precomputed_fetch, related_table
 from recommender.services.precompute import related_items_precompute
-from recommender.serving.context import ACTIVE_VERSION
+from recommender.serving.context import ACTIVE_VERSION, context_build
 from recommender.serving.results import ITEM_ROWS, _items_read, item_row_bytes
+from recommender.serving.surfaces import ranked_candidates
 from recommender.vectors.exact import VERSION_VECTORS, version_vectors, version_vectors_load
 from recommender.vectors.store import vectors_drop
 from tests.recommender.conftest import build_planted_catalog
@@ -218,4 +219,7 @@ def test_a_related_list_is_the_same_whether_precomputed_or_live(served, settings
 
     assert _related_lists(items) == live
     for item in items[:covered]:
+        # The whole ranked pool is stored, so rules applied at request time see what they see live.
+        pool = ranked_candidates(context_build(surface="related", version=version, item=item))
+        assert [candidate.item_id for candidate in stored[item.pk]] == [c.item_id for c in pool if c.item_id != item.pk]
         assert [candidate.item_id for candidate in stored[item.pk]][:K] == _ids(live)[item.pk]
