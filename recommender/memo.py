@@ -13,8 +13,11 @@ The rules every memo shares, written once here:
 - **Not inside a transaction.** Its own uncommitted writes have bumped nothing yet (tests,
   evaluation, ``ATOMIC_REQUESTS``), so a memoised copy could be older than what it can see.
 - **A budget.** Entries stop being added once ``max_entries`` or ``budget_bytes`` (as measured
-  by ``size_of``) would be exceeded; a loader may also refuse a value that would not fit (see
-  `recommender.vectors.exact`), and that refusal is memoised like any value.
+  by ``size_of``) would be exceeded; a value that does not fit is still answered, loaded on
+  every call (the measured fallback: more queries, never a different answer). A loader may also
+  refuse a value that would not fit (see `recommender.vectors.exact`), and that refusal is
+  memoised like any value. ``budget_bytes`` may be a callable read at each store, so a setting
+  (and a test's override of it) takes effect without rebuilding the memo.
 - **A lock** around the table; loads run outside it (two threads may load the same value once
   each, never a torn one).
 """
@@ -46,7 +49,8 @@ class GenerationMemo(Generic[K, V]):
     name : used in logs (``memo.loaded name=…``).
     load : key → value; called on a miss, and directly whenever the memo may not be used.
     max_entries : at most this many keys per generation (None: no limit).
-    budget_bytes : at most this many bytes of values per generation, by ``size_of`` (None: no limit).
+    budget_bytes : at most this many bytes of values per generation, by ``size_of`` (None: no
+        limit); or a callable returning it, read at each store.
     size_of : value → bytes it holds (default 0: only ``max_entries`` bounds the memo).
     """
 
@@ -56,7 +60,7 @@ class GenerationMemo(Generic[K, V]):
         load: Callable[[K], V],
         *,
         max_entries: int | None = None,
-        budget_bytes: int | None = None,
+        budget_bytes: int | Callable[[], int] | None = None,
         size_of: Callable[[V], int] = _no_size,
     ):
         self.name = name
@@ -68,6 +72,7 @@ class GenerationMemo(Generic[K, V]):
         self._key: tuple | None = None
         self._values: dict[K, V] = {}
         self._bytes = 0
+        self._full_logged = False
 
     @staticmethod
     def usable(generation: int | None) -> bool:
@@ -78,8 +83,24 @@ class GenerationMemo(Generic[K, V]):
         """The values of ``generation`` (the caller holds the lock); a new generation starts empty."""
         key = (connection.settings_dict["NAME"], int(generation))
         if self._key != key:
-            self._key, self._values, self._bytes = key, {}, 0
+            self._key, self._values, self._bytes, self._full_logged = key, {}, 0, False
         return self._values
+
+    def usage(self) -> tuple[int, int]:
+        """(entries, bytes by ``size_of``) of the current generation's table."""
+        with self._lock:
+            return len(self._values), self._bytes
+
+    def _budget(self) -> int | None:
+        return self.budget_bytes() if callable(self.budget_bytes) else self.budget_bytes
+
+    def _log_full(self, event: str, **fields: int) -> None:
+        # Once per generation: past its budget every request would otherwise log again.
+        if not self._full_logged:
+            self._full_logged = True
+            logger.info(
+                "memo.%s name=%s %s", event, self.name, " ".join(f"{key}={value}" for key, value in fields.items())
+            )
 
     def get(self, key: K, *, generation: int | None) -> V:
         """The value of ``key``: memoised for ``generation`` (loaded on a miss), or loaded directly."""
@@ -112,19 +133,15 @@ class GenerationMemo(Generic[K, V]):
 
     def _store(self, generation: int, entries: dict[K, V]) -> None:
         sizes = {key: self._size_of(value) for key, value in entries.items()}
+        budget = self._budget()
         with self._lock:
             values = self._table(generation)
             for key, value in entries.items():
                 if self.max_entries is not None and len(values) >= self.max_entries:
-                    logger.info("memo.full name=%s entries=%s", self.name, len(values))
+                    self._log_full("full", entries=len(values))
                     return
-                if self.budget_bytes is not None and self._bytes + sizes[key] > self.budget_bytes:
-                    logger.info(
-                        "memo.over_budget name=%s bytes=%s budget=%s",
-                        self.name,
-                        self._bytes + sizes[key],
-                        self.budget_bytes,
-                    )
+                if budget is not None and self._bytes + sizes[key] > budget:
+                    self._log_full("over_budget", bytes=self._bytes + sizes[key], budget=budget)
                     continue
                 if key not in values:
                     self._bytes += sizes[key]
@@ -133,4 +150,4 @@ class GenerationMemo(Generic[K, V]):
     def clear(self) -> None:
         """Forget every value (tests; serving never needs it, a generation bump does the same)."""
         with self._lock:
-            self._key, self._values, self._bytes = None, {}, 0
+            self._key, self._values, self._bytes, self._full_logged = None, {}, 0, False

@@ -45,6 +45,15 @@ def related_table(version_id: int) -> str:
     return f"rec_related_v{int(version_id)}"
 
 
+def related_precompute_coverage(*, version_id: int) -> dict | None:
+    """What the version's last precomputation covered, ``{"items", "of", "seconds", "stopped_by"}``
+    (`recommender.services.precompute.RelatedCoverage`), or None when it has not run."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [related_table(version_id)])
+        row = cursor.fetchone()
+    return json.loads(row[0]) if row and row[0] else None
+
+
 def related_precomputed_fetch(*, version_id: int | None, item_id: int | None) -> list[PooledCandidate] | None:
     """The stored ranked list for ``item_id`` (scores are the model's), or None when there is none."""
     if version_id is None or item_id is None:

@@ -62,7 +62,8 @@ def related_items_precompute_task(version_id: int) -> dict:
     """Precompute the related-item lists of one version (after its activation).
 
     Safe to run twice: the version's table is rebuilt from scratch in one transaction. Skips a
-    version that is no longer active (a newer one took over before the task ran).
+    version that is no longer active (a newer one took over before the task ran). Bounded by
+    ``RELATED_PRECOMPUTE_SECONDS`` (300 s by default), well inside the soft time limit.
     """
     from .selectors import active_version
     from .services.precompute import related_items_precompute
@@ -71,4 +72,5 @@ def related_items_precompute_task(version_id: int) -> dict:
     if version is None or version.pk != version_id:
         logger.info("precompute.task_skipped version=%s reason=not_active", version_id)
         return {"version": version_id, "skipped": True}
-    return {"version": version_id, "items": related_items_precompute(version=version)}
+    coverage = related_items_precompute(version=version)
+    return {"version": version_id, "items": coverage.items, "of": coverage.of, "seconds": coverage.seconds}

@@ -17,9 +17,29 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 300)
 # LightFM threads for training; 0 = every core (see recommender/services/training.py).
 TRAINING_NUM_THREADS = env_int("TRAINING_NUM_THREADS", 0)
 
-# Related lists precomputed after each activation: the most popular active items only (the rest
-# are computed live on request). Each item costs one pipeline run, so this bounds the task.
-RELATED_PRECOMPUTE_MAX_ITEMS = env_int("RELATED_PRECOMPUTE_MAX_ITEMS", 20_000)
+# Related lists precomputed after each activation (recommender/services/precompute.py): items in
+# popularity order until this many seconds are spent; the rest are computed on request, which
+# answers the same list (docs/serving.md, "Budgets and their fallbacks"). Measured on ml-100k
+# (2 shared cores, load 2-5, five runs): 56-105 items/s, so its 1,682 items take 16-30 s. The
+# default 300 s covers 17,000-31,000 items at those rates (the former fixed limit was 20,000),
+# keeps one worker of the default queue busy for at most five minutes per activation, well inside
+# the task's 1,800 s soft time limit, and bounds the table (2.8 KB a row) to ~85 MB. 0 turns
+# precomputation off.
+RELATED_PRECOMPUTE_SECONDS = env_float("RELATED_PRECOMPUTE_SECONDS", 300.0)
+
+# Optional hard cap on the items precomputed (the former fixed limit, now unset by default): set
+# it to bound the table's size on a fast worker; 0 turns precomputation off as before.
+RELATED_PRECOMPUTE_MAX_ITEMS: int | None = (
+    env_int("RELATED_PRECOMPUTE_MAX_ITEMS", 0) if env_str("RELATED_PRECOMPUTE_MAX_ITEMS") is not None else None
+)
+
+# Item rows (with features) each process keeps for the lists it renders
+# (recommender/serving/results.py, ``ITEM_ROWS``), by the estimate ``item_row_bytes`` (5.9 KB for
+# an ml-100k row with its 3.7 features). The allowance, 64 MiB per process, keeps a web process's
+# serving copies under ~100 MiB together with the vector and catalogue copies below (5.2 and
+# 24.5 MiB); it holds ~11,000 such rows, every item of ml-100k in 10 MB. Rows past it are read
+# from the database on each request: the same rows, two more queries.
+ITEM_ROWS_BUDGET_BYTES = env_int("ITEM_ROWS_BUDGET_BYTES", 64 * 1024 * 1024)
 
 # The in-process exact vector index (recommender/vectors/exact.py) holds a version's vectors while
 # they fit this many bytes: every query scans them all, so this bounds its time as well as its

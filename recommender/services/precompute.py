@@ -9,10 +9,12 @@ table, like the vector tables::
 
 Serving reads one row (`recommender.selectors.related_precomputed_fetch`) and still applies the
 re-ranking rules (they may change at any time and may depend on the visitor). An item without a
-row (new since the run, or the table not yet filled) is computed live. A plain table rather than
+row (beyond the run's time budget, new since the run, or the table not yet filled) is computed
+live by the same stages, so it gets the list a row would have held. A plain table rather than
 a Django model: it lives and dies with a version, and is dropped here when a newer version's
 table is written and the version it belongs to has lost its vectors (retired or failed);
-`vectors_drop` does not know about it.
+`vectors_drop` does not know about it. What a run covered (items, of how many, seconds) is kept
+as the table's comment (`recommender.selectors.related_precompute_coverage`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -37,8 +41,24 @@ from ..vectors.pgvector import PgvectorIndex
 
 logger = logging.getLogger(__name__)
 
-RELATED_STORED = 100  # per item, before the rules: enough for filters to leave k standing
+# The nearest items whose related lists a changed item can enter: the related source's default
+# candidate count (recommender.candidates.DEFAULT_CANDIDATE_SIZES).
+RELATED_NEIGHBOURHOOD = 100
 WRITE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class RelatedCoverage:
+    """What one precomputation covered: the ``items`` most popular of ``of`` active items."""
+
+    items: int
+    of: int
+    seconds: float
+    stopped_by: str  # "complete", "time_budget" or "max_items"
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
 
 
 def _table_exists(name: str) -> bool:
@@ -47,13 +67,13 @@ def _table_exists(name: str) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _table_create(version_id: int) -> None:
-    table = sql.Identifier(related_table(version_id))
+def _table_create(name: str) -> None:
+    table = sql.Identifier(name)
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table).as_string(connection.connection))
         cursor.execute(
             sql.SQL(
-                "CREATE TABLE {} (item_id bigint PRIMARY KEY, related_ids bigint[] NOT NULL, scores real[] NOT NULL, "
+                "CREATE TABLE {} (item_id bigint NOT NULL, related_ids bigint[] NOT NULL, scores real[] NOT NULL, "
                 "sources jsonb NOT NULL, computed_at timestamptz NOT NULL)"
             )
             .format(table)
@@ -61,13 +81,36 @@ def _table_create(version_id: int) -> None:
         )
 
 
-def _rows_write(version_id: int, rows: list[tuple]) -> None:
+def _table_swap(*, building: str, name: str, coverage: RelatedCoverage) -> None:
+    """Replace ``name`` by the filled ``building`` table, its key and comment added last.
+
+    The previous table's exclusive lock (taken by DROP) is held only from here to the commit (the
+    key's build: ~10 ms for 20k rows), so readers keep reading it while the new one fills, instead
+    of waiting the whole run.
+    """
+    with connection.cursor() as cursor:
+        for statement in (
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)),
+            # After the drop: the previous table's key holds the name (a bulk build, faster than
+            # keeping the key up to date on every insert).
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (item_id)").format(
+                sql.Identifier(building), sql.Identifier(f"{name}_pkey")
+            ),
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(building), sql.Identifier(name)),
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(json.dumps(asdict(coverage)))
+            ),
+        ):
+            cursor.execute(statement.as_string(connection.connection))
+
+
+def _rows_write(table: str, rows: list[tuple]) -> None:
     if not rows:
         return
     with connection.cursor() as cursor:
         cursor.executemany(
             sql.SQL("INSERT INTO {} (item_id, related_ids, scores, sources, computed_at) VALUES (%s, %s, %s, %s, %s)")
-            .format(sql.Identifier(related_table(version_id)))
+            .format(sql.Identifier(table))
             .as_string(connection.connection),
             rows,
         )
@@ -96,51 +139,82 @@ def related_tables_drop_stale() -> list[int]:
     return dropped
 
 
-def related_items_precompute(*, version: ModelVersion, limit: int = RELATED_STORED) -> int:
-    """Compute and store the related lists of ``version``; returns the rows written.
+def _related_row(*, version: ModelVersion, item_id: int, now, limit: int | None) -> tuple:
+    context = Context(
+        surface="related", now=now, version_id=version.pk, item_id=item_id, filters=AnnFilters(active_only=True)
+    )
+    ranked = [c for c in ranked_candidates(context) if c.item_id != item_id][:limit]
+    return (
+        item_id,
+        [c.item_id for c in ranked],
+        [float(c.score or 0.0) for c in ranked],
+        json.dumps([c.sources for c in ranked]),
+        now,
+    )
 
-    Only the ``settings.RELATED_PRECOMPUTE_MAX_ITEMS`` most popular active items: each costs one
-    pipeline run, so a million-item catalogue would keep a worker busy for hours, while the head
-    of the popularity curve is where related lists are asked for; the tail is computed live.
-    Idempotent: the table is rebuilt from scratch in one transaction, so readers see either the
-    previous complete table or the new complete one.
+
+def related_items_precompute(
+    *, version: ModelVersion, limit: int | None = None, clock: Callable[[], float] = time.monotonic
+) -> RelatedCoverage:
+    """Compute and store the related lists of ``version``, most popular items first, within budget.
+
+    Each item costs one pipeline run (10-18 ms on ml-100k), so a million-item catalogue would keep
+    a worker busy for hours: items are computed in popularity order until
+    ``settings.RELATED_PRECOMPUTE_SECONDS`` are spent (checked before each item, so a run
+    overshoots by at most one item and the last write), or ``settings.RELATED_PRECOMPUTE_MAX_ITEMS``
+    when that optional cap is set. The head of the popularity curve is where related lists are
+    asked for; the tail is computed live, and answers the same list. The coverage is logged,
+    returned and kept as the table's comment. Each row holds the whole ranked pool (``limit``
+    None; 130 candidates at most with the default sizes), so the re-ranking rules, applied at
+    request time, see what they would see live: a fixed cut (it was 100) left a filter that
+    removes most items fewer survivors from the row than from the live pool. Idempotent: the
+    table is rebuilt from scratch in one transaction, so readers see either the previous
+    complete table or the new complete one.
     """
-    started = time.perf_counter()
-    most_popular = Item.objects.filter(is_active=True).order_by("-popularity", "pk")
-    item_ids = sorted(most_popular.values_list("pk", flat=True)[: settings.RELATED_PRECOMPUTE_MAX_ITEMS])
-    written = 0
+    budget_seconds = float(settings.RELATED_PRECOMPUTE_SECONDS)
+    max_items = settings.RELATED_PRECOMPUTE_MAX_ITEMS
+    started = clock()
+    active = Item.objects.filter(is_active=True)
+    name, building = related_table(version.pk), f"{related_table(version.pk)}_building"
+    written, stopped_by = 0, "complete"
     with transaction.atomic():
-        _table_create(version.pk)
+        total = active.count()
+        _table_create(building)
         batch: list[tuple] = []
         now = timezone.now()
-        for item_id in item_ids:
-            context = Context(
-                surface="related", now=now, version_id=version.pk, item_id=item_id, filters=AnnFilters(active_only=True)
-            )
-            ranked = [c for c in ranked_candidates(context) if c.item_id != item_id][:limit]
-            batch.append(
-                (
-                    item_id,
-                    [c.item_id for c in ranked],
-                    [float(c.score or 0.0) for c in ranked],
-                    json.dumps([c.sources for c in ranked]),
-                    now,
-                )
-            )
+        for item_id in active.order_by("-popularity", "pk").values_list("pk", flat=True).iterator(chunk_size=2000):
+            if max_items is not None and written + len(batch) >= max_items:
+                stopped_by = "max_items"
+                break
+            if clock() - started >= budget_seconds:
+                stopped_by = "time_budget"
+                break
+            batch.append(_related_row(version=version, item_id=item_id, now=now, limit=limit))
             if len(batch) >= WRITE_BATCH:
-                _rows_write(version.pk, batch)
+                _rows_write(building, batch)
                 written += len(batch)
                 batch = []
-        _rows_write(version.pk, batch)
+        _rows_write(building, batch)
         written += len(batch)
+        coverage = RelatedCoverage(items=written, of=total, seconds=round(clock() - started, 3), stopped_by=stopped_by)
+        _table_swap(building=building, name=name, coverage=coverage)
     related_tables_drop_stale()
     logger.info(
-        "precompute.related_done version=%s items=%s seconds=%.1f", version.pk, written, time.perf_counter() - started
+        "precompute.related_done version=%s items=%s of=%s seconds=%.1f items_per_second=%.1f stopped_by=%s "
+        "budget_seconds=%s max_items=%s",
+        version.pk,
+        coverage.items,
+        coverage.of,
+        coverage.seconds,
+        coverage.items_per_second,
+        coverage.stopped_by,
+        budget_seconds,
+        max_items,
     )
-    return written
+    return coverage
 
 
-def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int = RELATED_STORED) -> int:
+def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int = RELATED_NEIGHBOURHOOD) -> int:
     """Forget the stored lists that a changed item may now belong to; returns rows removed.
 
     A cold-start item was not there when the lists were computed. Its ``n`` nearest items by

@@ -75,3 +75,18 @@ def test_get_many_loads_only_what_is_missing_in_one_call():
     assert memo.get_many([1, 2], generation=1, load_many=load_many) == {1: 10, 2: 20}
     assert memo.get_many([2, 3, 99], generation=1, load_many=load_many) == {2: 20, 3: 30}
     assert batches == [[1, 2], [3, 99]]
+
+
+def test_a_callable_budget_is_read_at_each_store_and_usage_reports_the_table():
+    budget = {"bytes": 3}
+    load = Loads(value=lambda key: "x" * key)
+    memo = GenerationMemo("test", load, budget_bytes=lambda: budget["bytes"], size_of=len)
+    memo.get(2, generation=1)
+    memo.get(2, generation=1)
+    memo.get(3, generation=1)  # 2 + 3 > 3: answered, not kept
+    assert memo.usage() == (1, 2)
+    budget["bytes"] = 10
+    memo.get(3, generation=1)
+    memo.get(3, generation=1)
+    assert load.calls == [2, 3, 3]
+    assert memo.usage() == (2, 5)

@@ -12,7 +12,7 @@ from catalog.models import Feature, Item, UserFeature
 from catalog.services import feedback_delete, feedback_record, item_create
 from recommender import serving
 from recommender.ml.training import FittedModel
-from recommender.selectors import related_precomputed_fetch
+from recommender.selectors import related_precompute_coverage, related_precomputed_fetch
 from recommender.services import precompute, realtime
 from recommender.tasks import related_items_precompute_task
 from recommender.vectors import store
@@ -88,8 +88,8 @@ def test_new_item_with_features_appears_among_related_items_without_retraining(
 ):
     catalog, version = served
     seed = catalog.items_by_cluster[0][0]
-    related_precompute_rows = precompute.related_items_precompute(version=version)
-    assert related_precompute_rows == 60
+    coverage = precompute.related_items_precompute(version=version)
+    assert (coverage.items, coverage.of, coverage.stopped_by) == (60, 60, "complete")
     assert related_precomputed_fetch(version_id=version.pk, item_id=seed.pk) is not None
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -135,7 +135,8 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
     catalog, version = served
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE rec_related_v999999 (item_id bigint PRIMARY KEY)")
-    assert related_items_precompute_task(version.pk) == {"version": version.pk, "items": 60}
+    answer = related_items_precompute_task(version.pk)
+    assert (answer["version"], answer["items"], answer["of"]) == (version.pk, 60, 60)
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('rec_related_v999999') IS NULL")
         assert cursor.fetchone()[0] is True
@@ -146,13 +147,32 @@ def test_precompute_task_serves_related_lists_from_the_table_and_drops_stale_tab
     assert related_items_precompute_task(version.pk + 1000)["skipped"] is True
 
 
-def test_only_the_most_popular_items_are_precomputed_and_the_tail_is_answered_live(served, settings):
+def test_the_optional_item_cap_keeps_the_most_popular_items_and_the_tail_is_answered_live(served, settings):
     _catalog, version = served
     settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
     by_popularity = list(Item.objects.filter(is_active=True).order_by("-popularity", "pk").values_list("pk", flat=True))
-    assert precompute.related_items_precompute(version=version) == 5
+    coverage = precompute.related_items_precompute(version=version)
+    assert (coverage.items, coverage.of, coverage.stopped_by) == (5, 60, "max_items")
     assert all(related_precomputed_fetch(version_id=version.pk, item_id=pk) is not None for pk in by_popularity[:5])
     tail = Item.objects.get(pk=by_popularity[-1])
     assert related_precomputed_fetch(version_id=version.pk, item_id=tail.pk) is None
     related = serving.related_items(item=tail, k=10)
     assert not related.fallback and len(related.items) == 10
+
+
+def test_a_rerun_replaces_the_table_and_records_its_coverage(served, settings):
+    _catalog, version = served
+    settings.RELATED_PRECOMPUTE_MAX_ITEMS = 5
+    precompute.related_items_precompute(version=version)
+    settings.RELATED_PRECOMPUTE_MAX_ITEMS = None
+    settings.RELATED_PRECOMPUTE_SECONDS = 0
+    assert precompute.related_items_precompute(version=version).items == 0  # 0 s: off, every list live
+    assert related_precompute_coverage(version_id=version.pk) == {
+        "items": 0,
+        "of": 60,
+        "seconds": pytest.approx(0.0, abs=1.0),
+        "stopped_by": "time_budget",
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM rec_related_v{version.pk}")
+        assert cursor.fetchone()[0] == 0
