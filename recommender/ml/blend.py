@@ -33,14 +33,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.ml import evaluation
-from recommender.ml.dataset import IdMap, TrainingData
+from recommender.ml.dataset import IdMap, Interactions, TrainingData
 
 FEATURE_NAMES = ("model", "item_item", "popularity")
 
-# EASE needs the inverse of a dense (n_items x n_items) Gram matrix: affordable up to a few
-# thousand items (5000² float64 = 200 MB, seconds). Larger catalogues use cosine co-occurrence,
-# which stays sparse.
-EASE_MAX_ITEMS = 5000
 DEFAULT_ITEM_ITEM_L2 = 250.0
 # Neighbours kept per history item; 200 of 1,682 on ml-100k loses nothing measurable.
 DEFAULT_NEIGHBOURS = 200
@@ -56,9 +52,10 @@ def item_item_fit(
     """Item-item weights B, float32 csr of shape (n_items, n_items), zero diagonal.
 
     Row j holds how much having rated j speaks for each other item; a user's item-item score is
-    the sum of the rows of her rated items. EASE's closed form ``B = I - P / diag(P)`` with
-    ``P = (XᵀX + l2·I)⁻¹`` up to :data:`EASE_MAX_ITEMS` items, else cosine similarity of the
-    item columns. Each row keeps its ``neighbours`` largest entries.
+    the sum of the rows of her rated items. This is the EASE family (`recommender.ml.families.ease`)
+    on every rated pair: exact while its Gram matrix fits the family's memory budget, its
+    head-exact/tail-ridge variant above it — no item count decides. Each row keeps its
+    ``neighbours`` largest entries by absolute value (EASE's negative weights matter too).
 
     Parameters
     ----------
@@ -67,26 +64,32 @@ def item_item_fit(
     l2 : float
         EASE ridge; larger damps rare items.
     neighbours : int
-        Entries kept per row (by absolute value for EASE, whose negative weights matter too).
+        Entries kept per row.
     """
+    from recommender.ml.families import FamilyFitError
+    from recommender.ml.families.ease import EaseFamily
+
     if l2 <= 0 or neighbours < 1:
         raise BlendFitError(f"l2 must be > 0 and neighbours >= 1, got {l2} and {neighbours}.")
-    binary = (sp.csr_matrix(rated) != 0).astype(np.float64)
-    n_items = binary.shape[1]
-    gram = (binary.T @ binary).tocsr()
-    if n_items <= EASE_MAX_ITEMS:
-        dense = gram.toarray()
-        dense[np.diag_indices(n_items)] += l2
-        precision = np.linalg.inv(dense)
-        weights = -precision / np.diag(precision)[None, :]
-        np.fill_diagonal(weights, 0.0)
-        return _keep_largest(sp.csr_matrix(weights), neighbours)
-    norms = np.sqrt(gram.diagonal()) + 1e-12
-    cosine = sp.diags(1.0 / norms) @ gram @ sp.diags(1.0 / norms)
-    cosine = sp.csr_matrix(cosine)
-    cosine.setdiag(0.0)
-    cosine.eliminate_zeros()
-    return _keep_largest(cosine, neighbours)
+    binary = (sp.csr_matrix(rated) != 0).astype(np.float32).tocsr()
+    n_users, n_items = binary.shape
+    data = TrainingData(
+        user_ids=IdMap(np.arange(n_users)),
+        item_ids=IdMap(np.arange(n_items)),
+        interactions=Interactions(
+            positives=binary, weights=binary, negatives=sp.csr_matrix(binary.shape, dtype=np.float32)
+        ),
+    )
+    try:
+        family = EaseFamily.fit(data, {"l2": float(l2), "input": "binary", "serving": "sparse",
+                                       "serving_budget_bytes": max(1, n_items) * neighbours * 8})  # fmt: skip
+    except FamilyFitError as error:
+        raise BlendFitError(str(error)) from error
+    weights = family.weights if sp.issparse(family.weights) else sp.csr_matrix(family.weights)
+    combined = sp.csr_matrix(weights + family.tail_weights, dtype=np.float64)
+    combined.setdiag(0.0)
+    combined.eliminate_zeros()
+    return _keep_largest(combined, neighbours)
 
 
 def _keep_largest(matrix: sp.csr_matrix, per_row: int) -> sp.csr_matrix:
