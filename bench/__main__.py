@@ -18,6 +18,7 @@ from bench._common import REPO
 # Order matters a little: the cheap ones first, so a long one failing late still leaves results.
 BENCHMARKS = [
     "ml_quality",
+    "quality_matrix",
     "training",
     "ann_recall",
     "vector_index",

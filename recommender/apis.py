@@ -272,7 +272,13 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     progress = serializers.FloatField(help_text="0..1 over the whole run.")
     epoch = serializers.IntegerField()
     epochs_total = serializers.IntegerField()
-    metrics = serializers.JSONField(help_text="Held-out metrics of the protocol's model.")
+    metrics = serializers.JSONField(
+        help_text=(
+            "Held-out metrics of the protocol's model. With several model families, `stack` holds the "
+            "served scorer's choice and metrics, each family alone and popularity on the same split, and "
+            "`stack.validation` the validation report: lift over each family, feature importances, the search."
+        )
+    )
     baseline_metrics = serializers.JSONField(help_text="The popularity baseline on the same split.")
     gate_reason = serializers.CharField()
     error = serializers.CharField()

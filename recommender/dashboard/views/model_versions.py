@@ -33,6 +33,44 @@ def _watched_version(request: HttpRequest) -> ModelVersion | None:
     return running_versions().first()
 
 
+def scorer_report(versions: list[ModelVersion]) -> dict | None:
+    """The newest version's families and learned scorer, as the Models page shows them (None: no stack)."""
+    version = next((v for v in versions if isinstance(v.metrics, dict) and v.metrics.get("stack")), None)
+    if version is None:
+        return None
+    stack = version.metrics["stack"]
+    k = version.config_snapshot.get("eval_k", 10)
+    validation = stack.get("validation") or {}
+    lift_users = validation.get("on_lift_users") or {}
+    rows = [("served scorer: " + str(stack.get("choice")), stack.get("scorer") or {})]
+    rows += [(f"{name} alone", metrics) for name, metrics in (stack.get("families") or {}).items()]
+    rows.append(("popularity", stack.get("popularity") or {}))
+    return {
+        "version": version,
+        "k": k,
+        "reason": validation.get("reason", ""),
+        "rows": [
+            {
+                "label": label,
+                "precision": metrics.get(f"precision_at_{k}"),
+                "ndcg": metrics.get(f"ndcg_at_{k}"),
+                "coverage": metrics.get("coverage"),
+                "fit_seconds": metrics.get("fit_seconds"),
+            }
+            for label, metrics in rows
+        ],
+        "lift": sorted((validation.get("ranker_lift") or {}).items()),
+        "lift_users": validation.get("lift_users"),
+        "validation_rows": sorted(
+            (name, metrics.get(f"precision_at_{k}"), metrics.get(f"ndcg_at_{k}"))
+            for name, metrics in lift_users.items()
+        ),
+        "importances": list((validation.get("importances") or {}).items())[:8],
+        "search": {name: len(rows) for name, rows in (validation.get("search") or {}).items()},
+        "params": (validation.get("search") or {}),
+    }
+
+
 @login_required
 def models_page(request: HttpRequest) -> HttpResponse:
     versions = list(model_version_list()[:VERSIONS_SHOWN])
@@ -47,6 +85,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
         "metric_columns": METRICS,
         "metric_charts": metric_charts(versions),
         "phase_chart": phase_chart(versions),
+        "scorer_report": scorer_report(versions),
     }
     return render(request, "dashboard/models.html", context)
 
