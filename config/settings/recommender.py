@@ -76,3 +76,6 @@ RECOMMENDER_STACK_POOL_SIZES = {"lightfm": 100, "als": 100, "ease": 100}
 # Time budget of each training run's hyperparameter search (each family's grid, tried in order on
 # the validation split; the first entry is always fitted). recommender/ml/stack.py.
 TRAINING_SEARCH_SECONDS = env_float("TRAINING_SEARCH_SECONDS", 60.0)
+# Time budget of the learned ranker's LambdaRank fit at each training run (boosting stops at the
+# tree that crosses it; the trees so far serve). recommender/ml/ranker.py.
+TRAINING_RANKER_SECONDS = env_float("TRAINING_RANKER_SECONDS", 20.0)

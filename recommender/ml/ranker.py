@@ -28,6 +28,7 @@ No Django here.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,12 +182,21 @@ class LearnedRanker:
         *,
         num_threads: int = 0,
         seed: int = 0,
+        time_budget_seconds: float | None = None,
     ) -> LearnedRanker:
         """Fit on labelled pools, a list of (features (c_i, f), labels (c_i,)) with one pool per user.
 
         Pools with no positive label carry no ranking information for LambdaRank and are dropped.
+        With ``time_budget_seconds``, boosting stops after the tree that crosses the budget (the
+        trees so far are kept), so a large validation set costs time, never a failed run.
         """
         import lightgbm
+
+        deadline = None if time_budget_seconds is None else time.perf_counter() + time_budget_seconds
+
+        def stop_at_deadline(env) -> None:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise lightgbm.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
 
         pools = [(features, labels) for features, labels in pools if len(labels) and np.any(labels > 0)]
         if not pools:
@@ -199,7 +209,13 @@ class LearnedRanker:
         model = lightgbm.LGBMRanker(
             objective="lambdarank", random_state=seed, n_jobs=num_threads or None, verbose=-1, **params
         )
-        model.fit(features, labels, group=[len(pool_labels) for _, pool_labels in pools], feature_name=names)
+        model.fit(
+            features,
+            labels,
+            group=[len(pool_labels) for _, pool_labels in pools],
+            feature_name=names,
+            callbacks=[stop_at_deadline],
+        )
         return cls(names=list(names), model_text=model.booster_.model_to_string(), params=params, kind="lambdarank")
 
     def score(self, features: np.ndarray) -> np.ndarray:

@@ -62,6 +62,8 @@ class StackConfig:
     search_seconds : float
         Time budget of the hyperparameter search: each family's ``param_grid`` is tried in order
         (best measured first) while the budget lasts; the first entry is always fitted.
+    ranker_seconds : float
+        Time budget of the LambdaRank fit (boosting stops at the tree that crosses it).
     """
 
     families: dict[str, dict]
@@ -72,6 +74,7 @@ class StackConfig:
     lift_fraction: float = 0.25
     min_validation_users: int = 50
     search_seconds: float = 60.0
+    ranker_seconds: float = 20.0
     k: int = 10
     ranker_params: dict = field(default_factory=dict)
     num_threads: int = 0
@@ -314,7 +317,12 @@ def scorer_fit(
     ]
     learners = {
         "lambdarank": lambda chosen: LearnedRanker.fit(
-            chosen, names, config.ranker_params, num_threads=config.num_threads, seed=config.seed
+            chosen,
+            names,
+            config.ranker_params,
+            num_threads=config.num_threads,
+            seed=config.seed,
+            time_budget_seconds=config.ranker_seconds,
         ),
         "logistic": lambda chosen: LearnedRanker.fit_logistic(chosen, names),
     }

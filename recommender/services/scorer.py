@@ -68,6 +68,7 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
         num_threads=threads,
         pool_sizes=dict(settings.RECOMMENDER_STACK_POOL_SIZES),
         search_seconds=float(settings.TRAINING_SEARCH_SECONDS),
+        ranker_seconds=float(settings.TRAINING_RANKER_SECONDS),
     )
 
 
