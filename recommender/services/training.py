@@ -235,6 +235,9 @@ def training_data_build(arrays: CatalogArrays, snapshot: dict) -> tuple[Training
         positive_threshold=snapshot["positive_threshold"],
         timestamps=arrays.feedback_time,
         half_life_days=snapshot["time_decay_half_life_days"],
+        # Implicit counts (plays) weigh by their kind's value transform (log, confidence).
+        value_transform=arrays.feedback_value_transform,
+        value_transform_names=arrays.value_transform_names,
     )
     names = np.asarray(arrays.feature_names, dtype=object)
     item_columns = features.index_of(arrays.item_feature_id)

@@ -25,7 +25,10 @@ def test_evaluate_prints_the_three_scorers_and_cleans_up(planted_catalog):
     call_command("evaluate", "--json", "--k", "10", stdout=out)
 
     last = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert set(last) == {"pipeline", "model", "popularity"}
+    # The default configuration fits three families: each is also measured alone on the same split.
+    assert set(last) == {"pipeline", "model", "popularity", "family:lightfm", "family:als", "family:ease"}
+    assert last["pipeline"]["scorer"]["choice"]  # what served the pipeline, and why
+    assert last["pipeline"]["scorer"]["reason"]
     for metrics in last.values():
         assert set(metrics) >= {"precision_at_10", "recall_at_10", "ndcg_at_10", "coverage"}
         assert metrics["n_users"] > 0

@@ -94,8 +94,9 @@ def test_second_request_is_refused_while_one_is_queued(planted_catalog):
 @pytest.mark.django_db
 def test_version_worse_than_active_stays_ready_with_reason_and_rollback_works(planted_catalog):
     good = train_inline()
+    # LightFM alone: with the other families the run would serve ALS or EASE and be as good as the first.
     weak = TrainingConfig.objects.create(
-        name="weak", epochs=1, no_components=2, learning_rate=0.0001, quality_margin=0.0
+        name="weak", epochs=1, no_components=2, learning_rate=0.0001, quality_margin=0.0, families="lightfm"
     )
     candidate = train_inline(config=weak)
 

@@ -148,13 +148,13 @@ class Command(BaseCommand):
         # split of the training part only, exactly as training fits them: the held-out split below
         # never influences them.
         stack = stack_config(snapshot, dataclasses.asdict(params)) if blend else None
-        chosen = scorer_fit(train, stack) if stack is not None else None
-        if chosen is not None and stack is not None:
-            stack = chosen.tuned(stack)
+        scorer_choice = scorer_fit(train, stack) if stack is not None else None
+        if scorer_choice is not None and stack is not None:
+            stack = scorer_choice.tuned(stack)
             self._say(
-                quiet, f"scorer: {chosen.choice} ({chosen.report.get('reason')}, {time.perf_counter() - started:.1f} s)"
+                quiet, f"scorer: {scorer_choice.choice} ({scorer_choice.report.get('reason')}, {time.perf_counter() - started:.1f} s)"
             )
-        use_blend = blend and (chosen is None or chosen.choice == f"family:{VECTOR_FAMILY}")
+        use_blend = blend and (scorer_choice is None or scorer_choice.choice == f"family:{VECTOR_FAMILY}")
         fitted_blend = blend_train(data=train, params=params) if use_blend else None
         if fitted_blend is not None:
             self._say(
@@ -187,8 +187,8 @@ class Command(BaseCommand):
             )
 
         served = None
-        if chosen is not None and stack is not None:
-            served = (chosen, stack, float(snapshot["positive_threshold"]))
+        if scorer_choice is not None and stack is not None:
+            served = (scorer_choice, stack, float(snapshot["positive_threshold"]))
         results = {
             "pipeline": self._pipeline(
                 model=model,
@@ -211,13 +211,13 @@ class Command(BaseCommand):
         if ease_baseline:
             baseline = ease_exact_baseline(train, exclude=exclude, progress=lambda m: self._say(quiet, m))
             results["ease_exact"] = {**exact(baseline.score_items), **baseline.report}
-        if chosen is not None:
+        if scorer_choice is not None:
             results["pipeline"]["scorer"] = {
-                "choice": chosen.choice,
-                "reason": chosen.report.get("reason"),
-                "ranker_lift": chosen.report.get("ranker_lift"),
-                "importances": chosen.report.get("importances"),
-                "params": chosen.params,
+                "choice": scorer_choice.choice,
+                "reason": scorer_choice.report.get("reason"),
+                "ranker_lift": scorer_choice.report.get("ranker_lift"),
+                "importances": scorer_choice.report.get("importances"),
+                "params": scorer_choice.params,
             }
         # What the pipeline's scorer used, next to its metrics (None: the model's score alone).
         results["pipeline"]["blend"] = (
