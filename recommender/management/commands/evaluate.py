@@ -152,7 +152,8 @@ class Command(BaseCommand):
         if scorer_choice is not None and stack is not None:
             stack = scorer_choice.tuned(stack)
             self._say(
-                quiet, f"scorer: {scorer_choice.choice} ({scorer_choice.report.get('reason')}, {time.perf_counter() - started:.1f} s)"
+                quiet,
+                f"scorer: {scorer_choice.choice} ({scorer_choice.report.get('reason')}, {time.perf_counter() - started:.1f} s)",
             )
         use_blend = blend and (scorer_choice is None or scorer_choice.choice == f"family:{VECTOR_FAMILY}")
         fitted_blend = blend_train(data=train, params=params) if use_blend else None
