@@ -153,7 +153,8 @@ class Command(BaseCommand):
             stack = scorer_choice.tuned(stack)
             self._say(
                 quiet,
-                f"scorer: {scorer_choice.choice} ({scorer_choice.report.get('reason')}, {time.perf_counter() - started:.1f} s)",
+                f"scorer: {scorer_choice.choice} ({scorer_choice.report.get('reason')}, "
+                f"{time.perf_counter() - started:.1f} s)",
             )
         use_blend = blend and (scorer_choice is None or scorer_choice.choice == f"family:{VECTOR_FAMILY}")
         fitted_blend = blend_train(data=train, params=params) if use_blend else None
