@@ -103,6 +103,12 @@ def _cache_clear() -> None:
         _cache.clear()
 
 
+def blend_discard(artifact_path: str | Path) -> None:
+    """Remove a blend left at this artifact's place and forget loaded blends (see `stacking.stack_discard`)."""
+    blend_path(artifact_path).unlink(missing_ok=True)
+    _cache_clear()
+
+
 def version_blend(version_id: int) -> BlendModel | None:
     """The version's BlendModel, loaded once per process (LRU of 3); None when it has none."""
     key = (connection.settings_dict["NAME"], version_id)

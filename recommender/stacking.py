@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -212,6 +213,13 @@ _cache_lock = threading.Lock()
 def _cache_clear() -> None:
     with _cache_lock:
         _cache.clear()
+
+
+def stack_discard(artifact_path: str | Path) -> None:
+    """Remove a stack left at this artifact's place (a version id reused by another database of the
+    same name, e.g. a recreated test database) and forget loaded stacks, before a new artifact is written."""
+    shutil.rmtree(stack_dir(artifact_path), ignore_errors=True)
+    _cache_clear()
 
 
 def version_stack(version_id: int) -> ServedStack | None:

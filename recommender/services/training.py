@@ -26,11 +26,12 @@ from django.utils import timezone
 
 from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
 from config.exception_handlers import ApplicationError
+from recommender.blend import blend_discard
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
 from recommender.ml.training import FittedModel, HyperParameters, fit
 from recommender.services.scorer import scorer_evaluate, scorer_publish, stack_config
-from recommender.stacking import VECTOR_FAMILY
+from recommender.stacking import VECTOR_FAMILY, stack_discard
 from recommender.vectors import store
 
 from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
@@ -422,6 +423,8 @@ def model_publish(*, version: ModelVersion, model: FittedModel) -> None:
     """Save the artifact and write the vectors of ``version`` into its own pgvector tables."""
     target = artifact_path(version.pk)
     target.parent.mkdir(parents=True, exist_ok=True)
+    stack_discard(target)
+    blend_discard(target)
     path = model.save(target)
     version.artifact_path = str(path)
     version.save(update_fields=["artifact_path"])

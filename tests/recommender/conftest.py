@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from catalog.models import Feature, Feedback, Item, ItemFeature, UserFeature, UserProfile
-from recommender.models import ModelVersion
+from recommender.models import ModelVersion, TrainingConfig
 from recommender.vectors import store
 from tests.recommender.test_training import train_inline
 
@@ -124,6 +124,18 @@ class Trained:
 def trained(db) -> Trained:
     catalog = build_planted_catalog(users_per_cluster=15, items_per_cluster=30, ratings_per_user=10)
     return Trained(catalog=catalog, version=train_inline())
+
+
+def lightfm_only_config() -> TrainingConfig:
+    """A configuration that fits LightFM alone: its scorer is the model's score (or the blend)."""
+    return TrainingConfig.objects.create(name="lightfm only", families="lightfm")
+
+
+@pytest.fixture
+def trained_lightfm(db) -> Trained:
+    """As `trained`, with a LightFM-only version (no stack), for tests of the model score itself."""
+    catalog = build_planted_catalog(users_per_cluster=15, items_per_cluster=30, ratings_per_user=10)
+    return Trained(catalog=catalog, version=train_inline(config=lightfm_only_config()))
 
 
 def _test_database_url() -> str:

@@ -15,6 +15,7 @@ from recommender.candidates import Context, candidates_generate
 from recommender.ml.blend import FEATURE_NAMES, BlendModel
 from recommender.ranking import pool_score
 from recommender.vectors import store
+from tests.recommender.conftest import lightfm_only_config
 from tests.recommender.test_training import train_inline
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,8 @@ def blend_always(settings):
 
 
 def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, blend_always):
-    version = train_inline()
+    # The blend is LightFM's fallback scorer: a version with the other families serves their stack.
+    version = train_inline(config=lightfm_only_config())
 
     path = blend_path(version.artifact_path)
     assert path.exists()
@@ -69,7 +71,7 @@ def test_training_stores_the_blend_and_the_scorer_ranks_by_it(planted_catalog, b
 
 
 def test_without_enough_users_no_blend_is_stored_and_the_model_score_is_served(planted_catalog):
-    version = train_inline()  # 50 planted users < the default minimum of 200
+    version = train_inline(config=lightfm_only_config())  # 50 planted users < the default minimum of 200
 
     assert not blend_path(version.artifact_path).exists()
     assert "blend_weight_model" not in version.metrics
@@ -82,7 +84,7 @@ def test_evaluate_serves_the_blend_and_without_it_the_pipeline_is_the_model(plan
     itself refuses to blend (RECOMMENDER_BLEND_MIN_USERS = 200), it does not hold reliably."""
     # One LightFM thread: multi-threaded (Hogwild) fits differ run to run; one thread is reproducible.
     settings.TRAINING_NUM_THREADS = 1
-    train_inline()
+    train_inline(config=lightfm_only_config())
 
     blended, plain = StringIO(), StringIO()
     call_command("evaluate", "--json", stdout=blended)

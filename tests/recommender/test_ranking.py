@@ -18,7 +18,8 @@ from tests.factories import FeedbackFactory, ItemFactory
 pytestmark = pytest.mark.django_db
 
 
-def test_score_is_the_user_item_inner_product_and_sources_are_kept(trained):
+def test_score_is_the_user_item_inner_product_and_sources_are_kept(trained_lightfm):
+    trained = trained_lightfm
     profile = trained.catalog.profiles_by_cluster[0][1]
     user_vector = trained.user_vector(profile.pk)
     context = Context(
