@@ -245,24 +245,28 @@ def items_newest(*, now: datetime, n: int, filters: dict) -> list[tuple[int, flo
 
 
 def items_decayed_popularity(
-    *, now: datetime, since: datetime, half_life_seconds: float, limit: int
+    *, now: datetime, since: datetime, half_life_seconds: float, limit: int, filters: dict | None = None
 ) -> tuple[list[int], list[float]]:
     """(item ids, scores) by in-force, positively weighted feedback in (since, now], each decayed by age.
 
     Score = sum of 0.5^(age / half-life); dislikes (kinds with a weight ≤ 0) are not popularity.
-    Served by the feedback (created_at, item) index.
+    Served by the feedback (created_at, item) index. ``filters`` (``AnnFilters.item_filter()``)
+    restrict the items inside the aggregate, so the best ``limit`` matching items come back
+    however far down the unfiltered list they sit.
     """
+    where, params = _where(filters or {}, "f.item_id")
     # extract() yields numeric: cast to float8, numeric power() is ten times slower. The
     # exponent is capped because PostgreSQL raises an underflow error for power(0.5, 2000).
-    rows = _rows(
+    statement = sql.SQL(
         "SELECT f.item_id, sum(power(0.5, least("
         "    extract(epoch FROM (%(now)s - f.created_at))::float8 / %(half_life)s, 1000))) AS score "
         "FROM catalog_feedback f JOIN catalog_feedbackkind k ON k.code = f.kind_id "
         "WHERE f.created_at > %(since)s AND f.created_at <= %(now)s "
-        f"  AND {feedback_in_force_sql('f')} AND k.weight > 0 "
-        "GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(limit)s",
-        {"now": now, "since": since, "half_life": half_life_seconds, "limit": limit},
-    )
+        "  AND {in_force} AND k.weight > 0{where} "
+        "GROUP BY f.item_id ORDER BY score DESC, f.item_id LIMIT %(limit)s"
+    ).format(in_force=sql.SQL(feedback_in_force_sql("f")), where=where)
+    params.update(now=now, since=since, half_life=half_life_seconds, limit=limit)
+    rows = _rows(statement, params)
     return [row[0] for row in rows], [float(row[1]) for row in rows]
 
 

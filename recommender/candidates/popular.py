@@ -16,6 +16,9 @@ from .base import Candidate, Context
 # The aggregate is the same for every user: it is memoised per process for this many seconds of
 # ``context.now`` and per newest feedback id, so a new interaction invalidates it at once.
 CACHE_SECONDS = 60
+# The memoised head of the list. Not a limit: when the request's filters leave fewer than n of it,
+# the aggregate runs again with the filters inside (one query), so a narrow filter on a large
+# catalogue still gets the most popular matching items.
 CACHED_ITEMS = 5000
 
 
@@ -88,4 +91,13 @@ class PopularSource:
             )
             if len(rows) >= n:
                 break
+        if len(rows) < n and len(item_ids) >= CACHED_ITEMS:
+            matching, matching_scores = items_decayed_popularity(
+                now=context.now,
+                since=context.now - timedelta(days=self.window_days),
+                half_life_seconds=self.half_life_days * 86400.0,
+                limit=n,
+                filters=filters.item_filter(extra),
+            )
+            rows = list(zip(matching, matching_scores, strict=True))
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]

@@ -15,6 +15,7 @@ from recommender.candidates.fresh import FreshSource
 from recommender.candidates.personal_ann import PersonalAnnSource
 from recommender.candidates.popular import PopularSource
 from recommender.candidates.related import RelatedSource
+from recommender.vectors.base import AnnFilters
 from tests.factories import FeedbackFactory, ItemFactory, UserProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,16 @@ def rated_item_ids(profile_id: int) -> set[int]:
 
 
 def test_registry_holds_every_source_by_name():
-    assert set(SOURCES) == {"personal_ann", "related", "because_you_liked", "content_based", "popular", "fresh"}
+    assert set(SOURCES) == {
+        "personal_ann",
+        "related",
+        "because_you_liked",
+        "content_based",
+        "popular",
+        "fresh",
+        "ease",  # one source per non-vector model family (recommender/candidates/family.py)
+        "als",
+    }
     assert all(name == source.name for name, source in SOURCES.items())
 
 
@@ -149,6 +159,21 @@ def test_popular_applies_filters_and_seen_items(now):
     context = Context(surface="home", now=now, seen_item_ids=frozenset({first.pk}))
 
     assert [c.item_id for c in PopularSource().generate(context, 10)] == [third.pk]
+
+
+def test_popular_finds_matching_items_below_the_memoised_head(now, monkeypatch):
+    # The memoised head holds the 3 most popular items; a filter that removes all of them must still
+    # get the most popular matching items from below the head (no cliff at CACHED_ITEMS).
+    monkeypatch.setattr("recommender.candidates.popular.CACHED_ITEMS", 3)
+    head = ItemFactory.create_batch(3, features=[("genre", "drama")])
+    below = ItemFactory.create_batch(3, features=[("genre", "comedy")])
+    for count, item in zip((9, 8, 7, 3, 2, 1), (*head, *below), strict=True):
+        for _ in range(count):
+            FeedbackFactory(item=item, created_at=now - timedelta(hours=1))
+    drama = head[0].features.get().pk
+    context = Context(surface="home", now=now, filters=AnnFilters(exclude_feature_ids=(drama,)))
+
+    assert [c.item_id for c in PopularSource().generate(context, 2)] == [below[0].pk, below[1].pk]
 
 
 def test_fresh_returns_newest_active_published_items_first(now):
