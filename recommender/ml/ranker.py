@@ -104,18 +104,21 @@ def pool_features(
     popularity, item_age_days, overlap : ndarray of float, shape (c,)
     user_activity : float
     """
+    n = len(popularity)
+    if n == 0:
+        # No candidate: the pool statistics (std, mean) of empty columns would only warn.
+        return np.empty((0, 3 * len(family_scores) + len(CONTEXT_FEATURES)))
     columns = []
     for scores in family_scores.values():
         scores = np.asarray(scores, dtype=np.float64)
         columns += [scores, _pool_rank(scores), _z(scores)]
-    n = len(popularity)
     columns += [
         np.asarray(popularity, np.float64),
         np.asarray(item_age_days, np.float64),
         np.full(n, float(user_activity)),
         np.asarray(overlap, np.float64),
     ]
-    return np.column_stack(columns) if n else np.empty((0, len(columns)))
+    return np.column_stack(columns)
 
 
 KINDS = ("lambdarank", "logistic")
