@@ -202,11 +202,16 @@ def families_search(
     key = f"precision_at_{config.k}"
     fitted, seconds, chosen, table = {}, {}, {}, {}
     for name, base in config.families.items():
-        grid = [dict(base)] + [{**base, **entry} for entry in FAMILIES[name].param_grid if {**base, **entry} != base]
         rows: list[dict] = []
-        for params in grid:
+        resolved: dict = {}
+        for entry in [{}, *FAMILIES[name].param_grid]:
+            # An entry the first fit already holds once the family filled in its defaults (the
+            # grids start with the defaults) would spend the budget on a copy of that fit.
+            if rows and all(option in resolved and resolved[option] == value for option, value in entry.items()):
+                continue
             if rows and time.perf_counter() > deadline:
                 break
+            params = {**base, **entry}
             started = time.perf_counter()
             family = FAMILIES[name].fit(data, dict(params), progress=progress)
             elapsed = round(time.perf_counter() - started, 3)
@@ -222,6 +227,8 @@ def families_search(
             )
             if name not in fitted or score > max(row[key] for row in rows[:-1]):
                 fitted[name], seconds[name], chosen[name] = family, elapsed, params
+            if len(rows) == 1:
+                resolved = dict(family.params)
         table[name] = rows
         logger.info("stack.searched family=%s tries=%s best=%s", name, len(rows), chosen[name])
     return fitted, seconds, chosen, table
