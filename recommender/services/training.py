@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.dispatch import Signal
@@ -34,7 +35,7 @@ from recommender.services.scorer import scorer_evaluate, scorer_publish, stack_c
 from recommender.stacking import VECTOR_FAMILY, stack_discard
 from recommender.vectors import store
 
-from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
+from ..models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus, validate_family_list
 from ..selectors import default_training_config
 from .activation import model_version_apply_gate
 
@@ -80,7 +81,13 @@ def model_training_request(
     ``enqueue=False`` only creates the queued version, for a caller that runs it in-process.
     """
     config = config or default_training_config()
-    hyperparameters_from_config(config.hyperparameters())  # refuse a bad configuration before queueing
+    # Refuse a bad configuration before queueing, not minutes later inside the run (a config saved
+    # without full_clean, e.g. from the shell or a data migration, skipped the field validators).
+    hyperparameters_from_config(config.hyperparameters())
+    try:
+        validate_family_list(config.families)
+    except ValidationError as error:
+        raise ValidationError({"families": error.messages}) from error
     with transaction.atomic():
         from django.db import connection
 
