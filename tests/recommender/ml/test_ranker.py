@@ -49,7 +49,7 @@ def _positives_first_share(ranker: LearnedRanker, pools) -> float:
 
 
 def test_feature_names_are_three_columns_per_family_then_the_context():
-    assert NAMES == [
+    assert feature_names(FAMILIES) == [
         "lightfm_score",
         "lightfm_rank",
         "lightfm_z",

@@ -16,9 +16,12 @@ from recommender.ml import evaluation
 from recommender.ml.dataset import TrainingData
 from recommender.ml.families import FAMILIES
 from recommender.ml.families.ease import EaseFamily
+from recommender.ml.ranker import feature_names, feature_overlap
 from recommender.ml.stack import (
+    ItemContext,
     ScorerFit,
     StackConfig,
+    candidate_pools,
     families_fit,
     family_top_k,
     rated_matrix,
@@ -196,3 +199,25 @@ def test_tuned_swaps_in_the_searched_parameters_and_keeps_the_order(fast_params)
     assert tuned.families["lightfm"] == config.families["lightfm"]
     assert config.families["ease"] == {}  # the original is untouched
     assert dataclasses.replace(tuned, families=config.families) == config
+
+
+def test_pool_context_features_read_every_rated_item_as_serving_does(catalogue, train):
+    # Serving's history (recommender.stacking.user_history) holds the user's positives and her
+    # vetoed pairs; the pools the ranker is fitted on must read the same set, or its user_activity
+    # and feature_overlap columns mean one thing at fit and another at serving.
+    vetoed = np.flatnonzero(catalogue.item_cluster == 1)[:5]
+    vetoed = vetoed[train.interactions.positives[0].toarray().ravel()[vetoed] == 0]
+    assert len(vetoed) >= 3
+    negatives = sp.lil_matrix(train.interactions.shape, dtype=np.float32)
+    negatives[0, vetoed] = 1.0
+    data = dataclasses.replace(train, interactions=dataclasses.replace(train.interactions, negatives=negatives.tocsr()))
+    config = StackConfig(families={"ease": {}}, pool_sizes={"ease": 20}, popular_size=10)
+    families, _ = families_fit(data, config)
+    items = ItemContext.build(data)
+    ((user, candidates, features),) = candidate_pools(families, rated_matrix(data), items, np.array([0]), config)
+    column = {name: features[:, i] for i, name in enumerate(feature_names(families))}
+    history = np.union1d(data.interactions.positives[0].indices, vetoed)
+    assert user == 0
+    assert not set(vetoed) & set(candidates.tolist())  # a vetoed item is rated: never a candidate
+    np.testing.assert_allclose(column["user_activity"], np.log1p(len(history)))
+    np.testing.assert_allclose(column["feature_overlap"], feature_overlap(items.features, history, candidates))
