@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 
 import pytest
@@ -13,11 +14,18 @@ from django.core.exceptions import ValidationError
 from catalog.array_selectors import catalog_arrays_fetch
 from catalog.services import feedback_record
 from recommender import serving
+from recommender.blend import blend_path
 from recommender.ml.stack import ScorerFit
 from recommender.ml.training import FittedModel
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
 from recommender.services.scorer import scorer_publish, stack_config
-from recommender.services.training import hyperparameters_from_config, model_training_request, training_data_build
+from recommender.services.training import (
+    artifact_path,
+    hyperparameters_from_config,
+    model_training_request,
+    model_version_train,
+    training_data_build,
+)
 from recommender.stacking import stack_dir, version_stack
 from tests.recommender.conftest import PlantedCatalog, build_planted_catalog
 from tests.recommender.test_training import train_inline
@@ -160,6 +168,27 @@ def test_a_lightfm_only_run_has_no_stack_and_serves_as_before(catalog, reproduci
     assert not result.fallback
     item_ids = [entry.item.pk for entry in result.items]
     assert _in_cluster(catalog, 1, item_ids) == 10
+    assert not any(FAMILY_SOURCES & set(entry.sources) for entry in result.items)
+
+
+def test_a_version_never_inherits_the_stack_or_blend_a_former_version_of_its_id_left(catalog, reproducible):
+    # Version ids come back when the database is recreated under the same name (the test database
+    # every session), and artifacts are kept per database name: v<id>'s leftovers are on disk.
+    stacked = train_inline(config=_stack_config("stack", families="lightfm,als,ease"))
+    version = model_training_request(config=_stack_config("lightfm only", families="lightfm"), enqueue=False)
+    target = artifact_path(version.pk)
+    shutil.copytree(stack_dir(stacked.artifact_path), stack_dir(target), dirs_exist_ok=True)
+    leftover = b"a former version's blend"
+    blend_path(target).write_bytes(leftover)
+
+    version = model_version_train(version_id=version.pk)
+
+    assert version is not None and version.status == VersionStatus.ACTIVE
+    assert not stack_dir(version.artifact_path).exists()
+    blend = blend_path(version.artifact_path)
+    assert not blend.exists() or blend.read_bytes() != leftover  # none, or the one this run fitted
+    assert version_stack(version.pk) is None
+    result = _home(catalog.profiles_by_cluster[0][0])
     assert not any(FAMILY_SOURCES & set(entry.sources) for entry in result.items)
 
 
