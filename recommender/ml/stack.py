@@ -196,12 +196,17 @@ def families_search(
     Returns (the best fit per family, its fit seconds, its parameters, the search table per family:
     one ``{"params", "precision_at_k", "seconds"}`` row per try).
     """
-    deadline = time.perf_counter() + config.search_seconds
+    started_search = time.perf_counter()
     rated = rated_matrix(data)
     relevant = held_out[users]
     key = f"precision_at_{config.k}"
     fitted, seconds, chosen, table = {}, {}, {}, {}
-    for name, base in config.families.items():
+    names = list(config.families)
+    for position, name in enumerate(names):
+        base = config.families[name]
+        # Each family's fair share of the budget, what earlier families left unused carried over:
+        # a slow first family cannot starve the grids of the others.
+        deadline = started_search + config.search_seconds * (position + 1) / len(names)
         rows: list[dict] = []
         resolved: dict = {}
         for entry in [{}, *FAMILIES[name].param_grid]:
