@@ -6,6 +6,7 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -103,6 +104,9 @@ def model_train(request: HttpRequest) -> HttpResponse:
         version = model_training_request(requested_by=request.user)
     except ApplicationError as error:  # TrainingAlreadyRunning, or a configuration the service refuses
         messages.error(request, error.message)
+        return redirect("models")
+    except ValidationError as error:  # the default configuration's fields (e.g. unknown families)
+        messages.error(request, "The training configuration is refused: " + "; ".join(error.messages))
         return redirect("models")
     except Exception as error:  # the broker refused the task: the service already marked the version failed
         logger.exception("dashboard.train_enqueue_failed user=%s", request.user.pk)

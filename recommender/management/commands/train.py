@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from recommender.models import ModelVersion, TrainingConfig, VersionStatus
@@ -41,6 +42,8 @@ class Command(BaseCommand):
             version = model_training_request(config=config, enqueue=not options["inline"])
         except TrainingAlreadyRunning as error:
             raise CommandError(error.message) from error
+        except ValidationError as error:  # a configuration the service refuses (e.g. unknown families)
+            raise CommandError("; ".join(error.messages)) from error
         self.stderr.write(
             f"Training v{version.pk} in this process."
             if options["inline"]
