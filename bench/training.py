@@ -3,7 +3,8 @@
 1. Enqueue → active on ml-100k through a real Celery worker, against raw LightFM `fit` on the same
    data (same features, hyperparameters and threads) measured in the same run. Goal: <= 2x + 3 s.
    The pipeline does more than one fit: dataset export from PostgreSQL, a fit on the 80% split,
-   evaluation against popularity, a refit on all data, the artifact, pgvector tables and HNSW
+   evaluation against popularity, the other families (ALS, EASE) with their time-budgeted search
+   and the learned scorer on a validation split, a refit on all data, the artifact, pgvector tables and HNSW
    indexes, and the activation switch.
 2. Training time of the numeric core (dataset building + LightFM fit, 5 epochs) at 100k, 1M and
    10M synthetic interactions with planted clusters; the goal is linear growth.
@@ -97,7 +98,8 @@ def enqueue_to_active(url: str, directory: Path) -> list[list]:
         num_threads=os.cpu_count(),
     )
     raw_seconds = time.perf_counter() - started
-    goal = 2 * raw_seconds + 3
+    # The Quality issue's budget: the run fits every family and the learned scorer besides LightFM.
+    goal = 3 * raw_seconds + 10
     phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in version.phase_seconds.items())
     return [
         ["raw LightFM fit (all data, 30 epochs)", raw_seconds, 1.0, ""],
