@@ -278,9 +278,14 @@ def pool_stack_scores(*, context: Context, item_ids: list[int], model_scores: np
     stack = version_stack(context.version_id)
     if stack is None or stack.choice == f"family:{VECTOR_FAMILY}":
         return None  # LightFM alone: the model score (or the version's blend) orders the pool
+    history = user_history(context=context, stack=stack)
+    if not (history.preferences > 0).any():
+        # No positive history: every family but LightFM folds in nothing, and the scorer was fitted on
+        # users with histories only. LightFM's vector (from side features, or the trained one) orders.
+        return None
     return stack.pool_scores(
         model_scores=model_scores,
         candidate_ids=np.asarray(item_ids, dtype=np.int64),
-        history=user_history(context=context, stack=stack),
+        history=history,
         memo=context.memo,
     )

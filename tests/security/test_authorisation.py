@@ -227,6 +227,7 @@ PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
     "rules-toggle": ("POST", _statuses(LOGIN, 403, 403, 200), True, {}),
     "data": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
     "data-import": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),
+    "data-import-interactions": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),
     "data-import-progress": ("GET", _statuses(LOGIN, 403, 403, 404), False, None),
     "health-live": ("GET", PUBLIC_READ, False, None),
     "health-ready": ("GET", PUBLIC_READ, False, None),

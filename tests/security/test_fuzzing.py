@@ -60,6 +60,8 @@ FEEDBACK_KINDS = {
         "catalog.migrations.0003_default_feedback_kinds"
     ).DEFAULT_KINDS
 }
+# Seeded by catalog/migrations/0007: implicit play counts, at least 0, no upper bound.
+FEEDBACK_KINDS["play"] = (0.0, None)
 
 
 def _narrowed_params(kind: str) -> dict[str, Any]:
