@@ -122,6 +122,24 @@ class ServedStack:
         )
         return self.ranker.score(features)
 
+    def catalogue_rows(self, catalogue_item_ids: np.ndarray) -> np.ndarray:
+        """Row of each stack item in a catalogue copy's ascending ``item_ids`` (-1: not in it), int64 (n,).
+
+        Kept for the last copy asked about: a copy lives for a cache generation, so this runs once per
+        generation, not per request.
+        """
+        cached = self.__dict__.get("_catalogue_rows")
+        if cached is not None and cached[0] is catalogue_item_ids:
+            return cached[1]
+        ids = np.asarray(self.item_ids.ids, dtype=np.int64)
+        positions = np.searchsorted(catalogue_item_ids, ids)
+        inside = positions < len(catalogue_item_ids)
+        found = np.zeros(len(ids), dtype=bool)
+        found[inside] = catalogue_item_ids[positions[inside]] == ids[inside]
+        rows = np.where(found, positions, -1).astype(np.int64)
+        self.__dict__["_catalogue_rows"] = (catalogue_item_ids, rows)
+        return rows
+
     def family_scores(self, name: str, history: History, memo: dict) -> np.ndarray:
         """One family's fold-in scores of the request's history over every item, computed once per request."""
         key = ("family_scores", name)

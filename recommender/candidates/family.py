@@ -13,6 +13,7 @@ import numpy as np
 from catalog.array_selectors import items_scored_filter
 from recommender.ml.similarity import top_k
 
+from ._catalogue import catalogue_memo
 from ._shared import source_filters
 from .base import Candidate, Context
 
@@ -42,11 +43,21 @@ class FamilySource:
         if context.seen_item_ids:
             seen = stack.item_ids.index_of(np.fromiter(context.seen_item_ids, dtype=np.int64), missing=-1)
             exclude[seen[seen >= 0]] = True
+        filters = source_filters(context)
+        memo = catalogue_memo(generation=context.generation)
+        if memo is not None:
+            # The process's catalogue copy answers the filters without a round trip.
+            allowed = memo.allowed(filters)
+            rows_of = stack.catalogue_rows(memo.item_ids)
+            exclude |= rows_of < 0
+            exclude[rows_of >= 0] |= ~allowed[rows_of[rows_of >= 0]]
+            chosen = top_k(scores, n, exclude=exclude)
+            return [Candidate(item_id=int(item_ids[i]), source=self.name, score=float(scores[i])) for i in chosen]
         chosen = top_k(scores, n * _OVERFETCH, exclude=exclude)
         rows = items_scored_filter(
             item_ids=[int(item_ids[i]) for i in chosen],
             scores=[float(scores[i]) for i in chosen],
             n=n,
-            filters=source_filters(context).item_filter(),
+            filters=filters.item_filter(),
         )
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in rows]
