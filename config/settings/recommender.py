@@ -82,3 +82,7 @@ TRAINING_SEARCH_SECONDS = env_float("TRAINING_SEARCH_SECONDS", 5.0)
 # Time budget of the learned ranker's LambdaRank fit at each training run (boosting stops at the
 # tree that crosses it; the trees so far serve). recommender/ml/ranker.py.
 TRAINING_RANKER_SECONDS = env_float("TRAINING_RANKER_SECONDS", 5.0)
+# Scores one training run's evaluation may compute (evaluated users × items): every test user while
+# it fits, else a uniform sample of budget / items users (recommender.ml.evaluation.users_within_budget).
+# 500M cells is all of a 100k-user × 5k-item catalogue, and 500 users at a million items.
+TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 500_000_000)

@@ -352,16 +352,21 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     model = fit(train, params, on_epoch=on_epoch, validation=validation)
 
     progress.enter(VersionStatus.EVALUATING)
-    version.metrics = evaluation.evaluate(model.score_items, split.train_positives, split.test_positives, k)
+    # Every scorer below is measured on the same users: all of them while users × items fits the
+    # budget, else a uniform sample of budget / items users (evaluation.users_within_budget).
+    evaluated = evaluation.users_within_budget(
+        split.test_positives, budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS, seed=snapshot["seed"]
+    )
+    version.metrics = evaluation.evaluate(model.score_items, split.train_positives, evaluated, k)
     popularity = evaluation.popularity_scores(split.train_positives)
-    version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, split.test_positives, k)
+    version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, evaluated, k)
     stack = stack_config(snapshot, dataclasses.asdict(dataclasses.replace(params, early_stopping_patience=None)))
     chosen = None
     if stack is not None:
         # Families and the learned scorer: chosen on validation data carved from `train`, measured
         # on this run's test split next to the LightFM metrics above (recommender/services/scorer.py).
         chosen, stack_metrics = scorer_evaluate(
-            train=train, test_positives=split.test_positives, lightfm_model=model, config=stack
+            train=train, test_positives=evaluated, lightfm_model=model, config=stack
         )
         version.metrics["stack"] = stack_metrics
     # Serving blend weights (recommender/blend.py), fitted for the evaluation model against the

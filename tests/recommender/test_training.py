@@ -188,3 +188,15 @@ def test_train_inline_command_runs_the_same_sequence(planted_catalog):
     assert (summary["status"], version.attempts, version.task_id) == (VersionStatus.ACTIVE, 1, "")
     assert active_version().pk == version.pk
     assert summary["gate_reason"] == version.gate_reason != ""
+
+
+@pytest.mark.django_db
+def test_evaluation_scores_a_bounded_sample_of_users_for_every_scorer(planted_catalog, settings):
+    # 60 items: a budget of 12 users' worth of cells evaluates 12 users, for the model, popularity and the stack.
+    settings.TRAINING_EVALUATION_BUDGET_CELLS = 12 * 60 + 59
+    version = train_inline()
+
+    assert version.metrics["n_users"] == 12
+    assert version.baseline_metrics["n_users"] == 12
+    assert version.metrics["stack"]["scorer"]["n_users"] == 12
+    assert {metrics["n_users"] for metrics in version.metrics["stack"]["families"].values()} == {12}

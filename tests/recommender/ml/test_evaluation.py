@@ -17,6 +17,7 @@ from recommender.ml.evaluation import (
     time_split,
     topk_metrics,
     topk_summary,
+    users_within_budget,
 )
 
 # User 0: item 0 seen in training; test items {1, 3}; after excluding item 0 the ranking is 1, 2, 3, 4.
@@ -157,3 +158,20 @@ def test_time_split_puts_newest_pairs_in_test():
     test_times = times.multiply(split.test_positives).data
     train_times = times.multiply(split.train_positives)
     assert test_times.min() > train_times.max()
+
+
+def test_users_within_budget_keeps_everyone_below_the_budget_and_a_seeded_sample_above():
+    rng = np.random.default_rng(3)
+    test = sp.csr_matrix((rng.random((40, 25)) < 0.2).astype(np.float32))
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+
+    assert (users_within_budget(test, budget_cells=len(users) * 25) != test).nnz == 0
+    sampled = users_within_budget(test, budget_cells=10 * 25 + 24, seed=1)
+    kept = np.flatnonzero(np.diff(sampled.indptr) > 0)
+    assert len(kept) == 10  # budget // items users, whatever the remainder
+    assert set(kept) <= set(users)
+    # Kept rows are whole: every held-out positive of a sampled user stays.
+    assert (sampled[kept] != test[kept]).nnz == 0
+    again = users_within_budget(test, budget_cells=10 * 25, seed=1)
+    assert np.array_equal(np.flatnonzero(np.diff(again.indptr) > 0), kept)
+    assert len(np.flatnonzero(np.diff(users_within_budget(test, budget_cells=1).indptr) > 0)) == 1
