@@ -86,3 +86,7 @@ TRAINING_RANKER_SECONDS = env_float("TRAINING_RANKER_SECONDS", 5.0)
 # it fits, else a uniform sample of budget / items users (recommender.ml.evaluation.users_within_budget).
 # 500M cells is all of a 100k-user × 5k-item catalogue, and 500 users at a million items.
 TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 500_000_000)
+# Memory an HNSW index build may ask PostgreSQL for (maintenance_work_mem, per build session): the
+# graph's estimate when it fits, capped here. Unset: a quarter of this machine's memory
+# (recommender/vectors/build.py). Set it when the database runs on another machine.
+VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) or None

@@ -30,12 +30,15 @@ Serving finds the tables through the active ModelVersion row, so activation is o
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
+from .build import hnsw_build_settings
 from .connection import binary_cursor, raw_connection, vectors_stack
 
 logger = logging.getLogger(__name__)
@@ -179,7 +182,7 @@ def vectors_publish(
             ["int8", "vector"],
             zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
         )
-    _build_indexes(tables)
+    _build_indexes(tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]))
     logger.info(
         "vectors.published version=%s items=%s users=%s dimension=%s",
         version_id,
@@ -251,9 +254,27 @@ def _score_dimension(table: str) -> int | None:
     return int(row[0]) if row else None
 
 
-def _build_indexes(tables: VersionTables) -> None:
+def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int) -> None:
+    build = hnsw_build_settings(
+        n_items=n_items, dimension=dimension, m=HNSW_M, budget_bytes=settings.VECTOR_INDEX_BUILD_MEMORY_BYTES
+    )
+    logger.info(
+        "vectors.index_build table=%s items=%s graph_mib=%.0f maintenance_work_mem=%s parallel_workers=%s",
+        tables.items,
+        n_items,
+        build.graph_bytes / 2**20,
+        build.maintenance_work_mem,
+        build.parallel_workers,
+    )
+    started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '256MB'")
+        # Session settings of this build only (a SET inside the publishing transaction's connection).
+        cursor.execute(
+            sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(build.maintenance_work_mem)).as_string()
+        )
+        cursor.execute(
+            sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(build.parallel_workers)).as_string()
+        )
         built = (
             (tables.item_ip_index, "score_vector", "vector_ip_ops"),
             (tables.item_cosine_index, "embedding", "vector_cosine_ops"),
@@ -276,6 +297,12 @@ def _build_indexes(tables: VersionTables) -> None:
             )
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.items)).as_string())
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.users)).as_string())
+        # The session goes on serving other statements (a worker's connection): back to the defaults.
+        cursor.execute("RESET maintenance_work_mem")
+        cursor.execute("RESET max_parallel_maintenance_workers")
+    logger.info(
+        "vectors.index_built table=%s indexes=%s seconds=%.2f", tables.items, len(built), time.perf_counter() - started
+    )
     for index, _, _ in built:
         if not index_is_valid(index):
             raise VectorIndexError(
