@@ -64,6 +64,10 @@ class StackConfig:
         (best measured first) while the budget lasts; the first entry is always fitted.
     ranker_seconds : float
         Time budget of the LambdaRank fit (boosting stops at the tree that crosses it).
+    evaluation_budget_cells : int
+        Scores the validation may compute (validation users × items): above it a seeded sample of
+        budget / items validation users is searched, pooled and learned on
+        (`evaluation.users_within_budget`).
     """
 
     families: dict[str, dict]
@@ -75,6 +79,7 @@ class StackConfig:
     min_validation_users: int = 50
     search_seconds: float = 60.0
     ranker_seconds: float = 20.0
+    evaluation_budget_cells: int = 500_000_000
     k: int = 10
     ranker_params: dict = field(default_factory=dict)
     num_threads: int = 0
@@ -290,7 +295,9 @@ def scorer_fit(
     )
     reduced = with_positives(data, split.train_positives, split.train_weights)
     rated = rated_matrix(reduced)
-    held_out = _held_out(split.test_positives, rated)
+    held_out = evaluation.users_within_budget(
+        _held_out(split.test_positives, rated), budget_cells=config.evaluation_budget_cells, seed=config.seed
+    )
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     families, fit_seconds, tuned, search = families_search(reduced, config, held_out, users, progress=progress)
     report: dict = {

@@ -69,6 +69,7 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
         pool_sizes=dict(settings.RECOMMENDER_STACK_POOL_SIZES),
         search_seconds=float(settings.TRAINING_SEARCH_SECONDS),
         ranker_seconds=float(settings.TRAINING_RANKER_SECONDS),
+        evaluation_budget_cells=int(settings.TRAINING_EVALUATION_BUDGET_CELLS),
     )
 
 

@@ -221,3 +221,13 @@ def test_pool_context_features_read_every_rated_item_as_serving_does(catalogue, 
     assert not set(vetoed) & set(candidates.tolist())  # a vetoed item is rated: never a candidate
     np.testing.assert_allclose(column["user_activity"], np.log1p(len(history)))
     np.testing.assert_allclose(column["feature_overlap"], feature_overlap(items.features, history, candidates))
+
+
+def test_validation_beyond_its_cell_budget_learns_on_a_seeded_sample_of_users(train, fast_params):
+    n_items = train.interactions.positives.shape[1]
+    result = scorer_fit(train, _config(fast_params, evaluation_budget_cells=25 * n_items, min_validation_users=10))
+
+    assert result.report["validation_users"] == 25
+    again = scorer_fit(train, _config(fast_params, evaluation_budget_cells=25 * n_items, min_validation_users=10))
+    assert again.report["validation_users"] == 25
+    assert again.report["validation"] == result.report["validation"]  # the same seeded users
