@@ -56,6 +56,13 @@ class ImportSummary:
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0
     seconds: float = 0.0
+    # Interaction rows read (good ones staged, whether or not a re-run adds them): the unit of
+    # the run's throughput, which bench/import_speed.py reads from the --json summary.
+    events: int = 0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def add(self, table: str, count: int) -> None:
         self.added[table] = self.added.get(table, 0) + max(count, 0)
@@ -74,6 +81,8 @@ class ImportSummary:
             "bad_rows": [{"file": row.file, "line": row.line, "reason": row.reason} for row in self.bad_rows],
             "bad_rows_truncated": self.bad_row_count > len(self.bad_rows),
             "seconds": round(self.seconds, 3),
+            "events": self.events,
+            "events_per_second": round(self.events_per_second, 1),
         }
 
 
@@ -150,19 +159,22 @@ def copy_binary_block(columns: list[tuple[str, np.ndarray]]) -> bytes:
     return _BINARY_HEADER + block.tobytes() + _BINARY_TRAILER
 
 
-def copy_binary(cursor, table: str, column_names: list[str], columns: list[tuple[str, np.ndarray]]) -> None:
-    """COPY numeric numpy columns into ``table`` (a staging table) in one binary write."""
+def copy_binary(cursor, table: str, column_names: list[str], columns: list[tuple[str, np.ndarray]]) -> int:
+    """COPY numeric numpy columns into ``table`` (a staging table) in one binary write; returns bytes sent."""
     statement = f"COPY {table} ({', '.join(column_names)}) FROM STDIN (FORMAT BINARY)"
+    block = copy_binary_block(columns)
     with cursor.copy(statement) as copy:
-        copy.write(copy_binary_block(columns))
+        copy.write(block)
+    return len(block)
 
 
-def copy_text(cursor, table: str, column_names: list[str], payload: bytes) -> None:
-    """COPY pre-formatted text bytes (see :func:`copy_text_lines`) into ``table``."""
+def copy_text(cursor, table: str, column_names: list[str], payload: bytes) -> int:
+    """COPY pre-formatted text bytes (see :func:`copy_text_lines`) into ``table``; returns bytes sent."""
     if not payload:
-        return
+        return 0
     with cursor.copy(f"COPY {table} ({', '.join(column_names)}) FROM STDIN") as copy:
         copy.write(payload)
+    return len(payload)
 
 
 def temp_table_create(cursor, name: str, columns_sql: str) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_int, env_str
+from config.env import env_float, env_int, env_str
 
 
 def database_from_url(url: str) -> dict:
@@ -79,6 +79,12 @@ if _options:
 # a request stuck behind a lock or a runaway query is cancelled and answered 503, not left hanging.
 WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 10_000)
 WEB_LOCK_TIMEOUT_MS = env_int("WEB_LOCK_TIMEOUT_MS", 3_000)
+# Bulk imports (catalog/importers/bulk.py): the memory one import transaction may use for its
+# sorts, hashes and index builds, and how large an import must be, as a share of the rows a
+# table already holds, before it drops and rebuilds that table's secondary indexes (which locks
+# the table until the import commits; docs/importing.md).
+IMPORT_MEMORY_BUDGET_BYTES = env_int("IMPORT_MEMORY_BUDGET_BYTES", 256 * 1024 * 1024)
+IMPORT_REBUILD_RATIO = env_float("IMPORT_REBUILD_RATIO", 0.25)
 _default["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 _default["CONN_HEALTH_CHECKS"] = True
 _default["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_default['NAME']}")}
