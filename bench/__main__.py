@@ -27,6 +27,7 @@ BENCHMARKS = [
     "load_feedback",
     "load_retrain",
     "generate_catalog",
+    "import_speed",
 ]
 
 

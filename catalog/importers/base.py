@@ -12,7 +12,6 @@ Every importer follows the same shape, so that a run is streaming, idempotent an
 
 from __future__ import annotations
 
-import io
 import struct
 import sys
 from collections.abc import Iterable
@@ -114,12 +113,26 @@ def copy_text_field(value: Any) -> str:
 
 
 def copy_text_lines(rows: Iterable[tuple]) -> bytes:
-    """Pre-format rows as COPY text bytes: one ``write`` per chunk is far cheaper than per row."""
-    buffer = io.StringIO()
+    """Pre-format rows as COPY text bytes: one ``write`` per chunk is far cheaper than per row.
+
+    Most rows need no escaping, and finding that out on the joined line takes a few C-level
+    string scans; a ``translate`` per field was 7 times slower (12 µs against 1.7 µs a row of the
+    generic importer, most of its Python time). A row whose joined text holds a backslash, a line
+    break or more tabs than separators is escaped field by field, exactly as before.
+    """
+    lines = []
     for row in rows:
-        buffer.write("\t".join(copy_text_field(value) for value in row))
-        buffer.write("\n")
-    return buffer.getvalue().encode("utf-8")
+        fields = ["" if value is None else str(value) for value in row]
+        line = "\t".join(fields)
+        if line.count("\t") != len(fields) - 1 or "\\" in line or "\n" in line or "\r" in line:
+            line = "\t".join(copy_text_field(value) for value in row)
+        elif None in row:
+            line = "\t".join("\\N" if value is None else text for value, text in zip(row, fields, strict=True))
+        lines.append(line)
+    if not lines:
+        return b""
+    lines.append("")
+    return "\n".join(lines).encode("utf-8")
 
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
