@@ -5,11 +5,11 @@ raised inside the importer (the transaction is rolled back in-process). This cov
 case: the `manage.py import_movielens` PROCESS dies with SIGKILL, so no Python code runs to
 roll anything back; PostgreSQL must discard the open transaction on its own.
 
-To kill it at a known point, ratings.csv is a named pipe that the test feeds: it writes more
-than one batch (with a 4 MiB import budget a batch is about 14,000 ratings, which the importer
-COPYs into staging and inserts into the real tables inside its transaction), then stops writing, so the importer blocks with its work
-uncommitted. The kill lands either while the server is still running the chunk's INSERT
-(``active``) or once it waits for the next chunk (``idle in transaction``). Counts are read
+To kill it at a known point, ratings.csv is a named pipe that the test feeds: it writes a few
+batches (with a 4 MiB import budget a batch is about 14,000 ratings, which the importer COPYs
+into staging and inserts into the real tables inside its transaction), then stops writing, so
+the importer blocks with its work uncommitted. The kill lands either while the server is still
+running a batch's INSERT (``active``) or once it waits for more rows (``idle in transaction``). Counts are read
 from another connection before and after the kill.
 """
 
