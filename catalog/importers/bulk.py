@@ -101,8 +101,8 @@ def rebuild_pays(*, incoming_rows: int, existing_rows: int, ratio: float | None 
     """Is dropping and rebuilding a table's secondary indexes cheaper than maintaining them?
 
     Measured on the synthetic load (bench/import_speed.py, docs/importing.md): keeping the
-    indexes costs about 15 times more per incoming row than a rebuild costs per stored row, so a
-    rebuild wins from about 7 % of the table. ``IMPORT_REBUILD_RATIO`` (default 0.25) asks for
+    indexes cost about 18 times more per incoming row than a rebuild costs per stored row, so a
+    rebuild wins from about 6–7 % of the table. ``IMPORT_REBUILD_RATIO`` (default 0.25) asks for
     more, because the rebuild also locks the table for the import's duration.
     """
     if ratio is None:
