@@ -113,10 +113,16 @@ def rebuild_pays(*, incoming_rows: int, existing_rows: int, ratio: float | None 
 
 
 def table_rows_estimate(cursor, table: str) -> int:
-    """The planner's row count (``reltuples``); an exact count when the table was never analysed."""
-    row = cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table]).fetchone()
-    if row is not None and row[0] >= 0:
-        return int(row[0])
+    """About how many rows ``table`` holds, as the planner reckons it: the last ANALYZE's rows
+    per page times the pages the table has now (so rows added since still count); an exact count
+    when there is no such statistic (never analysed, or analysed empty)."""
+    row = cursor.execute(
+        "SELECT reltuples, relpages, pg_relation_size(oid) / current_setting('block_size')::int "
+        "FROM pg_class WHERE oid = %s::regclass",
+        [table],
+    ).fetchone()
+    if row is not None and row[0] > 0 and row[1] > 0:
+        return int(row[0] / row[1] * row[2])
     return int(cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
