@@ -14,16 +14,16 @@ from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
-from recommender.generations import global_generation_fetch
+from recommender.generations import generations_fetch, global_generation_fetch
 from recommender.models import ModelVersion
 from recommender.ranking import pool_score
 from recommender.rerank.engine import rules_apply
-from recommender.rerank.services import impressions_record_fast
-from recommender.selectors import active_version, related_precomputed_fetch
+from recommender.selectors import active_version, home_precomputed_fetch, related_precomputed_fetch
 
 from . import home_cache
-from .context import context_build, read_scope, serving_version
+from .context import context_build, serving_version
 from .fallbacks import fallback_payload, serve_by_model
+from .impressions import impressions_record_behind
 from .results import Recommendations, payload_build, result_build
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,17 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
     return before, rules_apply(context=context, ranked=ranked, k=k, rules=None)
 
 
+def _home_ranked(context: Context, user_generation: int | None) -> list[PooledCandidate]:
+    """The user's precomputed pool while it is as new as their feedback, else the live pipeline."""
+    if user_generation is not None and context.version_id is not None and context.profile_id is not None:
+        stored = home_precomputed_fetch(
+            version_id=context.version_id, profile_id=context.profile_id, user_generation=user_generation
+        )
+        if stored is not None:
+            return stored
+    return ranked_candidates(context)
+
+
 def _model_payload(
     surface: Surface,
     *,
@@ -68,8 +79,9 @@ def _model_payload(
     k: int,
     rules,
     generation: int | None,
+    user_generation: int | None = None,
 ) -> dict:
-    """The model path of a surface: context, its ranked list (home: live; related: stored or live), the rules."""
+    """The model path of a surface: context, its ranked list (stored or live), then the rules."""
     assert version is not None  # serve_by_model runs the model path only with a version
     context = context_build(
         surface=surface,
@@ -79,7 +91,7 @@ def _model_payload(
         require_user_vector=surface == "home",
         generation=generation,
     )
-    ranked = ranked_candidates(context) if surface == "home" else _related_ranked(context)
+    ranked = _home_ranked(context, user_generation) if surface == "home" else _related_ranked(context)
     reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)
     return payload_build(reranked.items, version.pk, reranked.trace)
 
@@ -89,12 +101,20 @@ def _k_clean(k: int) -> int:
 
 
 def recommend_for_user(
-    *, profile: UserProfile | None, k: int = 10, rules=None, use_cache: bool = True
+    *,
+    profile: UserProfile | None,
+    k: int = 10,
+    rules=None,
+    use_cache: bool = True,
+    generations: tuple[int, int] | None = None,
 ) -> Recommendations:
     """The homepage list for ``profile`` (None: anonymous → popular and fresh, flagged as fallback).
 
-    Cached per user while no feedback, rule, item or model changes (see `home_cache`);
-    ``rules`` overrides the stored rules (and bypasses the cache). Impressions are recorded.
+    Cached per user while no feedback, rule, item or model changes (see `home_cache`); below the
+    cache, the user's precomputed pool (`home_precompute`) while it is fresh, else the live
+    pipeline. ``rules`` overrides the stored rules (and bypasses the cache). ``generations``, the
+    (global, user) pair when the caller read it with the profile, saves that query. Impressions
+    are recorded behind the response.
     """
     started = time.perf_counter()
     k = _k_clean(k)
@@ -106,10 +126,11 @@ def recommend_for_user(
             fallback_reason="anonymous",
             started=started,
         )
+    if generations is None:
+        generations = generations_fetch(profile_id=profile.pk)
+    generation, user_generation = generations
     use_cache = use_cache and rules is None
-    key, generation = (
-        home_cache.home_cache_key_and_generation(profile_id=profile.pk, k=k) if use_cache else (None, None)
-    )
+    key = home_cache.home_cache_key(profile_id=profile.pk, k=k, generations=generations) if use_cache else None
     cached = home_cache.home_cache_get(key) if key else None
     if cached is not None:
         result = result_build(
@@ -127,7 +148,14 @@ def recommend_for_user(
         payload, reason = serve_by_model(
             "home",
             lambda: _model_payload(
-                "home", version=version, profile=profile, item=None, k=k, rules=rules, generation=generation
+                "home",
+                version=version,
+                profile=profile,
+                item=None,
+                k=k,
+                rules=rules,
+                generation=generation,
+                user_generation=user_generation if rules is None else None,
             ),
             k=k,
             exclude=lambda: set(user_seen_item_ids(profile_id=profile.pk)),
@@ -155,13 +183,11 @@ def recommend_for_user(
 
 
 def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
-    if not item_ids:
-        return
     try:
-        with read_scope():
-            impressions_record_fast(profile_id=profile_id, item_ids=item_ids, surface="home")
+        impressions_record_behind(profile_id=profile_id, item_ids=item_ids, surface="home")
     except DatabaseError:
-        # Losing impressions only weakens "demote recently shown"; the page must still render.
+        # Inside a transaction the write is synchronous: losing impressions only weakens "demote
+        # recently shown"; the page must still render.
         logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
 
 
