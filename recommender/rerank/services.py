@@ -16,6 +16,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import metrics
+
 from .models import Impression, Rule
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: st
                 "BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", [profile_id, surface, unique_ids]
             )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
+    metrics.impressions_count(surface, len(unique_ids))
     return len(unique_ids)
 
 
@@ -64,6 +67,7 @@ def impressions_record(
         ]
     )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(rows))
+    metrics.impressions_count(surface, len(rows))
     return rows
 
 

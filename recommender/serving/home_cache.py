@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.core.cache import cache
 from django.db import connection
 
+from config import metrics
 from recommender.generations import generations_fetch
 
 HOME_TTL_SECONDS = 600
@@ -24,7 +25,9 @@ def home_cache_key_and_generation(*, profile_id: int, k: int) -> tuple[str, int]
 
 
 def home_cache_get(key: str) -> dict | None:
-    return cache.get(key)
+    cached = cache.get(key)
+    metrics.cache_lookup("home", hit=cached is not None)
+    return cached
 
 
 def home_cache_set(key: str, payload: dict) -> None:
