@@ -12,3 +12,10 @@ class ProjectConfig(AppConfig):
     name = "config"
     label = "project"
     verbose_name = "Project"
+
+    def ready(self) -> None:
+        from catalog.signals import feedback_recorded
+        from config.metrics import feedback_count
+
+        # After commit, once per stored event, whichever path stored it (API, pages, batches).
+        feedback_recorded.connect(feedback_count, dispatch_uid="config.metrics.feedback")

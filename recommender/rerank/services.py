@@ -10,11 +10,14 @@ transaction, so the new generation becomes visible exactly when the rule change 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
+
+from config import metrics
 
 from .models import Impression, Rule
 
@@ -48,6 +51,7 @@ def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: st
                 "BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", [profile_id, surface, unique_ids]
             )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
+    metrics.impressions_count(surface, len(unique_ids))
     return len(unique_ids)
 
 
@@ -74,6 +78,8 @@ def impressions_record_batch(rows: list[tuple[int, int, str, float]]) -> int:
         )
         written = cursor.rowcount
     logger.debug("impressions.batch_recorded rows=%s written=%s", len(rows), written)
+    for surface, count in Counter(surfaces).items():
+        metrics.impressions_count(surface, count)  # queued rows; those of deleted profiles or items included
     return written
 
 
@@ -90,6 +96,7 @@ def impressions_record(
         ]
     )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(rows))
+    metrics.impressions_count(surface, len(rows))
     return rows
 
 

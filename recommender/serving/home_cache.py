@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from catalog.models import UserProfile
+from config import metrics
 from recommender.generations import GENERATION_TABLE, GLOBAL_SCOPE, generations_fetch
 
 HOME_TTL_SECONDS = 600
@@ -53,7 +54,9 @@ def home_cache_key_and_generation(*, profile_id: int, k: int) -> tuple[str, int]
 
 
 def home_cache_get(key: str) -> dict | None:
-    return cache.get(key)
+    cached = cache.get(key)
+    metrics.cache_lookup("home", hit=cached is not None)
+    return cached
 
 
 def home_cache_set(key: str, payload: dict) -> None:

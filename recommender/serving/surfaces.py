@@ -12,6 +12,7 @@ from django.db import DatabaseError
 
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
+from config import metrics
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.generations import generations_fetch, global_generation_fetch
@@ -41,6 +42,7 @@ def ranked_candidates(context: Context) -> list[PooledCandidate]:
 
 def _related_ranked(context: Context) -> list[PooledCandidate]:
     stored = related_precomputed_fetch(version_id=context.version_id, item_id=context.item_id)
+    metrics.cache_lookup("related", hit=stored is not None)
     return stored if stored is not None else ranked_candidates(context)
 
 
@@ -65,6 +67,7 @@ def _home_ranked(context: Context, user_generation: int | None) -> list[PooledCa
         stored = home_precomputed_fetch(
             version_id=context.version_id, profile_id=context.profile_id, user_generation=user_generation
         )
+        metrics.cache_lookup("home_precomputed", hit=stored is not None)
         if stored is not None:
             return stored
     return ranked_candidates(context)
@@ -100,6 +103,7 @@ def _k_clean(k: int) -> int:
     return max(1, min(int(k), K_MAX))
 
 
+@metrics.surface_observed
 def recommend_for_user(
     *,
     profile: UserProfile | None,
@@ -191,6 +195,7 @@ def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
         logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
 
 
+@metrics.surface_observed
 def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None) -> Recommendations:
     """Items related to ``item``: the precomputed list when present (else live), then the rules."""
     started = time.perf_counter()
