@@ -84,7 +84,7 @@ SERVING_SECONDS = Histogram(
 )
 CACHE_HITS = Counter(
     "recsys_serving_cache_hits_total",
-    "Lookups answered from the surface's cache (home: the homepage cache; related: the precomputed lists).",
+    "Lookups answered from a serving cache (home, related: the result caches; *_precomputed: the stored lists).",
     ["surface"],
     registry=REGISTRY,
 )

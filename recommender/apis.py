@@ -18,7 +18,6 @@ from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import Item, UserProfile
 from config.strict_json import StrictSerializer
 
 from . import serving
@@ -172,11 +171,14 @@ class ItemRelatedApi(APIView):
     )
     def get(self, request, external_id: str):
         k = _k_from(request)
-        item = Item.objects.filter(external_id=external_id).first()
-        if item is None or (not item.is_active and not _is_staff(request)):
+        # The item, the visitor's profile and the cache generations in one round trip.
+        found = serving.item_viewer_generations(
+            external_id, user_id=request.user.pk if request.user.is_authenticated else None
+        )
+        if found is None or (not found[0].is_active and not _is_staff(request)):
             raise exceptions.NotFound(f"No item with external id {external_id!r}.")
-        profile = UserProfile.objects.filter(user=request.user).first() if request.user.is_authenticated else None
-        result = serving.related_items(item=item, k=k, profile=profile)
+        item, profile, generations = found
+        result = serving.related_items(item=item, k=k, profile=profile, generations=generations)
         return Response(recommendations_data(result))
 
 

@@ -103,7 +103,10 @@ def test_a_scrape_after_traffic_shows_each_named_series(staff_client, django_cap
     assert delta(before, after, "recsys_serving_cache_misses_total", surface="home") == 2
     assert delta(before, after, "recsys_serving_cache_hits_total", surface="home") == 1
     # Related lists are precomputed after the activation commits, which a test transaction never does.
-    assert delta(before, after, "recsys_serving_cache_misses_total", surface="related") == 1
+    assert delta(before, after, "recsys_serving_cache_misses_total", surface="related_precomputed") == 1
+    assert delta(before, after, "recsys_serving_cache_misses_total", surface="related") == 1  # the result cache
+    # Below the homepage cache, the stored pool: none in a test transaction (the newcomer has no vector).
+    assert delta(before, after, "recsys_serving_cache_misses_total", surface="home_precomputed") == 1
     assert delta(before, after, "recsys_serving_fallbacks_total", surface="home", reason="unknown_user") == 1
     assert delta(before, after, "recsys_serving_fallbacks_total", surface="related", reason="unknown_user") == 0
     # Impressions of every homepage answer: the user's two lists and the newcomer's fallback.

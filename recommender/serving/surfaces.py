@@ -21,7 +21,7 @@ from recommender.ranking import pool_score
 from recommender.rerank.engine import rules_apply
 from recommender.selectors import active_version, home_precomputed_fetch, related_precomputed_fetch
 
-from . import home_cache
+from . import home_cache, related_cache
 from .context import context_build, serving_version
 from .fallbacks import fallback_payload, serve_by_model
 from .impressions import impressions_record_behind
@@ -42,7 +42,7 @@ def ranked_candidates(context: Context) -> list[PooledCandidate]:
 
 def _related_ranked(context: Context) -> list[PooledCandidate]:
     stored = related_precomputed_fetch(version_id=context.version_id, item_id=context.item_id)
-    metrics.cache_lookup("related", hit=stored is not None)
+    metrics.cache_lookup("related_precomputed", hit=stored is not None)
     return stored if stored is not None else ranked_candidates(context)
 
 
@@ -196,33 +196,73 @@ def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
 
 
 @metrics.surface_observed
-def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None) -> Recommendations:
-    """Items related to ``item``: the precomputed list when present (else live), then the rules."""
+def related_items(
+    *,
+    item: Item,
+    k: int = 10,
+    profile: UserProfile | None = None,
+    generations: tuple[int, int] | None = None,
+    use_cache: bool = True,
+) -> Recommendations:
+    """Items related to ``item``: cached, else the precomputed list when present (else live), then the rules.
+
+    ``generations``, the (global, visitor) pair when the caller read it with the item, saves that
+    query; the cache key embeds both (see `related_cache`).
+    """
     started = time.perf_counter()
     k = _k_clean(k)
     # Read before the model path (it was read for the item rows anyway): stages may use memos keyed by it.
-    generation = global_generation_fetch()
-    version = serving_version(generation)
-
-    payload, reason = serve_by_model(
-        "related",
-        lambda: _model_payload(
-            "related", version=version, profile=profile, item=item, k=k, rules=None, generation=generation
-        ),
-        k=k,
-        exclude=lambda: {item.pk},
-        version=version,
-        profile_id=profile.pk if profile else None,
-        item_id=item.pk,
+    if generations is None:
+        generations = (
+            generations_fetch(profile_id=profile.pk) if profile is not None else (global_generation_fetch(), 0)
+        )
+    generation = generations[0]
+    key = (
+        related_cache.related_cache_key(
+            item_id=item.pk, k=k, profile_id=profile.pk if profile else None, generations=generations
+        )
+        if use_cache
+        else None
     )
-    result = result_build(
-        "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
-    )
+    cached = related_cache.related_cache_get(key) if key else None
+    metrics.cache_lookup("related", hit=cached is not None)
+    if cached is not None:
+        result = result_build(
+            "related",
+            cached["payload"],
+            fallback=cached["fallback"],
+            fallback_reason=cached["fallback_reason"],
+            cached=True,
+            started=started,
+            generation=generation,
+        )
+    else:
+        version = serving_version(generation)
+        payload, reason = serve_by_model(
+            "related",
+            lambda: _model_payload(
+                "related", version=version, profile=profile, item=item, k=k, rules=None, generation=generation
+            ),
+            k=k,
+            exclude=lambda: {item.pk},
+            version=version,
+            profile_id=profile.pk if profile else None,
+            item_id=item.pk,
+        )
+        if key and reason in ("", "no_active_model"):
+            # Errors are not cached: the next request retries the model path.
+            related_cache.related_cache_set(
+                key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason}
+            )
+        result = result_build(
+            "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
+        )
     logger.info(
-        "serving.related item=%s version=%s items=%s fallback=%s ms=%.1f",
+        "serving.related item=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
         item.pk,
         result.version_id,
         len(result.items),
+        result.cached,
         result.fallback_reason or "no",
         result.milliseconds,
     )
