@@ -174,7 +174,10 @@ def recommend_for_user(
             "home", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
     _impressions_record(profile.pk, [entry.item.pk for entry in result.items])
-    logger.info(
+    # A hit is logged at DEBUG: formatting and writing the line cost a tenth of the hit, and the
+    # hit rate and latency are in /metrics (config/metrics.py).
+    logger.log(
+        logging.DEBUG if result.cached else logging.INFO,
         "serving.home profile=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
         profile.pk,
         result.version_id,
@@ -257,7 +260,8 @@ def related_items(
         result = result_build(
             "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
-    logger.info(
+    logger.log(
+        logging.DEBUG if result.cached else logging.INFO,
         "serving.related item=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
         item.pk,
         result.version_id,
