@@ -166,3 +166,60 @@ def test_the_run_stops_at_its_time_budget_most_recently_active_users_first(train
 def test_the_task_skips_a_version_that_is_not_active(trained):
     assert home_lists_precompute_task(trained.version.pk + 1000)["skipped"] is True
     assert home_lists_precompute_task(trained.version.pk)["users"] > 0
+
+
+def _stored_generation(version_id: int, profile_id: int) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [home_table(version_id)])
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            sql.SQL("SELECT user_generation FROM {} WHERE profile_id = %s")
+            .format(sql.Identifier(home_table(version_id)))
+            .as_string(connection.connection),
+            [profile_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_precomputes_after_activation_and_refreshes_after_feedback(celery_worker_process):
+    from catalog.services import feedback_record
+    from recommender.models import ModelVersion, VersionStatus
+    from recommender.services.training import model_training_request
+    from tests.recommender.conftest import build_planted_catalog, wait_for
+
+    catalog = build_planted_catalog(users_per_cluster=15, items_per_cluster=30, ratings_per_user=10)
+    requested = model_training_request()
+    version = wait_for(
+        lambda: ModelVersion.objects.filter(pk=requested.pk, status=VersionStatus.ACTIVE).first(),
+        timeout=180,
+        message="training never activated",
+        on_timeout=celery_worker_process.output,
+    )
+    profile = catalog.profiles_by_cluster[0][0]
+    before = wait_for(
+        lambda: (
+            _stored_generation(version.pk, profile.pk) is not None and home_precompute_coverage(version_id=version.pk)
+        ),
+        timeout=180,
+        message="the activation's homepage precomputation never landed",
+        on_timeout=celery_worker_process.output,
+    )
+    assert before["users"] > 0
+
+    unseen = next(
+        item for item in catalog.items_by_cluster[0] if not Feedback.objects.filter(user=profile, item=item).exists()
+    )
+    feedback_record(profile=profile, item=unseen, kind="rating", value=5)
+    generation = generations_fetch(profile_id=profile.pk)[1]
+    wait_for(
+        lambda: _stored_generation(version.pk, profile.pk) == generation,
+        timeout=120,
+        message="the refresh after feedback never landed",
+        on_timeout=celery_worker_process.output,
+    )
+    stored = home_precomputed_fetch(version_id=version.pk, profile_id=profile.pk, user_generation=generation)
+    assert stored is not None and unseen.pk not in {c.item_id for c in stored}  # the rating is in the row
