@@ -12,3 +12,10 @@ class ProjectConfig(AppConfig):
     name = "config"
     label = "project"
     verbose_name = "Project"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from config.db_router import replica_pins_check
+
+        checks.register(replica_pins_check)

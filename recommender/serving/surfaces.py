@@ -12,6 +12,7 @@ from django.db import DatabaseError
 
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
+from config.db_router import replica_reads
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.generations import global_generation_fetch
@@ -88,6 +89,7 @@ def _k_clean(k: int) -> int:
     return max(1, min(int(k), K_MAX))
 
 
+@replica_reads  # reads on a replica when configured (config.db_router)
 def recommend_for_user(
     *, profile: UserProfile | None, k: int = 10, rules=None, use_cache: bool = True
 ) -> Recommendations:
@@ -165,6 +167,7 @@ def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
         logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
 
 
+@replica_reads
 def related_items(*, item: Item, k: int = 10, profile: UserProfile | None = None) -> Recommendations:
     """Items related to ``item``: the precomputed list when present (else live), then the rules."""
     started = time.perf_counter()
