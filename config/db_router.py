@@ -94,7 +94,9 @@ def user_reads_pin(*, profile_id: int) -> None:
     """After this transaction commits, keep the user's reads on the primary until a replica has it."""
     if not replica_aliases() or settings.DATABASE_REPLICA_PIN_SECONDS == 0:
         return
-    transaction.on_commit(lambda: _pin_record(profile_id), using=DEFAULT_DB_ALIAS)
+    # robust: the write has committed; a pin lost to a cache outage is logged by Django and costs
+    # at most one read as stale as the replica's lag, not an error page for a stored rating.
+    transaction.on_commit(lambda: _pin_record(profile_id), using=DEFAULT_DB_ALIAS, robust=True)
 
 
 def replica_has_replayed(alias: str, lsn: str) -> bool:
