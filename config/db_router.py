@@ -50,6 +50,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def reading_alias() -> str:
     return alias
 
 
-def reading_connection():
+def reading_connection() -> BaseDatabaseWrapper:
     """The Django connection a serving read uses (``django.db.connection`` when no replica applies)."""
     return connections[reading_alias()]
 
@@ -132,7 +133,7 @@ def serving_reads(*, profile_id: int | None) -> Iterator[str]:
     Nested scopes keep the outer choice, so a `primary_reads` block stays on the primary.
     """
     if _serving_alias.get() is not None:
-        yield _serving_alias.get() or DEFAULT_DB_ALIAS
+        yield reading_alias()
         return
     token = _serving_alias.set(_replica_choose(profile_id))
     try:
