@@ -153,14 +153,20 @@ def primary_reads_scope() -> Iterator[None]:
 
 def replica_reads(function: Callable[P, R]) -> Callable[P, R]:
     """Decorator for a serving surface: its reads go to a replica; the user comes from its
-    ``profile`` keyword argument (a `UserProfile` or None)."""
+    ``profile`` keyword argument (a `UserProfile` or None). Cache generations passed in by the
+    caller (``generations``) are dropped when the reads go to a replica (see the comment below)."""
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if not replica_aliases():
             return function(*args, **kwargs)
         profile: Any = kwargs.get("profile")
-        with serving_reads(profile_id=getattr(profile, "pk", None)):
+        with serving_reads(profile_id=getattr(profile, "pk", None)) as alias:
+            if alias != DEFAULT_DB_ALIAS and kwargs.get("generations") is not None:
+                # Generations the caller read on the primary (the API's profile lookup) must not
+                # key data read from a replica that may not have them yet: a stale list would be
+                # cached under the new key. The surface re-reads them on the replica instead.
+                kwargs["generations"] = None
             return function(*args, **kwargs)
 
     return wrapper

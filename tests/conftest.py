@@ -24,17 +24,24 @@ def _migration_seeded_rows(request):
 
     Transactional tests (``transaction=True``, ``live_server``) end by flushing every table, and
     ``serialized_rollback`` does not reliably restore them under pytest-django, so a later
-    transactional test would start without them. Seeding is idempotent.
+    transactional test would start without them. Seeding is idempotent. At the end, the
+    impressions still queued behind responses are written (`recommender.serving.impressions`).
     """
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker is not None and marker.kwargs.get("transaction")) or any(
         name in request.fixturenames for name in ("transactional_db", "live_server")
     )
     if not transactional:
+        yield
         return
     request.getfixturevalue("transactional_db")
     from recommender.selectors import default_training_config
+    from recommender.serving.impressions import WRITER
     from tests.factories import feedback_kinds_ensure
 
     feedback_kinds_ensure()
     default_training_config()
+    yield
+    # Before the tables are flushed: impressions queued by this test's requests are written (or
+    # skipped, their rows gone) now, never into the next test's tables.
+    WRITER.stop()

@@ -38,6 +38,7 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
+from config import metrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,6 +83,7 @@ def movielens_layout_detect(directory: Path) -> str:
     )
 
 
+@metrics.import_observed("movielens")
 def movielens_import(*, directory: Path, progress: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
     """Import one MovieLens folder in one transaction; returns what was added and skipped."""
     directory = Path(directory)

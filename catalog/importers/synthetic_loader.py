@@ -26,6 +26,7 @@ from catalog.importers.base import (
     temp_table_create,
 )
 from catalog.importers.synthetic import CatalogPlan
+from config import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ USER_PREFIX = "syn-user-"
 PROVIDER_PREFIX = "syn-provider-"
 
 
+@metrics.import_observed("synthetic")
 def synthetic_catalog_generate(*, plan: CatalogPlan, progress: bool = True) -> ImportSummary:
     """Load ``plan`` into the catalogue; refuses to mix with a different synthetic plan."""
     summary = ImportSummary(source=plan.signature(), layout="synthetic")
