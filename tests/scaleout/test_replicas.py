@@ -175,7 +175,7 @@ def test_a_rating_is_visible_on_the_next_homepage_while_the_replica_lags(stack):
         # still has the old one, so B gets the list cached under the old key.
         _generation_bump_elsewhere(stack.pair, b_id)
         b_during = stack.homepage(b_external)
-        assert b_during["cached"] is True, "B's read saw the primary's new generation: it did not go to the replica"
+        assert b_during["cached"] is True, "B's list was keyed by the primary's generation, not the replica's"
         assert b_during["items"] == b_before["items"]
 
         # A rates their top item; the standby cannot have it (replay is paused) ...
