@@ -13,6 +13,7 @@ from django.db import DatabaseError
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
 from config import metrics
+from config.db_router import replica_reads
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.generations import generations_fetch, global_generation_fetch
@@ -104,6 +105,7 @@ def _k_clean(k: int) -> int:
 
 
 @metrics.surface_observed
+@replica_reads  # reads on a replica when configured (config.db_router)
 def recommend_for_user(
     *,
     profile: UserProfile | None,
@@ -199,6 +201,7 @@ def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
 
 
 @metrics.surface_observed
+@replica_reads
 def related_items(
     *,
     item: Item,
