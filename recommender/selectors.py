@@ -8,6 +8,8 @@ from contextlib import nullcontext
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
+from config.db_router import reading_connection
+
 from .candidates.base import PooledCandidate
 from .models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
 
@@ -67,8 +69,12 @@ def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation:
     """
     table = sql.Identifier(home_table(version_id))
     try:
-        # A savepoint only inside a transaction: in autocommit a missing table fails on its own.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        # On a replica when serving reads go there (the generation it is compared with was read
+        # there too). A savepoint only inside a transaction: in autocommit a missing table fails
+        # on its own.
+        reader = reading_connection()
+        savepoint = transaction.atomic(using=reader.alias) if reader.in_atomic_block else nullcontext()
+        with savepoint, reader.cursor() as cursor:
             cursor.execute(
                 sql.SQL(
                     "SELECT stored.user_generation, stored.item_ids, stored.scores, stored.candidates, "
@@ -77,7 +83,7 @@ def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation:
                     "FROM {} AS stored WHERE stored.profile_id = %s"
                 )
                 .format(table)
-                .as_string(connection.connection),
+                .as_string(reader.connection),
                 [profile_id],
             )
             row = cursor.fetchone()
