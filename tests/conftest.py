@@ -18,6 +18,16 @@ def movielens_100k_dir() -> Path:
     return directory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _impression_writer_stopped_at_the_end():
+    """The impression writer's thread holds a connection while it has work: end it before the
+    test database is dropped (``DROP DATABASE`` refuses while any session uses it)."""
+    yield
+    from recommender.serving.impressions import WRITER
+
+    WRITER.stop()
+
+
 @pytest.fixture(autouse=True)
 def _migration_seeded_rows(request):
     """Put back the rows the migrations seed (feedback kinds, the default training config).
