@@ -19,9 +19,10 @@ def movielens_100k_dir() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _impression_writer_stopped_at_the_end():
+def _impression_writer_stopped_at_the_end(django_db_setup):
     """The impression writer's thread holds a connection while it has work: end it before the
-    test database is dropped (``DROP DATABASE`` refuses while any session uses it)."""
+    test database is dropped (``DROP DATABASE`` refuses while any session uses it). Set up after
+    ``django_db_setup``, so torn down before it."""
     yield
     from recommender.serving.impressions import WRITER
 
