@@ -49,6 +49,7 @@ from catalog.importers.base import (
 from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
 from catalog.importers.tables import Table, TableFormat, lines_estimate, table_open
 from catalog.services.feedback import FEEDBACK_VALUE_LIMIT
+from config import metrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -171,6 +172,7 @@ def _text(value: str, what: str, limit: int) -> str:
     return value
 
 
+@metrics.import_observed("interactions")
 def interactions_import(
     *,
     path: Path,

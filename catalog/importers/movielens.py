@@ -40,6 +40,7 @@ from catalog.importers.base import (
 )
 from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
 from catalog.importers.tables import lines_estimate
+from config import metrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -83,6 +84,7 @@ def movielens_layout_detect(directory: Path) -> str:
     )
 
 
+@metrics.import_observed("movielens")
 def movielens_import(*, directory: Path, progress: bool = True, budget: ImportBudget | None = None) -> ImportSummary:
     """Import one MovieLens folder in one transaction; returns what was added and skipped."""
     directory = Path(directory)

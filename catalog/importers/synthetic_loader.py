@@ -37,6 +37,7 @@ from catalog.importers.bulk import (
 )
 from catalog.importers.synthetic import CatalogPlan
 from catalog.sql import ITEM_FEATURE_TABLE, ITEM_TABLE
+from config import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ USER_PREFIX = "syn-user-"
 PROVIDER_PREFIX = "syn-provider-"
 
 
+@metrics.import_observed("synthetic")
 def synthetic_catalog_generate(
     *, plan: CatalogPlan, progress: bool = True, budget: ImportBudget | None = None
 ) -> ImportSummary:

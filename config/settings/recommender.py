@@ -90,3 +90,17 @@ TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 5
 # graph's estimate when it fits, capped here. Unset: a quarter of this machine's memory
 # (recommender/vectors/build.py). Set it when the database runs on another machine.
 VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) or None
+
+# Homepage impressions are written behind the response (recommender/serving/impressions.py): a
+# per-process buffer flushed by a thread every this many seconds, in one insert. "Demote recently
+# shown" sees them at most this late.
+IMPRESSIONS_FLUSH_SECONDS = env_float("IMPRESSIONS_FLUSH_SECONDS", 0.2)
+
+# The buffer's bound while the database refuses writes: the oldest rows past it are dropped
+# (telemetry, logged). 200k rows hold about 20k requests, ~40 MB.
+IMPRESSIONS_BUFFER_ROWS = env_int("IMPRESSIONS_BUFFER_ROWS", 200_000)
+
+# Homepage pools precomputed after each activation (recommender/services/home_precompute.py): users
+# in order of their latest feedback until this many seconds are spent; the rest are served live,
+# with the same list. A row is refreshed after that user's feedback. 0 turns it off.
+HOME_PRECOMPUTE_SECONDS = env_float("HOME_PRECOMPUTE_SECONDS", 300.0)
