@@ -18,6 +18,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.authentication import lookup_arm, lookup_result
 from config.strict_json import StrictSerializer
 
 from . import serving
@@ -140,6 +141,12 @@ class UserRecommendationsApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
+    def initial(self, request, *args, **kwargs):
+        # A token's statement also reads the profile asked for and its cache generations: on a
+        # cache hit, the request's only round trip (docs/serving.md, "What a hit costs").
+        lookup_arm(request, **serving.profile_lookup_sql(kwargs["external_id"]))
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         operation_id="users_recommendations",
         parameters=[KInputSerializer],
@@ -152,8 +159,9 @@ class UserRecommendationsApi(APIView):
     )
     def get(self, request, external_id: str):
         k = _k_from(request)
-        # The profile and its cache generations in one round trip: on a cache hit, the only one.
-        found = serving.profile_with_generations(external_id)
+        answered, found = lookup_result(request)
+        if not answered:  # a session: the profile and its generations in one statement of their own
+            found = serving.profile_with_generations(external_id)
         if found is None:
             raise exceptions.NotFound(f"No user with external id {external_id!r}.")
         profile, generations = found

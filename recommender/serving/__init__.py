@@ -11,7 +11,7 @@
 Views, APIs and the dashboard import the surfaces from here.
 """
 
-from .home_cache import profile_with_generations
+from .home_cache import profile_lookup_sql, profile_with_generations
 from .impressions import impressions_flush
 from .related_cache import item_viewer_generations
 from .results import Recommendations, RecommendedItem
@@ -24,6 +24,7 @@ __all__ = [
     "impressions_flush",
     "item_viewer_generations",
     "pipeline_preview",
+    "profile_lookup_sql",
     "profile_with_generations",
     "recommend_for_user",
     "related_items",

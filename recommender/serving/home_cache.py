@@ -28,18 +28,41 @@ _PROFILE_WITH_GENERATIONS = (
 )
 
 
+# The same columns joined to another statement's row (the token's: `profile_lookup_sql`).
+_PROFILE_COLUMNS = (
+    ", profile.id, profile.user_id, profile.external_id, profile.created_at, "
+    f"coalesce((SELECT generation FROM {GENERATION_TABLE} WHERE scope = %s), 0), "
+    f"coalesce((SELECT generation FROM {GENERATION_TABLE} WHERE scope = 'user:' || profile.id), 0)"
+)
+
+
+def _profile_read(row) -> tuple[UserProfile, tuple[int, int]] | None:
+    profile_id, user_id, external, created_at, global_generation, user_generation = row
+    if profile_id is None:
+        return None
+    profile = UserProfile.from_db(
+        connection.alias, ["id", "user_id", "external_id", "created_at"], [profile_id, user_id, external, created_at]
+    )
+    return profile, (int(global_generation), int(user_generation))
+
+
 def profile_with_generations(external_id: str) -> tuple[UserProfile, tuple[int, int]] | None:
     """The profile with this external id and its (global, user) generations, in one round trip."""
     with connection.cursor() as cursor:
         cursor.execute(_PROFILE_WITH_GENERATIONS, [GLOBAL_SCOPE, external_id])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    profile_id, user_id, external, created_at, global_generation, user_generation = row
-    profile = UserProfile(id=profile_id, user_id=user_id, external_id=external, created_at=created_at)
-    profile._state.adding = False  # a row read from the database, as the ORM would mark it
-    profile._state.db = connection.alias
-    return profile, (int(global_generation), int(user_generation))
+    return None if row is None else _profile_read(row)
+
+
+def profile_lookup_sql(external_id: str) -> dict:
+    """The same read as `profile_with_generations`, as parts to join to the token's statement
+    (`config.authentication.lookup_arm`): a token-authenticated hit then costs one round trip."""
+    return {
+        "columns": _PROFILE_COLUMNS,
+        "join": "LEFT JOIN catalog_userprofile AS profile ON profile.external_id = %s",
+        "params": [GLOBAL_SCOPE, external_id],
+        "read": _profile_read,
+    }
 
 
 def home_cache_key(*, profile_id: int, k: int, generations: tuple[int, int]) -> str:
