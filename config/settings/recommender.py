@@ -90,3 +90,15 @@ TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 5
 # graph's estimate when it fits, capped here. Unset: a quarter of this machine's memory
 # (recommender/vectors/build.py). Set it when the database runs on another machine.
 VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) or None
+
+# pgvector HNSW (recommender/vectors/store.py builds, recommender/vectors/pgvector.py queries).
+# Chosen from the recall/latency curve measured at 1M items (`python -m bench.ann_recall --curve`,
+# docs/operations.md "ANN settings"): the cheapest point with recall@10 >= 0.98 against exact
+# top-10 for user -> items and item -> items. m and ef_construction apply to the next build.
+VECTOR_HNSW_M = env_int("VECTOR_HNSW_M", 16)
+VECTOR_HNSW_EF_CONSTRUCTION = env_int("VECTOR_HNSW_EF_CONSTRUCTION", 64)
+# Candidate list of each HNSW scan (pgvector's maximum is 1000); set once per serving connection.
+VECTOR_HNSW_EF_SEARCH = env_int("VECTOR_HNSW_EF_SEARCH", 1000)
+# Tuples an iterative scan (hnsw.iterative_scan = relaxed_order) may visit before it stops and a
+# short filtered answer is re-asked exactly (so filtered queries still return k rows).
+VECTOR_HNSW_MAX_SCAN_TUPLES = env_int("VECTOR_HNSW_MAX_SCAN_TUPLES", 50_000)
