@@ -58,7 +58,7 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
         elif name == "ease":
             # Every training interaction (low ratings included) as binary input: on ml-100k this
             # input took the stack from 1.04x to 1.07x exact EASE's precision@10 (docs/training.md).
-            families[name] = {"input": "rated"}
+            families[name] = {"input": "rated", "fit_seconds": float(settings.TRAINING_EASE_FIT_SECONDS)}
         else:
             families[name] = {}
     return StackConfig(
