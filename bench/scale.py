@@ -223,8 +223,9 @@ def build_steps(args, url: str, env: dict[str, str], logs: Path, rows: list[Row]
     run_measured([python, "manage.py", "migrate", "--noinput", "-v0"], env, logs / "migrate.log")
 
     version = _marked(manage_on(url, "shell", "-c", _VERSION_SCRIPT, env=env).stdout, "VERSION")
+    output = ""
     if args.reuse_model and version is not None:
-        rows.append(Row("train", note=f"reused active v{version['id']}"))
+        rows.append(Row("train", note=f"reused active v{version['id']}: trained before this run, its phases below"))
     else:
         wall, rss, output = run_measured([python, "manage.py", "train", "--inline", "--json"], env, logs / "train.log")
         version = _marked(manage_on(url, "shell", "-c", _VERSION_SCRIPT, env=env).stdout, "VERSION")
@@ -238,18 +239,16 @@ def build_steps(args, url: str, env: dict[str, str], logs: Path, rows: list[Row]
             f"v{version['id']}, {version['n_items']:,} items, P@10 {version['precision']:.4f}, "
             f"scorer {version['choice']}; goal <= 600 s and <= 6 GiB: {goal}"
         )
-        index_seconds = [line for line in output.splitlines() if "vectors.index_built" in line]
-        # jsonb does not keep key order: the run's own order.
-        order = ["building_dataset", "training", "evaluating", "publishing"]
-        for phase, seconds in sorted(
-            version["phase_seconds"].items(), key=lambda p: order.index(p[0]) if p[0] in order else 9
-        ):
-            note = ""
-            if phase == "publishing" and index_seconds:
-                note = "HNSW builds " + index_seconds[-1].rsplit("seconds=", 1)[-1] + " s"
-            rows.append(
-                Row(f"  phase {phase}", wall=seconds, rss=version["phase_peak_rss_mib"].get(phase, ""), note=note)
-            )
+    index_seconds = [line for line in output.splitlines() if "vectors.index_built" in line]
+    # jsonb does not keep key order: the run's own order.
+    order = ["building_dataset", "training", "evaluating", "publishing"]
+    for phase, seconds in sorted(
+        version["phase_seconds"].items(), key=lambda p: order.index(p[0]) if p[0] in order else 9
+    ):
+        note = ""
+        if phase == "publishing" and index_seconds:
+            note = "HNSW builds " + index_seconds[-1].rsplit("seconds=", 1)[-1] + " s"
+        rows.append(Row(f"  phase {phase}", wall=seconds, rss=version["phase_peak_rss_mib"].get(phase, ""), note=note))
 
     wall, rss, output = run_measured(
         [python, "manage.py", "shell", "-c", _PRECOMPUTE_SCRIPT], env, logs / "related.log"

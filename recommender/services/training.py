@@ -399,7 +399,15 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         progress.epoch(offset + epoch, version.epochs_total)
 
     train = _with_interactions(data, split.train_positives, split.train_weights)
-    validation = split.test_positives if params.early_stopping_patience is not None else None
+    # Early stopping ranks its validation users against every item each epoch: the same cell budget
+    # (and seeded sample) as the evaluation, so an epoch's check does not grow with users × items.
+    validation = (
+        evaluation.users_within_budget(
+            split.test_positives, budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS, seed=snapshot["seed"]
+        )
+        if params.early_stopping_patience is not None
+        else None
+    )
     model = fit(train, params, on_epoch=on_epoch, validation=validation)
 
     progress.enter(VersionStatus.EVALUATING)
