@@ -66,7 +66,13 @@ def blend_train(
         return None
     started = time.perf_counter()
     if model is not None and held_out is not None:
-        fitted = blend_fit_with_model(data, model, held_out)
+        fitted = blend_fit_with_model(
+            data,
+            model,
+            held_out,
+            budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS,
+            fit_seconds=settings.TRAINING_EASE_FIT_SECONDS,
+        )
     else:
         fitted = blend_fit_on_validation(data, params)
     model_precision = next(v for key, v in fitted.validation.items() if key.startswith("model_precision"))
@@ -88,7 +94,7 @@ def blend_train(
 
 def blend_store(*, fitted: BlendModel, data: TrainingData, artifact_path: str | Path) -> BlendModel:
     """Refit B and popularity on ``data`` (what the served model saw), keep the frozen weights, save."""
-    served = blend_model_build(fitted, data)
+    served = blend_model_build(fitted, data, fit_seconds=settings.TRAINING_EASE_FIT_SECONDS)
     served.save(blend_path(artifact_path))
     _cache_clear()
     return served

@@ -25,7 +25,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 """Maps user indices, shape (b,), to scores, shape (b, n_items); larger means recommend first."""
 
 # Cap on floats scored at once; 4M float64 is ~32 MB.
-_MAX_BATCH_CELLS = 4_000_000
+MAX_BATCH_CELLS = 4_000_000
 
 
 class Split(NamedTuple):
@@ -247,7 +247,7 @@ def ranking_metrics(
     test_bool = (test_bool - test_bool.multiply(train_bool)).tocsr()
     test_bool.eliminate_zeros()
     users = np.flatnonzero(np.diff(test_bool.indptr) > 0)
-    batch_size = batch_size or max(1, _MAX_BATCH_CELLS // max(n_items, 1))
+    batch_size = batch_size or max(1, MAX_BATCH_CELLS // max(n_items, 1))
     out: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]

@@ -140,7 +140,7 @@ class FitPlan:
 
 
 def tail_regressors(n: int, params: EaseParams) -> int:
-    """Regressors of each tail column: ``tail_neighbours``, or fewer when the tail would outgrow half the serving budget.
+    """Regressors of each tail column: ``tail_neighbours``, or fewer once the tail would pass half the serving budget.
 
     ``min(tail_neighbours, serving_budget // (2·n·8))``, at least 1: the tail columns and the head
     rows share the serving copy, so with many items each tail column gets fewer entries rather than
