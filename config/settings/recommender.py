@@ -50,6 +50,13 @@ ITEM_ROWS_BUDGET_BYTES = env_int("ITEM_ROWS_BUDGET_BYTES", 64 * 1024 * 1024)
 # crossover.
 VECTOR_EXACT_INDEX_BUDGET_BYTES = env_int("VECTOR_EXACT_INDEX_BUDGET_BYTES", 20_000 * (66 * 4 + 9))
 
+# Loaded models each serving process keeps (recommender/memo.py VersionModels): the stacks' families
+# (recommender/stacking.py) and the blends' item-item weights (recommender/blend.py), half each, by
+# their byte counts, most recently used first; the newest is always kept. Formerly a fixed three
+# versions each, which at a million items (EASE's 256 MiB serving copy, ALS and LightFM factors of
+# 1M rows) is several GiB per process. 1 GiB keeps every recent ml-100k version.
+SERVING_MODELS_BUDGET_BYTES = env_int("SERVING_MODELS_BUDGET_BYTES", 1024 * 1024 * 1024)
+
 # The per-process catalogue copy the content-based and fresh sources scan (items and their feature
 # postings, recommender/candidates/_catalogue.py). The default holds the former fixed limits,
 # 50k items and 500k postings; a larger catalogue is answered by SQL.
