@@ -69,7 +69,7 @@ def blend_train(
             model,
             held_out,
             budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS,
-            fit_seconds=settings.TRAINING_EASE_FIT_SECONDS,
+            fit_seconds=settings.TRAINING_FAMILY_FIT_SECONDS,
         )
     else:
         fitted = blend_fit_on_validation(data, params)
@@ -92,7 +92,7 @@ def blend_train(
 
 def blend_store(*, fitted: BlendModel, data: TrainingData, artifact_path: str | Path) -> BlendModel:
     """Refit B and popularity on ``data`` (what the served model saw), keep the frozen weights, save."""
-    served = blend_model_build(fitted, data, fit_seconds=settings.TRAINING_EASE_FIT_SECONDS)
+    served = blend_model_build(fitted, data, fit_seconds=settings.TRAINING_FAMILY_FIT_SECONDS)
     served.save(blend_path(artifact_path))
     _cache_clear()
     return served

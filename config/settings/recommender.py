@@ -93,11 +93,12 @@ TRAINING_RANKER_SECONDS = env_float("TRAINING_RANKER_SECONDS", 5.0)
 # it fits, else a uniform sample of budget / items users (recommender.ml.evaluation.users_within_budget).
 # 500M cells is all of a 100k-user × 5k-item catalogue, and 500 users at a million items.
 TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 500_000_000)
-# Time budget of each EASE fit in a training run (recommender/ml/families/ease.py, fit_seconds): the
-# exact head is what this machine's measured flop rate inverts in half of it, the tail columns are
-# solved in popularity order in the rest. A run fits EASE three times (search, evaluation, serving).
-# Catalogues whose exact fit is cheap (ml-100k: 0.3 s; lastfm-2k through the dual solver) never reach it.
-TRAINING_EASE_FIT_SECONDS = env_float("TRAINING_EASE_FIT_SECONDS", 60.0)
+# Time budget of each family fit inside a training run's stack (recommender/services/scorer.py):
+# EASE's fit_seconds (the exact head is what this machine's measured flop rate inverts in half of it,
+# the tail columns are solved most popular first in the rest; fitted three times a run) and the
+# validation search's LightFM fit (epochs stop after the one crossing it; the served LightFM model is
+# never cut). Catalogues whose fits are cheap (ml-100k: EASE 0.3 s, LightFM 3 s) never reach it.
+TRAINING_FAMILY_FIT_SECONDS = env_float("TRAINING_FAMILY_FIT_SECONDS", 60.0)
 # Memory an HNSW index build may ask PostgreSQL for (maintenance_work_mem, per build session): the
 # graph's estimate when it fits, capped here. Unset: a quarter of this machine's memory
 # (recommender/vectors/build.py). Set it when the database runs on another machine.
