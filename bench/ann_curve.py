@@ -158,7 +158,15 @@ def build_copy(version_id: int, copy_id: int, m: int, ef_construction: int, n_it
 
 
 def curve(
-    *, table_version: int, arrays, users: list[int], items: list[int], ef_values: list[int], k: int, build: str
+    *,
+    table_version: int,
+    arrays,
+    users: list[int],
+    items: list[int],
+    ef_values: list[int],
+    k: int,
+    build: str,
+    overfetches: list[float],
 ) -> list[dict]:
     """One row per (query kind, ef_search): recall@k mean and min, share of full answers, p50/p99 ms."""
     version = active_version()
@@ -205,8 +213,9 @@ def curve(
         cases["item->items dot"].append((item_id, AnnFilters(), _exact(embeddings @ embeddings[row], allowed, ids, k)))
 
     results = []
-    for ef_search in ef_values:
+    for ef_search, overfetch in [(ef, over) for over in overfetches for ef in ef_values]:
         index = pgvector.PgvectorIndex(table_version, ef_search=ef_search)
+        pgvector.RELAXED_OVERFETCH = overfetch  # read by nearest_statement at each query
         for name, queries in cases.items():
             recalls, full, times = [], 0, []
             for query, filters, expected in queries:
@@ -226,6 +235,7 @@ def curve(
                     "build": build,
                     "query": name,
                     "ef_search": ef_search,
+                    "overfetch": overfetch,
                     "n": len(queries),
                     "recall": float(np.mean(recalls)) if recalls else float("nan"),
                     "min_recall": float(np.min(recalls)) if recalls else float("nan"),
@@ -245,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ef-search", default="40,100,200,400,1000", help="Comma-separated hnsw.ef_search values, or 'serving'."
     )
+    parser.add_argument("--overfetch", default="2", help="Comma-separated pool factors (rows read = factor x k).")
     parser.add_argument("--builds", default="", help="Other m:ef_construction pairs to build and measure, e.g. 24:100.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", default="", help="Also write the rows to this file.")
@@ -255,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     if version is None:
         print("no active version: nothing to measure")
         return 0
+    overfetches = (
+        [pgvector.RELAXED_OVERFETCH]
+        if args.ef_search == "serving"
+        else [float(value) for value in args.overfetch.split(",") if value]
+    )
     # "serving": the one point serving uses (bench.scale's recall rows).
     ef_values = (
         [pgvector.DEFAULT_EF_SEARCH]
@@ -274,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         ef_values=ef_values,
         k=args.k,
         build=f"m={settings.VECTOR_HNSW_M} efc={settings.VECTOR_HNSW_EF_CONSTRUCTION} (published)",
+        overfetches=overfetches,
     )
     build_seconds = {}
     for pair in [value for value in args.builds.split(",") if value]:
@@ -299,12 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         f"HNSW recall@{args.k} against exact top-{args.k} of the same vectors, v{version.pk}, "
         f"{len(arrays[0]):,} items (serving query: filters in the scan, iterative scan, "
         f"max_scan_tuples={pgvector.MAX_SCAN_TUPLES})",
-        ["index", "query", "ef_search", "n", "recall", "min", "full answers", "p50 ms", "p99 ms"],
+        ["index", "query", "ef_search", "overfetch", "n", "recall", "min", "full answers", "p50 ms", "p99 ms"],
         [
             [
                 r["build"],
                 r["query"],
                 r["ef_search"],
+                r["overfetch"],
                 r["n"],
                 r["recall"],
                 r["min_recall"],

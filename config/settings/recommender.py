@@ -112,6 +112,9 @@ VECTOR_HNSW_M = env_int("VECTOR_HNSW_M", 16)
 VECTOR_HNSW_EF_CONSTRUCTION = env_int("VECTOR_HNSW_EF_CONSTRUCTION", 64)
 # Candidate list of each HNSW scan (pgvector's maximum is 1000); set once per serving connection.
 VECTOR_HNSW_EF_SEARCH = env_int("VECTOR_HNSW_EF_SEARCH", 1000)
+# Each ANN query reads this many times k rows from the index (iterative scans go on past ef_search
+# to fill them), re-sorts them by exact distance and keeps k: recall rises with it.
+VECTOR_HNSW_OVERFETCH = env_float("VECTOR_HNSW_OVERFETCH", 2.0)
 # Tuples an iterative scan (hnsw.iterative_scan = relaxed_order) may visit before it stops and a
 # short filtered answer is re-asked exactly (so filtered queries still return k rows).
 VECTOR_HNSW_MAX_SCAN_TUPLES = env_int("VECTOR_HNSW_MAX_SCAN_TUPLES", 50_000)

@@ -55,8 +55,9 @@ logger = logging.getLogger(__name__)
 # are applied once per database connection (`connection_settings_apply`).
 DEFAULT_EF_SEARCH = int(settings.VECTOR_HNSW_EF_SEARCH)
 MAX_SCAN_TUPLES = int(settings.VECTOR_HNSW_MAX_SCAN_TUPLES)
-# The index is asked for this many times k rows, re-sorted exactly, and cut to k.
-RELAXED_OVERFETCH = 2.0
+# The index is asked for this many times k rows, re-sorted exactly, and cut to k
+# (settings.VECTOR_HNSW_OVERFETCH; a larger pool lifts recall at a small cost, see docs/operations.md).
+RELAXED_OVERFETCH = float(settings.VECTOR_HNSW_OVERFETCH)
 NORM_DAMPED_POOL_FACTOR = 10
 NORM_DAMPED_MIN_POOL = 200
 # A short approximate answer is re-asked exactly only for list-sized k (a norm-damped pool asks
