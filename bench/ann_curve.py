@@ -117,7 +117,9 @@ def _exact(scores: np.ndarray, allowed: np.ndarray, ids: np.ndarray, k: int) -> 
     return {int(ids[i]) for i in top_k(masked[None, :], k)[0] if np.isfinite(masked[i])}
 
 
-def build_copy(version_id: int, copy_id: int, m: int, ef_construction: int, n_items: int, dimension: int) -> float:
+def build_copy(
+    version_id: int, copy_id: int, m: int, ef_construction: int, n_items: int, dimension: int, user_only: bool = False
+) -> float:
     """Copy a version's item table to ``copy_id`` and build its three HNSW indexes; returns build seconds."""
     source, target = store.VersionTables(version_id), store.VersionTables(copy_id)
     build = hnsw_build_settings(
@@ -133,11 +135,12 @@ def build_copy(version_id: int, copy_id: int, m: int, ef_construction: int, n_it
         cursor.execute(f"SET maintenance_work_mem = '{build.maintenance_work_mem}'")
         cursor.execute(f"SET max_parallel_maintenance_workers = {build.parallel_workers}")
         started = time.perf_counter()
-        for index, column, ops in (
+        indexes = [
             (target.item_ip_index, "score_vector", "vector_ip_ops"),
             (target.item_cosine_index, "embedding", "vector_cosine_ops"),
             (target.item_embedding_ip_index, "embedding", "vector_ip_ops"),
-        ):
+        ]
+        for index, column, ops in indexes[:1] if user_only else indexes:
             cursor.execute(
                 sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})")
                 .format(
@@ -167,6 +170,7 @@ def curve(
     k: int,
     build: str,
     overfetches: list[float],
+    user_only: bool = False,
 ) -> list[dict]:
     """One row per (query kind, ef_search): recall@k mean and min, share of full answers, p50/p99 ms."""
     version = active_version()
@@ -217,6 +221,8 @@ def curve(
         index = pgvector.PgvectorIndex(table_version, ef_search=ef_search)
         pgvector.RELAXED_OVERFETCH = overfetch  # read by nearest_statement at each query
         for name, queries in cases.items():
+            if user_only and not name.startswith("user"):
+                continue  # that copy has no embedding indexes: its item queries would be exact scans
             recalls, full, times = [], 0, []
             for query, filters, expected in queries:
                 started = time.perf_counter()
@@ -257,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overfetch", default="2", help="Comma-separated pool factors (rows read = factor x k).")
     parser.add_argument("--builds", default="", help="Other m:ef_construction pairs to build and measure, e.g. 24:100.")
+    parser.add_argument(
+        "--builds-user-only", action="store_true", help="Build only the score-vector index (user -> items) per pair."
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", default="", help="Also write the rows to this file.")
     args = parser.parse_args(argv)
@@ -297,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         m, ef_construction = (int(part) for part in pair.split(":"))
         copy_id = 900_000 + os.getpid() % 1000
         try:
-            seconds = build_copy(version.pk, copy_id, m, ef_construction, len(arrays[0]), dimension)
+            seconds = build_copy(
+                version.pk, copy_id, m, ef_construction, len(arrays[0]), dimension, args.builds_user_only
+            )
             label = f"m={m} efc={ef_construction}"
             build_seconds[label] = seconds
             print(f"built {label} in {seconds:.0f} s", file=sys.stderr)
@@ -309,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 ef_values=ef_values,
                 k=args.k,
                 build=label,
+                overfetches=overfetches,
+                user_only=args.builds_user_only,
             )
         finally:
             store.vectors_drop(version_id=copy_id)
