@@ -36,7 +36,7 @@ COPY --chown=app:app . .
 # nothing connects to it during collectstatic, and the throwaway SECRET_KEY never leaves this layer.
 RUN DATABASE_URL=postgresql://build@localhost/build SECRET_KEY=collectstatic-only \
     python manage.py collectstatic --noinput \
-    && mkdir -p /app/var/models && chown -R app:app /app/var
+    && mkdir -p /app/var/models /app/var/metrics && chown -R app:app /app/var
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "-c", "python:config.gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]

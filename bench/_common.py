@@ -7,6 +7,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MOVIELENS = REPO.parent / "shared" / "datasets" / "ml-100k"
@@ -47,8 +48,9 @@ def scratch_database(name: str, *, keep: bool = False):
 
     base = os.environ.get("DATABASE_URL")
     if base:
-        admin_url = base.rsplit("/", 1)[0] + "/postgres" + ("?" + base.split("?", 1)[1] if "?" in base else "")
-        url = base.split("?")[0].rsplit("/", 1)[0] + f"/{name}" + ("?" + base.split("?", 1)[1] if "?" in base else "")
+        # Swap the path (the database name) only: a socket URL keeps ``?host=/dir`` in its query.
+        parts = urlsplit(base)
+        admin_url, url = (urlunsplit(parts._replace(path=f"/{database}")) for database in ("postgres", name))
     else:
         sys.path.insert(0, str(REPO))
         from config.embedded_postgres import ensure_running

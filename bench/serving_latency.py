@@ -16,7 +16,9 @@ psycopg (the serving HNSW settings, one connection, user vectors of the version)
 query with an HTTP round trip to a trivial endpoint (``/health/live``) as the server floor.
 Quote ratios against these: other processes share this 2-core machine.
 
-Goal (issue 4): uncached homepage p50 <= 15 ms and p99 <= 50 ms at 1 client.
+Goals at 1 client: uncached homepage p50 <= 10 ms and p99 <= 50 ms (issues 4 and 12), live and from
+the precomputed pool (``manage.py precompute --home`` runs between the two); cached homepage p50
+<= 2x the HTTP floor (issue 12).
 
 Usage: python -m bench.serving_latency [--quick] [--keep-database]
 """
@@ -34,7 +36,10 @@ from pathlib import Path
 from bench._common import REPO, manage, movielens_dir, print_table, scratch_database
 from bench.serving_load_common import GunicornServer, http_request, latency_summary, manage_on, server_env
 
-GOAL_P50_MS, GOAL_P99_MS = 15.0, 50.0
+# Issue 12 at ml-100k: uncached homepage p50 <= 10 ms (the p99 goal kept from issue 4), and a
+# cached one within 2x the same server's trivial endpoint.
+GOAL_P50_MS, GOAL_P99_MS = 10.0, 50.0
+CACHED_GOAL_FLOORS = 2.0
 WORKERS, THREADS = 3, 2
 
 _SETUP_SCRIPT = """
@@ -220,9 +225,37 @@ def measure(url: str, *, quick: bool) -> list[list]:
                     verdict,
                 ]
             )
+        # Every user's pool stored (seed 000); users not asked before then miss the cache and read their row.
+        home = manage_on(url, "precompute", "--home", "--json", env=server_env(url))
+        print("PRECOMPUTED " + home.stdout.strip().splitlines()[-1], file=sys.stderr)
+        for clients in (1, 8):
+            fresh = users[offset : offset + uncached_per_phase]
+            offset += uncached_per_phase
+            summary = run_phase(
+                server.port,
+                clients=clients,
+                token=token,
+                paths=[f"/api/v1/users/{user}/recommendations?k=10" for user in fresh],
+            )
+            verdict = ""
+            if clients == 1:
+                verdict = "yes" if summary["p50_ms"] <= GOAL_P50_MS and summary["p99_ms"] <= GOAL_P99_MS else "NO"
+            rows.append(
+                [
+                    "homepage, uncached, precomputed pool",
+                    clients,
+                    summary["requests"],
+                    summary["p50_ms"],
+                    summary["p99_ms"],
+                    verdict,
+                ]
+            )
         hot = [f"/api/v1/users/{user}/recommendations?k=10" for user in warm_users[:20]]
         for clients in (1, 8):
             summary = run_repeated(server.port, clients=clients, paths=hot, token=token, requests=cached_requests)
+            verdict = ""
+            if clients == 1:
+                verdict = "yes" if summary["p50_ms"] <= CACHED_GOAL_FLOORS * floor["p50_ms"] else "NO"
             rows.append(
                 [
                     "homepage, cached (20 warmed users)",
@@ -230,7 +263,7 @@ def measure(url: str, *, quick: bool) -> list[list]:
                     summary["requests"],
                     summary["p50_ms"],
                     summary["p99_ms"],
-                    "",
+                    verdict,
                 ]
             )
 
@@ -262,6 +295,7 @@ def measure(url: str, *, quick: bool) -> list[list]:
         log_path.unlink(missing_ok=True)
     for row in rows:
         row.insert(5, round(row[3] / raw["p50_ms"], 1))
+        row.insert(6, round(row[3] / floor["p50_ms"], 1))
     return rows
 
 
@@ -297,12 +331,15 @@ def main(argv: list[str] | None = None) -> int:
             "p50 ms",
             "p99 ms",
             "p50 / raw pgvector p50",
-            f"goal p50<={GOAL_P50_MS:.0f} p99<={GOAL_P99_MS:.0f}",
+            "p50 / HTTP floor p50",
+            f"goal: uncached p50<={GOAL_P50_MS:.0f} p99<={GOAL_P99_MS:.0f}; "
+            f"cached p50<={CACHED_GOAL_FLOORS:.0f}x floor",
         ],
         rows,
         note="Client-side wall time per request (keep-alive). `raw pgvector` is the bare HNSW inner-product query "
         "through psycopg in the same run; `HTTP floor` a trivial endpoint through the same server. "
-        "Uncached homepage requests each ask for a different user, so every one runs the whole pipeline.",
+        "Uncached homepage requests each ask for a different user: live ones run the whole pipeline, precomputed "
+        "ones read the user's stored pool and apply the rules.",
     )
     return 0
 

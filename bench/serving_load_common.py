@@ -91,6 +91,8 @@ class GunicornServer:
             sys.executable,
             "-m",
             "gunicorn",
+            "-c",
+            "python:config.gunicorn",
             "config.wsgi",
             "--bind",
             f"127.0.0.1:{self.port}",

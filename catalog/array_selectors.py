@@ -20,6 +20,7 @@ from psycopg import sql
 
 from catalog.models import ValueTransform
 from catalog.sql import POSITIVE_RATING, feedback_in_force_sql, feedback_positive_sql, item_filter_clauses
+from config.db_router import reading_connection
 
 FETCH_BATCH = 200_000
 
@@ -122,7 +123,8 @@ def _where(filters: dict, item_column: str, *, glue: str = " AND ") -> tuple[sql
 
 
 def _rows(statement: sql.Composable | str, params: Any) -> list[tuple]:
-    with connection.cursor() as cursor:
+    # The serving read connection: a replica inside a routed serving call (config.db_router).
+    with reading_connection().cursor() as cursor:
         text = statement.as_string(cursor.connection) if isinstance(statement, sql.Composable) else statement
         cursor.execute(text, params)
         return cursor.fetchall()

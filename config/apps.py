@@ -12,3 +12,14 @@ class ProjectConfig(AppConfig):
     name = "config"
     label = "project"
     verbose_name = "Project"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from catalog.signals import feedback_recorded
+        from config.db_router import replica_pins_check
+        from config.metrics import feedback_count
+
+        # After commit, once per stored event, whichever path stored it (API, pages, batches).
+        feedback_recorded.connect(feedback_count, dispatch_uid="config.metrics.feedback")
+        checks.register(replica_pins_check)

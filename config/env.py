@@ -62,6 +62,11 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from error
 
 
+def environment_with(**overrides: str) -> dict[str, str]:
+    """This process's environment with ``overrides``: the environment of a child process to start."""
+    return {**os.environ, **overrides}
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":

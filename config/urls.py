@@ -3,9 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.lockout import LockoutLoginView
+from config.metrics_scrape import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Prometheus' default metrics path; staff or METRICS_TOKEN only (config/metrics_scrape.py).
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("catalog.api_urls")),

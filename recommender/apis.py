@@ -18,7 +18,6 @@ from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import Item, UserProfile
 from config.strict_json import StrictSerializer
 
 from . import serving
@@ -84,9 +83,17 @@ class RecommendationsOutputSerializer(serializers.Serializer):
 
 
 def _k_from(request) -> int:
+    params = request.query_params
+    # The common shapes, answered as the serializer would (its field validation cost a cached
+    # request about a tenth of its time): no k at all, or a plain positive integer.
+    if not params:
+        return 10
+    value = params.get("k")
+    if len(params) == 1 and value is not None and value.isascii() and value.isdigit() and int(value) >= 1:
+        return min(int(value), serving.K_MAX)
     # A plain dict, not the QueryDict: DRF reads "?k=" from a QueryDict as "not given" (HTML form
     # rules) and would serve the default; for this API an empty k is a malformed k.
-    serializer = KInputSerializer(data=request.query_params.dict())
+    serializer = KInputSerializer(data=params.dict())
     serializer.is_valid(raise_exception=True)
     return min(serializer.validated_data["k"], serving.K_MAX)
 
@@ -145,10 +152,14 @@ class UserRecommendationsApi(APIView):
     )
     def get(self, request, external_id: str):
         k = _k_from(request)
-        profile = get_object_or_404(UserProfile, external_id=external_id)
+        # The profile and its cache generations in one round trip: on a cache hit, the only one.
+        found = serving.profile_with_generations(external_id)
+        if found is None:
+            raise exceptions.NotFound(f"No user with external id {external_id!r}.")
+        profile, generations = found
         if not (_is_staff(request) or profile.user_id == request.user.pk):
             raise exceptions.PermissionDenied("You may only read your own recommendations.")
-        result = serving.recommend_for_user(profile=profile, k=k)
+        result = serving.recommend_for_user(profile=profile, k=k, generations=generations)
         return Response(recommendations_data(result))
 
 
@@ -168,11 +179,14 @@ class ItemRelatedApi(APIView):
     )
     def get(self, request, external_id: str):
         k = _k_from(request)
-        item = Item.objects.filter(external_id=external_id).first()
-        if item is None or (not item.is_active and not _is_staff(request)):
+        # The item, the visitor's profile and the cache generations in one round trip.
+        found = serving.item_viewer_generations(
+            external_id, user_id=request.user.pk if request.user.is_authenticated else None
+        )
+        if found is None or (not found[0].is_active and not _is_staff(request)):
             raise exceptions.NotFound(f"No item with external id {external_id!r}.")
-        profile = UserProfile.objects.filter(user=request.user).first() if request.user.is_authenticated else None
-        result = serving.related_items(item=item, k=k, profile=profile)
+        item, profile, generations = found
+        result = serving.related_items(item=item, k=k, profile=profile, generations=generations)
         return Response(recommendations_data(result))
 
 

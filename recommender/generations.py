@@ -19,6 +19,8 @@ import logging
 
 from django.db import connection
 
+from config import db_router
+
 logger = logging.getLogger(__name__)
 
 GENERATION_TABLE = "rec_cache_generation"
@@ -49,14 +51,15 @@ def global_generation_bump() -> int:
 
 
 def user_generation_bump(*, profile_id: int) -> int:
-    """That user's cached homepage goes stale (their feedback changed)."""
+    """That user's cached homepage goes stale (their feedback changed); their next reads see it."""
+    db_router.user_reads_pin(profile_id=profile_id)
     return generation_bump(scope=user_scope(profile_id))
 
 
 def generations_fetch(*, profile_id: int) -> tuple[int, int]:
     """(global generation, user generation); 0 for a scope never bumped."""
     scope = user_scope(profile_id)
-    with connection.cursor() as cursor:
+    with db_router.reading_connection().cursor() as cursor:
         cursor.execute(
             f"SELECT scope, generation FROM {GENERATION_TABLE} WHERE scope IN (%s, %s)", [GLOBAL_SCOPE, scope]
         )
@@ -66,7 +69,7 @@ def generations_fetch(*, profile_id: int) -> tuple[int, int]:
 
 def global_generation_fetch() -> int:
     """The ``global`` generation alone."""
-    with connection.cursor() as cursor:
+    with db_router.reading_connection().cursor() as cursor:
         cursor.execute(f"SELECT generation FROM {GENERATION_TABLE} WHERE scope = %s", [GLOBAL_SCOPE])
         row = cursor.fetchone()
     return int(row[0]) if row else 0

@@ -3,9 +3,10 @@
 Every catalogue signal is sent after commit, so these run once the write is durable:
 
 - feedback recorded or deleted → fold the user's vector in (synchronously, milliseconds) and
-  bump that user's cache generation, so the next homepage request reflects it;
+  bump that user's cache generation, so the next homepage request reflects it, and queue the
+  refresh of their precomputed homepage pool;
 - item created or changed → a cold-start vector from its features, and a global cache bump;
-- model activated → global cache bump and the related-items precomputation task;
+- model activated → global cache bump and the related-items and homepage precomputation tasks;
 - re-ranking rule saved or deleted → global cache bump.
 
 A failed fold-in must not turn a stored rating into an error page: it is logged with its
@@ -33,6 +34,29 @@ def on_feedback_changed(sender, *, profile_id: int, item_id: int, **kwargs) -> N
     except Exception:
         logger.exception("realtime.fold_in_failed profile=%s item=%s", profile_id, item_id)
     generations.user_generation_bump(profile_id=profile_id)
+    _home_refresh_enqueue(profile_id)
+
+
+def _home_refresh_enqueue(profile_id: int) -> None:
+    """Queue the refresh of the user's stored homepage pool, where the active version has them.
+
+    The bump above already made the old row stale (served live until the refresh lands). Many
+    events in a burst queue many refreshes; each recomputes at the generation it reads, and the
+    upsert keeps the newest, so the burst converges on one fresh row.
+    """
+    from recommender.selectors import active_version, home_table
+    from recommender.services.precompute_tables import table_exists
+
+    try:
+        version = active_version()
+        if version is None or not table_exists(home_table(version.pk)) or not _broker_serves_this_database():
+            return
+        from recommender.tasks import home_list_refresh_task
+
+        home_list_refresh_task.apply_async(args=[profile_id])
+    except Exception:
+        # The row stays stale, so the user is served live: slower, never wrong.
+        logger.exception("precompute.home_refresh_enqueue_failed profile=%s", profile_id)
 
 
 def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) -> None:
@@ -70,14 +94,15 @@ def on_model_activated(sender, *, version_id: int, **kwargs) -> None:
     if not _broker_serves_this_database():
         logger.info("precompute.enqueue_skipped version=%s reason=broker_on_another_database", version_id)
         return
-    from recommender.tasks import related_items_precompute_task
+    from recommender.tasks import home_lists_precompute_task, related_items_precompute_task
 
     def enqueue() -> None:
-        try:
-            related_items_precompute_task.apply_async(args=[version_id])
-        except Exception:
-            # Related items are then computed live; the next activation or a manual run retries.
-            logger.exception("precompute.enqueue_failed version=%s", version_id)
+        for task in (related_items_precompute_task, home_lists_precompute_task):
+            try:
+                task.apply_async(args=[version_id])
+            except Exception:
+                # The lists are then computed live; the next activation or a manual run retries.
+                logger.exception("precompute.enqueue_failed version=%s task=%s", version_id, task.name)
 
     transaction.on_commit(enqueue)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
+
+from config.db_router import reading_connection
 
 from .candidates.base import PooledCandidate
 from .models import RUNNING_STATUSES, ModelVersion, TrainingConfig, VersionStatus
@@ -43,6 +46,67 @@ def default_training_config() -> TrainingConfig:
 def related_table(version_id: int) -> str:
     """The table of a version's precomputed related lists (`recommender.services.precompute`)."""
     return f"rec_related_v{int(version_id)}"
+
+
+def home_table(version_id: int) -> str:
+    """The table of a version's precomputed homepage pools (`recommender.services.home_precompute`)."""
+    return f"rec_home_v{int(version_id)}"
+
+
+def home_precompute_coverage(*, version_id: int) -> dict | None:
+    """What the version's last homepage precomputation covered (``HomeCoverage`` as a dict), or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [home_table(version_id)])
+        row = cursor.fetchone()
+    return json.loads(row[0]) if row and row[0] else None
+
+
+def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation: int) -> list[PooledCandidate] | None:
+    """The user's stored homepage pool, or None: no table, no row, or a row older than their feedback.
+
+    Items deactivated since the row was computed are left out (the live pool filters them too),
+    in the same round trip.
+    """
+    table = sql.Identifier(home_table(version_id))
+    try:
+        # On a replica when serving reads go there (the generation it is compared with was read
+        # there too). A savepoint only inside a transaction: in autocommit a missing table fails
+        # on its own.
+        reader = reading_connection()
+        savepoint = transaction.atomic(using=reader.alias) if reader.in_atomic_block else nullcontext()
+        with savepoint, reader.cursor() as cursor:
+            cursor.execute(
+                sql.SQL(
+                    "SELECT stored.user_generation, stored.item_ids, stored.scores, stored.candidates, "
+                    "ARRAY(SELECT item.id FROM catalog_item AS item "
+                    "WHERE item.id = ANY(stored.item_ids) AND item.is_active) "
+                    "FROM {} AS stored WHERE stored.profile_id = %s"
+                )
+                .format(table)
+                .as_string(reader.connection),
+                [profile_id],
+            )
+            row = cursor.fetchone()
+    except DatabaseError as error:
+        if "does not exist" in str(error):
+            return None  # not precomputed (yet): the caller computes live
+        raise
+    if row is None or int(row[0]) != int(user_generation):
+        return None
+    _generation, item_ids, scores, candidates, active_ids = row
+    candidates = candidates if isinstance(candidates, list) else json.loads(candidates)
+    active = set(active_ids)
+    return [
+        PooledCandidate(
+            item_id=int(item_id),
+            sources=dict(entry["sources"]),
+            reasons=list(entry["reasons"]),
+            notes=list(entry["notes"]),
+            score=float(score),
+        )
+        for item_id, score, entry in zip(item_ids, scores, candidates, strict=False)
+        if item_id in active
+    ]
 
 
 def related_precompute_coverage(*, version_id: int) -> dict | None:

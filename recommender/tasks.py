@@ -74,3 +74,29 @@ def related_items_precompute_task(version_id: int) -> dict:
         return {"version": version_id, "skipped": True}
     coverage = related_items_precompute(version=version)
     return {"version": version_id, "items": coverage.items, "of": coverage.of, "seconds": coverage.seconds}
+
+
+@shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900, max_retries=2, default_retry_delay=60)
+def home_lists_precompute_task(version_id: int) -> dict:
+    """Precompute the homepage pools of one version (after its activation); skips a version no longer active.
+
+    Safe to run twice (the table is rebuilt in one transaction); bounded by
+    ``HOME_PRECOMPUTE_SECONDS`` (300 s by default), well inside the soft time limit.
+    """
+    from .selectors import active_version
+    from .services.home_precompute import home_lists_precompute
+
+    version = active_version()
+    if version is None or version.pk != version_id:
+        logger.info("precompute.home_task_skipped version=%s reason=not_active", version_id)
+        return {"version": version_id, "skipped": True}
+    coverage = home_lists_precompute(version=version)
+    return {"version": version_id, "users": coverage.users, "of": coverage.of, "seconds": coverage.seconds}
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90, max_retries=0)
+def home_list_refresh_task(profile_id: int) -> dict:
+    """Recompute one user's stored homepage pool after their feedback (fold-in already ran)."""
+    from .services.home_precompute import home_list_refresh
+
+    return {"profile": profile_id, "refreshed": home_list_refresh(profile_id=profile_id)}

@@ -251,7 +251,9 @@ def test_compose_application_environment():
 def test_compose_commands_point_at_real_modules():
     assert importlib.util.find_spec("config.settings.production") is not None
     web = SERVICES["web"]["command"]
-    assert web[0] == "gunicorn" and importlib.util.find_spec(web[1]) is not None
+    assert web[0] == "gunicorn" and "config.wsgi" in web and importlib.util.find_spec("config.wsgi") is not None
+    # gunicorn's hooks (config/gunicorn.py): the dead workers' live gauges leave the metrics directory.
+    assert web[web.index("-c") + 1] == "python:config.gunicorn" and importlib.util.find_spec("config.gunicorn")
     for name, queues in (("worker", "default,training"), ("beat", None)):
         command = SERVICES[name]["command"]
         app = command[command.index("-A") + 1]
@@ -271,6 +273,9 @@ def test_compose_volumes_are_declared_and_mounted():
     assert "postgres_data:/var/lib/postgresql/data" in SERVICES["db"]["volumes"]
     for name in ("web", "worker"):
         assert "model_artifacts:/app/var/models" in SERVICES[name]["volumes"]
+        # One metrics directory for both, so a scrape of web sums the worker's training and imports.
+        assert "metrics:/app/var/metrics" in SERVICES[name]["volumes"]
+        assert SERVICES[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/app/var/metrics"
 
 
 def test_every_compose_variable_is_in_env_example():

@@ -128,3 +128,21 @@ def test_stack_commands_name_the_web_server_worker_and_beat():
     only_web = stack_commands(host="0.0.0.0", port=9000, gunicorn=True, worker=False, beat=False)
     assert list(only_web) == ["web"]
     assert "config.wsgi" in only_web["web"] and "0.0.0.0:9000" in only_web["web"]
+    assert only_web["web"][only_web["web"].index("-c") + 1] == "python:config.gunicorn"
+
+
+def test_the_stack_gets_its_own_emptied_metrics_directory(tmp_path, monkeypatch):
+    from config import metrics
+    from config.management.commands.run_stack import metrics_directory_prepare
+
+    stale = tmp_path / "var" / "metrics" / "stack-8123" / "counter_host-1.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from an earlier run")
+    monkeypatch.setattr(metrics, "MULTIPROCESS_DIRECTORY", None)
+
+    assert metrics_directory_prepare(base_dir=tmp_path, port=8123) == {"PROMETHEUS_MULTIPROC_DIR": str(stale.parent)}
+    assert list(stale.parent.iterdir()) == []
+
+    # A directory chosen in the environment is the operator's: kept, and inherited as it is.
+    monkeypatch.setattr(metrics, "MULTIPROCESS_DIRECTORY", str(tmp_path / "theirs"))
+    assert metrics_directory_prepare(base_dir=tmp_path, port=8123) == {}

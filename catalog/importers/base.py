@@ -12,7 +12,6 @@ Every importer follows the same shape, so that a run is streaming, idempotent an
 
 from __future__ import annotations
 
-import io
 import struct
 import sys
 from collections.abc import Iterable
@@ -56,6 +55,13 @@ class ImportSummary:
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0
     seconds: float = 0.0
+    # Interaction rows read (good ones staged, whether or not a re-run adds them): the unit of
+    # the run's throughput, which bench/import_speed.py reads from the --json summary.
+    events: int = 0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def add(self, table: str, count: int) -> None:
         self.added[table] = self.added.get(table, 0) + max(count, 0)
@@ -74,6 +80,8 @@ class ImportSummary:
             "bad_rows": [{"file": row.file, "line": row.line, "reason": row.reason} for row in self.bad_rows],
             "bad_rows_truncated": self.bad_row_count > len(self.bad_rows),
             "seconds": round(self.seconds, 3),
+            "events": self.events,
+            "events_per_second": round(self.events_per_second, 1),
         }
 
 
@@ -105,12 +113,26 @@ def copy_text_field(value: Any) -> str:
 
 
 def copy_text_lines(rows: Iterable[tuple]) -> bytes:
-    """Pre-format rows as COPY text bytes: one ``write`` per chunk is far cheaper than per row."""
-    buffer = io.StringIO()
+    """Pre-format rows as COPY text bytes: one ``write`` per chunk is far cheaper than per row.
+
+    Most rows need no escaping, and finding that out on the joined line takes a few C-level
+    string scans; a ``translate`` per field was 7 times slower (12 µs against 1.7 µs a row of the
+    generic importer, most of its Python time). A row whose joined text holds a backslash, a line
+    break or more tabs than separators is escaped field by field, exactly as before.
+    """
+    lines = []
     for row in rows:
-        buffer.write("\t".join(copy_text_field(value) for value in row))
-        buffer.write("\n")
-    return buffer.getvalue().encode("utf-8")
+        fields = ["" if value is None else str(value) for value in row]
+        line = "\t".join(fields)
+        if line.count("\t") != len(fields) - 1 or "\\" in line or "\n" in line or "\r" in line:
+            line = "\t".join(copy_text_field(value) for value in row)
+        elif None in row:
+            line = "\t".join("\\N" if value is None else text for value, text in zip(row, fields, strict=True))
+        lines.append(line)
+    if not lines:
+        return b""
+    lines.append("")
+    return "\n".join(lines).encode("utf-8")
 
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -150,19 +172,22 @@ def copy_binary_block(columns: list[tuple[str, np.ndarray]]) -> bytes:
     return _BINARY_HEADER + block.tobytes() + _BINARY_TRAILER
 
 
-def copy_binary(cursor, table: str, column_names: list[str], columns: list[tuple[str, np.ndarray]]) -> None:
-    """COPY numeric numpy columns into ``table`` (a staging table) in one binary write."""
+def copy_binary(cursor, table: str, column_names: list[str], columns: list[tuple[str, np.ndarray]]) -> int:
+    """COPY numeric numpy columns into ``table`` (a staging table) in one binary write; returns bytes sent."""
     statement = f"COPY {table} ({', '.join(column_names)}) FROM STDIN (FORMAT BINARY)"
+    block = copy_binary_block(columns)
     with cursor.copy(statement) as copy:
-        copy.write(copy_binary_block(columns))
+        copy.write(block)
+    return len(block)
 
 
-def copy_text(cursor, table: str, column_names: list[str], payload: bytes) -> None:
-    """COPY pre-formatted text bytes (see :func:`copy_text_lines`) into ``table``."""
+def copy_text(cursor, table: str, column_names: list[str], payload: bytes) -> int:
+    """COPY pre-formatted text bytes (see :func:`copy_text_lines`) into ``table``; returns bytes sent."""
     if not payload:
-        return
+        return 0
     with cursor.copy(f"COPY {table} ({', '.join(column_names)}) FROM STDIN") as copy:
         copy.write(payload)
+    return len(payload)
 
 
 def temp_table_create(cursor, name: str, columns_sql: str) -> None:

@@ -46,8 +46,10 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
-from catalog.importers.tables import Table, TableFormat, table_open
+from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
+from catalog.importers.tables import Table, TableFormat, lines_estimate, table_open
 from catalog.services.feedback import FEEDBACK_VALUE_LIMIT
+from config import metrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KIND = "play"
 DEFAULT_USERNAME_PREFIX = "imp-"
-DEFAULT_CHUNK_ROWS = 200_000
 # Column sizes of the catalogue tables: a longer value is a bad row, never silently cut.
 ID_MAX, TITLE_MAX, FEATURE_VALUE_MAX, FEATURE_TYPE_MAX, USERNAME_MAX = 128, 500, 200, 50, 150
 # Years 1 to 9999, the range both Python and PostgreSQL timestamps hold.
@@ -171,6 +172,7 @@ def _text(value: str, what: str, limit: int) -> str:
     return value
 
 
+@metrics.import_observed("interactions")
 def interactions_import(
     *,
     path: Path,
@@ -181,7 +183,7 @@ def interactions_import(
     table_format: TableFormat | None = None,
     username_prefix: str = DEFAULT_USERNAME_PREFIX,
     progress: bool = True,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    budget: ImportBudget | None = None,
 ) -> ImportSummary:
     """Import one interactions file (and its item and user files) in one transaction.
 
@@ -196,9 +198,11 @@ def interactions_import(
         raise CatalogImportError(f"The username prefix may have at most {USERNAME_MAX - ID_MAX} characters.")
     summary = ImportSummary(source=str(path))
     started = time.monotonic()
+    budget = budget or import_budget()
     with transaction.atomic():
         run = _Run(cursor=raw_cursor(), summary=summary, table_format=table_format, progress=progress)
-        run.chunk_rows, run.username_prefix = chunk_rows, username_prefix
+        run.budget, run.username_prefix = budget, username_prefix
+        import_session_tune(run.cursor, budget)
         run.kinds = _kind_rules(run.cursor)
         fixed_kind = None if columns.kind is not None else (kind or DEFAULT_KIND)
         if fixed_kind is not None and fixed_kind not in run.kinds:
@@ -211,7 +215,8 @@ def interactions_import(
             layouts.append(run.side_file_load(items, subject="item"))
         if users is not None:
             layouts.append(run.side_file_load(users, subject="user"))
-        layouts.insert(0, run.interactions_load(path, columns, fixed_kind=fixed_kind, items=items, users=users))
+        with feedback_bulk_window(run.cursor, incoming_rows=lines_estimate(path)):
+            layouts.insert(0, run.interactions_load(path, columns, fixed_kind=fixed_kind, items=items, users=users))
         for name in _STAGES:
             run.cursor.execute(f"DROP TABLE IF EXISTS {name}")
         foreign_keys_deferred_again(run.cursor)
@@ -242,15 +247,23 @@ class _Run:
         self.summary = summary
         self.table_format = table_format
         self.progress = progress
-        self.chunk_rows = DEFAULT_CHUNK_ROWS
+        self.budget = import_budget()
         self.username_prefix = DEFAULT_USERNAME_PREFIX
         self.kinds: dict[str, KindRule] = {}
         self.ids: dict[str, dict[str, int]] = {"item": {}, "user": {}}  # external id -> line in its file
         self.filled: set[str] = set()  # catalogue tables rows were added to since their last ANALYZE
 
-    def _each_row(self, table: Table, parse: Callable[[int, list[str]], None], flush: Callable[[], None]) -> None:
-        """Parse every row of ``table``, report bad ones, and flush the staged rows every chunk."""
-        pending = 0
+    def _each_row(
+        self,
+        table: Table,
+        parse: Callable[[int, list[str]], None],
+        stage: Callable[[], int],
+        apply: Callable[[], None],
+    ) -> None:
+        """Parse every row of ``table`` and report bad ones; ``stage`` COPYs the parsed rows every
+        COPY block (returning the bytes staged) and ``apply`` moves them in every batch."""
+        pending = staged = 0
+        block, batch = self.budget.copy_block_bytes, self.budget.batch_bytes
         for line, fields in table.rows:
             try:
                 if isinstance(fields, str):
@@ -261,15 +274,20 @@ class _Run:
             except BadRowError as error:
                 self.summary.bad(table.path.name, line, str(error))
                 continue
-            pending += 1
-            if pending >= self.chunk_rows:
-                flush()
+            pending += len(fields) + sum(map(len, fields))  # about the row's COPY text
+            if pending >= block:
+                staged += stage()
                 pending = 0
-        flush()
+                if staged >= batch:
+                    apply()
+                    staged = 0
+        stage()
+        apply()
 
-    def _copy(self, stage: str, columns: list[str], rows: list[tuple]) -> None:
-        copy_text(self.cursor, stage, columns, copy_text_lines(rows))
+    def _copy(self, stage: str, columns: list[str], rows: list[tuple]) -> int:
+        staged = ImportBudget.staged_bytes(copy_text(self.cursor, stage, columns, copy_text_lines(rows)), len(rows))
         rows.clear()
+        return staged
 
     # -- item and user files -----------------------------------------------------------------
     def side_file_load(self, side: SideFile, *, subject: str) -> str:
@@ -309,7 +327,9 @@ class _Run:
                     rows.append((external_id, self.username_prefix + external_id))
                 features.extend(found)
 
-            self._each_row(table, parse, lambda: self._side_flush(subject, rows, features))
+            self._each_row(
+                table, parse, lambda: self._side_stage(subject, rows, features), lambda: self._side_apply(subject)
+            )
         return table.describe()
 
     @staticmethod
@@ -322,15 +342,19 @@ class _Run:
             )
         return feature_type
 
-    def _side_flush(self, subject: str, rows: list[tuple], features: list[tuple]) -> None:
+    def _side_stage(self, subject: str, rows: list[tuple], features: list[tuple]) -> int:
         if subject == "item":
-            self._copy("stage_items", ["external_id", "title", "published_at", "provider"], rows)
+            staged = self._copy("stage_items", ["external_id", "title", "published_at", "provider"], rows)
+        else:
+            staged = self._copy("stage_users", ["external_id", "username"], rows)
+        return staged + self._copy(f"stage_{subject}_features", ["external_id", "type", "value", "weight"], features)
+
+    def _side_apply(self, subject: str) -> None:
+        if subject == "item":
             self._items_load()
         else:
-            self._copy("stage_users", ["external_id", "username"], rows)
             self._users_load()
         stage = f"stage_{subject}_features"
-        self._copy(stage, ["external_id", "type", "value", "weight"], features)
         self._statistics_refresh(stage)
         insert = loading.item_features_insert if subject == "item" else loading.user_features_insert
         added, links = insert(self.cursor, stage=stage)
@@ -402,20 +426,20 @@ class _Run:
                     seen_users[user] = line
                     new_users.append((user, self.username_prefix + user))
                 feedback.append((line, user, item, code, repr(value), None if created is None else repr(created)))
+                self.summary.events += 1
 
-            def flush() -> None:
-                if new_items:
-                    self._copy("stage_items", ["external_id", "title", "published_at", "provider"], new_items)
-                    self._items_load()
-                if new_users:
-                    self._copy("stage_users", ["external_id", "username"], new_users)
-                    self._users_load()
-                if feedback:
-                    stage_columns = ["line", "user_external_id", "item_external_id", "kind", "value", "created_unix"]
-                    self._copy("stage_feedback", stage_columns, feedback)
-                    self._statistics_refresh("stage_feedback")
-                    self.summary.add("feedback", loading.feedback_insert(self.cursor, stage="stage_feedback"))
-                    self.cursor.execute("TRUNCATE stage_feedback")
+            def stage() -> int:
+                staged = self._copy("stage_items", ["external_id", "title", "published_at", "provider"], new_items)
+                staged += self._copy("stage_users", ["external_id", "username"], new_users)
+                stage_columns = ["line", "user_external_id", "item_external_id", "kind", "value", "created_unix"]
+                return staged + self._copy("stage_feedback", stage_columns, feedback)
 
-            self._each_row(table, parse, flush)
+            def apply() -> None:
+                self._items_load()
+                self._users_load()
+                self._statistics_refresh("stage_feedback")
+                self.summary.add("feedback", loading.feedback_insert(self.cursor, stage="stage_feedback"))
+                self.cursor.execute("TRUNCATE stage_feedback")
+
+            self._each_row(table, parse, stage, apply)
         return table.describe()

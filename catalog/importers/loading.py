@@ -158,35 +158,43 @@ def feedback_insert(cursor, *, stage: str) -> int:
     keeps its newest row (latest time, then latest line). Repeatable kinds (view, click,
     purchase) get an idempotency key hashed from (user, item, kind, time, value), so the same
     file again adds nothing — and two identical events in one file, at the same time, are one.
-    Both statements are set-based; the popularity triggers count each statement once.
+    The text ids are joined to row ids once per batch (into ``import_feedback_ids``), and both
+    statements read that; the popularity triggers count each statement once.
     """
-    joins = f"""
+    cursor.execute("DROP TABLE IF EXISTS import_feedback_ids")
+    cursor.execute(
+        f"""
+        CREATE TEMP TABLE import_feedback_ids ON COMMIT DROP AS
+        SELECT staged.line, profile.id AS user_id, item.id AS item_id, kind.code AS kind_id, kind.is_stateful,
+               staged.value, staged.created_unix, staged.user_external_id, staged.item_external_id
         FROM {stage} AS staged
         JOIN catalog_feedbackkind AS kind ON kind.code = staged.kind
         JOIN catalog_userprofile AS profile ON profile.external_id = staged.user_external_id
         JOIN catalog_item AS item ON item.external_id = staged.item_external_id
-    """
+        """
+    )
     cursor.execute(
-        f"""
+        """
         INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
-        SELECT DISTINCT ON (profile.id, item.id, kind.code) profile.id, item.id, kind.code, staged.value,
-               coalesce(to_timestamp(staged.created_unix), now()), true
-        {joins}
-        WHERE kind.is_stateful
-        ORDER BY profile.id, item.id, kind.code, staged.created_unix DESC NULLS LAST, staged.line DESC
+        SELECT DISTINCT ON (user_id, item_id, kind_id) user_id, item_id, kind_id, value,
+               coalesce(to_timestamp(created_unix), now()), true
+        FROM import_feedback_ids
+        WHERE is_stateful
+        ORDER BY user_id, item_id, kind_id, created_unix DESC NULLS LAST, line DESC
         ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
         """
     )
     added = cursor.rowcount
     cursor.execute(
-        f"""
+        """
         INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current, idempotency_key)
-        SELECT profile.id, item.id, kind.code, staged.value, coalesce(to_timestamp(staged.created_unix), now()),
-               NULL, 'import:' || md5(row(staged.user_external_id, staged.item_external_id, staged.kind,
-                                          staged.created_unix, staged.value)::text)
-        {joins}
-        WHERE NOT kind.is_stateful
+        SELECT user_id, item_id, kind_id, value, coalesce(to_timestamp(created_unix), now()),
+               NULL, 'import:' || md5(row(user_external_id, item_external_id, kind_id, created_unix, value)::text)
+        FROM import_feedback_ids
+        WHERE NOT is_stateful
         ON CONFLICT (idempotency_key) DO NOTHING
         """
     )
-    return added + cursor.rowcount
+    added += cursor.rowcount
+    cursor.execute("DROP TABLE import_feedback_ids")
+    return added

@@ -38,6 +38,9 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
+from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
+from catalog.importers.tables import lines_estimate
+from config import metrics
 
 if TYPE_CHECKING:
     import psycopg
@@ -47,7 +50,6 @@ logger = logging.getLogger(__name__)
 LAYOUT_100K = "ml-100k"
 LAYOUT_CSV = "csv"
 USERNAME_PREFIX = "ml-"
-DEFAULT_CHUNK_ROWS = 200_000
 _TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _CSV_NO_GENRES = "(no genres listed)"
 
@@ -82,7 +84,8 @@ def movielens_layout_detect(directory: Path) -> str:
     )
 
 
-def movielens_import(*, directory: Path, progress: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
+@metrics.import_observed("movielens")
+def movielens_import(*, directory: Path, progress: bool = True, budget: ImportBudget | None = None) -> ImportSummary:
     """Import one MovieLens folder in one transaction; returns what was added and skipped."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -90,8 +93,10 @@ def movielens_import(*, directory: Path, progress: bool = True, chunk_rows: int 
     layout = movielens_layout_detect(directory)
     summary = ImportSummary(source=str(directory), layout=layout)
     started = time.monotonic()
+    budget = budget or import_budget()
     with transaction.atomic():
-        run = _Run(cursor=raw_cursor(), directory=directory, summary=summary, progress=progress, chunk_rows=chunk_rows)
+        run = _Run(cursor=raw_cursor(), directory=directory, summary=summary, progress=progress, budget=budget)
+        import_session_tune(run.cursor, budget)
         foreign_keys_checked_per_statement(run.cursor)
         run.rating_range = _rating_range(run.cursor)
         for name, columns in _STAGES.items():
@@ -196,37 +201,51 @@ class _Run:
     """One import: holds the cursor, the id sets, and the per-file loops."""
 
     def __init__(
-        self, *, cursor: psycopg.Cursor[Any], directory: Path, summary: ImportSummary, progress: bool, chunk_rows: int
+        self,
+        *,
+        cursor: psycopg.Cursor[Any],
+        directory: Path,
+        summary: ImportSummary,
+        progress: bool,
+        budget: ImportBudget,
     ):
         self.cursor = cursor
         self.directory = directory
         self.summary = summary
         self.progress = progress
-        self.chunk_rows = chunk_rows
+        self.budget = budget
         self.rating_range = RatingRange(None, None)
         self.item_ids: set[str] = set()
         self.user_ids: set[str] = set()
 
-    # -- the loop every file shares: parse each line, report bad ones, stage good ones in chunks
+    # -- the loop every file shares: parse each line, report bad ones, stage good ones by COPY
+    # block (``stage`` returns the bytes it staged) and move them in by batch (``apply``), both
+    # sized by the import budget (catalog.importers.bulk.ImportBudget).
     def _each_row(
         self,
         file_name: str,
         rows: Iterator[tuple[int, list[str]]],
         parse: Callable[[list[str]], None],
-        flush: Callable[[], None],
+        stage: Callable[[], int],
+        apply: Callable[[], None] = lambda: None,
     ) -> None:
-        pending = 0
+        pending = staged = 0
+        block, batch = self.budget.copy_block_bytes, self.budget.batch_bytes
         for line_number, fields in rows:
             try:
                 parse(fields)
             except BadRowError as error:
                 self.summary.bad(file_name, line_number, str(error))
                 continue
-            pending += 1
-            if pending >= self.chunk_rows:
-                flush()
+            pending += len(fields) + sum(map(len, fields))  # about the row's COPY text
+            if pending >= block:
+                staged += stage()
                 pending = 0
-        flush()
+                if staged >= batch:
+                    apply()
+                    staged = 0
+        stage()
+        apply()
 
     def _split_rows(
         self, file_name: str, separator: str, *, encoding: str = "utf-8", skip_header: bool = False
@@ -247,9 +266,10 @@ class _Run:
                     continue  # the header
                 yield reader.line_num, fields
 
-    def _copy(self, stage: str, columns: list[str], rows: list[tuple]) -> None:
-        copy_text(self.cursor, stage, columns, copy_text_lines(rows))
+    def _copy(self, stage: str, columns: list[str], rows: list[tuple]) -> int:
+        staged = ImportBudget.staged_bytes(copy_text(self.cursor, stage, columns, copy_text_lines(rows)), len(rows))
         rows.clear()
+        return staged
 
     # -- ml-100k ---------------------------------------------------------------------------------
     def import_100k(self) -> None:
@@ -279,9 +299,9 @@ class _Run:
                 if flag.strip() == "1":
                     features.append((item_id, "genre", genre, 1.0))
 
-        def flush_items() -> None:
-            self._copy("stage_items", ["external_id", "title", "published_at", "provider"], items)
-            self._copy("stage_item_features", ["external_id", "type", "value", "weight"], features)
+        def flush_items() -> int:
+            staged = self._copy("stage_items", ["external_id", "title", "published_at", "provider"], items)
+            return staged + self._copy("stage_item_features", ["external_id", "type", "value", "weight"], features)
 
         self._each_row("u.item", self._split_rows("u.item", "|", encoding="latin-1"), parse_item, flush_items)
         self._items_load()
@@ -303,9 +323,9 @@ class _Run:
             ]
             user_features.extend((user_id, kind, value, 1.0) for kind, value in described if value)
 
-        def flush_users() -> None:
-            self._copy("stage_users", ["external_id", "username"], users)
-            self._copy("stage_user_features", ["external_id", "type", "value", "weight"], user_features)
+        def flush_users() -> int:
+            staged = self._copy("stage_users", ["external_id", "username"], users)
+            return staged + self._copy("stage_user_features", ["external_id", "type", "value", "weight"], user_features)
 
         self._each_row("u.user", self._split_rows("u.user", "|", encoding="latin-1"), parse_user, flush_users)
         self._users_load()
@@ -345,9 +365,9 @@ class _Run:
                 if genre.strip() and genre.strip() != _CSV_NO_GENRES:
                     features.append((movie_id, "genre", genre.strip(), 1.0))
 
-        def flush_items() -> None:
-            self._copy("stage_items", ["external_id", "title", "published_at", "provider"], items)
-            self._copy("stage_item_features", ["external_id", "type", "value", "weight"], features)
+        def flush_items() -> int:
+            staged = self._copy("stage_items", ["external_id", "title", "published_at", "provider"], items)
+            return staged + self._copy("stage_item_features", ["external_id", "type", "value", "weight"], features)
 
         self._each_row("movies.csv", self._csv_rows("movies.csv"), parse_movie, flush_items)
         if (self.directory / "tags.csv").exists():
@@ -401,17 +421,20 @@ class _Run:
                 self.user_ids.add(user_id)
                 new_users.append((user_id, USERNAME_PREFIX + user_id))
             ratings.append((user_id, item_id, repr(rating), created))
+            self.summary.events += 1
 
-        def flush() -> None:
-            if new_users:
-                self._copy("stage_users", ["external_id", "username"], new_users)
-                self._users_load()
-            if ratings:
-                self._copy("stage_ratings", ["user_external_id", "item_external_id", "value", "created_unix"], ratings)
-                self.summary.add("feedback", loading.ratings_insert(self.cursor, stage="stage_ratings"))
-                self.cursor.execute("TRUNCATE stage_ratings")
+        def stage() -> int:
+            staged = self._copy("stage_users", ["external_id", "username"], new_users)
+            columns = ["user_external_id", "item_external_id", "value", "created_unix"]
+            return staged + self._copy("stage_ratings", columns, ratings)
 
-        self._each_row(file_name, rows, parse_rating, flush)
+        def apply() -> None:
+            self._users_load()
+            self.summary.add("feedback", loading.ratings_insert(self.cursor, stage="stage_ratings"))
+            self.cursor.execute("TRUNCATE stage_ratings")
+
+        with feedback_bulk_window(self.cursor, incoming_rows=lines_estimate(self.directory / file_name)):
+            self._each_row(file_name, rows, parse_rating, stage, apply)
 
 
 def _title_year(title: str) -> int | None:

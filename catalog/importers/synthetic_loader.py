@@ -2,8 +2,11 @@
 
 Every chunk of the plan is encoded as one COPY BINARY block (numbers only; the text columns
 such as ``syn-item-<i>`` are built by PostgreSQL in the ``INSERT … SELECT``), so a million items
-and ten million ratings stream through without a Python object per row. All of it runs in one
-transaction: an interrupted run leaves nothing behind, and a second run of the same plan adds 0.
+and ten million ratings stream through without a Python object per row. Ratings chunks
+accumulate in staging up to the import budget's batch size and move in with one statement per
+batch; a plan that is large next to what the catalogue holds loads in bulk mode
+(`catalog.importers.bulk`). All of it runs in one transaction: an interrupted run leaves nothing
+behind, and a second run of the same plan adds 0.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
+from catalog.importers.bulk import (
+    ImportBudget,
+    feedback_bulk_window,
+    import_budget,
+    import_session_tune,
+    table_bulk_window,
+)
 from catalog.importers.synthetic import CatalogPlan
+from catalog.sql import ITEM_FEATURE_TABLE, ITEM_TABLE
+from config import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +46,36 @@ USER_PREFIX = "syn-user-"
 PROVIDER_PREFIX = "syn-provider-"
 
 
-def synthetic_catalog_generate(*, plan: CatalogPlan, progress: bool = True) -> ImportSummary:
+@metrics.import_observed("synthetic")
+def synthetic_catalog_generate(
+    *, plan: CatalogPlan, progress: bool = True, budget: ImportBudget | None = None
+) -> ImportSummary:
     """Load ``plan`` into the catalogue; refuses to mix with a different synthetic plan."""
+    budget = budget or import_budget()
     summary = ImportSummary(source=plan.signature(), layout="synthetic")
     started = time.monotonic()
     total = plan.items + plan.users + plan.interactions
     with transaction.atomic(), progress_bar(enabled=progress, total=total, desc="generate", unit="row") as bar:
         cursor = raw_cursor()
+        import_session_tune(cursor, budget)
         foreign_keys_checked_per_statement(cursor)
         _refuse_other_plan(cursor, plan)
         cluster_features, noise_features, segment_features = _features_create(cursor, plan, summary)
         phase_started = time.monotonic()
-        _items_load(cursor, plan, summary, cluster_features, noise_features, bar)
-        phase_started = _phase_logged("items", phase_started)
-        _users_load(cursor, plan, summary, segment_features, bar)
-        phase_started = _phase_logged("users", phase_started)
-        _ratings_load(cursor, plan, summary, bar)
-        _phase_logged("ratings", phase_started)
+        # The item windows stay open through the ratings: the popularity update at the end of
+        # the feedback window then rewrites items without their secondary indexes too.
+        with (
+            table_bulk_window(cursor, ITEM_TABLE, incoming_rows=plan.items),
+            table_bulk_window(cursor, ITEM_FEATURE_TABLE, incoming_rows=2 * plan.items, foreign_keys=True),
+        ):
+            _items_load(cursor, plan, summary, cluster_features, noise_features, bar)
+            phase_started = _phase_logged("items", phase_started)
+            _users_load(cursor, plan, summary, segment_features, bar)
+            phase_started = _phase_logged("users", phase_started)
+            with feedback_bulk_window(cursor, incoming_rows=plan.interactions):
+                _ratings_load(cursor, plan, summary, bar, budget)
+            phase_started = _phase_logged("ratings", phase_started)
+        _phase_logged("indexes", phase_started)
         foreign_keys_deferred_again(cursor)
     summary.seconds = time.monotonic() - started
     logger.info("synthetic.generated plan=%r added=%s seconds=%.1f", plan.signature(), summary.added, summary.seconds)
@@ -202,7 +227,7 @@ def _users_load(cursor, plan, summary, segment_features, bar) -> None:
         bar.update(len(chunk.index))
 
 
-def _ratings_load(cursor, plan, summary, bar) -> None:
+def _ratings_load(cursor, plan, summary, bar, budget: ImportBudget) -> None:
     # Integer maps plan number -> row id, so each ratings chunk joins on int4 keys instead of
     # rebuilding ten million 'syn-…' strings.
     for name, table, prefix in (
@@ -220,15 +245,30 @@ def _ratings_load(cursor, plan, summary, bar) -> None:
         cursor.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (idx)")
         cursor.execute(f"ANALYZE {name}")
     temp_table_create(cursor, "syn_ratings", "user_idx int4, item_idx int4, value float4, created_unix int8")
+    staged = 0
     for chunk in plan.interaction_chunks():
-        copy_binary(
-            cursor,
-            "syn_ratings",
-            ["user_idx", "item_idx", "value", "created_unix"],
-            [("int4", chunk.user), ("int4", chunk.item), ("float4", chunk.rating), ("int8", chunk.created_unix)],
+        staged += budget.staged_bytes(
+            copy_binary(
+                cursor,
+                "syn_ratings",
+                ["user_idx", "item_idx", "value", "created_unix"],
+                [("int4", chunk.user), ("int4", chunk.item), ("float4", chunk.rating), ("int8", chunk.created_unix)],
+            ),
+            len(chunk.user),
         )
-        cursor.execute(
-            """
+        summary.events += len(chunk.user)
+        bar.update(len(chunk.user))
+        if staged >= budget.batch_bytes:
+            _ratings_apply(cursor, summary)
+            staged = 0
+    if staged:
+        _ratings_apply(cursor, summary)
+
+
+def _ratings_apply(cursor, summary: ImportSummary) -> None:
+    """Move one batch of staged ratings in: one statement, so one popularity update outside bulk mode."""
+    cursor.execute(
+        """
             INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
             SELECT users.id, items.id, 'rating', staged.value, to_timestamp(staged.created_unix), true
             FROM syn_ratings AS staged
@@ -236,7 +276,6 @@ def _ratings_load(cursor, plan, summary, bar) -> None:
             JOIN syn_item_map AS items ON items.idx = staged.item_idx
             ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
             """
-        )
-        summary.add("feedback", cursor.rowcount)
-        cursor.execute("TRUNCATE syn_ratings")
-        bar.update(len(chunk.user))
+    )
+    summary.add("feedback", cursor.rowcount)
+    cursor.execute("TRUNCATE syn_ratings")

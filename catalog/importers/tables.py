@@ -208,3 +208,20 @@ def _looks_like_header(first, second, columns: dict[str, str], typed: dict[str, 
         if check(second[index].strip()) and not check(first[index].strip()):
             return True
     return False
+
+
+def lines_estimate(path: Path, *, sample_bytes: int = 1 << 20) -> int:
+    """About how many lines ``path`` holds: its size over the mean line length of its first MiB.
+
+    Cheap (one read of the sample); it decides whether an import is large next to the table it
+    fills (`catalog.importers.bulk.rebuild_pays`), where a rough count is all that is needed.
+    A pipe or other stream is 0 (unknown): reading a sample would consume the rows it holds.
+    """
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        sample = handle.read(sample_bytes)
+    if not sample:
+        return 0
+    return max(1, round(size * max(sample.count(b"\n"), 1) / len(sample)))

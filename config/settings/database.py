@@ -5,13 +5,17 @@ Timeouts: ``connect_timeout`` everywhere; statement and lock timeouts per proces
 
 Tests run on the same real PostgreSQL: pytest-django creates `test_<name>` beside it.
 `TEST_DATABASE_NAME` lets several test runs share one server without sharing a database.
+
+Read replicas: `DATABASE_REPLICA_URLS` (comma-separated PostgreSQL URLs of hot standbys) adds the
+aliases ``replica_0``, ``replica_1``… and `config.db_router.ReplicaRouter`, which sends the
+serving reads there (docs/operations.md, "From one machine to many"). Unset, nothing changes.
 """
 
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_int, env_str
+from config.env import env_float, env_int, env_list, env_str
 
 
 def database_from_url(url: str) -> dict:
@@ -33,6 +37,46 @@ def database_from_url(url: str) -> dict:
         "PORT": str(parts.port or ""),
         "OPTIONS": query,
     }
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def replica_databases(urls: list[str], *, primary: dict) -> dict[str, dict]:
+    """DATABASES entries ``replica_<n>`` for the replica URLs, each a copy of the primary's settings
+    (timeouts, connection reuse) with its own address.
+
+    In tests each replica mirrors ``default`` (Django's ``TEST: {"MIRROR": …}``): the suite has one
+    test database, and a read routed to a replica reads it. A malformed entry names its position.
+    """
+    replicas: dict[str, dict] = {}
+    for position, url in enumerate(urls):
+        try:
+            entry = database_from_url(url)
+        except (ImproperlyConfigured, ValueError) as error:
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URLS entry {position} ({_redacted(url)!r}) is not a usable PostgreSQL URL "
+                f"(postgresql://user:password@host:port/name, entries separated by commas): {error}"
+            ) from error
+        if not entry["HOST"]:
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URLS entry {position} ({_redacted(url)!r}) names no host: give host:port "
+                "or ?host=/socket/dir."
+            )
+        options = {**primary["OPTIONS"], **entry["OPTIONS"]}
+        replicas[f"replica_{position}"] = {
+            **primary,
+            **{key: entry[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")},
+            "OPTIONS": options,
+            "TEST": {"MIRROR": "default"},
+        }
+    return replicas
 
 
 def session_options(existing: str, *, statement_timeout_ms: int, lock_timeout_ms: int) -> str:
@@ -79,8 +123,25 @@ if _options:
 # a request stuck behind a lock or a runaway query is cancelled and answered 503, not left hanging.
 WEB_STATEMENT_TIMEOUT_MS = env_int("WEB_STATEMENT_TIMEOUT_MS", 10_000)
 WEB_LOCK_TIMEOUT_MS = env_int("WEB_LOCK_TIMEOUT_MS", 3_000)
+# Bulk imports (catalog/importers/bulk.py): the memory one import transaction may use for its
+# sorts, hashes and index builds, and how large an import must be, as a share of the rows a
+# table already holds, before it drops and rebuilds that table's secondary indexes (which locks
+# the table until the import commits; docs/importing.md).
+IMPORT_MEMORY_BUDGET_BYTES = env_int("IMPORT_MEMORY_BUDGET_BYTES", 256 * 1024 * 1024)
+IMPORT_REBUILD_RATIO = env_float("IMPORT_REBUILD_RATIO", 0.25)
 _default["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 _default["CONN_HEALTH_CHECKS"] = True
 _default["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_default['NAME']}")}
 
 DATABASES = {"default": _default}
+
+# Serving reads on replicas (config.db_router); everything else, and every write, on "default".
+DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS")
+DATABASES.update(replica_databases(DATABASE_REPLICA_URLS, primary=_default))
+DATABASE_REPLICA_ALIASES = [alias for alias in DATABASES if alias != "default"]
+# After a user's write, their reads stay on the primary until a replica has replayed it, for at
+# most this long (then a replica serves them even if it still lags: see config/db_router.py).
+DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30)
+if DATABASE_REPLICA_PIN_SECONDS < 0:
+    raise ImproperlyConfigured("DATABASE_REPLICA_PIN_SECONDS must be 0 or a positive number of seconds.")
+DATABASE_ROUTERS = ["config.db_router.ReplicaRouter"] if DATABASE_REPLICA_ALIASES else []

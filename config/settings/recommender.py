@@ -104,10 +104,10 @@ TRAINING_FAMILY_FIT_SECONDS = env_float("TRAINING_FAMILY_FIT_SECONDS", 60.0)
 # (recommender/vectors/build.py). Set it when the database runs on another machine.
 VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) or None
 
-# pgvector HNSW (recommender/vectors/store.py builds, recommender/vectors/pgvector.py queries).
-# Chosen from the recall/latency curve measured at 1M items (`python -m bench.ann_recall --curve`,
-# docs/operations.md "ANN settings"): the cheapest point with recall@10 >= 0.98 against exact
-# top-10 for user -> items and item -> items. m and ef_construction apply to the next build.
+# pgvector HNSW (recommender/vectors/store.py builds, recommender/vectors/pgvector.py queries), from
+# the recall/latency curve of `python -m bench.ann_curve` (docs/operations.md "ANN settings at a
+# million items"): the point with recall@10 >= 0.98 against exact top-10 for user -> items and
+# item -> items. m and ef_construction apply to the next build.
 # Measured at 100k items (the 1M run did not finish in time): m 16 / ef_construction 64 reached
 # user -> items recall@10 0.965 at ef_search 1000; m 32 / 128 reached 1.000 (0.983 at ef_search 400)
 # and 0.94 instead of 0.63 for a 2.9% category filter, at the cost of a build ~3x longer.
@@ -121,3 +121,17 @@ VECTOR_HNSW_OVERFETCH = env_float("VECTOR_HNSW_OVERFETCH", 2.0)
 # Tuples an iterative scan (hnsw.iterative_scan = relaxed_order) may visit before it stops and a
 # short filtered answer is re-asked exactly (so filtered queries still return k rows).
 VECTOR_HNSW_MAX_SCAN_TUPLES = env_int("VECTOR_HNSW_MAX_SCAN_TUPLES", 50_000)
+
+# Homepage impressions are written behind the response (recommender/serving/impressions.py): a
+# per-process buffer flushed by a thread every this many seconds, in one insert. "Demote recently
+# shown" sees them at most this late.
+IMPRESSIONS_FLUSH_SECONDS = env_float("IMPRESSIONS_FLUSH_SECONDS", 0.2)
+
+# The buffer's bound while the database refuses writes: the oldest rows past it are dropped
+# (telemetry, logged). 200k rows hold about 20k requests, ~40 MB.
+IMPRESSIONS_BUFFER_ROWS = env_int("IMPRESSIONS_BUFFER_ROWS", 200_000)
+
+# Homepage pools precomputed after each activation (recommender/services/home_precompute.py): users
+# in order of their latest feedback until this many seconds are spent; the rest are served live,
+# with the same list. A row is refreshed after that user's feedback. 0 turns it off.
+HOME_PRECOMPUTE_SECONDS = env_float("HOME_PRECOMPUTE_SECONDS", 300.0)

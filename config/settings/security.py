@@ -55,3 +55,7 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+
+# /metrics answers staff sessions, and this bearer token when set (the Prometheus scraper's
+# ``authorization`` option): config/metrics_scrape.py, docs/operations.md ("Metrics").
+METRICS_TOKEN = env_str("METRICS_TOKEN")

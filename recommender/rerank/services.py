@@ -10,11 +10,14 @@ transaction, so the new generation becomes visible exactly when the rule change 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
+
+from config import metrics
 
 from .models import Impression, Rule
 
@@ -48,7 +51,36 @@ def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: st
                 "BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", [profile_id, surface, unique_ids]
             )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
+    metrics.impressions_count(surface, len(unique_ids))
     return len(unique_ids)
+
+
+def impressions_record_batch(rows: list[tuple[int, int, str, float]]) -> int:
+    """Write buffered impressions, ``(profile_id, item_id, surface, shown_at_unix)``, in one statement.
+
+    The write-behind buffer's flush (`recommender.serving.impressions`): one round trip for any
+    number of requests, without waiting for the WAL flush (as `impressions_record_fast`). Rows of
+    profiles or items deleted since they were shown are skipped rather than failing the whole batch.
+    """
+    if not rows:
+        return 0
+    profile_ids, item_ids, surfaces, shown_at = (list(column) for column in zip(*rows, strict=True))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            "INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
+            "SELECT row.profile_id, row.item_id, row.surface, to_timestamp(row.shown_at) "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::float8[]) "
+            "AS row(profile_id, item_id, surface, shown_at) "
+            "JOIN catalog_userprofile AS profile ON profile.id = row.profile_id "
+            "JOIN catalog_item AS item ON item.id = row.item_id",
+            [profile_ids, item_ids, surfaces, shown_at],
+        )
+        written = cursor.rowcount
+    logger.debug("impressions.batch_recorded rows=%s written=%s", len(rows), written)
+    for surface, count in Counter(surfaces).items():
+        metrics.impressions_count(surface, count)  # queued rows; those of deleted profiles or items included
+    return written
 
 
 def impressions_record(
@@ -64,6 +96,7 @@ def impressions_record(
         ]
     )
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(rows))
+    metrics.impressions_count(surface, len(rows))
     return rows
 
 

@@ -33,11 +33,12 @@ from psycopg import sql
 from catalog.models import Item
 
 from ..candidates.base import Context
-from ..models import ModelVersion, VersionStatus
+from ..models import ModelVersion
 from ..selectors import related_table
 from ..serving.surfaces import ranked_candidates
 from ..vectors.base import AnnFilters
 from ..vectors.pgvector import PgvectorIndex
+from .precompute_tables import rows_write, table_create, table_exists, table_swap, tables_drop_stale
 
 logger = logging.getLogger(__name__)
 
@@ -61,82 +62,12 @@ class RelatedCoverage:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
 
-def _table_exists(name: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
-        return bool(cursor.fetchone()[0])
-
-
-def _table_create(name: str) -> None:
-    table = sql.Identifier(name)
-    with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table).as_string(connection.connection))
-        cursor.execute(
-            sql.SQL(
-                "CREATE TABLE {} (item_id bigint NOT NULL, related_ids bigint[] NOT NULL, scores real[] NOT NULL, "
-                "sources jsonb NOT NULL, computed_at timestamptz NOT NULL)"
-            )
-            .format(table)
-            .as_string(connection.connection)
-        )
-
-
-def _table_swap(*, building: str, name: str, coverage: RelatedCoverage) -> None:
-    """Replace ``name`` by the filled ``building`` table, its key and comment added last.
-
-    The previous table's exclusive lock (taken by DROP) is held only from here to the commit (the
-    key's build: ~10 ms for 20k rows), so readers keep reading it while the new one fills, instead
-    of waiting the whole run.
-    """
-    with connection.cursor() as cursor:
-        for statement in (
-            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)),
-            # After the drop: the previous table's key holds the name (a bulk build, faster than
-            # keeping the key up to date on every insert).
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (item_id)").format(
-                sql.Identifier(building), sql.Identifier(f"{name}_pkey")
-            ),
-            sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(building), sql.Identifier(name)),
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                sql.Identifier(name), sql.Literal(json.dumps(asdict(coverage)))
-            ),
-        ):
-            cursor.execute(statement.as_string(connection.connection))
-
-
-def _rows_write(table: str, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql.SQL("INSERT INTO {} (item_id, related_ids, scores, sources, computed_at) VALUES (%s, %s, %s, %s, %s)")
-            .format(sql.Identifier(table))
-            .as_string(connection.connection),
-            rows,
-        )
+_COLUMNS = ["item_id", "related_ids", "scores", "sources", "computed_at"]
 
 
 def related_tables_drop_stale() -> list[int]:
     """Drop the related tables of versions whose vectors are gone (retired, failed or deleted)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ '^rec_related_v[0-9]+$'")
-        version_ids = [int(name.removeprefix("rec_related_v")) for (name,) in cursor.fetchall()]
-    serving = set(
-        ModelVersion.objects.filter(
-            pk__in=version_ids, vectors_published=True, status__in=[VersionStatus.READY, VersionStatus.ACTIVE]
-        ).values_list("pk", flat=True)
-    )
-    dropped = [version_id for version_id in version_ids if version_id not in serving]
-    with connection.cursor() as cursor:
-        for version_id in dropped:
-            cursor.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}")
-                .format(sql.Identifier(related_table(version_id)))
-                .as_string(connection.connection)
-            )
-    if dropped:
-        logger.info("precompute.related_dropped versions=%s", dropped)
-    return dropped
+    return tables_drop_stale(prefix="rec_related_v")
 
 
 def _related_row(*, version: ModelVersion, item_id: int, now, limit: int | None) -> tuple:
@@ -179,7 +110,11 @@ def related_items_precompute(
     written, stopped_by = 0, "complete"
     with transaction.atomic():
         total = active.count()
-        _table_create(building)
+        table_create(
+            building,
+            columns="item_id bigint NOT NULL, related_ids bigint[] NOT NULL, scores real[] NOT NULL, "
+            "sources jsonb NOT NULL, computed_at timestamptz NOT NULL",
+        )
         batch: list[tuple] = []
         now = timezone.now()
         for item_id in active.order_by("-popularity", "pk").values_list("pk", flat=True).iterator(chunk_size=2000):
@@ -191,13 +126,13 @@ def related_items_precompute(
                 break
             batch.append(_related_row(version=version, item_id=item_id, now=now, limit=limit))
             if len(batch) >= WRITE_BATCH:
-                _rows_write(building, batch)
+                rows_write(building, columns=_COLUMNS, rows=batch)
                 written += len(batch)
                 batch = []
-        _rows_write(building, batch)
+        rows_write(building, columns=_COLUMNS, rows=batch)
         written += len(batch)
         coverage = RelatedCoverage(items=written, of=total, seconds=round(clock() - started, 3), stopped_by=stopped_by)
-        _table_swap(building=building, name=name, coverage=coverage)
+        table_swap(building=building, name=name, key="item_id", coverage=asdict(coverage))
     related_tables_drop_stale()
     logger.info(
         "precompute.related_done version=%s items=%s of=%s seconds=%.1f items_per_second=%.1f stopped_by=%s "
@@ -223,7 +158,7 @@ def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int
     next precomputation.
     """
     table = related_table(version_id)
-    if not _table_exists(table):
+    if not table_exists(table):
         return 0
     # The store's own index, not a request's: the in-process copy predates the new item.
     nearest = PgvectorIndex(version_id).item_neighbours([item_id], k=n, filters=AnnFilters(active_only=False))

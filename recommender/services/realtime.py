@@ -25,6 +25,7 @@ import numpy as np
 
 from catalog.models import Feedback, ItemFeature, UserFeature
 from catalog.selectors import feedback_in_force
+from config.db_router import primary_reads
 from recommender.ml.dataset import FeatureShapeError, implicit_event_weights, value_transform_codes
 from recommender.ml.foldin import FoldIn
 from recommender.ml.training import FittedModel
@@ -239,6 +240,7 @@ def item_vector_cold_start(*, item_id: int, version: ModelVersion | None = None)
     return True
 
 
+@primary_reads  # the user's own newest feedback, and a write (config.db_router)
 def user_vector_resolve(*, profile_id: int, version: ModelVersion) -> tuple[np.ndarray | None, str]:
     """The user's stored score vector (d + 3,) for serving and where it came from.
 

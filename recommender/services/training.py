@@ -28,6 +28,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
+from config import metrics
 from config.exception_handlers import ApplicationError
 from recommender import process_memory
 from recommender.blend import blend_discard
@@ -242,6 +243,7 @@ class _Progress:
                 seconds,
                 peak_mib,
             )
+            metrics.training_phase_observe(self.phase, seconds)
 
     def epoch(self, epoch: int, total: int) -> None:
         now = time.perf_counter()
@@ -347,6 +349,7 @@ def artifact_path(version_id: int) -> Path:
     return Path(settings.MODEL_ARTIFACT_DIR) / connection.settings_dict["NAME"] / f"model_v{version_id}.npz"
 
 
+@metrics.training_run_observed
 def model_version_run(*, version: ModelVersion) -> ModelVersion:
     """Run every phase of a claimed version. On any error the version is marked failed, its
     half-published tables are dropped, and the active version is left untouched."""

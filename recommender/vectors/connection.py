@@ -1,8 +1,9 @@
 """The raw psycopg connection the vector code talks to, with pgvector's types registered.
 
 Django's cursor wrapper cannot bind or return binary pgvector values; the store and the
-pgvector index use the underlying psycopg connection of Django's ``default`` database instead,
-so they still share its transaction (and its savepoints) with the ORM.
+pgvector index use the underlying psycopg connection of Django's database instead, so they still
+share its transaction (and its savepoints) with the ORM. Reads use the serving read connection
+(a replica inside a routed serving call, `config.db_router`); writes pass ``write=True``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import numpy as np
 import psycopg
 from django.db import connection
 
+from config.db_router import reading_connection
 
-def raw_connection() -> psycopg.Connection:
-    """Django's psycopg connection (opened if needed), with pgvector's adapters registered once."""
-    connection.ensure_connection()
-    raw = connection.connection
+
+def raw_connection(*, write: bool = False) -> psycopg.Connection:
+    """Django's psycopg connection (opened if needed), with pgvector's adapters registered once:
+    the primary's for a write, else the one serving reads use now."""
+    django_connection = connection if write else reading_connection()
+    django_connection.ensure_connection()
+    raw = django_connection.connection
     if not getattr(raw, "_pgvector_registered", False):
         from pgvector.psycopg import register_vector
 

@@ -51,7 +51,7 @@ from .store import VersionTables, item_embedding_fetch, item_embeddings_fetch, i
 logger = logging.getLogger(__name__)
 
 # The serving HNSW settings (config/settings/recommender.py, chosen from the curve measured by
-# `python -m bench.ann_recall --curve`, docs/operations.md): read once per process, because they
+# `python -m bench.ann_curve`, docs/operations.md): read once per process, because they
 # are applied once per database connection (`connection_settings_apply`).
 DEFAULT_EF_SEARCH = int(settings.VECTOR_HNSW_EF_SEARCH)
 MAX_SCAN_TUPLES = int(settings.VECTOR_HNSW_MAX_SCAN_TUPLES)

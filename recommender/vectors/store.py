@@ -92,7 +92,7 @@ class VersionTables:
 
 
 def _copy_rows(table: str, columns: list[str], types: list[str], rows_iter) -> None:
-    raw = raw_connection()
+    raw = raw_connection(write=True)
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -403,7 +403,7 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
     stored = np.asarray(score_vector, dtype=np.float32)
     if _score_dimension(tables.users) == len(stored) + 1:  # older versions (d + 2) get no padding
         stored = user_score_vectors_pad(stored)
-    raw = raw_connection()
+    raw = raw_connection(write=True)
     with raw.cursor() as cursor:
         cursor.execute(
             sql.SQL(
@@ -430,7 +430,7 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
         if max_norm is None  # published before MIPS
         else item_score_vectors_equalise(score_vector, max_norm=max_norm)[0]
     )
-    raw = raw_connection()
+    raw = raw_connection(write=True)
     with raw.cursor() as cursor:
         cursor.execute(
             sql.SQL(

@@ -5,11 +5,11 @@ raised inside the importer (the transaction is rolled back in-process). This cov
 case: the `manage.py import_movielens` PROCESS dies with SIGKILL, so no Python code runs to
 roll anything back; PostgreSQL must discard the open transaction on its own.
 
-To kill it at a known point, ratings.csv is a named pipe that the test feeds: it writes one
-full chunk (200,000 ratings, which the importer COPYs into staging and inserts into the real
-tables inside its transaction), then stops writing, so the importer blocks with its work
-uncommitted. The kill lands either while the server is still running the chunk's INSERT
-(``active``) or once it waits for the next chunk (``idle in transaction``). Counts are read
+To kill it at a known point, ratings.csv is a named pipe that the test feeds: it writes a few
+batches (with a 4 MiB import budget a batch is about 14,000 ratings, which the importer COPYs
+into staging and inserts into the real tables inside its transaction), then stops writing, so
+the importer blocks with its work uncommitted. The kill lands either while the server is still
+running a batch's INSERT (``active``) or once it waits for more rows (``idle in transaction``). Counts are read
 from another connection before and after the kill.
 """
 
@@ -26,13 +26,16 @@ import time
 import psycopg
 import pytest
 
-from catalog.importers.movielens import DEFAULT_CHUNK_ROWS
+from catalog.importers.bulk import ImportBudget
 from tests.recommender.conftest import PROJECT_DIR, _test_database_url, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MOVIES = 50
 USERS = 2000
+BUDGET = ImportBudget(memory_bytes=4 << 20)
+# Comfortably more than one batch: a staged rating is ~25 bytes of COPY text plus the row overhead.
+RATINGS = 3 * BUDGET.batch_bytes // ImportBudget.staged_bytes(25, 1)
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -78,7 +81,9 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
         "catalog_feedback": 0,
     }
 
-    env = dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    # A pipe has no size, so the import cannot tell it is large and keeps every index (no bulk
+    # mode): other sessions read the tables throughout and must see none of its rows.
+    env = dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1", IMPORT_MEMORY_BUDGET_BYTES=str(BUDGET.memory_bytes))
     env.pop("CELERY_BROKER_URL", None)
     log_path = tmp_path / "import.log"
     with open(log_path, "wb") as log:
@@ -99,10 +104,12 @@ def test_sigkill_in_the_middle_of_an_import_leaves_no_rows(tmp_path, kill_when):
         pipe_open.set()
         handle = pipe["handle"]
         handle.write("userId,movieId,rating,timestamp\n")
-        # One chunk and one more row: the importer stages and inserts the chunk, then waits for more.
-        for n in range(DEFAULT_CHUNK_ROWS + 1):
-            handle.write(f"{n % USERS + 1},{n % MOVIES + 1},{1 + n % 5}.0,{964982703 + n}\n")
-        handle.flush()
+        # Some batches: the importer stages and inserts them, then waits for more. It may be
+        # killed while this still writes (it inserts a batch before the last one is written).
+        with contextlib.suppress(BrokenPipeError):
+            for n in range(RATINGS):
+                handle.write(f"{n % USERS + 1},{n % MOVIES + 1},{1 + n % 5}.0,{964982703 + n}\n")
+            handle.flush()
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()

@@ -235,6 +235,8 @@ PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
     "health-json": ("GET", _statuses(*(OK_OR_DOWN,) * 4), False, None),
     "view-as": ("POST", _statuses(LOGIN, 403, 403, 302), False, {"user": "owner-profile"}),
     "view-as-suggestions": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
+    # Prometheus' scrape: JSON 401/403 rather than the sign-in redirect, a scraper cannot sign in.
+    "metrics": ("GET", STAFF_ONLY(200), False, None),
 }
 
 

@@ -46,7 +46,7 @@ def summary_print(command: BaseCommand, summary: ImportSummary, *, as_json: bool
     added = ", ".join(f"{table}={count}" for table, count in sorted(summary.added.items())) or "nothing"
     command.stdout.write(
         f"Imported {summary.source} ({summary.layout}) in {summary.seconds:.1f}s: added {added}; "
-        f"bad rows: {summary.bad_row_count}"
+        f"bad rows: {summary.bad_row_count}; {summary.events} events at {summary.events_per_second:,.0f} events/s"
     )
     if as_json:
         command.stdout.write(json.dumps(summary.as_dict()))

@@ -21,6 +21,8 @@ from typing import TextIO
 
 from django.core.management.base import BaseCommand
 
+from config.env import environment_with
+
 MANAGE_PY = Path(__file__).resolve().parents[3] / "manage.py"
 
 
@@ -108,6 +110,28 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+def metrics_directory_prepare(*, base_dir: Path, port: int) -> dict[str, str]:
+    """Give the stack's processes one metrics directory (multiprocess mode), emptied, unless one is set.
+
+    The web server and the Celery worker run in other processes than the one a scrape reaches, so
+    they share a directory (config/metrics.py). The default one belongs to this stack alone (one per
+    port) and every process that writes into it is started below, so the files of an earlier run are
+    stale and removed. A directory set in the environment is left as it is: other processes may
+    be writing there. This process itself stays single-process (its metrics module was imported
+    when Django loaded), so the first training it runs before the stack starts is not counted.
+    Returns the variables to add to the children's environment (none when it had a directory).
+    """
+    from config.metrics import MULTIPROCESS_DIRECTORY
+
+    if MULTIPROCESS_DIRECTORY:
+        return {}
+    directory = base_dir / "var" / "metrics" / f"stack-{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+
+
 def stack_commands(*, host: str, port: int, gunicorn: bool, worker: bool, beat: bool) -> dict[str, list[str]]:
     """The child processes of the stack, by name."""
     python = sys.executable
@@ -116,6 +140,8 @@ def stack_commands(*, host: str, port: int, gunicorn: bool, worker: bool, beat: 
             python,
             "-m",
             "gunicorn",
+            "-c",
+            "python:config.gunicorn",
             "config.wsgi",
             "--bind",
             f"{host}:{port}",
@@ -172,6 +198,7 @@ class Command(BaseCommand):
         # The children open their own connections; ours would only sit idle for hours.
         connections.close_all()
 
+        child_environment = environment_with(**metrics_directory_prepare(base_dir=Path(settings.BASE_DIR), port=port))
         group = ProcessGroup(out=self.stdout)
         group.install_signal_handlers()
         commands = stack_commands(
@@ -183,7 +210,7 @@ class Command(BaseCommand):
         )
         try:
             for name, argv in commands.items():
-                group.start(name, argv)
+                group.start(name, argv, env=child_environment)
         except OSError:
             group.stop()
             raise

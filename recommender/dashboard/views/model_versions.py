@@ -14,7 +14,13 @@ from django.views.decorators.http import require_POST
 
 from config.exception_handlers import ApplicationError
 from recommender.models import ModelVersion
-from recommender.selectors import active_version, model_version_list, running_versions
+from recommender.selectors import (
+    active_version,
+    home_precompute_coverage,
+    model_version_list,
+    related_precompute_coverage,
+    running_versions,
+)
 from recommender.services.activation import model_version_activate, model_version_rollback
 from recommender.services.training import model_training_request
 
@@ -72,21 +78,34 @@ def scorer_report(versions: list[ModelVersion]) -> dict | None:
     }
 
 
+def precompute_report(version: ModelVersion | None) -> dict | None:
+    """What the active version's last precomputations covered (seed 000), or None before any ran."""
+    if version is None:
+        return None
+    home = home_precompute_coverage(version_id=version.pk)
+    related = related_precompute_coverage(version_id=version.pk)
+    if home is None and related is None:
+        return None
+    return {"version": version, "home": home, "related": related}
+
+
 @login_required
 def models_page(request: HttpRequest) -> HttpResponse:
     versions = list(model_version_list()[:VERSIONS_SHOWN])
+    active = active_version()
     context = {
         "versions": versions,
         "rows": [
             {"version": v, "metrics": [(v.metrics.get(key), v.baseline_metrics.get(key)) for key, _ in METRICS]}
             for v in versions
         ],
-        "active": active_version(),
+        "active": active,
         "watched": _watched_version(request),
         "metric_columns": METRICS,
         "metric_charts": metric_charts(versions),
         "phase_chart": phase_chart(versions),
         "scorer_report": scorer_report(versions),
+        "precompute_report": precompute_report(active),
     }
     return render(request, "dashboard/models.html", context)
 

@@ -40,6 +40,18 @@ def test_models_page_lists_versions_metrics_and_charts(planted_catalog, staff_cl
     assert "Training time per phase" in page and "training:" in page
 
 
+def test_models_page_says_what_the_precomputations_covered(planted_catalog, staff_client, settings):
+    from recommender.services.home_precompute import home_lists_precompute
+
+    version = train_inline()
+    assert 'data-testid="precompute-report"' not in staff_client.get(reverse("models")).content.decode()
+    coverage = home_lists_precompute(version=version)
+    page = staff_client.get(reverse("models")).content.decode()
+    assert f"Precomputed lists of v{version.pk}" in page
+    assert f"Homepage pools: {coverage.users} of {coverage.of} users with feedback" in page
+    assert "Related lists: not precomputed yet." in page
+
+
 def test_non_staff_see_no_buttons_and_get_403_on_actions(planted_catalog, client):
     client.force_login(UserFactory())
     page = client.get(reverse("models")).content.decode()
