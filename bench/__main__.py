@@ -28,6 +28,9 @@ BENCHMARKS = [
     "load_retrain",
     "generate_catalog",
     "import_speed",
+    "ann_curve",
+    # The whole path at 1M items (--quick: 100k); last, since it is by far the longest.
+    "scale",
 ]
 
 

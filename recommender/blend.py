@@ -13,9 +13,7 @@ in-memory item-item matrix and popularity, loaded once per version per process.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,12 @@ from django.conf import settings
 from django.db import connection
 
 from recommender.candidates.base import Context
+from recommender.memo import VersionModels
 from recommender.ml.blend import BlendModel, blend_fit_on_validation, blend_fit_with_model, blend_model_build
 from recommender.ml.dataset import TrainingData
 
 logger = logging.getLogger(__name__)
 
-_CACHE_SIZE = 3
 _MISSING_RECHECK_SECONDS = 30.0
 
 
@@ -66,7 +64,13 @@ def blend_train(
         return None
     started = time.perf_counter()
     if model is not None and held_out is not None:
-        fitted = blend_fit_with_model(data, model, held_out)
+        fitted = blend_fit_with_model(
+            data,
+            model,
+            held_out,
+            budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS,
+            fit_seconds=settings.TRAINING_FAMILY_FIT_SECONDS,
+        )
     else:
         fitted = blend_fit_on_validation(data, params)
     model_precision = next(v for key, v in fitted.validation.items() if key.startswith("model_precision"))
@@ -88,19 +92,29 @@ def blend_train(
 
 def blend_store(*, fitted: BlendModel, data: TrainingData, artifact_path: str | Path) -> BlendModel:
     """Refit B and popularity on ``data`` (what the served model saw), keep the frozen weights, save."""
-    served = blend_model_build(fitted, data)
+    served = blend_model_build(fitted, data, fit_seconds=settings.TRAINING_FAMILY_FIT_SECONDS)
     served.save(blend_path(artifact_path))
     _cache_clear()
     return served
 
 
-_cache: OrderedDict = OrderedDict()
-_cache_lock = threading.Lock()
+def _blend_bytes(entry: tuple[BlendModel | None, float]) -> int:
+    blend = entry[0]
+    if blend is None:
+        return 0
+    matrix = blend.item_item
+    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes + blend.popularity.nbytes)
+
+
+# (blend or None, when checked) per version, within half of SERVING_MODELS_BUDGET_BYTES (the
+# stacks' memo has the other half, recommender/stacking.py).
+_cache: VersionModels[tuple, tuple[BlendModel | None, float]] = VersionModels(
+    "blends", budget_bytes=lambda: settings.SERVING_MODELS_BUDGET_BYTES // 2, size_of=_blend_bytes
+)
 
 
 def _cache_clear() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def blend_discard(artifact_path: str | Path) -> None:
@@ -110,15 +124,13 @@ def blend_discard(artifact_path: str | Path) -> None:
 
 
 def version_blend(version_id: int) -> BlendModel | None:
-    """The version's BlendModel, loaded once per process (LRU of 3); None when it has none."""
+    """The version's BlendModel, loaded once per process (kept within a byte budget); None when it has none."""
     key = (connection.settings_dict["NAME"], version_id)
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            blend, checked_at = hit
-            if blend is not None or time.monotonic() - checked_at < _MISSING_RECHECK_SECONDS:
-                return blend
+    found, hit = _cache.lookup(key)
+    if found and hit is not None:
+        blend, checked_at = hit
+        if blend is not None or time.monotonic() - checked_at < _MISSING_RECHECK_SECONDS:
+            return blend
     with connection.cursor() as cursor:
         cursor.execute("SELECT artifact_path FROM recommender_modelversion WHERE id = %s", [version_id])
         row = cursor.fetchone()
@@ -129,11 +141,7 @@ def version_blend(version_id: int) -> BlendModel | None:
             started = time.perf_counter()
             blend = BlendModel.load(path)
             logger.info("blend.loaded version=%s ms=%.1f", version_id, 1000 * (time.perf_counter() - started))
-    with _cache_lock:
-        _cache[key] = (blend, time.monotonic())
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    _cache.store(key, (blend, time.monotonic()))
     return blend
 
 

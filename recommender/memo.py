@@ -151,3 +151,54 @@ class GenerationMemo(Generic[K, V]):
         """Forget every value (tests; serving never needs it, a generation bump does the same)."""
         with self._lock:
             self._key, self._values, self._bytes, self._full_logged = None, {}, 0, False
+
+
+class VersionModels(Generic[K, V]):
+    """A version's loaded models (stack, blend) per process, most recently used first, within a byte budget.
+
+    Unlike `GenerationMemo` these values never go stale (a version's artifact is written once), so
+    they are kept across generations and evicted only for room: the least recently used go while
+    the values' ``size_of`` sum passes ``budget_bytes`` (read at each store, like a setting). The
+    most recent value is always kept, whatever its size, since the active version must be
+    answerable; a budget smaller than one version's models therefore keeps exactly one. This
+    replaces a fixed "three versions": at a million items one version's models can hold a GiB.
+    """
+
+    def __init__(self, name: str, *, budget_bytes: Callable[[], int], size_of: Callable[[V], int]) -> None:
+        self.name = name
+        self.budget_bytes = budget_bytes
+        self.size_of = size_of
+        self._values: dict[K, V] = {}  # insertion order = least recently used first
+        self._sizes: dict[K, int] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, key: K) -> tuple[bool, V | None]:
+        """(found, value); a hit becomes the most recently used."""
+        with self._lock:
+            if key not in self._values:
+                return False, None
+            value = self._values.pop(key)
+            self._values[key] = value
+            return True, value
+
+    def store(self, key: K, value: V) -> None:
+        size = int(self.size_of(value))
+        with self._lock:
+            self._values.pop(key, None)
+            self._sizes[key] = size
+            self._values[key] = value
+            budget = int(self.budget_bytes())
+            while len(self._values) > 1 and sum(self._sizes[k] for k in self._values) > budget:
+                evicted = next(iter(self._values))
+                del self._values[evicted]
+                del self._sizes[evicted]
+                logger.info("memo.evicted name=%s key=%s budget_bytes=%s", self.name, evicted, budget)
+
+    def keys(self) -> list[K]:
+        with self._lock:
+            return list(self._values)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._sizes.clear()

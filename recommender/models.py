@@ -136,6 +136,11 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     baseline_metrics = models.JSONField(default=dict, blank=True)
     phase_seconds = models.JSONField(default=dict, blank=True)
+    # What the running phase is doing right now ("HNSW index 2 of 3: 40% of 1,000,000 items"),
+    # for the Models page; emptied when the run ends.
+    phase_detail = models.CharField(max_length=200, blank=True, default="")
+    # Peak resident memory of the training process during each phase, in MiB (VmHWM, reset per phase).
+    phase_peak_rss_mib = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
     gate_reason = models.TextField(blank=True, default="")
     artifact_path = models.CharField(max_length=500, blank=True, default="")

@@ -20,17 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from django.conf import settings
 from django.db import connection
 
 from recommender.candidates.base import Context
+from recommender.memo import VersionModels
 from recommender.ml.dataset import IdMap
 from recommender.ml.families import FAMILIES, ModelFamily
 from recommender.ml.ranker import LearnedRanker, feature_overlap, pool_features
@@ -38,7 +38,6 @@ from recommender.ml.stack import ItemContext, ScorerFit, StackConfig
 
 logger = logging.getLogger(__name__)
 
-_CACHE_SIZE = 3
 # The LightFM family is served from pgvector; the stack stores only the others.
 VECTOR_FAMILY = "lightfm"
 
@@ -224,13 +223,21 @@ def stack_load(directory: Path) -> ServedStack:
     )
 
 
-_cache: OrderedDict = OrderedDict()
-_cache_lock = threading.Lock()
+def _stack_bytes(stack: ServedStack | None) -> int:
+    if stack is None:
+        return 0
+    return sum(family.memory_bytes() for family in stack.families.values() if family is not None)
+
+
+# Per process, by the families' own byte counts (settings.SERVING_MODELS_BUDGET_BYTES, shared with
+# the blends' memo by halves): at ml-100k every recent version fits, at a million items one or two.
+_cache: VersionModels[tuple, ServedStack | None] = VersionModels(
+    "stacks", budget_bytes=lambda: settings.SERVING_MODELS_BUDGET_BYTES // 2, size_of=_stack_bytes
+)
 
 
 def _cache_clear() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def stack_discard(artifact_path: str | Path) -> None:
@@ -241,12 +248,11 @@ def stack_discard(artifact_path: str | Path) -> None:
 
 
 def version_stack(version_id: int) -> ServedStack | None:
-    """The version's served stack, loaded once per process (LRU of 3); None when it has none."""
+    """The version's served stack, loaded once per process (kept within a byte budget); None when it has none."""
     key = (connection.settings_dict["NAME"], version_id)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+    found, cached = _cache.lookup(key)
+    if found:
+        return cached
     with connection.cursor() as cursor:
         cursor.execute("SELECT artifact_path FROM recommender_modelversion WHERE id = %s", [version_id])
         row = cursor.fetchone()
@@ -260,11 +266,7 @@ def version_stack(version_id: int) -> ServedStack | None:
             stack.choice,
             1000 * (time.perf_counter() - started),
         )
-    with _cache_lock:
-        _cache[key] = stack
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    _cache.store(key, stack)
     return stack
 
 

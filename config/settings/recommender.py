@@ -50,6 +50,13 @@ ITEM_ROWS_BUDGET_BYTES = env_int("ITEM_ROWS_BUDGET_BYTES", 64 * 1024 * 1024)
 # crossover.
 VECTOR_EXACT_INDEX_BUDGET_BYTES = env_int("VECTOR_EXACT_INDEX_BUDGET_BYTES", 20_000 * (66 * 4 + 9))
 
+# Loaded models each serving process keeps (recommender/memo.py VersionModels): the stacks' families
+# (recommender/stacking.py) and the blends' item-item weights (recommender/blend.py), half each, by
+# their byte counts, most recently used first; the newest is always kept. Formerly a fixed three
+# versions each, which at a million items (EASE's 256 MiB serving copy, ALS and LightFM factors of
+# 1M rows) is several GiB per process. 1 GiB keeps every recent ml-100k version.
+SERVING_MODELS_BUDGET_BYTES = env_int("SERVING_MODELS_BUDGET_BYTES", 1024 * 1024 * 1024)
+
 # The per-process catalogue copy the content-based and fresh sources scan (items and their feature
 # postings, recommender/candidates/_catalogue.py). The default holds the former fixed limits,
 # 50k items and 500k postings; a larger catalogue is answered by SQL.
@@ -86,10 +93,34 @@ TRAINING_RANKER_SECONDS = env_float("TRAINING_RANKER_SECONDS", 5.0)
 # it fits, else a uniform sample of budget / items users (recommender.ml.evaluation.users_within_budget).
 # 500M cells is all of a 100k-user × 5k-item catalogue, and 500 users at a million items.
 TRAINING_EVALUATION_BUDGET_CELLS = env_int("TRAINING_EVALUATION_BUDGET_CELLS", 500_000_000)
+# Time budget of each family fit inside a training run's stack (recommender/services/scorer.py):
+# EASE's fit_seconds (the exact head is what this machine's measured flop rate inverts in half of it,
+# the tail columns are solved most popular first in the rest; fitted three times a run) and the
+# validation search's LightFM fit (epochs stop after the one crossing it; the served LightFM model is
+# never cut). Catalogues whose fits are cheap (ml-100k: EASE 0.3 s, LightFM 3 s) never reach it.
+TRAINING_FAMILY_FIT_SECONDS = env_float("TRAINING_FAMILY_FIT_SECONDS", 60.0)
 # Memory an HNSW index build may ask PostgreSQL for (maintenance_work_mem, per build session): the
 # graph's estimate when it fits, capped here. Unset: a quarter of this machine's memory
 # (recommender/vectors/build.py). Set it when the database runs on another machine.
 VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) or None
+
+# pgvector HNSW (recommender/vectors/store.py builds, recommender/vectors/pgvector.py queries), from
+# the recall/latency curve of `python -m bench.ann_curve` (docs/operations.md "ANN settings at a
+# million items"): the point with recall@10 >= 0.98 against exact top-10 for user -> items and
+# item -> items. m and ef_construction apply to the next build.
+# Measured at 100k items (the 1M run did not finish in time): m 16 / ef_construction 64 reached
+# user -> items recall@10 0.965 at ef_search 1000; m 32 / 128 reached 1.000 (0.983 at ef_search 400)
+# and 0.94 instead of 0.63 for a 2.9% category filter, at the cost of a build ~3x longer.
+VECTOR_HNSW_M = env_int("VECTOR_HNSW_M", 32)
+VECTOR_HNSW_EF_CONSTRUCTION = env_int("VECTOR_HNSW_EF_CONSTRUCTION", 128)
+# Candidate list of each HNSW scan (pgvector's maximum is 1000); set once per serving connection.
+VECTOR_HNSW_EF_SEARCH = env_int("VECTOR_HNSW_EF_SEARCH", 1000)
+# Each ANN query reads this many times k rows from the index (iterative scans go on past ef_search
+# to fill them), re-sorts them by exact distance and keeps k: recall rises with it.
+VECTOR_HNSW_OVERFETCH = env_float("VECTOR_HNSW_OVERFETCH", 2.0)
+# Tuples an iterative scan (hnsw.iterative_scan = relaxed_order) may visit before it stops and a
+# short filtered answer is re-asked exactly (so filtered queries still return k rows).
+VECTOR_HNSW_MAX_SCAN_TUPLES = env_int("VECTOR_HNSW_MAX_SCAN_TUPLES", 50_000)
 
 # Homepage impressions are written behind the response (recommender/serving/impressions.py): a
 # per-process buffer flushed by a thread every this many seconds, in one insert. "Demote recently

@@ -101,7 +101,12 @@ def phase_chart(versions, *, width: int = 640, row_height: int = 22) -> dict:
                     "width": round(max(seconds * scale, 0.5), 2),
                     "color": PHASE_COLORS[phase],
                     "phase": phase.replace("_", " "),
-                    "title": f"v{version.pk} {phase.replace('_', ' ')}: {seconds:.2f} s",
+                    "title": f"v{version.pk} {phase.replace('_', ' ')}: {seconds:.2f} s"
+                    + (
+                        f", peak memory {version.phase_peak_rss_mib[phase]:,} MiB"
+                        if phase in (version.phase_peak_rss_mib or {})
+                        else ""
+                    ),
                 }
             )
             x += seconds * scale

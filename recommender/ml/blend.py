@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData
+from recommender.ml.similarity import top_k
 
 FEATURE_NAMES = ("model", "item_item", "popularity")
 
@@ -47,7 +48,11 @@ class BlendFitError(ValueError):
 
 
 def item_item_fit(
-    rated: sp.csr_matrix, *, l2: float = DEFAULT_ITEM_ITEM_L2, neighbours: int = DEFAULT_NEIGHBOURS
+    rated: sp.csr_matrix,
+    *,
+    l2: float = DEFAULT_ITEM_ITEM_L2,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    fit_seconds: float | None = None,
 ) -> sp.csr_matrix:
     """Item-item weights B, float32 csr of shape (n_items, n_items), zero diagonal.
 
@@ -82,7 +87,8 @@ def item_item_fit(
     )
     try:
         family = EaseFamily.fit(data, {"l2": float(l2), "input": "binary", "serving": "sparse",
-                                       "serving_budget_bytes": max(1, n_items) * neighbours * 8})  # fmt: skip
+                                       "serving_budget_bytes": max(1, n_items) * neighbours * 8,
+                                       "fit_seconds": fit_seconds})  # fmt: skip
     except FamilyFitError as error:
         raise BlendFitError(str(error)) from error
     weights = family.weights if sp.issparse(family.weights) else sp.csr_matrix(family.weights)
@@ -320,12 +326,15 @@ def _pools(
     """Per user: (candidate indices, features), candidates = the model's unseen top ``pool_size``
     plus the unseen ``popular_size`` most popular items (the pipeline's ANN and popular sources)."""
     by_popularity = np.argsort(-popularity, kind="stable")
-    for start in range(0, len(users), 256):
-        batch = users[start : start + 256]
+    # Users scored at once keep users × items near the evaluation's batch (memory stays bounded at
+    # a million items), and only the pool's top is selected, not every item sorted.
+    batch_size = max(1, min(256, evaluation.MAX_BATCH_CELLS // max(rated.shape[1], 1)))
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
         scores = np.asarray(model.score_items(batch), dtype=np.float64)
         seen = rated[batch].toarray() > 0
         masked = np.where(seen, -np.inf, scores)
-        top = np.argsort(-masked, axis=1, kind="stable")[:, :pool_size]
+        top = top_k(masked, min(pool_size, masked.shape[1]))
         for row, user in enumerate(batch):
             unseen_popular = by_popularity[~seen[row][by_popularity]][:popular_size]
             candidates = np.asarray(list(dict.fromkeys(top[row].tolist() + unseen_popular.tolist())), np.int64)
@@ -383,18 +392,25 @@ def blend_fit_with_model(
     popular_size: int = 50,
     k: int = 10,
     l2: float = 1.0,
+    budget_cells: int | None = None,
+    fit_seconds: float | None = None,
 ) -> BlendModel:
     """Fit blend weights for ``model`` (trained on ``train``) against positives it never saw.
+
+    ``budget_cells`` bounds the users pooled (users × items, `evaluation.users_within_budget`), and
+    ``fit_seconds`` the item-item EASE fit, as in the rest of a training run; None: no bound.
 
     Training calls this with its evaluation model and the protocol's held-out part, which costs no
     extra fit; `blend_fit_on_validation` calls it after carving a validation split out of training
     data, which is what `manage.py evaluate` needs to measure the pipeline on the test part honestly.
     """
     rated = rated_matrix(train)
-    item_item = item_item_fit(rated)
+    item_item = item_item_fit(rated, fit_seconds=fit_seconds)
     popularity = item_popularity(rated)
     held_out = ((held_out_positives != 0).astype(np.float32) - (held_out_positives != 0).multiply(rated)).tocsr()
     held_out.eliminate_zeros()
+    if budget_cells is not None:
+        held_out = evaluation.users_within_budget(held_out, budget_cells=budget_cells)
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
     if len(users) == 0:
         raise BlendFitError("the validation split holds no user with a held-out positive; too little data.")
@@ -425,13 +441,13 @@ def _precision(lists, weights: BlendWeights, k: int) -> float:
     return float(np.mean(hits))
 
 
-def blend_model_build(fitted: BlendModel, data: TrainingData) -> BlendModel:
+def blend_model_build(fitted: BlendModel, data: TrainingData, *, fit_seconds: float | None = None) -> BlendModel:
     """The served BlendModel: ``fitted``'s frozen weights with B and popularity refitted on ``data``."""
     rated = rated_matrix(data)
     return BlendModel(
         weights=fitted.weights,
         item_ids=data.item_ids,
-        item_item=item_item_fit(rated),
+        item_item=item_item_fit(rated, fit_seconds=fit_seconds),
         popularity=item_popularity(rated),
         validation=fitted.validation,
     )

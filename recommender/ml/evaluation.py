@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import rankdata
 
 from recommender.ml.similarity import top_k
 
@@ -26,7 +25,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 """Maps user indices, shape (b,), to scores, shape (b, n_items); larger means recommend first."""
 
 # Cap on floats scored at once; 4M float64 is ~32 MB.
-_MAX_BATCH_CELLS = 4_000_000
+MAX_BATCH_CELLS = 4_000_000
 
 
 class Split(NamedTuple):
@@ -248,7 +247,7 @@ def ranking_metrics(
     test_bool = (test_bool - test_bool.multiply(train_bool)).tocsr()
     test_bool.eliminate_zeros()
     users = np.flatnonzero(np.diff(test_bool.indptr) > 0)
-    batch_size = batch_size or max(1, _MAX_BATCH_CELLS // max(n_items, 1))
+    batch_size = batch_size or max(1, MAX_BATCH_CELLS // max(n_items, 1))
     out: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
@@ -263,15 +262,32 @@ def ranking_metrics(
             out[name].append(values)
         n_relevant = relevant.sum(axis=1)
         # AUC via rank sums; seen items sit at -inf below every candidate, so subtract their count.
-        ranks = rankdata(scores, axis=1) - seen.sum(axis=1, keepdims=True)
+        pos_rank_sum = _positive_rank_sums(scores, relevant) - n_relevant * seen.sum(axis=1)
         n_negative = n_items - seen.sum(axis=1) - n_relevant
-        pos_rank_sum = np.where(relevant, ranks, 0.0).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             out["auc"].append((pos_rank_sum - n_relevant * (n_relevant + 1) / 2) / (n_relevant * n_negative))
         out["top_k"].append(top)
     result = {name: (np.concatenate(values) if values else np.zeros(0)) for name, values in out.items()}
     result["users"] = users
     return result
+
+
+def _positive_rank_sums(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """Per row, the sum of the relevant entries' average ranks (1-based, ties averaged), shape (b,).
+
+    Equal to ``np.where(relevant, rankdata(scores, axis=1), 0).sum(axis=1)``, but only the few
+    relevant entries are ranked: one plain sort of each row and two binary searches per relevant
+    entry, several times cheaper than ``rankdata`` over a million items.
+    """
+    ordered = np.sort(scores, axis=1)
+    sums = np.zeros(len(scores), dtype=np.float64)
+    rows, columns = np.nonzero(relevant)
+    for row in np.unique(rows):
+        values = scores[row, columns[rows == row]]
+        below = np.searchsorted(ordered[row], values, side="left")
+        through = np.searchsorted(ordered[row], values, side="right")
+        sums[row] = float(((below + 1 + through) / 2.0).sum())
+    return sums
 
 
 def precision_at_k(scorer, train, test, k: int = 10) -> float:

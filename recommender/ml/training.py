@@ -350,8 +350,12 @@ def fit(
     on_epoch: Callable[[int, int, float | None], None] | None = None,
     validation: sp.csr_matrix | None = None,
     resume: FittedModel | None = None,
+    time_budget_seconds: float | None = None,
 ) -> FittedModel:
     """Train LightFM one epoch at a time.
+
+    ``time_budget_seconds`` stops after the epoch that crosses it (at least one epoch runs): the
+    training run's validation fits use it (`recommender.ml.families.lightfm`), never the served model.
 
     Parameters
     ----------
@@ -472,6 +476,9 @@ def fit(
             on_epoch(epoch, params.epochs, score)
         if params.early_stopping_patience is not None and since_best >= params.early_stopping_patience:
             logger.info("ml.fit.early_stop epoch=%d best_precision=%.4f", epoch, best_score)
+            break
+        if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
+            logger.info("ml.fit.time_budget epoch=%d of=%d seconds=%.1f", epoch, params.epochs, time_budget_seconds)
             break
     fitted = best if (best is not None and params.early_stopping_patience is not None) else snapshot()
     fitted.check_finite()

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from recommender.ml import evaluation
 from recommender.ml.dataset import TrainingData
-from recommender.ml.families import ModelFamily
+from recommender.ml.families import ModelFamily, Progress
 from recommender.ml.families.lightfm import LightFmFamily
 from recommender.ml.stack import (
     ItemContext,
@@ -52,13 +52,15 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
     families: dict[str, dict] = {}
     for name in names:
         if name == VECTOR_FAMILY:
-            families[name] = lightfm_params
+            # Only the validation search fits LightFM here (the run's own model serves and is
+            # reused for every other fit): within the family time budget, like EASE.
+            families[name] = {**lightfm_params, "fit_seconds": float(settings.TRAINING_FAMILY_FIT_SECONDS)}
         elif name == "als":
             families[name] = {"num_threads": threads, "random_state": snapshot.get("seed", 0)}
         elif name == "ease":
             # Every training interaction (low ratings included) as binary input: on ml-100k this
             # input took the stack from 1.04x to 1.07x exact EASE's precision@10 (docs/training.md).
-            families[name] = {"input": "rated"}
+            families[name] = {"input": "rated", "fit_seconds": float(settings.TRAINING_FAMILY_FIT_SECONDS)}
         else:
             families[name] = {}
     return StackConfig(
@@ -74,11 +76,11 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
 
 
 def _fit_with_lightfm(
-    data: TrainingData, config: StackConfig, lightfm_model: FittedModel
+    data: TrainingData, config: StackConfig, lightfm_model: FittedModel, progress: Progress | None = None
 ) -> tuple[dict[str, ModelFamily], dict[str, float]]:
     """Every family on ``data``, reusing the LightFM model the run already fitted on it."""
     others = dataclasses.replace(config, families={n: p for n, p in config.families.items() if n != VECTOR_FAMILY})
-    fitted, seconds = families_fit(data, others)
+    fitted, seconds = families_fit(data, others, progress=progress)
     ordered = {
         name: (LightFmFamily(lightfm_model) if name == VECTOR_FAMILY else fitted[name]) for name in config.families
     }
@@ -98,7 +100,12 @@ def _summary(top: np.ndarray, relevant: sp.csr_matrix, n_items: int, k: int) -> 
 
 
 def scorer_evaluate(
-    *, train: TrainingData, test_positives: sp.csr_matrix, lightfm_model: FittedModel, config: StackConfig
+    *,
+    train: TrainingData,
+    test_positives: sp.csr_matrix,
+    lightfm_model: FittedModel,
+    config: StackConfig,
+    progress: Progress | None = None,
 ) -> tuple[ScorerFit, dict]:
     """Choose the scorer on validation data from ``train``; measure it on ``test_positives``.
 
@@ -106,9 +113,9 @@ def scorer_evaluate(
     "choice", "seconds"}``, every metric on the same test users with training interactions excluded.
     """
     started = time.perf_counter()
-    chosen = scorer_fit(train, config)
+    chosen = scorer_fit(train, config, progress=progress)
     config = chosen.tuned(config)
-    families, fit_seconds = _fit_with_lightfm(train, config, lightfm_model)
+    families, fit_seconds = _fit_with_lightfm(train, config, lightfm_model, progress)
     rated = rated_matrix(train)
     test, users = _test_rows(test_positives, rated)
     n_items, k = rated.shape[1], config.k
@@ -146,10 +153,11 @@ def scorer_publish(
     scorer: ScorerFit,
     config: StackConfig,
     positive_threshold: float,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Refit the families on ``data`` (what the served LightFM model saw) and store the stack; returns fit seconds."""
     config = scorer.tuned(config)
-    families, seconds = _fit_with_lightfm(data, config, lightfm_model)
+    families, seconds = _fit_with_lightfm(data, config, lightfm_model, progress)
     stack_store(
         artifact_path=artifact_path,
         families=families,

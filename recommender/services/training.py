@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from django.utils import timezone
 from catalog.array_selectors import CatalogArrays, catalog_arrays_fetch
 from config import metrics
 from config.exception_handlers import ApplicationError
+from recommender import process_memory
 from recommender.blend import blend_discard
 from recommender.ml import evaluation
 from recommender.ml.dataset import IdMap, Interactions, TrainingData, build_feature_matrix, build_interactions
@@ -194,26 +197,52 @@ def model_versions_fail_stale(*, stale_after: timedelta = STALE_AFTER) -> int:
 
 
 class _Progress:
-    """Writes status, epoch and heartbeat to the version row without flooding the database."""
+    """Writes status, epoch, phase detail and heartbeat to the version row without flooding the database.
+
+    Each phase also records its wall time and its own peak RSS (`recommender.process_memory`: the
+    peak is reset when a phase starts), logged and kept on the version (``phase_peak_rss_mib``).
+    ``detail`` may be called from another thread (the HNSW build watcher): it writes through that
+    thread's own connection.
+    """
+
+    DETAIL_EVERY_SECONDS = 1.0
 
     def __init__(self, version: ModelVersion):
         self.version = version
         self.phase_started = time.perf_counter()
         self.phase: str | None = None
         self.last_write = 0.0
+        self.last_detail = 0.0
+        self.last_head = ""
+        self._lock = threading.Lock()
 
     def enter(self, status: str) -> None:
         self._close_phase()
         self.phase = status
         self.phase_started = time.perf_counter()
+        process_memory.peak_rss_reset()
         self.version.status = status
         self.version.heartbeat_at = timezone.now()
-        self.version.save(update_fields=["status", "heartbeat_at", "phase_seconds"])
+        self.version.phase_detail = ""
+        self.version.save(
+            update_fields=["status", "heartbeat_at", "phase_seconds", "phase_peak_rss_mib", "phase_detail"]
+        )
 
     def _close_phase(self) -> None:
         if self.phase is not None:
             seconds = time.perf_counter() - self.phase_started
+            peak_mib = round(process_memory.peak_rss_bytes() / process_memory.MIB)
             self.version.phase_seconds[self.phase] = round(self.version.phase_seconds.get(self.phase, 0) + seconds, 3)
+            self.version.phase_peak_rss_mib[self.phase] = max(
+                peak_mib, self.version.phase_peak_rss_mib.get(self.phase, 0)
+            )
+            logger.info(
+                "training.phase_done version=%s phase=%s seconds=%.1f peak_rss_mib=%s",
+                self.version.pk,
+                self.phase,
+                seconds,
+                peak_mib,
+            )
             metrics.training_phase_observe(self.phase, seconds)
 
     def epoch(self, epoch: int, total: int) -> None:
@@ -225,9 +254,29 @@ class _Progress:
             epoch=epoch, epochs_total=total, heartbeat_at=timezone.now()
         )
 
+    def detail(self, message: str) -> None:
+        """What the phase is doing now (a family's fit step, an index build's share).
+
+        A new step (the text before its first ':' changed) is always written; updates of the same
+        step at most once a second.
+        """
+        head = message.split(":", 1)[0]
+        with self._lock:
+            now = time.perf_counter()
+            if head == self.last_head and now - self.last_detail < self.DETAIL_EVERY_SECONDS:
+                return
+            self.last_detail, self.last_head = now, head
+        logger.info("training.progress version=%s phase=%s detail=%s", self.version.pk, self.phase, message)
+        ModelVersion.objects.filter(pk=self.version.pk).update(phase_detail=message[:200], heartbeat_at=timezone.now())
+
+    def family_step(self, done: int, total: int, message: str) -> None:
+        """A `recommender.ml.families.Progress` callback."""
+        self.detail(message)
+
     def finish(self) -> None:
         self._close_phase()
         self.phase = None
+        self.version.phase_detail = ""
 
 
 def training_data_build(arrays: CatalogArrays, snapshot: dict) -> tuple[TrainingData, np.ndarray]:
@@ -316,6 +365,8 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
             error=f"{type(error).__name__}: {error}"[:5000],
             finished_at=timezone.now(),
             phase_seconds=version.phase_seconds,
+            phase_peak_rss_mib=version.phase_peak_rss_mib,
+            phase_detail="",
             vectors_published=False,
         )
         logger.exception("training.failed version=%s phase=%s", version.pk, failed_phase)
@@ -351,7 +402,15 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         progress.epoch(offset + epoch, version.epochs_total)
 
     train = _with_interactions(data, split.train_positives, split.train_weights)
-    validation = split.test_positives if params.early_stopping_patience is not None else None
+    # Early stopping ranks its validation users against every item each epoch: the same cell budget
+    # (and seeded sample) as the evaluation, so an epoch's check does not grow with users × items.
+    validation = (
+        evaluation.users_within_budget(
+            split.test_positives, budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS, seed=snapshot["seed"]
+        )
+        if params.early_stopping_patience is not None
+        else None
+    )
     model = fit(train, params, on_epoch=on_epoch, validation=validation)
 
     progress.enter(VersionStatus.EVALUATING)
@@ -360,6 +419,8 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     evaluated = evaluation.users_within_budget(
         split.test_positives, budget_cells=settings.TRAINING_EVALUATION_BUDGET_CELLS, seed=snapshot["seed"]
     )
+    evaluated_users = int((np.diff(evaluated.indptr) > 0).sum())
+    progress.detail(f"LightFM and popularity on {evaluated_users:,} test users")
     version.metrics = evaluation.evaluate(model.score_items, split.train_positives, evaluated, k)
     popularity = evaluation.popularity_scores(split.train_positives)
     version.baseline_metrics = evaluation.evaluate(popularity, split.train_positives, evaluated, k)
@@ -369,7 +430,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         # Families and the learned scorer: chosen on validation data carved from `train`, measured
         # on this run's test split next to the LightFM metrics above (recommender/services/scorer.py).
         chosen, stack_metrics = scorer_evaluate(
-            train=train, test_positives=evaluated, lightfm_model=model, config=stack
+            train=train, test_positives=evaluated, lightfm_model=model, config=stack, progress=progress.family_step
         )
         version.metrics["stack"] = stack_metrics
     # Serving blend weights (recommender/blend.py), fitted for the evaluation model against the
@@ -381,6 +442,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     # The blend is the fallback scorer: only when no stack serves, or the stack chose LightFM alone.
     fitted_blend = None
     if chosen is None or chosen.choice == f"family:{VECTOR_FAMILY}":
+        progress.detail("fitting the serving blend")
         fitted_blend = blend_train(
             data=train,
             params=dataclasses.replace(params, early_stopping_patience=None),
@@ -406,13 +468,14 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         )
 
     progress.enter(VersionStatus.PUBLISHING)
-    model_publish(version=version, model=model)
+    model_publish(version=version, model=model, progress=progress.detail)
     if fitted_blend is not None:
         from recommender.blend import blend_store
 
         # Item-item weights and popularity from everything the served model saw; weights stay frozen.
         blend_store(fitted=fitted_blend, data=data if refit else train, artifact_path=version.artifact_path)
     if stack is not None and chosen is not None:
+        progress.detail("refitting the families on all the data for serving")
         scorer_publish(
             artifact_path=version.artifact_path,
             data=data if refit else train,
@@ -420,12 +483,15 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
             scorer=chosen,
             config=stack,
             positive_threshold=float(snapshot["positive_threshold"]),
+            progress=progress.family_step,
         )
     progress.finish()
     version.status = VersionStatus.READY
     version.finished_at = timezone.now()
     version.epoch = version.epochs_total
-    version.save(update_fields=["status", "finished_at", "epoch", "phase_seconds"])
+    version.save(
+        update_fields=["status", "finished_at", "epoch", "phase_seconds", "phase_peak_rss_mib", "phase_detail"]
+    )
     logger.info(
         "training.ready version=%s precision=%.4f baseline=%.4f",
         version.pk,
@@ -434,8 +500,11 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     )
 
 
-def model_publish(*, version: ModelVersion, model: FittedModel) -> None:
-    """Save the artifact and write the vectors of ``version`` into its own pgvector tables."""
+def model_publish(*, version: ModelVersion, model: FittedModel, progress: Callable[[str], None] | None = None) -> None:
+    """Save the artifact and write the vectors of ``version`` into its own pgvector tables.
+
+    ``progress(message)`` hears each step, and the HNSW builds' progress while they run.
+    """
     target = artifact_path(version.pk)
     target.parent.mkdir(parents=True, exist_ok=True)
     stack_discard(target)
@@ -451,6 +520,7 @@ def model_publish(*, version: ModelVersion, model: FittedModel) -> None:
         item_embeddings=item_repr,
         user_ids=np.asarray(model.user_ids.ids, dtype=np.int64),
         user_score_vectors=model.user_vectors_with_bias(),
+        progress=progress,
     )
     version.vectors_published = True
     version.save(update_fields=["vectors_published"])

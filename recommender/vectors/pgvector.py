@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from django.conf import settings
 from django.db.backends.signals import connection_created
 from psycopg import sql
 
@@ -49,15 +50,14 @@ from .store import VersionTables, item_embedding_fetch, item_embeddings_fetch, i
 
 logger = logging.getLogger(__name__)
 
-# Tuned with bench/ann_recall.py (see docs/candidates.md for the measured recall): on 100k
-# synthetic items inner-product recall@10 is 0.942 at 400 and 0.994 at 1000 (cosine 0.9985 /
-# 1.000), p50 5.6 → 8.4 ms; ml-100k is answered by exact plans either way. pgvector's maximum.
-DEFAULT_EF_SEARCH = 1000
-# Upper bound of tuples an iterative scan visits before giving up (pgvector's default is 20 000);
-# a filter leaving 1% of 100k items needs ~100·k tuples, so this leaves a wide margin.
-MAX_SCAN_TUPLES = 50_000
-# The index is asked for this many times k rows, re-sorted exactly, and cut to k.
-RELAXED_OVERFETCH = 2.0
+# The serving HNSW settings (config/settings/recommender.py, chosen from the curve measured by
+# `python -m bench.ann_curve`, docs/operations.md): read once per process, because they
+# are applied once per database connection (`connection_settings_apply`).
+DEFAULT_EF_SEARCH = int(settings.VECTOR_HNSW_EF_SEARCH)
+MAX_SCAN_TUPLES = int(settings.VECTOR_HNSW_MAX_SCAN_TUPLES)
+# The index is asked for this many times k rows, re-sorted exactly, and cut to k
+# (settings.VECTOR_HNSW_OVERFETCH; a larger pool lifts recall at a small cost, see docs/operations.md).
+RELAXED_OVERFETCH = float(settings.VECTOR_HNSW_OVERFETCH)
 NORM_DAMPED_POOL_FACTOR = 10
 NORM_DAMPED_MIN_POOL = 200
 # A short approximate answer is re-asked exactly only for list-sized k (a norm-damped pool asks

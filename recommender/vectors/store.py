@@ -39,12 +39,11 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from .build import hnsw_build_settings
+from .build_progress import BuildStep, BuildWatcher, Report
 from .connection import binary_cursor, raw_connection, vectors_stack
 
 logger = logging.getLogger(__name__)
 
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
 # The MIPS → NN reduction is implemented but OFF by default: measured with pgvector HNSW on
 # 30k synthetic items (bench/ann_recall.py's generator, 100 random users, ef_search 400) it
 # LOWERED inner-product recall@10 from 0.994 (raw score vectors) to 0.643 (ef 100: 0.929 → 0.308).
@@ -112,6 +111,7 @@ def vectors_publish(
     user_ids: np.ndarray,
     user_score_vectors: np.ndarray,
     mips_augment: bool | None = None,
+    progress: Report | None = None,
 ) -> VersionTables:
     """Create, fill and index the tables of one version; raise VectorIndexError if an index is invalid.
 
@@ -126,7 +126,11 @@ def vectors_publish(
     item_embeddings : (n_items, d) float32, bare representations.
     user_ids : (n_users,) int64, UserProfile primary keys.
     user_score_vectors : (n_users, d + 2) float32, [representation, 1, bias] (0 appended here).
+    progress : callable(message), optional
+        Told what is being written, and during each HNSW build how far it got (polled from
+        ``pg_stat_progress_create_index`` by another thread: see `build_progress`).
     """
+    report = progress or (lambda message: None)
     tables = VersionTables(version_id)
     dimension = int(item_embeddings.shape[1])
     if item_score_vectors.shape != (len(item_ids), dimension + 2):
@@ -170,19 +174,21 @@ def vectors_publish(
                 .as_string()
             )
         item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+        report(f"copying {len(item_ids):,} item vectors")
         _copy_rows(
             tables.items,
             ["item_id", "score_vector", "embedding"],
             ["int8", "vector", "vector"],
             zip(item_ids.tolist(), item_score_vectors, item_embeddings, strict=False),
         )
+        report(f"copying {len(user_ids):,} user vectors")
         _copy_rows(
             tables.users,
             ["profile_id", "score_vector"],
             ["int8", "vector"],
             zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
         )
-    _build_indexes(tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]))
+    _build_indexes(tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]), report=report)
     logger.info(
         "vectors.published version=%s items=%s users=%s dimension=%s",
         version_id,
@@ -254,9 +260,12 @@ def _score_dimension(table: str) -> int | None:
     return int(row[0]) if row else None
 
 
-def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int) -> None:
+def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, report: Report) -> None:
     build = hnsw_build_settings(
-        n_items=n_items, dimension=dimension, m=HNSW_M, budget_bytes=settings.VECTOR_INDEX_BUILD_MEMORY_BYTES
+        n_items=n_items,
+        dimension=dimension,
+        m=settings.VECTOR_HNSW_M,
+        budget_bytes=settings.VECTOR_INDEX_BUILD_MEMORY_BYTES,
     )
     logger.info(
         "vectors.index_build table=%s items=%s graph_mib=%.0f maintenance_work_mem=%s parallel_workers=%s",
@@ -266,6 +275,7 @@ def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int) -> No
         build.maintenance_work_mem,
         build.parallel_workers,
     )
+    report(f"building {len(tables.required_indexes) + 1} HNSW indexes over {n_items:,} items")
     started = time.perf_counter()
     with connection.cursor() as cursor:
         # Session settings of this build only (a SET inside the publishing transaction's connection).
@@ -282,19 +292,23 @@ def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int) -> No
             # embedding: without it those are exact scans, ~50 ms each at 100k items.
             (tables.item_embedding_ip_index, "embedding", "vector_ip_ops"),
         )
-        for index, column, ops in built:
-            cursor.execute(
-                sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})")
-                .format(
-                    sql.Identifier(index),
-                    sql.Identifier(tables.items),
-                    sql.Identifier(column),
-                    sql.SQL(ops),
-                    sql.Literal(HNSW_M),
-                    sql.Literal(HNSW_EF_CONSTRUCTION),
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = int(cursor.fetchone()[0])
+        for number, (index, column, ops) in enumerate(built, start=1):
+            step = BuildStep(number=number, total=len(built), index=index, n_items=n_items)
+            with BuildWatcher(backend_pid, step, report):
+                cursor.execute(
+                    sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})")
+                    .format(
+                        sql.Identifier(index),
+                        sql.Identifier(tables.items),
+                        sql.Identifier(column),
+                        sql.SQL(ops),
+                        sql.Literal(settings.VECTOR_HNSW_M),
+                        sql.Literal(settings.VECTOR_HNSW_EF_CONSTRUCTION),
+                    )
+                    .as_string()
                 )
-                .as_string()
-            )
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.items)).as_string())
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.users)).as_string())
         # The session goes on serving other statements (a worker's connection): back to the defaults.

@@ -37,7 +37,7 @@ def _api_recommendations(profile_external_id: str) -> dict:
     return response.json()
 
 
-def test_a_failing_hnsw_build_fails_the_version_and_the_active_one_keeps_serving(monkeypatch):
+def test_a_failing_hnsw_build_fails_the_version_and_the_active_one_keeps_serving(settings):
     catalog = build_planted_catalog()
     served = train_inline()
     assert served.status == VersionStatus.ACTIVE
@@ -45,7 +45,7 @@ def test_a_failing_hnsw_build_fails_the_version_and_the_active_one_keeps_serving
     before = top_items(served, probe.pk, 10)
 
     # pgvector accepts m in [2, 100]: CREATE INDEX … WITH (m = 1) errors in the database itself.
-    monkeypatch.setattr(store, "HNSW_M", 1)
+    settings.VECTOR_HNSW_M = 1
     version = model_version_claim(version_id=model_training_request(enqueue=False).pk)
     with pytest.raises(DatabaseError) as raised:
         model_version_run(version=version)

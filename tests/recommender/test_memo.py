@@ -90,3 +90,27 @@ def test_a_callable_budget_is_read_at_each_store_and_usage_reports_the_table():
     memo.get(3, generation=1)
     assert load.calls == [2, 3, 3]
     assert memo.usage() == (2, 5)
+
+
+def test_version_models_keep_the_recent_ones_within_the_byte_budget_and_always_the_newest():
+    from recommender.memo import VersionModels
+
+    budget = {"bytes": 250}
+    models = VersionModels("test", budget_bytes=lambda: budget["bytes"], size_of=len)
+    models.store(1, "a" * 100)
+    models.store(2, "b" * 100)
+    assert models.keys() == [1, 2]
+    assert models.lookup(1) == (True, "a" * 100)  # 1 is now the most recently used
+    models.store(3, "c" * 100)  # 300 bytes > 250: the least recently used (2) goes
+    assert models.keys() == [1, 3]
+    assert models.lookup(2) == (False, None)
+
+    # One version's models bigger than the whole budget (a million items): kept alone, never refused.
+    models.store(4, "d" * 1_000)
+    assert models.keys() == [4]
+    assert models.lookup(4) == (True, "d" * 1_000)
+
+    # The budget is read at each store, as a setting's override would be.
+    budget["bytes"] = 10_000
+    models.store(5, "e" * 100)
+    assert models.keys() == [4, 5]

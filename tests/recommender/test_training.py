@@ -200,3 +200,13 @@ def test_evaluation_scores_a_bounded_sample_of_users_for_every_scorer(planted_ca
     assert version.baseline_metrics["n_users"] == 12
     assert version.metrics["stack"]["scorer"]["n_users"] == 12
     assert {metrics["n_users"] for metrics in version.metrics["stack"]["families"].values()} == {12}
+
+
+@pytest.mark.django_db
+def test_every_phase_records_its_own_peak_memory_and_the_detail_is_cleared_at_the_end(planted_catalog):
+    version = train_inline()
+
+    assert set(version.phase_peak_rss_mib) == set(version.phase_seconds)
+    # A Python process running numpy and LightFM is never below a few tens of MiB resident.
+    assert all(peak >= 30 for peak in version.phase_peak_rss_mib.values()), version.phase_peak_rss_mib
+    assert version.phase_detail == ""

@@ -28,8 +28,10 @@ No Django here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -84,6 +86,11 @@ class EaseParams:
     # Caps the exact head below what the budget allows, to measure the scalable variant (bench,
     # tests); None in production, where the budget alone decides.
     exact_items_cap: int | None = None
+    # Time budget of one fit in seconds (None: no limit, the memory budget alone decides). The head
+    # gets the largest m whose inversion the measured flop rate of this machine finishes in half
+    # of it; the tail is solved in popularity order until the rest runs out, and the least
+    # popular tail items left get no column (other families still score them). See docs/ml.md.
+    fit_seconds: float | None = None
 
     @classmethod
     def from_dict(cls, params: dict) -> EaseParams:
@@ -107,6 +114,10 @@ class EaseParams:
                 values.exact_items_cap is None or int(values.exact_items_cap) >= 0,
                 "exact_items_cap must be >= 0 or None",
             ),
+            (
+                values.fit_seconds is None or (math.isfinite(float(values.fit_seconds)) and values.fit_seconds > 0),
+                "fit_seconds must be a number of seconds > 0 or None",
+            ),
         )
         for ok, hint in checks:
             if not ok:
@@ -125,6 +136,25 @@ class FitPlan:
     serving_layout: str  # "dense" or "sparse"
     serving_neighbours: int  # entries kept per row of B (n − 1 when dense)
     predicted_peak_bytes: int
+    tail_regressors: int = 0  # regressors of each tail column (`tail_regressors`), 0 when exact
+
+
+def tail_regressors(n: int, params: EaseParams) -> int:
+    """Regressors of each tail column: ``tail_neighbours``, or fewer once the tail would pass half the serving budget.
+
+    ``min(tail_neighbours, serving_budget // (2·n·8))``, at least 1: the tail columns and the head
+    rows share the serving copy, so with many items each tail column gets fewer entries rather than
+    the head rows none (and the fit's COO workspace, 32 bytes an entry, shrinks with it). It moves
+    smoothly with n; with the default 256 MiB it is the full 128 up to ~131k items.
+    """
+    by_budget = params.serving_budget_bytes // max(2 * n * SPARSE_ENTRY_BYTES, 1)
+    return int(max(1, min(params.tail_neighbours, by_budget, n - 1)))
+
+
+def tail_block_rows(n: int, params: EaseParams) -> int:
+    """Tail items whose co-occurrence rows are computed at once: ``BLOCK_ROWS``, or fewer so that the
+    block's bound (``rows·n·12`` bytes, as if every row were dense) stays within an eighth of the fit budget."""
+    return int(np.clip(params.memory_budget_bytes // 8 // max(n * 12, 1), 1, BLOCK_ROWS))
 
 
 def serving_plan(n: int, m: int, params: EaseParams) -> tuple[str, int, int]:
@@ -137,7 +167,7 @@ def serving_plan(n: int, m: int, params: EaseParams) -> tuple[str, int, int]:
     dense_bytes = n * n * 4
     if params.serving == "dense" or (params.serving == "auto" and dense_bytes <= params.serving_budget_bytes):
         return "dense", max(n - 1, 0), dense_bytes
-    tail_bytes = (n - m) * min(params.tail_neighbours, n - 1) * SPARSE_ENTRY_BYTES
+    tail_bytes = (n - m) * tail_regressors(n, params) * SPARSE_ENTRY_BYTES
     if m < 2:
         return "sparse", 0, tail_bytes
     left = params.serving_budget_bytes - tail_bytes
@@ -181,14 +211,14 @@ def scalable_peak_bytes(n: int, m: int, n_users: int, params: EaseParams) -> int
     coefficients, ``t·c·28`` as COO then csr), then the head while the tail csr (``t·c·8``) is
     kept; the serving copy is built during the head phase.
     """
-    t, c = n - m, min(params.tail_neighbours, n - 1)
-    tail_phase = min(t, BLOCK_ROWS) * n * 12 + t * c * (TAIL_ENTRY_BYTES + SPARSE_ENTRY_BYTES)
+    t, c = n - m, tail_regressors(n, params)
+    tail_phase = min(t, tail_block_rows(n, params)) * n * 12 + t * c * (TAIL_ENTRY_BYTES + SPARSE_ENTRY_BYTES)
     return max(tail_phase + serving_plan(n, m, params)[2], _scalable_head_phase_bytes(n, m, n_users, params))
 
 
 def _scalable_head_phase_bytes(n: int, m: int, n_users: int, params: EaseParams) -> int:
     head = _head_bytes(m, 4, n_users, _solver_for(m, n_users, params)) if m else 0
-    return head + (n - m) * min(params.tail_neighbours, n - 1) * 8 + serving_plan(n, m, params)[2]
+    return head + (n - m) * tail_regressors(n, params) * 8 + serving_plan(n, m, params)[2]
 
 
 def fit_plan(n_items: int, n_users: int, params: EaseParams) -> FitPlan:
@@ -231,7 +261,42 @@ def fit_plan(n_items: int, n_users: int, params: EaseParams) -> FitPlan:
         )
     _, neighbours, _ = serving_plan(n_items, low, params)
     peak = scalable_peak_bytes(n_items, low, n_users, params)
-    return FitPlan("scalable", "float32", _solver_for(low, n_users, params), low, layout, neighbours, peak)
+    solver = _solver_for(low, n_users, params)
+    return FitPlan("scalable", "float32", solver, low, layout, neighbours, peak, tail_regressors(n_items, params))
+
+
+def head_flops(m: int, n_users: int) -> float:
+    """Floating-point operations of inverting an m-item head with the solver `_solver_for` picks."""
+    return float(min(m**3, n_users**3 / 3 + n_users**2 * m + n_users * m * m))
+
+
+def measured_flop_rate(size: int = 1024) -> float:
+    """This machine's rate for the head's inversion (flops/s), from one potrf + potri of ``size`` now.
+
+    Measured at fit time, on the same BLAS and under the same load the fit will see (about a
+    second on 2 busy cores, where it read 1.2-3 GFlop/s; larger heads run somewhat faster per flop,
+    so the head it allows errs on the small side).
+    """
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((size, size)).astype(np.float32)
+    matrix = sample @ sample.T + size * np.eye(size, dtype=np.float32)
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (matrix,))
+    started = time.perf_counter()
+    factor, _ = potrf(matrix, lower=0, overwrite_a=1, clean=0)
+    potri(factor, lower=0, overwrite_c=1)
+    return size**3 / max(time.perf_counter() - started, 1e-6)
+
+
+def head_items_within(seconds: float, n_users: int, flop_rate: float, n_items: int) -> int:
+    """The largest head (at most ``n_items``) whose inversion takes ``seconds`` at ``flop_rate``."""
+    low, high = 0, n_items
+    while low < high:
+        middle = (low + high + 1) // 2
+        if head_flops(middle, n_users) <= seconds * flop_rate:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def budget_for_exact_items(n_items: int, n_users: int, exact_items: int, params: EaseParams) -> int:
@@ -348,25 +413,45 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
 
 
-def _tail_columns(x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps) -> sp.csr_matrix:
+def _tail_columns(
+    x: sp.csr_matrix,
+    tail: np.ndarray,
+    neighbours: int,
+    l2: float,
+    steps: _Steps,
+    deadline: float | None = None,
+    block_rows: int = BLOCK_ROWS,
+) -> tuple[sp.csr_matrix, int]:
     with _single_threaded_blas():
-        return _tail_columns_solved(x, tail, neighbours, l2, steps)
+        return _tail_columns_solved(x, tail, neighbours, l2, steps, deadline, block_rows)
 
 
 def _tail_columns_solved(
-    x: sp.csr_matrix, tail: np.ndarray, neighbours: int, l2: float, steps: _Steps
-) -> sp.csr_matrix:
+    x: sp.csr_matrix,
+    tail: np.ndarray,
+    neighbours: int,
+    l2: float,
+    steps: _Steps,
+    deadline: float | None = None,
+    block_rows: int = BLOCK_ROWS,
+) -> tuple[sp.csr_matrix, int]:
     """Ridge regression of each tail item on its most co-occurring items: B's tail columns, float32 csr (n, n).
 
     Column i of exact EASE is ``argmin ‖x_i − X_{−i} β‖² + λ‖β‖²``; here the regressors are the
     ``neighbours`` items with the largest ``XᵀX[i, ·]`` (co-occurrence, or weighted co-occurrence).
+    ``tail`` is solved in its order (most popular first) until ``deadline`` (``time.perf_counter``);
+    returns the columns and how many tail items were solved.
     """
+    solved = len(tail)
     columns_major = sp.csc_matrix(x)
     transposed = sp.csr_matrix(x.T)
     rows_out, columns_out, values_out = [], [], []
     (posv,) = lapack.get_lapack_funcs(("posv",), (np.zeros(1),))
-    for start in range(0, len(tail), BLOCK_ROWS):
-        batch = tail[start : start + BLOCK_ROWS]
+    for start in range(0, len(tail), block_rows):
+        if deadline is not None and time.perf_counter() > deadline:
+            solved = start
+            break
+        batch = tail[start : start + block_rows]
         gram_rows = sp.csr_matrix(transposed[batch] @ x)
         for position, item in enumerate(batch):
             lo, hi = gram_rows.indptr[position], gram_rows.indptr[position + 1]
@@ -388,15 +473,15 @@ def _tail_columns_solved(
             rows_out.append(others.astype(np.int64))
             columns_out.append(np.full(len(others), item, dtype=np.int64))
             values_out.append(beta.astype(np.float32))
-        steps.step(f"tail columns {min(start + BLOCK_ROWS, len(tail))}/{len(tail)}")
+        steps.step(f"EASE tail columns {min(start + block_rows, len(tail))}/{len(tail)}")
     n = x.shape[1]
     if not rows_out:
-        return sp.csr_matrix((n, n), dtype=np.float32)
+        return sp.csr_matrix((n, n), dtype=np.float32), solved
     coefficients = sp.csr_matrix(
         (np.concatenate(values_out), (np.concatenate(rows_out), np.concatenate(columns_out))), shape=(n, n)
     )
     coefficients.sort_indices()
-    return coefficients
+    return coefficients, solved
 
 
 def _input_matrix(data: TrainingData, input_kind: str) -> sp.csr_matrix:
@@ -414,7 +499,9 @@ def _input_matrix(data: TrainingData, input_kind: str) -> sp.csr_matrix:
     return matrix
 
 
-def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: Progress | None):
+def _fit_weights(
+    x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: Progress | None, deadline: float | None = None
+):
     """B for input X (users × items) as (main part, tail columns).
 
     The main part is a dense float32 ndarray or a float32 csr; the tail columns (scalable variant
@@ -426,16 +513,18 @@ def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: 
         steps = _Steps(progress, 4)
         precision = _precision_in_place(x, params.l2, plan.dtype, plan.solver, steps)
         weights = _weights_from_precision(precision, dense, plan.serving_neighbours, steps)
-        return weights, sp.csr_matrix((n, n), dtype=np.float32)
+        return weights, sp.csr_matrix((n, n), dtype=np.float32), 0
     counts = np.asarray((x != 0).sum(axis=0)).ravel()
     by_popularity = np.lexsort((np.arange(n), -counts))
-    head, tail = np.sort(by_popularity[: plan.exact_items]), np.sort(by_popularity[plan.exact_items :])
-    steps = _Steps(progress, 4 + math.ceil(len(tail) / BLOCK_ROWS))
+    # The tail in popularity order: a time budget that runs out leaves the least popular unsolved.
+    head, tail = np.sort(by_popularity[: plan.exact_items]), by_popularity[plan.exact_items :]
+    block_rows = tail_block_rows(n, params)
+    steps = _Steps(progress, 4 + math.ceil(len(tail) / block_rows))
     # Tail first: its workspace is freed before the head's m×m matrix, the peak, is allocated.
-    tail_weights = _tail_columns(x, tail, params.tail_neighbours, params.l2, steps)
+    tail_weights, solved = _tail_columns(x, tail, plan.tail_regressors, params.l2, steps, deadline, block_rows)
     empty = sp.csr_matrix((n, n), dtype=np.float32)
     if len(head) < 2:
-        return (tail_weights.toarray() if dense else empty), (empty if dense else tail_weights)
+        return (tail_weights.toarray() if dense else empty), (empty if dense else tail_weights), solved
     precision = _precision_in_place(sp.csr_matrix(x[:, head]), params.l2, plan.dtype, plan.solver, steps)
     head_weights = _weights_from_precision(precision, dense, plan.serving_neighbours, steps)
     if dense:
@@ -445,9 +534,9 @@ def _fit_weights(x: sp.csr_matrix, params: EaseParams, plan: FitPlan, progress: 
         del precision, head_weights
         tail = tail_weights.tocoo()
         weights[tail.row, tail.col] += tail.data
-        return weights, empty
+        return weights, empty, solved
     del precision
-    return _spread_rows_and_columns(head_weights, head, n), tail_weights
+    return _spread_rows_and_columns(head_weights, head, n), tail_weights, solved
 
 
 def _spread_rows_and_columns(head_weights: sp.csr_matrix, head: np.ndarray, n: int) -> sp.csr_matrix:
@@ -539,12 +628,31 @@ class EaseFamily:
                 f"EASE needs at least one positive and two items (got {x.nnz} positives, {n_items} items); "
                 "import feedback before training."
             )
+        started = time.perf_counter()
         plan = fit_plan(n_items, n_users, values)
-        weights, tail_weights = _fit_weights(x, values, plan, progress)
+        deadline, timing = None, {}
+        if values.fit_seconds is not None:
+            # Half the time budget bounds the head's inversion at this machine's measured rate (a
+            # smaller head through exact_items_cap); the tail gets what the head leaves.
+            rate = measured_flop_rate()
+            within = head_items_within(values.fit_seconds / 2, n_users, rate, n_items)
+            if within < plan.exact_items:
+                cap = within if values.exact_items_cap is None else min(within, values.exact_items_cap)
+                plan = fit_plan(n_items, n_users, dataclasses.replace(values, exact_items_cap=cap))
+            head_seconds = head_flops(plan.exact_items, n_users) / rate
+            deadline = started + max(values.fit_seconds - head_seconds, 0.0)
+            timing = {"flop_rate": round(rate), "head_seconds_predicted": round(head_seconds, 2)}
+        weights, tail_weights, solved = _fit_weights(x, values, plan, progress, deadline)
         return cls(
             item_ids=data.item_ids,
             user_ids=data.user_ids,
-            params={**asdict(values), **asdict(plan)},
+            params={
+                **asdict(values),
+                **asdict(plan),
+                **timing,
+                "tail_items": n_items - plan.exact_items if plan.variant == "scalable" else 0,
+                "tail_items_solved": solved,
+            },
             weights=weights,
             tail_weights=tail_weights,
             histories=x,

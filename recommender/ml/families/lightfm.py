@@ -51,13 +51,17 @@ class LightFmFamily:
 
     @classmethod
     def fit(cls, data: TrainingData, params: dict, *, progress: Progress | None = None) -> LightFmFamily:
+        """``params``: LightFM's hyperparameters, plus an optional ``fit_seconds`` time budget
+        (epochs stop after the one that crosses it; the stack's validation fit passes it)."""
+        params = dict(params)
+        fit_seconds = params.pop("fit_seconds", None)
         hyper = hyperparameters({**params, "early_stopping_patience": None})
 
         def on_epoch(epoch: int, total: int, _precision: float | None) -> None:
             if progress is not None:
                 progress(epoch, total, f"LightFM epoch {epoch} of {total}")
 
-        return cls(fit(data, hyper, on_epoch=on_epoch))
+        return cls(fit(data, hyper, on_epoch=on_epoch, time_budget_seconds=fit_seconds))
 
     def score_items(self, user_indices: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.score_items(np.asarray(user_indices, dtype=np.int64)), dtype=np.float32)

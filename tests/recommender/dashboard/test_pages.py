@@ -81,6 +81,14 @@ def test_train_button_queues_a_version_and_a_second_press_says_why_not(
     assert any(f"v{version.pk} is already queued" in str(m) for m in get_messages(response.wsgi_request))
 
 
+def test_the_progress_card_says_what_the_running_phase_is_doing(staff_client):
+    detail = "HNSW index 2 of 3 (rec_item_vectors_v9_cos_hnsw): loading tuples, 400,000 of 1,000,000 items (40%)"
+    version = ModelVersion.objects.create(status=VersionStatus.PUBLISHING, phase_detail=detail)
+    progress = staff_client.get(f"{reverse('models-progress')}?version={version.pk}").content.decode()
+    assert 'data-testid="training-detail"' in progress
+    assert "loading tuples, 400,000 of 1,000,000 items (40%)" in progress
+
+
 def test_finished_version_stops_polling_at_100_percent(planted_catalog, staff_client):
     version = train_inline()
     progress = staff_client.get(f"{reverse('models-progress')}?version={version.pk}").content.decode()

@@ -175,3 +175,18 @@ def test_users_within_budget_keeps_everyone_below_the_budget_and_a_seeded_sample
     again = users_within_budget(test, budget_cells=10 * 25, seed=1)
     assert np.array_equal(np.flatnonzero(np.diff(again.indptr) > 0), kept)
     assert len(np.flatnonzero(np.diff(users_within_budget(test, budget_cells=1).indptr) > 0)) == 1
+
+
+def test_positive_rank_sums_equal_rankdata_with_ties_and_excluded_items():
+    from scipy.stats import rankdata
+
+    from recommender.ml.evaluation import _positive_rank_sums
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((7, 500)), 1)  # rounded: many ties
+    scores[:, :40] = -np.inf  # excluded (seen) items
+    relevant = rng.random((7, 500)) < 0.05
+    relevant[:, :40] = False
+    relevant[6] = False  # a row without relevant items sums to 0
+    expected = np.where(relevant, rankdata(scores, axis=1), 0.0).sum(axis=1)
+    assert np.allclose(_positive_rank_sums(scores, relevant), expected)

@@ -66,3 +66,15 @@ def test_top_k_breaks_ties_by_lower_index_like_a_stable_sort():
         top_k(scores[0], 5, exclude=mask).tolist()
         == allowed[np.argsort(-scores[0][allowed], kind="stable")][:5].tolist()
     )
+
+
+def test_top_k_equals_a_stable_argsort_on_tie_heavy_rows_with_excluded_entries():
+    from recommender.ml.similarity import top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, m = int(rng.integers(1, 60)), int(rng.integers(1, 5))
+        k = int(rng.integers(1, n + 1))
+        scores = np.round(rng.standard_normal((m, n)), int(rng.integers(0, 2)))  # rounded: many ties
+        scores[rng.random((m, n)) < 0.3] = -np.inf
+        assert (top_k(scores, k) == np.argsort(-scores, axis=1, kind="stable")[:, :k]).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +18,9 @@ from recommender.ml.families.ease import (
     _tail_columns,
     exact_peak_bytes,
     fit_plan,
+    head_flops,
+    head_items_within,
+    tail_regressors,
 )
 from recommender.ml.similarity import top_k
 from tests.recommender.ml.conftest import make_planted
@@ -112,7 +116,7 @@ def test_tail_regression_with_every_neighbour_is_the_exact_column():
     matrix = (np.random.default_rng(1).random((60, 20)) < 0.7).astype(np.float64)
     assert (matrix.T @ matrix > 0).all()
     x = sp.csr_matrix(matrix.astype(np.float32))
-    tail = _tail_columns(x, np.arange(20), neighbours=19, l2=5.0, steps=_Steps(None, 1))
+    tail, _ = _tail_columns(x, np.arange(20), neighbours=19, l2=5.0, steps=_Steps(None, 1))
     np.testing.assert_allclose(tail.toarray(), _closed_form(matrix, 5.0), atol=1e-5)
 
 
@@ -291,3 +295,52 @@ def test_no_positives_raise_with_a_hint():
     empty = _data_from_dense(np.zeros((5, 4)))
     with pytest.raises(FamilyFitError, match="import feedback"):
         EaseFamily.fit(empty, {})
+
+
+def test_tail_regressors_shrink_smoothly_once_the_tail_would_outgrow_half_the_serving_budget():
+    params = EaseParams()  # 256 MiB serving budget, 128 tail neighbours
+    boundary = params.serving_budget_bytes // (2 * 8 * 128)  # the last n with the full 128
+    assert tail_regressors(boundary, params) == 128
+    assert tail_regressors(boundary + 1_000, params) == 127
+    sizes = [tail_regressors(n, params) for n in range(100_000, 3_000_001, 100_000)]
+    assert sizes == sorted(sizes, reverse=True)
+    assert all(after >= before // 2 - 1 for before, after in itertools.pairwise(sizes))  # no step
+
+
+@pytest.mark.parametrize("n_items", [300_000, 1_000_000, 3_000_000])
+def test_a_million_item_plan_fits_the_default_memory_budget(n_items):
+    # Before the tail shared the serving budget, 1M items asked for 8 GB and the fit refused.
+    plan = fit_plan(n_items, 100_000, EaseParams())
+    assert plan.variant == "scalable"
+    assert plan.predicted_peak_bytes <= EaseParams().memory_budget_bytes
+    assert plan.exact_items > 20_000
+    assert plan.tail_regressors == tail_regressors(n_items, EaseParams())
+
+
+def test_the_head_a_time_budget_allows_grows_with_the_budget_and_the_rate():
+    rate = 2e9
+    small, large = head_items_within(5, 80_000, rate, 10**6), head_items_within(40, 80_000, rate, 10**6)
+    assert 0 < small < large
+    assert head_flops(large, 80_000) <= 40 * rate < head_flops(large + 1, 80_000)
+    # Few users: the dual solver's flops, so the whole catalogue fits where the primal would not.
+    assert head_items_within(5, 50, rate, 5_000) == 5_000
+
+
+def test_a_fit_time_budget_caps_the_head_and_leaves_the_least_popular_tail_unsolved():
+    data, _, _ = _skewed_planted()
+    unbounded = EaseFamily.fit(data, {"l2": 20.0, "fit_seconds": 1e6})
+    assert unbounded.params["variant"] == "exact"
+
+    # A budget nothing fits in: no head worth inverting, and the deadline passed before any tail block.
+    starved = EaseFamily.fit(data, {"l2": 20.0, "fit_seconds": 1e-9})
+    assert starved.params["variant"] == "scalable"
+    assert starved.params["exact_items"] < 10
+    assert starved.params["tail_items_solved"] == 0
+    assert starved.tail_weights.nnz == 0
+
+    # The tail is solved most popular first: with a head of 30 and the whole tail solved, the
+    # columns are those of the capped fit without a time budget.
+    capped = EaseFamily.fit(data, {"l2": 20.0, "exact_items_cap": 30})
+    timed = EaseFamily.fit(data, {"l2": 20.0, "exact_items_cap": 30, "fit_seconds": 1e6})
+    assert timed.params["tail_items_solved"] == timed.params["tail_items"] == 570
+    assert abs(timed.tail_weights - capped.tail_weights).max() == 0

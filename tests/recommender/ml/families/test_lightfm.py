@@ -118,3 +118,20 @@ def test_fit_through_the_interface_matches_the_params_and_refuses_unknown_ones(p
         LightFmFamily.fit(planted.data, {"factors": 8})
     with pytest.raises(FamilyFitError, match="learning_rate"):
         LightFmFamily.fit(planted.data, {"learning_rate": -1.0})
+
+
+def test_a_fit_time_budget_stops_after_the_epoch_that_crosses_it():
+    from recommender.ml.families.lightfm import LightFmFamily
+    from tests.recommender.ml.conftest import make_planted
+
+    planted = make_planted()
+    epochs: list[int] = []
+    LightFmFamily.fit(
+        planted.data, {"epochs": 5, "fit_seconds": 1e-9}, progress=lambda done, total, message: epochs.append(done)
+    )
+    assert epochs == [1]  # at least one epoch always runs
+    epochs.clear()
+    LightFmFamily.fit(
+        planted.data, {"epochs": 5, "fit_seconds": 1e6}, progress=lambda done, total, message: epochs.append(done)
+    )
+    assert epochs == [1, 2, 3, 4, 5]
