@@ -255,12 +255,15 @@ def build_steps(args, url: str, env: dict[str, str], logs: Path, rows: list[Row]
     )
     summary = next((line for line in output.splitlines() if line.startswith("PRECOMPUTED")), "")
     rows.append(Row("precompute related lists", wall=wall, rss=rss, db=database_mib(url), note=summary[12:][:120]))
-    commands = manage_on(url, "help", "--commands", env=env).stdout.split()
-    if "precompute_home" in commands:
-        wall, rss, output = run_measured([python, "manage.py", "precompute_home"], env, logs / "home.log")
-        rows.append(Row("precompute homepages", wall=wall, rss=rss, db=database_mib(url), note=output.strip()[-120:]))
-    else:
-        rows.append(Row("precompute homepages", note="not available (no manage.py precompute_home in this checkout)"))
+    wall, rss, output = run_measured([python, "manage.py", "precompute", "--home", "--json"], env, logs / "home.log")
+    report = next((line for line in reversed(output.splitlines()) if line.startswith('{"home"')), "")
+    home = json.loads(report)["home"] if report else {}
+    note = (
+        f"{home.get('users')} of {home.get('of')} users, {home.get('users_per_second')}/s, {home.get('stopped_by')}"
+        if home
+        else output.strip()[-120:]
+    )
+    rows.append(Row("precompute homepage pools", wall=wall, rss=rss, db=database_mib(url), note=note))
 
 
 def ann_rows(args, url: str, env: dict[str, str], logs: Path, rows: list[Row]) -> None:
