@@ -44,8 +44,10 @@ def test_axis_maximum_is_a_round_number_above_the_data(value, expected):
     assert _nice_max(value) == pytest.approx(expected)
 
 
-def _version(pk, metrics, baseline, phases):
-    return SimpleNamespace(pk=pk, metrics=metrics, baseline_metrics=baseline, phase_seconds=phases)
+def _version(pk, metrics, baseline, phases, peak_rss_mib=None):
+    return SimpleNamespace(
+        pk=pk, metrics=metrics, baseline_metrics=baseline, phase_seconds=phases, phase_peak_rss_mib=peak_rss_mib or {}
+    )
 
 
 def test_bar_heights_are_proportional_to_the_values():
@@ -66,3 +68,11 @@ def test_phase_bars_stack_in_order_and_total():
     assert [segment["phase"] for segment in row["segments"]] == ["building dataset", "training", "publishing"]
     assert row["segments"][1]["width"] == pytest.approx(3 * row["segments"][0]["width"], rel=1e-3)
     assert row["total"] == "4.5 s"
+
+
+def test_a_phase_bar_names_its_peak_memory_when_recorded():
+    chart = phase_chart([_version(6, {}, {}, {"training": 2.0, "publishing": 1.0}, peak_rss_mib={"training": 1234})])
+    (row,) = chart["rows"]
+    titles = {segment["phase"]: segment["title"] for segment in row["segments"]}
+    assert titles["training"] == "v6 training: 2.00 s, peak memory 1,234 MiB"
+    assert titles["publishing"] == "v6 publishing: 1.00 s"
