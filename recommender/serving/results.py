@@ -187,3 +187,21 @@ def result_build(
         rules_applied=payload.get("rules_applied", []),
         milliseconds=1000 * (time.perf_counter() - started),
     )
+
+
+def cache_entry(payload: dict, reason: str) -> dict:
+    """What a result cache stores for a list served by ``reason`` ("" for the model)."""
+    return {"payload": payload, "fallback": bool(reason), "fallback_reason": reason}
+
+
+def cached_result_build(surface: str, entry: dict, *, started: float, generation: int | None) -> Recommendations:
+    """`Recommendations` from a result cache's entry (`cache_entry`), flagged as cached."""
+    return result_build(
+        surface,
+        entry["payload"],
+        fallback=entry["fallback"],
+        fallback_reason=entry["fallback_reason"],
+        cached=True,
+        started=started,
+        generation=generation,
+    )

@@ -26,7 +26,7 @@ from . import home_cache, related_cache
 from .context import context_build, serving_version
 from .fallbacks import fallback_payload, serve_by_model
 from .impressions import impressions_record_behind
-from .results import Recommendations, payload_build, result_build
+from .results import Recommendations, cache_entry, cached_result_build, payload_build, result_build
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +139,7 @@ def recommend_for_user(
     key = home_cache.home_cache_key(profile_id=profile.pk, k=k, generations=generations) if use_cache else None
     cached = home_cache.home_cache_get(key) if key else None
     if cached is not None:
-        result = result_build(
-            "home",
-            cached["payload"],
-            fallback=cached["fallback"],
-            fallback_reason=cached["fallback_reason"],
-            cached=True,
-            started=started,
-            generation=generation,
-        )
+        result = cached_result_build("home", cached, started=started, generation=generation)
     else:
         version = serving_version(generation)
 
@@ -171,7 +163,7 @@ def recommend_for_user(
         )
         if key and reason in ("", "unknown_user", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
-            home_cache.home_cache_set(key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason})
+            home_cache.home_cache_set(key, cache_entry(payload, reason))
         result = result_build(
             "home", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
@@ -233,15 +225,7 @@ def related_items(
     cached = related_cache.related_cache_get(key) if key else None
     metrics.cache_lookup("related", hit=cached is not None)
     if cached is not None:
-        result = result_build(
-            "related",
-            cached["payload"],
-            fallback=cached["fallback"],
-            fallback_reason=cached["fallback_reason"],
-            cached=True,
-            started=started,
-            generation=generation,
-        )
+        result = cached_result_build("related", cached, started=started, generation=generation)
     else:
         version = serving_version(generation)
         payload, reason = serve_by_model(
@@ -257,9 +241,7 @@ def related_items(
         )
         if key and reason in ("", "no_active_model"):
             # Errors are not cached: the next request retries the model path.
-            related_cache.related_cache_set(
-                key, {"payload": payload, "fallback": bool(reason), "fallback_reason": reason}
-            )
+            related_cache.related_cache_set(key, cache_entry(payload, reason))
         result = result_build(
             "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
