@@ -24,7 +24,7 @@ from recommender.ml.similarity import top_k
 Scorer = Callable[[np.ndarray], np.ndarray]
 """Maps user indices, shape (b,), to scores, shape (b, n_items); larger means recommend first."""
 
-# Cap on floats scored at once; 4M float64 is ~32 MB.
+# Cap on floats scored at once; 4M float64 is ~32 MB (float32 scores stay float32: ~16 MB).
 MAX_BATCH_CELLS = 4_000_000
 
 
@@ -251,19 +251,24 @@ def ranking_metrics(
     out: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "ndcg", "auc", "top_k")}
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = np.array(scorer(batch), dtype=np.float64)
+        scores = np.array(scorer(batch))  # a copy: seen items are overwritten below
+        if scores.dtype not in (np.float32, np.float64):
+            scores = scores.astype(np.float64)
         if scores.shape != (len(batch), n_items):
             raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(batch), n_items)}.")
-        seen = train_bool[batch].toarray() > 0
-        relevant = test_bool[batch].toarray() > 0
-        scores[seen] = -np.inf
+        # Seen and relevant entries stay sparse: a dense (batch, n_items) mask of each would cost
+        # as much memory traffic as the scores themselves, for a few dozen entries a row.
+        seen = train_bool[batch]
+        relevant = test_bool[batch]
+        scores[_rows_of(seen), seen.indices] = -np.inf
         top = top_k(scores, k)  # -inf (excluded) entries included when too few others remain
-        for name, values in topk_metrics(top, test_bool[batch], k).items():
+        for name, values in topk_metrics(top, relevant, k).items():
             out[name].append(values)
-        n_relevant = relevant.sum(axis=1)
+        n_relevant = np.diff(relevant.indptr)
+        n_seen = np.diff(seen.indptr)
         # AUC via rank sums; seen items sit at -inf below every candidate, so subtract their count.
-        pos_rank_sum = _positive_rank_sums(scores, relevant) - n_relevant * seen.sum(axis=1)
-        n_negative = n_items - seen.sum(axis=1) - n_relevant
+        pos_rank_sum = _positive_rank_sums(scores, relevant) - n_relevant * n_seen
+        n_negative = n_items - n_seen - n_relevant
         with np.errstate(invalid="ignore", divide="ignore"):
             out["auc"].append((pos_rank_sum - n_relevant * (n_relevant + 1) / 2) / (n_relevant * n_negative))
         out["top_k"].append(top)
@@ -272,20 +277,36 @@ def ranking_metrics(
     return result
 
 
-def _positive_rank_sums(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+def _rows_of(matrix: sp.csr_matrix) -> np.ndarray:
+    """Row index of every stored entry of a csr matrix, aligned with ``matrix.indices``."""
+    return np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+
+
+def _positive_rank_sums(scores: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     """Per row, the sum of the relevant entries' average ranks (1-based, ties averaged), shape (b,).
 
     Equal to ``np.where(relevant, rankdata(scores, axis=1), 0).sum(axis=1)``, but only the few
-    relevant entries are ranked: one plain sort of each row and two binary searches per relevant
-    entry, several times cheaper than ``rankdata`` over a million items.
+    relevant entries are ranked. An entry's average rank is (below + 1 + through) / 2, where
+    ``below`` counts the row's scores under it and ``through`` those at or under it. A row with r
+    relevant entries takes 2·r comparison passes over its n scores, or one sort and two binary
+    searches when that is cheaper (r beyond about log2 n): the same numbers either way.
     """
-    ordered = np.sort(scores, axis=1)
+    n_items = scores.shape[1]
+    sort_beyond = max(1.0, np.log2(max(n_items, 2)) / 2)
     sums = np.zeros(len(scores), dtype=np.float64)
-    rows, columns = np.nonzero(relevant)
-    for row in np.unique(rows):
-        values = scores[row, columns[rows == row]]
-        below = np.searchsorted(ordered[row], values, side="left")
-        through = np.searchsorted(ordered[row], values, side="right")
+    for row in range(len(scores)):
+        columns = relevant.indices[relevant.indptr[row] : relevant.indptr[row + 1]]
+        if len(columns) == 0:
+            continue
+        line = scores[row]
+        values = line[columns]
+        if len(columns) > sort_beyond:
+            ordered = np.sort(line)
+            below = np.searchsorted(ordered, values, side="left")
+            through = np.searchsorted(ordered, values, side="right")
+        else:
+            below = np.array([np.count_nonzero(line < value) for value in values])
+            through = below + np.array([np.count_nonzero(line == value) for value in values])
         sums[row] = float(((below + 1 + through) / 2.0).sum())
     return sums
 

@@ -86,7 +86,10 @@ def top_k(scores, k: int, exclude=None) -> np.ndarray:
     """
     if k < 1:
         raise SimilarityError("k must be at least 1.")
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        # float32 stays float32: converting it would double every pass below and change no order.
+        scores = scores.astype(np.float64)
     single = scores.ndim == 1
     scores = np.atleast_2d(scores)
     k = min(int(k), scores.shape[1])
@@ -116,7 +119,8 @@ def _stable_top(scores: np.ndarray, k: int) -> np.ndarray:
     # Where every entry tied with the k-th made it into the partition, its set is the answer; only
     # rows with more ties than room need the by-index choice (two more passes over the row), which
     # at a million items is most of top_k's cost (the excluded -inf entries tie a lot, scores rarely).
-    ambiguous = np.flatnonzero((negated == kth).sum(axis=1) > k - (negated < kth).sum(axis=1))
+    # (ties with the k-th) > k - (strictly better)  <=>  (at least as good as the k-th) > k: one pass.
+    ambiguous = np.flatnonzero((negated <= kth).sum(axis=1) > k)
     columns = np.sort(part, axis=1)
     if len(ambiguous):
         rows = negated[ambiguous]

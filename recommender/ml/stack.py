@@ -169,9 +169,12 @@ def candidate_pools(
     batch_size = max(1, _BATCH_CELLS // max(n_items, 1))
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        seen = rated[batch].toarray() > 0
-        scores = {name: np.asarray(family.score_items(batch), dtype=np.float64) for name, family in families.items()}
-        tops = {name: top_k(matrix, config.pool_size(name), exclude=seen) for name, matrix in scores.items()}
+        seen_rows = rated[batch]
+        seen = seen_rows.toarray() > 0
+        scores = {name: _unrated_scores(family, batch, seen_rows) for name, family in families.items()}
+        # Rated entries are -inf: they can only reach a top list when fewer unrated items remain,
+        # and the candidates drop them below.
+        tops = {name: top_k(matrix, config.pool_size(name)) for name, matrix in scores.items()}
         for row, user in enumerate(batch.tolist()):
             nominated = [tops[name][row] for name in families]
             popular = by_popularity[~seen[row][by_popularity]][: config.popular_size]
@@ -195,17 +198,18 @@ def families_search(
     users: np.ndarray,
     *,
     progress: Progress | None = None,
-) -> tuple[dict[str, ModelFamily], dict[str, float], dict[str, dict], dict[str, list]]:
+) -> tuple[dict[str, ModelFamily], dict[str, float], dict[str, dict], dict[str, list], dict[str, np.ndarray]]:
     """Fit every family, trying its ``param_grid`` on the validation users within the time budget.
 
     Returns (the best fit per family, its fit seconds, its parameters, the search table per family:
-    one ``{"params", "precision_at_k", "seconds"}`` row per try).
+    one ``{"params", "precision_at_k", "seconds"}`` row per try, and the best fit's top-k lists of
+    ``users``, shape (u, k), so the caller never scores the catalogue for them again).
     """
     started_search = time.perf_counter()
     rated = rated_matrix(data)
     relevant = held_out[users]
     key = f"precision_at_{config.k}"
-    fitted, seconds, chosen, table = {}, {}, {}, {}
+    fitted, seconds, chosen, table, tops = {}, {}, {}, {}, {}
     names = list(config.families)
     for position, name in enumerate(names):
         base = config.families[name]
@@ -225,9 +229,8 @@ def families_search(
             started = time.perf_counter()
             family = FAMILIES[name].fit(data, dict(params), progress=progress)
             elapsed = round(time.perf_counter() - started, 3)
-            score = (
-                _summary(family_top_k(family, rated, users, config.k), relevant, config.k)[key] if len(users) else 0.0
-            )
+            top = family_top_k(family, rated, users, config.k)
+            score = _summary(top, relevant, config.k)[key] if len(users) else 0.0
             rows.append(
                 {
                     "params": {k: v for k, v in params.items() if k not in base or base[k] != v} or "default",
@@ -236,12 +239,12 @@ def families_search(
                 }
             )
             if name not in fitted or score > max(row[key] for row in rows[:-1]):
-                fitted[name], seconds[name], chosen[name] = family, elapsed, params
+                fitted[name], seconds[name], chosen[name], tops[name] = family, elapsed, params, top
             if len(rows) == 1:
                 resolved = dict(family.params)
         table[name] = rows
         logger.info("stack.searched family=%s tries=%s best=%s", name, len(rows), chosen[name])
-    return fitted, seconds, chosen, table
+    return fitted, seconds, chosen, table, tops
 
 
 def _held_out(positives: sp.csr_matrix, rated: sp.csr_matrix) -> sp.csr_matrix:
@@ -273,10 +276,21 @@ def family_top_k(family: ModelFamily, rated: sp.csr_matrix, users: np.ndarray, k
     rows = []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = np.asarray(family.score_items(batch), dtype=np.float64)
-        scores[rated[batch].toarray() > 0] = -np.inf
-        rows.append(top_k(scores, k))
+        rows.append(top_k(_unrated_scores(family, batch, rated[batch]), k))
     return np.vstack(rows) if rows else np.zeros((0, k), dtype=np.int64)
+
+
+def _unrated_scores(family: ModelFamily, batch: np.ndarray, rated_rows: sp.csr_matrix) -> np.ndarray:
+    """The family's scores of ``batch`` over every item (its own float dtype), rated items at -inf.
+
+    The rated entries are set through the sparse rows' indices, not a dense mask: at a million
+    items a dense mask per batch costs as much memory traffic as the scores.
+    """
+    scores = np.array(family.score_items(batch))
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    scores[np.repeat(np.arange(len(batch)), np.diff(rated_rows.indptr)), rated_rows.indices] = -np.inf
+    return scores
 
 
 def scorer_fit(
@@ -299,7 +313,7 @@ def scorer_fit(
         _held_out(split.test_positives, rated), budget_cells=config.evaluation_budget_cells, seed=config.seed
     )
     users = np.flatnonzero(np.diff(held_out.indptr) > 0)
-    families, fit_seconds, tuned, search = families_search(reduced, config, held_out, users, progress=progress)
+    families, fit_seconds, tuned, search, tops = families_search(reduced, config, held_out, users, progress=progress)
     report: dict = {
         "validation_users": len(users),
         "validation_fraction": config.validation_fraction,
@@ -308,9 +322,7 @@ def scorer_fit(
         "search": search,
         "search_seconds_budget": config.search_seconds,
     }
-    single = {
-        name: _summary(family_top_k(family, rated, users, k), held_out[users], k) for name, family in families.items()
-    }
+    single = {name: _summary(tops[name], held_out[users], k) for name in families}
     best_family = max(single, key=lambda name: single[name][f"precision_at_{k}"])
     if len(users) < config.min_validation_users:
         report.update(
@@ -363,8 +375,9 @@ def scorer_fit(
             [_pool_top(candidates, probe.score(features), k) for _, candidates, features, _ in lift_pools]
         )
         on_lift[f"ranker:{kind}"] = _summary(ranked, relevant, k)
-    for name, family in families.items():
-        on_lift[name] = _summary(family_top_k(family, rated, lift_users, k), relevant, k)
+    lift_rows = np.searchsorted(users, lift_users)  # `users` is sorted (np.flatnonzero) and holds them all
+    for name in families:
+        on_lift[name] = _summary(tops[name][lift_rows], relevant, k)
     key = f"precision_at_{k}"
     best_learner = max(probes, key=lambda kind: on_lift[f"ranker:{kind}"][key])
     best_on_lift = max(families, key=lambda name: on_lift[name][key])

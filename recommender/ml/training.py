@@ -354,8 +354,10 @@ def fit(
 ) -> FittedModel:
     """Train LightFM one epoch at a time.
 
-    ``time_budget_seconds`` stops after the epoch that crosses it (at least one epoch runs): the
-    training run's validation fits use it (`recommender.ml.families.lightfm`), never the served model.
+    ``time_budget_seconds`` bounds the epochs' wall time: the next epoch starts only when the
+    slowest one so far would end within it (at least one epoch runs). The training run gives the
+    served model `TRAINING_LIGHTFM_FIT_SECONDS` and its validation fits the family budget
+    (`recommender.ml.families.lightfm`); ``on_epoch`` hears each epoch that ran.
 
     Parameters
     ----------
@@ -444,7 +446,19 @@ def fit(
 
     started = time.perf_counter()
     best, best_score, since_best = None, -np.inf, 0
+    slowest_epoch, epochs_run = 0.0, 0
     for epoch in range(1, params.epochs + 1):
+        elapsed = time.perf_counter() - started
+        if time_budget_seconds is not None and epoch > 1 and elapsed + slowest_epoch > time_budget_seconds:
+            logger.info(
+                "ml.fit.time_budget epochs_run=%d of=%d seconds=%.1f budget=%.1f",
+                epochs_run,
+                params.epochs,
+                elapsed,
+                time_budget_seconds,
+            )
+            break
+        epoch_started = time.perf_counter()
         try:
             model.fit_partial(
                 interactions,
@@ -463,6 +477,8 @@ def fit(
                 f"training diverged at epoch {epoch} (learning_rate={params.learning_rate}); lower learning_rate, "
                 "add item_alpha/user_alpha, or normalise feature values and sample weights."
             ) from error
+        epochs_run = epoch
+        slowest_epoch = max(slowest_epoch, time.perf_counter() - epoch_started)
         score = None
         if validation is not None:
             current = snapshot()
@@ -476,9 +492,6 @@ def fit(
             on_epoch(epoch, params.epochs, score)
         if params.early_stopping_patience is not None and since_best >= params.early_stopping_patience:
             logger.info("ml.fit.early_stop epoch=%d best_precision=%.4f", epoch, best_score)
-            break
-        if time_budget_seconds is not None and time.perf_counter() - started > time_budget_seconds:
-            logger.info("ml.fit.time_budget epoch=%d of=%d seconds=%.1f", epoch, params.epochs, time_budget_seconds)
             break
     fitted = best if (best is not None and params.early_stopping_patience is not None) else snapshot()
     fitted.check_finite()

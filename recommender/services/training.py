@@ -393,12 +393,14 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     version.save(update_fields=["n_users", "n_items", "n_interactions", "dimension", "epochs_total"])
 
     progress.enter(VersionStatus.TRAINING)
-    best_epoch, best_score = params.epochs, -1.0
+    best_epoch, best_score, epochs_run = params.epochs, -1.0, 0
 
     def on_epoch(epoch: int, total: int, validation_precision: float | None, offset: int = 0) -> None:
-        nonlocal best_epoch, best_score
+        nonlocal best_epoch, best_score, epochs_run
         if validation_precision is not None and validation_precision > best_score:
             best_epoch, best_score = epoch, validation_precision
+        if not offset:
+            epochs_run = epoch
         progress.epoch(offset + epoch, version.epochs_total)
 
     train = _with_interactions(data, split.train_positives, split.train_weights)
@@ -411,7 +413,11 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         if params.early_stopping_patience is not None
         else None
     )
-    model = fit(train, params, on_epoch=on_epoch, validation=validation)
+    fit_budget = float(settings.TRAINING_LIGHTFM_FIT_SECONDS)
+    model = fit(train, params, on_epoch=on_epoch, validation=validation, time_budget_seconds=fit_budget)
+    if best_score < 0 or epochs_run < best_epoch:
+        # No early stopping, or the time budget cut the epochs: the refit continues from those run.
+        best_epoch = epochs_run
 
     progress.enter(VersionStatus.EVALUATING)
     # Every scorer below is measured on the same users: all of them while users × items fits the
@@ -460,11 +466,13 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
 
     if refit:
         progress.enter(VersionStatus.TRAINING)
+        held_share = snapshot["test_fraction"] / (1.0 - snapshot["test_fraction"])
         model = fit(
             data,
             _refit_parameters(params, best_epoch, snapshot["test_fraction"]),
             resume=model,
             on_epoch=lambda e, t, s: on_epoch(e, t, None, offset=params.epochs),
+            time_budget_seconds=fit_budget * held_share,
         )
 
     progress.enter(VersionStatus.PUBLISHING)

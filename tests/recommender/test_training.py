@@ -203,6 +203,31 @@ def test_evaluation_scores_a_bounded_sample_of_users_for_every_scorer(planted_ca
 
 
 @pytest.mark.django_db
+def test_the_served_models_time_budget_cuts_its_epochs_and_the_refit_follows_the_epochs_run(
+    planted_catalog, settings, monkeypatch
+):
+    # A budget no epoch fits in: one epoch runs (there is always one), and the refit on all the data
+    # continues for its share of the epochs that ran (1 × 0.2 / 0.8, rounded up), not of the 30 asked for.
+    from recommender.services import training
+
+    settings.TRAINING_LIGHTFM_FIT_SECONDS = 1e-9
+    config = TrainingConfig.objects.create(name="budgeted", epochs=30, families="lightfm")
+    epochs: list[tuple[int, bool]] = []
+    original = training.fit
+
+    def counting_fit(data, params, **kwargs):
+        epochs.append((params.epochs, kwargs.get("time_budget_seconds") is not None))
+        return original(data, params, **kwargs)
+
+    monkeypatch.setattr(training, "fit", counting_fit)
+    version = train_inline(config)
+
+    assert epochs == [(30, True), (1, True)]
+    assert version.status == VersionStatus.ACTIVE
+    assert version.epoch == version.epochs_total
+
+
+@pytest.mark.django_db
 def test_every_phase_records_its_own_peak_memory_and_the_detail_is_cleared_at_the_end(planted_catalog):
     version = train_inline()
 

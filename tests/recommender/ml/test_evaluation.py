@@ -188,5 +188,11 @@ def test_positive_rank_sums_equal_rankdata_with_ties_and_excluded_items():
     relevant = rng.random((7, 500)) < 0.05
     relevant[:, :40] = False
     relevant[6] = False  # a row without relevant items sums to 0
+    # Rows with few relevant entries are ranked by counting, rows with many by one sort: both exact.
+    relevant[5] = False
+    relevant[5, [41, 42]] = True
+    relevant[4, 40:] = rng.random(460) < 0.5
     expected = np.where(relevant, rankdata(scores, axis=1), 0.0).sum(axis=1)
-    assert np.allclose(_positive_rank_sums(scores, relevant), expected)
+    assert np.allclose(_positive_rank_sums(scores, sp.csr_matrix(relevant)), expected)
+    float32 = scores.astype(np.float32)
+    assert np.allclose(_positive_rank_sums(float32, sp.csr_matrix(relevant)), expected)

@@ -120,7 +120,7 @@ def test_fit_through_the_interface_matches_the_params_and_refuses_unknown_ones(p
         LightFmFamily.fit(planted.data, {"learning_rate": -1.0})
 
 
-def test_a_fit_time_budget_stops_after_the_epoch_that_crosses_it():
+def test_a_fit_time_budget_starts_no_epoch_that_would_end_past_it():
     from recommender.ml.families.lightfm import LightFmFamily
     from tests.recommender.ml.conftest import make_planted
 
