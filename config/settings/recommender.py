@@ -119,6 +119,20 @@ VECTOR_INDEX_BUILD_MEMORY_BYTES = env_int("VECTOR_INDEX_BUILD_MEMORY_BYTES", 0) 
 # and 0.94 instead of 0.63 for a 2.9% category filter, at the cost of a build ~3x longer.
 VECTOR_HNSW_M = env_int("VECTOR_HNSW_M", 32)
 VECTOR_HNSW_EF_CONSTRUCTION = env_int("VECTOR_HNSW_EF_CONSTRUCTION", 128)
+# A version's ANN indexes (three: user -> items, cosine and inner product on embeddings) are HNSW
+# while their builds are predicted to fit this many seconds, else IVFFlat (recommender/vectors/build.py).
+# The prediction times a pilot HNSW build over VECTOR_INDEX_PILOT_ITEMS sampled rows of the version
+# (n·log n scaling); a catalogue no larger than the sample builds HNSW directly. 240 s: what a
+# 10-minute request-to-active leaves the indexes at a million items after the fits (issue 12).
+VECTOR_INDEX_BUILD_SECONDS = env_float("VECTOR_INDEX_BUILD_SECONDS", 240.0)
+VECTOR_INDEX_PILOT_ITEMS = env_int("VECTOR_INDEX_PILOT_ITEMS", 20_000)
+# IVFFlat: rows per list (lists = items / this, pgvector's advice up to 1M rows) and the lists each
+# query probes, so a query reads about probes x rows-per-list rows at any size. 40 probes of 1,000
+# lists gave user -> items recall@10 0.985 at 1M items (0.934 at 20, 0.998 at 80; docs/operations.md).
+# Iterative scans (filters) go on up to VECTOR_IVFFLAT_MAX_PROBES lists; a short answer is re-asked exactly.
+VECTOR_IVFFLAT_ROWS_PER_LIST = env_int("VECTOR_IVFFLAT_ROWS_PER_LIST", 1000)
+VECTOR_IVFFLAT_PROBES = env_int("VECTOR_IVFFLAT_PROBES", 40)
+VECTOR_IVFFLAT_MAX_PROBES = env_int("VECTOR_IVFFLAT_MAX_PROBES", 160)
 # Candidate list of each HNSW scan (pgvector's maximum is 1000); set once per serving connection.
 VECTOR_HNSW_EF_SEARCH = env_int("VECTOR_HNSW_EF_SEARCH", 1000)
 # Each ANN query reads this many times k rows from the index (iterative scans go on past ef_search

@@ -1,4 +1,4 @@
-"""Progress of a running HNSW index build, read from PostgreSQL while the build's statement runs.
+"""Progress of a running ANN (HNSW or IVFFlat) index build, read from PostgreSQL while the build's statement runs.
 
 ``CREATE INDEX`` is one statement that holds its connection for minutes at a million items, so its
 progress is read from another connection: ``pg_stat_progress_create_index`` for the builder's
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
 POLL_SECONDS = 1.0
+METHOD_NAMES = {"hnsw": "HNSW", "ivfflat": "IVFFlat"}
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,12 @@ class BuildStep:
     total: int
     index: str
     n_items: int
+    method: str = "hnsw"
 
 
 def progress_message(step: BuildStep, phase: str | None, tuples_done: int | None, tuples_total: int | None) -> str:
     """'HNSW index 2 of 3 (…_cos_hnsw): loading tuples, 400,000 of 1,000,000 items (40%)'."""
-    head = f"HNSW index {step.number} of {step.total} ({step.index})"
+    head = f"{METHOD_NAMES.get(step.method, step.method)} index {step.number} of {step.total} ({step.index})"
     if phase is None:
         return f"{head}: starting"
     total = tuples_total or step.n_items

@@ -1,4 +1,8 @@
-"""`PgvectorIndex`: the vector index answered by a version's pgvector tables and HNSW indexes.
+"""`PgvectorIndex`: the vector index answered by a version's pgvector tables and ANN indexes.
+
+A version's indexes are HNSW, or IVFFlat when HNSW builds would not fit the publishing time budget
+(`recommender.vectors.build`); the statements are the same, and both methods' settings are applied
+to every serving connection. Below, "HNSW" reads "HNSW or IVFFlat" ('_ivfflat' index names).
 
 Publishing (`recommender.vectors.store`) owns the tables and indexes; this module only reads them.
 
@@ -88,13 +92,25 @@ def filter_clauses(
     return item_filter_clauses(item_column=item_column, **filters.item_filter(tuple(extra_excluded_ids)))
 
 
+# Both methods' settings are set on every serving connection: which one a version's indexes use
+# (recommender/vectors/build.py) then needs no lookup per query, and the other's GUCs are inert.
+_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', {local}), "
+    "set_config('hnsw.ef_search', %s, {local}), set_config('hnsw.max_scan_tuples', %s, {local}), "
+    "set_config('ivfflat.iterative_scan', 'relaxed_order', {local}), "
+    "set_config('ivfflat.probes', %s, {local}), set_config('ivfflat.max_probes', %s, {local})"
+)
+IVFFLAT_PROBES = int(settings.VECTOR_IVFFLAT_PROBES)
+IVFFLAT_MAX_PROBES = max(int(settings.VECTOR_IVFFLAT_MAX_PROBES), IVFFLAT_PROBES)
+
+
+def _settings_params(ef_search: int) -> list[str]:
+    return [str(ef_search), str(MAX_SCAN_TUPLES), str(IVFFLAT_PROBES), str(IVFFLAT_MAX_PROBES)]
+
+
 def _session_settings(cursor, *, ef_search: int, k: int) -> None:
     # set_config(..., true) is SET LOCAL: the settings end with this query's transaction or savepoint.
-    cursor.execute(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('hnsw.ef_search', %s, true), set_config('hnsw.max_scan_tuples', %s, true)",
-        [str(_ef_search(ef_search, k)), str(MAX_SCAN_TUPLES)],
-    )
+    cursor.execute(_SETTINGS_SQL.format(local="true"), _settings_params(_ef_search(ef_search, k)))
 
 
 def _ef_search(ef_search: int, k: int) -> int:
@@ -128,11 +144,7 @@ def _settings_ensure(raw, *, ef_search: int, k: int) -> bool:
 
 def _session_apply(raw, *, ef_search: int) -> None:
     with raw.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
-            "set_config('hnsw.ef_search', %s, false), set_config('hnsw.max_scan_tuples', %s, false)",
-            [str(ef_search), str(MAX_SCAN_TUPLES)],
-        )
+        cursor.execute(_SETTINGS_SQL.format(local="false"), _settings_params(ef_search))
     setattr(raw, SESSION_TAG, ef_search)
 
 

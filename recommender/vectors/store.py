@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from .build import hnsw_build_settings
+from .build import HNSW, IVFFLAT, AnnPlan, ann_plan_choose, hnsw_build_settings
 from .build_progress import BuildStep, BuildWatcher, Report
 from .connection import binary_cursor, raw_connection, vectors_stack
 
@@ -57,7 +57,7 @@ SCORE_EXTRA_COLUMNS = 3
 
 
 class VectorIndexError(RuntimeError):
-    """An HNSW index could not be built or is not valid; the version must not be activated."""
+    """An ANN index could not be built or is not valid; the version must not be activated."""
 
 
 @dataclass(frozen=True)
@@ -72,23 +72,28 @@ class VersionTables:
     def users(self) -> str:
         return f"rec_user_vectors_v{int(self.version_id)}"
 
+    def index(self, role: str, method: str = HNSW) -> str:
+        """The index of ``role`` ('ip', 'cos', 'emb_ip') built with ``method`` ('hnsw', 'ivfflat')."""
+        return f"{self.items}_{role}_{method}"
+
     @property
     def item_ip_index(self) -> str:
-        return f"{self.items}_ip_hnsw"
+        return self.index("ip")
 
     @property
     def item_cosine_index(self) -> str:
-        return f"{self.items}_cos_hnsw"
+        return self.index("cos")
 
     @property
     def item_embedding_ip_index(self) -> str:
-        return f"{self.items}_emb_ip_hnsw"
+        return self.index("emb_ip")
 
     @property
-    def required_indexes(self) -> tuple[str, ...]:
-        """What activation checks. Versions published before the embedding inner-product index
-        existed lack it and answer 'dot' related items with an exact scan, still correctly."""
-        return (self.item_ip_index, self.item_cosine_index)
+    def required_indexes(self) -> tuple[tuple[str, ...], ...]:
+        """What activation checks: per role, the names it may have (one per method). Versions
+        published before the embedding inner-product index existed lack it and answer 'dot'
+        related items with an exact scan, still correctly."""
+        return tuple(tuple(self.index(role, method) for method in (HNSW, IVFFLAT)) for role in ("ip", "cos"))
 
 
 def _copy_rows(table: str, columns: list[str], types: list[str], rows_iter) -> None:
@@ -188,13 +193,16 @@ def vectors_publish(
             ["int8", "vector"],
             zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
         )
-    _build_indexes(tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]), report=report)
+    plan = _build_indexes(
+        tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]), report=report
+    )
     logger.info(
-        "vectors.published version=%s items=%s users=%s dimension=%s",
+        "vectors.published version=%s items=%s users=%s dimension=%s index_method=%s",
         version_id,
         len(item_ids),
         len(user_ids),
         dimension,
+        plan.method,
     )
     return tables
 
@@ -260,22 +268,57 @@ def _score_dimension(table: str) -> int | None:
     return int(row[0]) if row else None
 
 
-def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, report: Report) -> None:
+# (role, column, operator class) of each ANN index of a version's item table.
+_INDEXES = (
+    ("ip", "score_vector", "vector_ip_ops"),
+    ("cos", "embedding", "vector_cosine_ops"),
+    # 'dot' (the pipeline's related-items and because-you-liked measure) on the bare embedding:
+    # without it those are exact scans, ~50 ms each at 100k items.
+    ("emb_ip", "embedding", "vector_ip_ops"),
+)
+
+
+def _pilot_seconds(cursor, tables: VersionTables, *, n_items: int) -> float | None:
+    """Seconds of one HNSW build over a seeded sample of the version's score vectors; None when
+    the catalogue is no larger than the sample (its own build is then as cheap as the pilot)."""
+    pilot_items = int(settings.VECTOR_INDEX_PILOT_ITEMS)
+    if n_items <= pilot_items:
+        return None
+    share = min(100.0, 100.0 * pilot_items / n_items)
+    cursor.execute(
+        sql.SQL(
+            "CREATE TEMPORARY TABLE rec_index_pilot AS SELECT score_vector FROM {} TABLESAMPLE SYSTEM ({}) "
+            "REPEATABLE (0) LIMIT {}"
+        )
+        .format(sql.Identifier(tables.items), sql.Literal(share), sql.Literal(pilot_items))
+        .as_string()
+    )
+    try:
+        started = time.perf_counter()
+        cursor.execute(
+            sql.SQL(
+                "CREATE INDEX ON rec_index_pilot USING hnsw (score_vector vector_ip_ops) "
+                "WITH (m = {}, ef_construction = {})"
+            )
+            .format(sql.Literal(settings.VECTOR_HNSW_M), sql.Literal(settings.VECTOR_HNSW_EF_CONSTRUCTION))
+            .as_string()
+        )
+        seconds = time.perf_counter() - started
+        cursor.execute("SELECT count(*) FROM rec_index_pilot")
+        sampled = int(cursor.fetchone()[0])
+    finally:
+        cursor.execute("DROP TABLE IF EXISTS rec_index_pilot")
+    # The sample may hold a few rows less than asked (block sampling): scale to what it held.
+    return seconds * pilot_items / max(sampled, 1)
+
+
+def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, report: Report) -> AnnPlan:
     build = hnsw_build_settings(
         n_items=n_items,
         dimension=dimension,
         m=settings.VECTOR_HNSW_M,
         budget_bytes=settings.VECTOR_INDEX_BUILD_MEMORY_BYTES,
     )
-    logger.info(
-        "vectors.index_build table=%s items=%s graph_mib=%.0f maintenance_work_mem=%s parallel_workers=%s",
-        tables.items,
-        n_items,
-        build.graph_bytes / 2**20,
-        build.maintenance_work_mem,
-        build.parallel_workers,
-    )
-    report(f"building {len(tables.required_indexes) + 1} HNSW indexes over {n_items:,} items")
     started = time.perf_counter()
     with connection.cursor() as cursor:
         # Session settings of this build only (a SET inside the publishing transaction's connection).
@@ -285,27 +328,49 @@ def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, repor
         cursor.execute(
             sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(build.parallel_workers)).as_string()
         )
-        built = (
-            (tables.item_ip_index, "score_vector", "vector_ip_ops"),
-            (tables.item_cosine_index, "embedding", "vector_cosine_ops"),
-            # 'dot' (the pipeline's related-items and because-you-liked measure) on the bare
-            # embedding: without it those are exact scans, ~50 ms each at 100k items.
-            (tables.item_embedding_ip_index, "embedding", "vector_ip_ops"),
+        if n_items > int(settings.VECTOR_INDEX_PILOT_ITEMS):
+            report(f"timing a pilot HNSW build over {int(settings.VECTOR_INDEX_PILOT_ITEMS):,} sampled items")
+        plan = ann_plan_choose(
+            n_items=n_items,
+            n_indexes=len(_INDEXES),
+            pilot_seconds=_pilot_seconds(cursor, tables, n_items=n_items),
+            pilot_items=int(settings.VECTOR_INDEX_PILOT_ITEMS),
+            budget_seconds=float(settings.VECTOR_INDEX_BUILD_SECONDS),
+            rows_per_list=int(settings.VECTOR_IVFFLAT_ROWS_PER_LIST),
         )
+        logger.info(
+            "vectors.index_build table=%s items=%s method=%s reason=%r graph_mib=%.0f maintenance_work_mem=%s "
+            "parallel_workers=%s",
+            tables.items,
+            n_items,
+            plan.method,
+            plan.reason,
+            build.graph_bytes / 2**20,
+            build.maintenance_work_mem,
+            build.parallel_workers,
+        )
+        report(f"building {len(_INDEXES)} {plan.method} indexes over {n_items:,} items ({plan.reason})")
+        if plan.method == HNSW:
+            options = sql.SQL("m = {}, ef_construction = {}").format(
+                sql.Literal(settings.VECTOR_HNSW_M), sql.Literal(settings.VECTOR_HNSW_EF_CONSTRUCTION)
+            )
+        else:
+            options = sql.SQL("lists = {}").format(sql.Literal(plan.lists))
         cursor.execute("SELECT pg_backend_pid()")
         backend_pid = int(cursor.fetchone()[0])
-        for number, (index, column, ops) in enumerate(built, start=1):
-            step = BuildStep(number=number, total=len(built), index=index, n_items=n_items)
+        for number, (role, column, ops) in enumerate(_INDEXES, start=1):
+            index = tables.index(role, plan.method)
+            step = BuildStep(number=number, total=len(_INDEXES), index=index, n_items=n_items, method=plan.method)
             with BuildWatcher(backend_pid, step, report):
                 cursor.execute(
-                    sql.SQL("CREATE INDEX {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})")
+                    sql.SQL("CREATE INDEX {} ON {} USING {} ({} {}) WITH ({})")
                     .format(
                         sql.Identifier(index),
                         sql.Identifier(tables.items),
+                        sql.SQL(plan.method),
                         sql.Identifier(column),
                         sql.SQL(ops),
-                        sql.Literal(settings.VECTOR_HNSW_M),
-                        sql.Literal(settings.VECTOR_HNSW_EF_CONSTRUCTION),
+                        options,
                     )
                     .as_string()
                 )
@@ -315,13 +380,19 @@ def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, repor
         cursor.execute("RESET maintenance_work_mem")
         cursor.execute("RESET max_parallel_maintenance_workers")
     logger.info(
-        "vectors.index_built table=%s indexes=%s seconds=%.2f", tables.items, len(built), time.perf_counter() - started
+        "vectors.index_built table=%s method=%s indexes=%s seconds=%.2f",
+        tables.items,
+        plan.method,
+        len(_INDEXES),
+        time.perf_counter() - started,
     )
-    for index, _, _ in built:
+    for role, _, _ in _INDEXES:
+        index = tables.index(role, plan.method)
         if not index_is_valid(index):
             raise VectorIndexError(
-                f"HNSW index {index} is missing or not valid in pg_index; the version will not be activated."
+                f"{plan.method} index {index} is missing or not valid in pg_index; the version will not be activated."
             )
+    return plan
 
 
 def index_is_valid(index_name: str) -> bool:
@@ -347,7 +418,7 @@ def version_tables_exist(version_id: int) -> bool:
 
 def version_indexes_valid(version_id: int) -> bool:
     tables = VersionTables(version_id)
-    return all(index_is_valid(index) for index in tables.required_indexes)
+    return all(any(index_is_valid(name) for name in names) for names in tables.required_indexes)
 
 
 def vectors_drop(*, version_id: int) -> None:

@@ -35,3 +35,40 @@ def test_the_size_grows_smoothly_with_the_catalogue():
     ]
     assert sizes == sorted(sizes)
     assert sizes[-1] < 2.5 * sizes[-2]  # no step: twice the items, about twice the memory
+
+
+def test_hnsw_is_kept_while_its_predicted_builds_fit_the_budget_and_ivfflat_beyond():
+    from recommender.vectors.build import HNSW, IVFFLAT, ann_plan_choose, hnsw_seconds_predict
+
+    # n·log n from the pilot: ten times the items costs a bit more than ten times the seconds.
+    assert hnsw_seconds_predict(pilot_seconds=2.0, pilot_items=20_000, n_items=20_000) == 2.0
+    tenfold = hnsw_seconds_predict(pilot_seconds=2.0, pilot_items=20_000, n_items=200_000)
+    assert 20.0 * 1.2 < tenfold < 20.0 * 1.25
+
+    plan = {"n_indexes": 3, "pilot_items": 20_000, "budget_seconds": 240.0, "rows_per_list": 1000}
+    kept = ann_plan_choose(n_items=200_000, pilot_seconds=2.0, **plan)
+    assert (kept.method, kept.lists) == (HNSW, None)
+    assert "<= budget 240 s" in kept.reason
+    over = ann_plan_choose(n_items=1_000_000, pilot_seconds=2.0, **plan)
+    assert (over.method, over.lists) == (IVFFLAT, 1000)
+    assert over.predicted_hnsw_seconds > 240.0
+    assert "IVFFlat, 1,000 lists" in over.reason
+    # No pilot (a catalogue no larger than the sample): its own build is as cheap, HNSW.
+    assert ann_plan_choose(n_items=1682, pilot_seconds=None, **plan).method == HNSW
+
+
+def test_the_choice_moves_with_the_measured_rate_not_with_a_size():
+    from recommender.vectors.build import ann_plan_choose
+
+    plan = {"n_items": 500_000, "n_indexes": 3, "pilot_items": 20_000, "budget_seconds": 240.0, "rows_per_list": 1000}
+    # The same catalogue: a fast machine (or a cheap m) keeps HNSW, a slow one falls back.
+    assert ann_plan_choose(pilot_seconds=0.5, **plan).method == "hnsw"
+    assert ann_plan_choose(pilot_seconds=5.0, **plan).method == "ivfflat"
+
+
+def test_ivfflat_lists_hold_a_fixed_number_of_rows_each():
+    from recommender.vectors.build import ivfflat_lists
+
+    assert ivfflat_lists(1_000_000, 1000) == 1000
+    assert ivfflat_lists(1_000_001, 1000) == 1001
+    assert ivfflat_lists(60, 1000) == 1
