@@ -247,7 +247,9 @@ def build_steps(args, url: str, env: dict[str, str], logs: Path, rows: list[Row]
     ):
         note = ""
         if phase == "publishing" and index_seconds:
-            note = "HNSW builds " + index_seconds[-1].rsplit("seconds=", 1)[-1] + " s"
+            line = index_seconds[-1]
+            method = line.split("method=", 1)[1].split()[0] if "method=" in line else "hnsw"
+            note = f"{method} index builds " + line.rsplit("seconds=", 1)[-1] + " s"
         rows.append(Row(f"  phase {phase}", wall=seconds, rss=version["phase_peak_rss_mib"].get(phase, ""), note=note))
 
     wall, rss, output = run_measured(
