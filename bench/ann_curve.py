@@ -1,9 +1,10 @@
-"""The recall/latency curve of pgvector HNSW on the active version, against exact top-k of the same vectors.
+"""The recall/latency curve of the active version's pgvector index (HNSW or IVFFlat) against exact top-k.
 
 For a seeded sample of users and items the exact answer is computed once, in numpy, from the
 version's own vectors (every active item; the user's rated items excluded, as serving does), and
 each point of the curve runs the serving query (`PgvectorIndex`: filters inside the scan,
-iterative scan, exact retry when short) at one ``hnsw.ef_search``:
+iterative scan, exact retry when short) at one ``hnsw.ef_search`` (HNSW) or ``ivfflat.probes``
+(IVFFlat, ``--probes``):
 
 - user → items: inner product of score vectors, seen items excluded;
 - item → items: cosine and inner product of embeddings (related items, "because you liked");
@@ -15,7 +16,7 @@ iterative scan, exact retry when short) at one ``hnsw.ef_search``:
 point with recall@k >= the target for user → items and item → items (docs/operations.md).
 
 Usage: python -m bench.ann_curve [--queries 100] [--ef-search 40,100,200,400,1000]
-                                 [--builds 16:64,24:100] [--json PATH]
+                                 [--probes 10,20,40,80] [--builds 16:64,24:100] [--json PATH]
 """
 
 from __future__ import annotations
@@ -69,6 +70,29 @@ def version_arrays(version_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     embeddings = vectors_stack([row[2] for row in rows])
     active = np.fromiter((row[3] for row in rows), dtype=bool, count=len(rows))
     return ids, scores, embeddings, active
+
+
+def index_method(version_id: int) -> str:
+    """The access method ('hnsw' or 'ivfflat') of the version's user -> items index."""
+    tables = store.VersionTables(version_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.relname IN (%s, %s)",
+            [tables.index("ip", "hnsw"), tables.index("ip", "ivfflat")],
+        )
+        row = cursor.fetchone()
+    return str(row[0]) if row else "none"
+
+
+def index_lists(version_id: int) -> str:
+    """The ``lists`` option of the version's IVFFlat user -> items index, as stored."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = %s",
+            [store.VersionTables(version_id).index("ip", "ivfflat")],
+        )
+        row = cursor.fetchone()
+    return (row[0] or "").removeprefix("lists=") if row else "?"
 
 
 def category_near(fraction: float) -> tuple[int, str, float] | None:
@@ -171,9 +195,11 @@ def curve(
     build: str,
     overfetches: list[float],
     user_only: bool = False,
+    probe_values: list[int] | None = None,
 ) -> list[dict]:
     """One row per (query kind, ef_search): recall@k mean and min, share of full answers, p50/p99 ms."""
     version = active_version()
+    probe_values = probe_values or [pgvector.IVFFLAT_PROBES]
     ids, score_vectors, embeddings, active = arrays
     row_of = {int(item_id): row for row, item_id in enumerate(ids.tolist())}
     user_vectors = {p: store.user_vector_fetch(version_id=version.pk, profile_id=p) for p in users}
@@ -217,9 +243,11 @@ def curve(
         cases["item->items dot"].append((item_id, AnnFilters(), _exact(embeddings @ embeddings[row], allowed, ids, k)))
 
     results = []
-    for ef_search, overfetch in [(ef, over) for over in overfetches for ef in ef_values]:
+    points = [(ef, over, probes) for over in overfetches for probes in probe_values for ef in ef_values]
+    for ef_search, overfetch, probes in points:
         index = pgvector.PgvectorIndex(table_version, ef_search=ef_search)
         pgvector.RELAXED_OVERFETCH = overfetch  # read by nearest_statement at each query
+        pgvector.IVFFLAT_PROBES = probes  # read when the session settings are applied
         for name, queries in cases.items():
             if user_only and not name.startswith("user"):
                 continue  # that copy has no embedding indexes: its item queries would be exact scans
@@ -241,6 +269,7 @@ def curve(
                     "build": build,
                     "query": name,
                     "ef_search": ef_search,
+                    "probes": probes,
                     "overfetch": overfetch,
                     "n": len(queries),
                     "recall": float(np.mean(recalls)) if recalls else float("nan"),
@@ -260,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
         "--ef-search", default="40,100,200,400,1000", help="Comma-separated hnsw.ef_search values, or 'serving'."
+    )
+    parser.add_argument(
+        "--probes", default="serving", help="Comma-separated ivfflat.probes values (IVFFlat versions), or 'serving'."
     )
     parser.add_argument("--overfetch", default="2", help="Comma-separated pool factors (rows read = factor x k).")
     parser.add_argument("--builds", default="", help="Other m:ef_construction pairs to build and measure, e.g. 24:100.")
@@ -286,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.ef_search == "serving"
         else [int(value) for value in args.ef_search.split(",") if value]
     )
+    probe_values = [pgvector.IVFFLAT_PROBES]
+    if args.probes != "serving":
+        probe_values = [int(value) for value in args.probes.split(",") if value]
+    method = index_method(version.pk)
+    if method != "ivfflat":
+        probe_values = probe_values[:1]  # inert on HNSW indexes: one pass
+    else:
+        ef_values = ef_values[:1]  # inert on IVFFlat indexes
     started = time.perf_counter()
     arrays = version_arrays(version.pk)
     users, items = sample_queries(version.pk, args.queries, args.seed)
@@ -298,8 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         items=items,
         ef_values=ef_values,
         k=args.k,
-        build=f"m={settings.VECTOR_HNSW_M} efc={settings.VECTOR_HNSW_EF_CONSTRUCTION} (published)",
+        build=(
+            f"ivfflat lists={index_lists(version.pk)} (published)"
+            if method == "ivfflat"
+            else f"m={settings.VECTOR_HNSW_M} efc={settings.VECTOR_HNSW_EF_CONSTRUCTION} (published)"
+        ),
         overfetches=overfetches,
+        probe_values=probe_values,
     )
     build_seconds = {}
     for pair in [value for value in args.builds.split(",") if value]:
@@ -326,15 +371,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             store.vectors_drop(version_id=copy_id)
     print_table(
-        f"HNSW recall@{args.k} against exact top-{args.k} of the same vectors, v{version.pk}, "
+        f"{method} recall@{args.k} against exact top-{args.k} of the same vectors, v{version.pk}, "
         f"{len(arrays[0]):,} items (serving query: filters in the scan, iterative scan, "
         f"max_scan_tuples={pgvector.MAX_SCAN_TUPLES})",
-        ["index", "query", "ef_search", "overfetch", "n", "recall", "min", "full answers", "p50 ms", "p99 ms"],
+        [
+            *["index", "query", "ef_search", "probes", "overfetch", "n"],
+            *["recall", "min", "full answers", "p50 ms", "p99 ms"],
+        ],
         [
             [
                 r["build"],
                 r["query"],
-                r["ef_search"],
+                r["ef_search"] if method != "ivfflat" else "",
+                r["probes"] if method == "ivfflat" else "",
                 r["overfetch"],
                 r["n"],
                 r["recall"],

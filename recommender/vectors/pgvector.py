@@ -134,7 +134,7 @@ def _settings_ensure(raw, *, ef_search: int, k: int) -> bool:
     wanted = _ef_search(ef_search, k)
     if wanted != _ef_search(DEFAULT_EF_SEARCH, k):
         return False
-    if getattr(raw, SESSION_TAG, None) == wanted:
+    if getattr(raw, SESSION_TAG, None) == (wanted, IVFFLAT_PROBES):
         return True
     if raw.info.transaction_status != TransactionStatus.IDLE:
         return False
@@ -145,7 +145,8 @@ def _settings_ensure(raw, *, ef_search: int, k: int) -> bool:
 def _session_apply(raw, *, ef_search: int) -> None:
     with raw.cursor() as cursor:
         cursor.execute(_SETTINGS_SQL.format(local="false"), _settings_params(ef_search))
-    setattr(raw, SESSION_TAG, ef_search)
+    # The probes are part of the tag: a benchmark that changes IVFFLAT_PROBES gets them re-applied.
+    setattr(raw, SESSION_TAG, (ef_search, IVFFLAT_PROBES))
 
 
 def serving_settings_ensure() -> None:
