@@ -32,8 +32,10 @@ No Django here.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +47,8 @@ from recommender.ml.dataset import IdMap, TrainingData
 from recommender.ml.families.base import FamilyFitError, Progress
 from recommender.ml.foldin import FoldInError
 from recommender.ml.similarity import similarity, top_k
+
+logger = logging.getLogger(__name__)
 
 # Measured (docs/ml.md, "ALS family"): 80/20 random split, seed 0, P@10 / NDCG@10 with training
 # items excluded. implicit does not scale the regularization by the data, so it is an absolute
@@ -61,6 +65,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # sum and the factors came out identical across runs; 1 is still the setting to use when
     # comparing runs across machines or leaving cores to other work.
     "num_threads": 0,
+    # Wall-time budget of the iterations (None: all of them). An iteration starts only while the
+    # slowest so far would end within it; the training run passes TRAINING_FAMILY_FIT_SECONDS.
+    # A fit of one iteration at a time equals one fit of them all (implicit warm-starts from the
+    # factors it holds: checked bit for bit), so a budget that is not reached changes nothing.
+    "fit_seconds": None,
 }
 
 PARAM_GRID: list[dict[str, Any]] = [
@@ -122,6 +131,7 @@ def als_params_resolve(params: dict[str, Any] | None) -> dict[str, Any]:
         "iterations": _integer(merged, "iterations", 1),
         "random_state": None if random_state is None else _integer(merged, "random_state", 0),
         "num_threads": _integer(merged, "num_threads", 0),
+        "fit_seconds": None if merged["fit_seconds"] is None else _real(merged, "fit_seconds", strictly_positive=True),
     }
 
 
@@ -220,10 +230,13 @@ class AlsFamily:
             )
         confidence = _confidence_matrix(weights, resolved["alpha"])
         iterations = resolved["iterations"]
+        budget = resolved["fit_seconds"]
+        done = 0
 
         def on_iteration(iteration: int, elapsed: float, loss: float | None) -> None:
             if progress is not None:
-                progress(iteration + 1, iterations, f"ALS iteration {iteration + 1}/{iterations} ({elapsed:.2f} s)")
+                number = done + iteration + 1
+                progress(number, iterations, f"ALS iteration {number}/{iterations} ({elapsed:.2f} s)")
 
         # implicit runs its own threads (num_threads); a multi-threaded BLAS under them oversubscribes
         # the cores and, by implicit's own warning, can be 10x slower. The model checks the BLAS
@@ -239,13 +252,22 @@ class AlsFamily:
                 regularization=resolved["regularization"],
                 alpha=1.0,  # the confidence is already 1 + alpha * w; implicit would scale it again
                 dtype=np.float32,
-                iterations=iterations,
+                # One iteration a call under a budget (the same factors, see DEFAULT_PARAMS).
+                iterations=iterations if budget is None else 1,
                 calculate_training_loss=False,
                 num_threads=resolved["num_threads"],
                 random_state=resolved["random_state"],
             )
+            started, slowest = time.perf_counter(), 0.0
             try:
-                model.fit(confidence, show_progress=False, callback=on_iteration)
+                while done < iterations:
+                    if budget is not None and done and time.perf_counter() - started + slowest > budget:
+                        logger.info("als.fit.time_budget iterations=%d of=%d budget=%.1f", done, iterations, budget)
+                        break
+                    began = time.perf_counter()
+                    model.fit(confidence, show_progress=False, callback=on_iteration)
+                    slowest = max(slowest, time.perf_counter() - began)
+                    done += model.iterations
             except ModelFitError as error:
                 raise FamilyFitError(
                     f"ALS diverged ({error}); lower alpha or raise regularization "

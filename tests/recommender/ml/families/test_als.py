@@ -256,3 +256,23 @@ def test_default_params_rank_the_planted_clusters_first(planted):
     scores[planted.data.interactions.positives.toarray() > 0] = -np.inf
     own = planted.item_cluster[np.argsort(-scores, axis=1)[:, :10]] == planted.user_cluster[:, None]
     assert own.mean() >= 0.95
+
+
+def test_a_fit_time_budget_stops_the_iterations_and_an_unreached_one_changes_nothing(planted):
+    heard: list[int] = []
+    AlsFamily.fit(
+        planted.data, {"iterations": 6, "fit_seconds": 1e-9}, progress=lambda done, total, message: heard.append(done)
+    )
+    assert heard == [1]  # at least one iteration always runs
+
+    plain = AlsFamily.fit(planted.data, {"iterations": 6, "num_threads": 1})
+    heard.clear()
+    budgeted = AlsFamily.fit(
+        planted.data,
+        {"iterations": 6, "num_threads": 1, "fit_seconds": 1e6},
+        progress=lambda done, total, message: heard.append(done),
+    )
+    assert heard == [1, 2, 3, 4, 5, 6]
+    # One iteration a call warm-starts from the factors: bit for bit the same fit.
+    assert np.array_equal(plain.item_factors, budgeted.item_factors)
+    assert np.array_equal(plain.user_factors, budgeted.user_factors)
