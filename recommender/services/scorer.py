@@ -10,7 +10,8 @@ Called by `recommender.services.training` between the LightFM phases:
   memory budget, else its scalable variant; `recommender.ml.families.ease`).
 * :func:`scorer_publish` (publishing phase) refits the families on all the data the served
   LightFM model saw and stores them with the frozen scorer beside the artifact
-  (`recommender.stacking`).
+  (`recommender.stacking`); when that refit would not fit the run's time budget
+  (`TRAINING_RUN_SECONDS`), the families fitted on the training part serve instead.
 """
 
 from __future__ import annotations
@@ -110,11 +111,13 @@ def scorer_evaluate(
     lightfm_model: FittedModel,
     config: StackConfig,
     progress: Progress | None = None,
-) -> tuple[ScorerFit, dict]:
+) -> tuple[ScorerFit, dict, dict[str, ModelFamily]]:
     """Choose the scorer on validation data from ``train``; measure it on ``test_positives``.
 
-    Returns the fit and ``{"scorer": {...}, "families": {name: metrics}, "popularity": metrics,
-    "choice", "seconds"}``, every metric on the same test users with training interactions excluded.
+    Returns the fit, ``{"scorer": {...}, "families": {name: metrics}, "popularity": metrics,
+    "choice", "seconds"}`` (every metric on the same test users with training interactions
+    excluded), and the families fitted on ``train``, which `scorer_publish` may serve when a refit
+    on all the data would not fit the run's time budget.
     """
     started = time.perf_counter()
     chosen = scorer_fit(train, config, progress=progress)
@@ -146,7 +149,7 @@ def scorer_evaluate(
         results["scorer"][f"precision_at_{k}"],
         results["seconds"],
     )
-    return chosen, results
+    return chosen, results, families
 
 
 def scorer_publish(
@@ -158,10 +161,21 @@ def scorer_publish(
     config: StackConfig,
     positive_threshold: float,
     progress: Progress | None = None,
+    fitted: dict[str, ModelFamily] | None = None,
 ) -> dict[str, float]:
-    """Refit the families on ``data`` (what the served LightFM model saw) and store the stack; returns fit seconds."""
+    """Refit the families on ``data`` (what the served LightFM model saw) and store the stack; returns fit seconds.
+
+    ``fitted``: families already fitted (on the training part, same id maps) to serve instead of
+    refitting them; LightFM is always the served ``lightfm_model``. Nothing is fitted then ({}).
+    """
     config = scorer.tuned(config)
-    families, seconds = _fit_with_lightfm(data, config, lightfm_model, progress)
+    if fitted is None:
+        families, seconds = _fit_with_lightfm(data, config, lightfm_model, progress)
+    else:
+        families = {
+            name: (LightFmFamily(lightfm_model) if name == VECTOR_FAMILY else fitted[name]) for name in config.families
+        }
+        seconds = {}
     stack_store(
         artifact_path=artifact_path,
         families=families,

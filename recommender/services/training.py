@@ -375,7 +375,28 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
     return version
 
 
+def _families_refit_decision(stack_metrics: dict, run_started: float, test_fraction: float) -> tuple[bool | None, str]:
+    """Whether the served families reuse their fits on the training part, and why (kept on the version).
+
+    A refit on all the data is predicted from the training part's own fit seconds, scaled by the
+    data's size; it runs while it fits what is left of `TRAINING_RUN_SECONDS`. Small catalogues
+    (seconds of fitting) always refit; at a million items the fallback keeps request -> active
+    within the budget, at the cost of the held-out share of the data in the families (LightFM,
+    always continued on all of it, is unaffected).
+    """
+    fit_seconds = sum(float(row.get("fit_seconds") or 0.0) for row in stack_metrics.get("families", {}).values())
+    predicted = fit_seconds / max(1.0 - float(test_fraction), 1e-9)
+    left = float(settings.TRAINING_RUN_SECONDS) - (time.perf_counter() - run_started)
+    if predicted <= left:
+        return None, f"refitted on all the data (predicted {predicted:.0f} s, {left:.0f} s of the run budget left)"
+    return True, (
+        f"fitted on the training part: a refit on all the data was predicted at {predicted:.0f} s "
+        f"with {left:.0f} s of TRAINING_RUN_SECONDS left"
+    )
+
+
 def _run_phases(version: ModelVersion, progress: _Progress) -> None:
+    run_started = time.perf_counter()
     snapshot = version.config_snapshot
     params = hyperparameters_from_config(snapshot)
     k = snapshot["eval_k"]
@@ -435,7 +456,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
     if stack is not None:
         # Families and the learned scorer: chosen on validation data carved from `train`, measured
         # on this run's test split next to the LightFM metrics above (recommender/services/scorer.py).
-        chosen, stack_metrics = scorer_evaluate(
+        chosen, stack_metrics, train_families = scorer_evaluate(
             train=train, test_positives=evaluated, lightfm_model=model, config=stack, progress=progress.family_step
         )
         version.metrics["stack"] = stack_metrics
@@ -483,7 +504,14 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         # Item-item weights and popularity from everything the served model saw; weights stay frozen.
         blend_store(fitted=fitted_blend, data=data if refit else train, artifact_path=version.artifact_path)
     if stack is not None and chosen is not None:
-        progress.detail("refitting the families on all the data for serving")
+        reuse = None
+        if refit:
+            reuse, why = _families_refit_decision(stack_metrics, run_started, snapshot["test_fraction"])
+            version.metrics["stack"]["serving_families"] = why
+            version.save(update_fields=["metrics"])
+        progress.detail(
+            "refitting the families on all the data for serving" if reuse is None else "serving the families as fitted"
+        )
         scorer_publish(
             artifact_path=version.artifact_path,
             data=data if refit else train,
@@ -492,6 +520,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
             config=stack,
             positive_threshold=float(snapshot["positive_threshold"]),
             progress=progress.family_step,
+            fitted=train_families if reuse else None,
         )
     progress.finish()
     version.status = VersionStatus.READY

@@ -228,6 +228,23 @@ def test_the_served_models_time_budget_cuts_its_epochs_and_the_refit_follows_the
 
 
 @pytest.mark.django_db
+def test_families_are_refitted_on_all_the_data_unless_the_refit_would_pass_the_run_budget(planted_catalog, settings):
+    config = TrainingConfig.objects.create(name="stacked", families="lightfm,als")
+    refitted = train_inline(config)
+    assert refitted.metrics["stack"]["serving_families"].startswith("refitted on all the data")
+
+    settings.TRAINING_RUN_SECONDS = 0.0  # any refit is predicted past it
+    reused = train_inline(config)
+    assert reused.metrics["stack"]["serving_families"].startswith("fitted on the training part")
+    # The version still serves its stack, with the families it was evaluated with.
+    assert reused.status in {VersionStatus.READY, VersionStatus.ACTIVE}
+    from recommender.stacking import version_stack
+
+    stack = version_stack(reused.pk)
+    assert stack is not None and set(stack.families) == {"lightfm", "als"}
+
+
+@pytest.mark.django_db
 def test_every_phase_records_its_own_peak_memory_and_the_detail_is_cleared_at_the_end(planted_catalog):
     version = train_inline()
 
