@@ -215,7 +215,7 @@ def interactions_import(
             layouts.append(run.side_file_load(items, subject="item"))
         if users is not None:
             layouts.append(run.side_file_load(users, subject="user"))
-        with feedback_bulk_window(run.cursor, incoming_rows=lines_estimate(path)):
+        with feedback_bulk_window(run.cursor, incoming_rows=lines_estimate(path)) as run.bulk:
             layouts.insert(0, run.interactions_load(path, columns, fixed_kind=fixed_kind, items=items, users=users))
         for name in _STAGES:
             run.cursor.execute(f"DROP TABLE IF EXISTS {name}")
@@ -252,6 +252,9 @@ class _Run:
         self.kinds: dict[str, KindRule] = {}
         self.ids: dict[str, dict[str, int]] = {"item": {}, "user": {}}  # external id -> line in its file
         self.filled: set[str] = set()  # catalogue tables rows were added to since their last ANALYZE
+        # In feedback bulk mode everything staged moves in with one apply at the end (see
+        # catalog.importers.bulk.feedback_bulk_window); otherwise one apply per budget batch.
+        self.bulk = False
 
     def _each_row(
         self,
@@ -263,7 +266,7 @@ class _Run:
         """Parse every row of ``table`` and report bad ones; ``stage`` COPYs the parsed rows every
         COPY block (returning the bytes staged) and ``apply`` moves them in every batch."""
         pending = staged = 0
-        block, batch = self.budget.copy_block_bytes, self.budget.batch_bytes
+        block, batch = self.budget.copy_block_bytes, math.inf if self.bulk else self.budget.batch_bytes
         for line, fields in table.rows:
             try:
                 if isinstance(fields, str):
@@ -438,7 +441,8 @@ class _Run:
                 self._items_load()
                 self._users_load()
                 self._statistics_refresh("stage_feedback")
-                self.summary.add("feedback", loading.feedback_insert(self.cursor, stage="stage_feedback"))
+                added = loading.feedback_insert(self.cursor, stage="stage_feedback", bulk=self.bulk)
+                self.summary.add("feedback", added)
                 self.cursor.execute("TRUNCATE stage_feedback")
 
             self._each_row(table, parse, stage, apply)
