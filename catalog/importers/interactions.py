@@ -47,6 +47,7 @@ from catalog.importers.base import (
     temp_table_create,
 )
 from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
+from catalog.importers.interactions_copy import CopyRules, interactions_copy_stage
 from catalog.importers.tables import Table, TableFormat, lines_estimate, table_open
 from catalog.services.feedback import FEEDBACK_VALUE_LIMIT
 from config import metrics
@@ -445,5 +446,43 @@ class _Run:
                 self.summary.add("feedback", added)
                 self.cursor.execute("TRUNCATE stage_feedback")
 
-            self._each_row(table, parse, stage, apply)
+            rules = CopyRules(
+                id_max=ID_MAX,
+                value_limit=FEEDBACK_VALUE_LIMIT,
+                timestamp_min=TIMESTAMP_MIN,
+                timestamp_max=TIMESTAMP_MAX,
+                fixed_kind=fixed_kind,
+                known_items=set(seen_items) if item_source else None,
+                known_users=set(seen_users) if user_source else None,
+            )
+            staged = interactions_copy_stage(
+                self.cursor,
+                path=path,
+                table=table,
+                encoding=self.table_format.encoding,
+                rules=rules,
+                parse=parse,
+                report=lambda line, reason: self.summary.bad(table.path.name, line, reason),
+            )
+            if staged is None:
+                self._each_row(table, parse, stage, apply)
+            else:
+                self.summary.events += staged
+                self._copied_side_rows_stage(items=item_source is None, users=user_source is None)
+                stage()
+                apply()
         return table.describe()
+
+    def _copied_side_rows_stage(self, *, items: bool, users: bool) -> None:
+        """Stage the items and users the fast path's rows name, as ``parse`` does for its rows."""
+        if items:
+            self.cursor.execute(
+                "INSERT INTO stage_items (external_id, title, published_at, provider) "
+                "SELECT DISTINCT item_external_id, item_external_id, NULL::timestamptz, '' FROM stage_feedback"
+            )
+        if users:
+            self.cursor.execute(
+                "INSERT INTO stage_users (external_id, username) "
+                "SELECT DISTINCT user_external_id, %s || user_external_id FROM stage_feedback",
+                [self.username_prefix],
+            )
