@@ -13,12 +13,13 @@ Two tools remove that, both inside the import's one transaction:
   batch's sorts and hashes, ``maintenance_work_mem`` for index builds) and
   ``synchronous_commit = off`` (the commit is still atomic; only its fsync wait is skipped, so a
   crash right after COMMIT may lose the import as a whole, never a part of it);
-- :func:`indexes_suspended` and :func:`feedback_bulk_window` drop a table's non-unique
+- :func:`indexes_suspended` and :func:`feedback_bulk_window` drop a table's secondary
   indexes (and, for feedback, its foreign keys and the popularity insert trigger) and build them
   again at the end of the batch — one sort per index and one anti-join per foreign key instead of
   millions of random insertions and checks — when :func:`rebuild_pays` says the incoming rows
-  are a large enough share of the table. Unique indexes stay: they are what ``ON CONFLICT`` and
-  idempotency rest on.
+  are a large enough share of the table. For feedback the unique indexes go too, and the rows
+  move in with one anti-join statement per import instead of ``ON CONFLICT`` (the rebuilt
+  unique index checks the result).
 
 The DDL takes ACCESS EXCLUSIVE locks on the tables it touches until COMMIT: other sessions
 reading them wait (web requests give up after ``WEB_LOCK_TIMEOUT_MS`` and answer 503). They

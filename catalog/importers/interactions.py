@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +47,17 @@ from catalog.importers.base import (
     raw_cursor,
     temp_table_create,
 )
-from catalog.importers.bulk import ImportBudget, feedback_bulk_window, import_budget, import_session_tune
+from catalog.importers.bulk import (
+    ImportBudget,
+    feedback_bulk_window,
+    import_budget,
+    import_session_tune,
+    table_bulk_window,
+)
 from catalog.importers.interactions_copy import CopyRules, interactions_copy_stage
 from catalog.importers.tables import Table, TableFormat, lines_estimate, table_open
 from catalog.services.feedback import FEEDBACK_VALUE_LIMIT
+from catalog.sql import ITEM_TABLE
 from config import metrics
 
 if TYPE_CHECKING:
@@ -439,7 +447,15 @@ class _Run:
                 return staged + self._copy("stage_feedback", stage_columns, feedback)
 
             def apply() -> None:
-                self._items_load()
+                # In feedback bulk mode this runs once, so the items the file creates are known:
+                # when they are many next to the catalogue (678,876 new items of the 5M-row load
+                # took 52 s through the item indexes), the item table's indexes are rebuilt too.
+                window: AbstractContextManager = nullcontext()
+                if self.bulk:
+                    incoming = self.cursor.execute("SELECT count(*) FROM stage_items").fetchone()[0]
+                    window = table_bulk_window(self.cursor, ITEM_TABLE, incoming_rows=incoming)
+                with window:
+                    self._items_load()
                 self._users_load()
                 self._statistics_refresh("stage_feedback")
                 added = loading.feedback_insert(self.cursor, stage="stage_feedback", bulk=self.bulk)
