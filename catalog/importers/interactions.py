@@ -452,7 +452,7 @@ class _Run:
                 # took 52 s through the item indexes), the item table's indexes are rebuilt too.
                 window: AbstractContextManager = nullcontext()
                 if self.bulk:
-                    incoming = self.cursor.execute("SELECT count(*) FROM stage_items").fetchone()[0]
+                    incoming = (self.cursor.execute("SELECT count(*) FROM stage_items").fetchone() or (0,))[0]
                     window = table_bulk_window(self.cursor, ITEM_TABLE, incoming_rows=incoming)
                 with window:
                     self._items_load()
