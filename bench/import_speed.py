@@ -10,6 +10,7 @@
    catalogue's work (joins, ids, indexes, constraints, popularity).
 
 Usage: python -m bench.import_speed [--quick] [--users N --items M --interactions K] [--keep]
+[--database-prefix P]
 (defaults 100k users / 1M items / 5M interactions; --quick 20k / 100k / 1M).
 """
 
@@ -81,19 +82,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interactions", type=int, default=5_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="Keep the two databases afterwards.")
+    parser.add_argument(
+        "--database-prefix",
+        default="bench_import",
+        help="Names of the two scratch databases (<prefix>_synthetic, <prefix>_csv): give your own on a shared server.",
+    )
     arguments = parser.parse_args(argv)
     if arguments.quick:
         arguments.users, arguments.items, arguments.interactions = 20_000, 100_000, 1_000_000
     sizes = ["--users", str(arguments.users), "--items", str(arguments.items)]
     sizes += ["--interactions", str(arguments.interactions), "--seed", str(arguments.seed)]
 
-    with scratch_database("bench_import_synthetic", keep=arguments.keep) as url:
+    with scratch_database(f"{arguments.database_prefix}_synthetic", keep=arguments.keep) as url:
         manage(url, "migrate", "--noinput", "--skip-checks")
         started = time.monotonic()
         synthetic = _summary(manage(url, "generate_catalog", *sizes, "--no-progress", "--json"))
         synthetic_wall = time.monotonic() - started
 
-    with tempfile.TemporaryDirectory() as directory, scratch_database("bench_import_csv", keep=arguments.keep) as url:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        scratch_database(f"{arguments.database_prefix}_csv", keep=arguments.keep) as url,
+    ):
         path = Path(directory) / "ratings.csv"
         started = time.monotonic()
         rows = csv_write(

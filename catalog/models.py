@@ -194,14 +194,19 @@ class FeedbackKind(models.Model):
 
 
 class Feedback(models.Model):
-    user = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="feedback")
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="feedback")
-    kind = models.ForeignKey(FeedbackKind, on_delete=models.PROTECT, related_name="feedback")
+    # No single-column indexes (migration 0008): every lookup by user, item or time is served by
+    # a composite index below that starts with that column, a lookup by kind alone happens only
+    # when a kind is deleted (rare, admin), and every bulk import would rebuild each extra index.
+    user = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="feedback", db_index=False)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="feedback", db_index=False)
+    kind = models.ForeignKey(FeedbackKind, on_delete=models.PROTECT, related_name="feedback", db_index=False)
     value = models.FloatField(default=1.0)
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
     # True: the current state of a stateful kind; False: superseded; None: a repeatable event.
     is_current = models.BooleanField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    # Unique where set (the constraint below): most rows have no key, and a partial index
+    # leaves them out instead of holding millions of NULLs.
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 (NULL = no key; '' would be one key)
     # Not a column: set on the rows catalog.services.feedback_record returns (True when a repeated
     # idempotency key returned the stored row instead of writing one).
     replayed: bool
@@ -213,6 +218,11 @@ class Feedback(models.Model):
                 fields=["user", "item", "kind"],
                 condition=Q(is_current=True),
                 name="feedback_one_current_state",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="feedback_idempotency_key_unique",
             ),
         ]
         indexes = [

@@ -127,30 +127,45 @@ def user_features_insert(cursor, *, stage: str) -> tuple[int, int]:
     return features, cursor.rowcount
 
 
-def ratings_insert(cursor, *, stage: str, kind: str = "rating") -> int:
+# In bulk mode (catalog.importers.bulk.feedback_bulk_window) the unique indexes are suspended,
+# so the moves below test for the existing rows with these anti-joins instead of ON CONFLICT.
+# Inside one statement they see the table as it was before it, so each kind of row must move
+# in with one statement per import, and DISTINCT ON keeps the staged rows unique among themselves.
+_NO_CURRENT_STATE = """
+    NOT EXISTS (SELECT 1 FROM catalog_feedback AS existing
+                WHERE existing.user_id = {user} AND existing.item_id = {item} AND existing.kind_id = {kind}
+                  AND existing.is_current)
+"""
+_CURRENT_STATE_CONFLICT = "ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING"
+
+
+def ratings_insert(cursor, *, stage: str, kind: str = "rating", bulk: bool = False) -> int:
     """Move staged ratings in as the current state of a stateful kind.
 
     ``ON CONFLICT`` targets the partial unique index ``feedback_one_current_state`` — a pair that
-    already has a current rating keeps it, which is what makes a re-import add 0. A pair rated
-    twice inside one chunk keeps its newest rating (DISTINCT ON … ORDER BY time DESC).
+    already has a current rating keeps it, which is what makes a re-import add 0 (in bulk mode,
+    an anti-join does the same). A pair staged twice keeps its newest rating (DISTINCT ON …
+    ORDER BY time DESC).
     """
+    absent = _NO_CURRENT_STATE.format(user="profile.id", item="item.id", kind="%(kind)s") if bulk else "true"
     cursor.execute(
         f"""
         INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
-        SELECT DISTINCT ON (profile.id, item.id) profile.id, item.id, %s, staged.value,
+        SELECT DISTINCT ON (profile.id, item.id) profile.id, item.id, %(kind)s, staged.value,
                to_timestamp(staged.created_unix), true
         FROM {stage} AS staged
         JOIN catalog_userprofile AS profile ON profile.external_id = staged.user_external_id
         JOIN catalog_item AS item ON item.external_id = staged.item_external_id
+        WHERE {absent}
         ORDER BY profile.id, item.id, staged.created_unix DESC
-        ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
+        {"" if bulk else _CURRENT_STATE_CONFLICT}
         """,
-        [kind],
+        {"kind": kind},
     )
     return cursor.rowcount
 
 
-def feedback_insert(cursor, *, stage: str) -> int:
+def feedback_insert(cursor, *, stage: str, bulk: bool = False) -> int:
     """Move staged feedback of any kinds in; returns rows added (0 for a repeated import).
 
     Stateful kinds (rating, like, play) become the pair's current state, as
@@ -173,28 +188,42 @@ def feedback_insert(cursor, *, stage: str) -> int:
         JOIN catalog_item AS item ON item.external_id = staged.item_external_id
         """
     )
+    cursor.execute("ANALYZE import_feedback_ids")
+    absent = _NO_CURRENT_STATE.format(user="user_id", item="item_id", kind="kind_id") if bulk else "true"
     cursor.execute(
-        """
+        f"""
         INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
         SELECT DISTINCT ON (user_id, item_id, kind_id) user_id, item_id, kind_id, value,
                coalesce(to_timestamp(created_unix), now()), true
         FROM import_feedback_ids
-        WHERE is_stateful
+        WHERE is_stateful AND {absent}
         ORDER BY user_id, item_id, kind_id, created_unix DESC NULLS LAST, line DESC
-        ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
+        {"" if bulk else _CURRENT_STATE_CONFLICT}
         """
     )
     added = cursor.rowcount
-    cursor.execute(
-        """
-        INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current, idempotency_key)
-        SELECT user_id, item_id, kind_id, value, coalesce(to_timestamp(created_unix), now()),
-               NULL, 'import:' || md5(row(user_external_id, item_external_id, kind_id, created_unix, value)::text)
-        FROM import_feedback_ids
-        WHERE NOT is_stateful
-        ON CONFLICT (idempotency_key) DO NOTHING
-        """
-    )
+    key = "'import:' || md5(row(user_external_id, item_external_id, kind_id, created_unix, value)::text)"
+    if bulk:
+        cursor.execute(
+            f"""
+            INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current, idempotency_key)
+            SELECT DISTINCT ON (key) user_id, item_id, kind_id, value, coalesce(to_timestamp(created_unix), now()),
+                   NULL, key
+            FROM (SELECT *, {key} AS key FROM import_feedback_ids WHERE NOT is_stateful) AS keyed
+            WHERE NOT EXISTS (SELECT 1 FROM catalog_feedback AS existing WHERE existing.idempotency_key = keyed.key)
+            ORDER BY key, line
+            """
+        )
+    else:
+        cursor.execute(
+            f"""
+            INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current, idempotency_key)
+            SELECT user_id, item_id, kind_id, value, coalesce(to_timestamp(created_unix), now()), NULL, {key}
+            FROM import_feedback_ids
+            WHERE NOT is_stateful
+            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            """
+        )
     added += cursor.rowcount
     cursor.execute("DROP TABLE import_feedback_ids")
     return added

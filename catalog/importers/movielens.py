@@ -217,6 +217,7 @@ class _Run:
         self.rating_range = RatingRange(None, None)
         self.item_ids: set[str] = set()
         self.user_ids: set[str] = set()
+        self.bulk = False
 
     # -- the loop every file shares: parse each line, report bad ones, stage good ones by COPY
     # block (``stage`` returns the bytes it staged) and move them in by batch (``apply``), both
@@ -230,7 +231,9 @@ class _Run:
         apply: Callable[[], None] = lambda: None,
     ) -> None:
         pending = staged = 0
-        block, batch = self.budget.copy_block_bytes, self.budget.batch_bytes
+        # In feedback bulk mode everything staged moves in with one apply at the end (see
+        # catalog.importers.bulk.feedback_bulk_window); otherwise one apply per budget batch.
+        block, batch = self.budget.copy_block_bytes, math.inf if self.bulk else self.budget.batch_bytes
         for line_number, fields in rows:
             try:
                 parse(fields)
@@ -430,11 +433,12 @@ class _Run:
 
         def apply() -> None:
             self._users_load()
-            self.summary.add("feedback", loading.ratings_insert(self.cursor, stage="stage_ratings"))
+            self.summary.add("feedback", loading.ratings_insert(self.cursor, stage="stage_ratings", bulk=self.bulk))
             self.cursor.execute("TRUNCATE stage_ratings")
 
-        with feedback_bulk_window(self.cursor, incoming_rows=lines_estimate(self.directory / file_name)):
+        with feedback_bulk_window(self.cursor, incoming_rows=lines_estimate(self.directory / file_name)) as self.bulk:
             self._each_row(file_name, rows, parse_rating, stage, apply)
+        self.bulk = False
 
 
 def _title_year(title: str) -> int | None:

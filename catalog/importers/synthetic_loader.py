@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import numpy as np
@@ -65,15 +66,17 @@ def synthetic_catalog_generate(
         # The item windows stay open through the ratings: the popularity update at the end of
         # the feedback window then rewrites items without their secondary indexes too.
         with (
-            table_bulk_window(cursor, ITEM_TABLE, incoming_rows=plan.items),
-            table_bulk_window(cursor, ITEM_FEATURE_TABLE, incoming_rows=2 * plan.items, foreign_keys=True),
+            table_bulk_window(cursor, ITEM_TABLE, incoming_rows=plan.items, unique=True) as items_bulk,
+            table_bulk_window(
+                cursor, ITEM_FEATURE_TABLE, incoming_rows=2 * plan.items, foreign_keys=True, unique=True
+            ) as links_bulk,
         ):
-            _items_load(cursor, plan, summary, cluster_features, noise_features, bar)
+            _items_load(cursor, plan, summary, cluster_features, noise_features, bar, bulk=(items_bulk, links_bulk))
             phase_started = _phase_logged("items", phase_started)
             _users_load(cursor, plan, summary, segment_features, bar)
             phase_started = _phase_logged("users", phase_started)
-            with feedback_bulk_window(cursor, incoming_rows=plan.interactions):
-                _ratings_load(cursor, plan, summary, bar, budget)
+            with feedback_bulk_window(cursor, incoming_rows=plan.interactions) as feedback_bulk:
+                _ratings_load(cursor, plan, summary, bar, budget, bulk=feedback_bulk)
             phase_started = _phase_logged("ratings", phase_started)
         _phase_logged("indexes", phase_started)
         foreign_keys_deferred_again(cursor)
@@ -135,7 +138,14 @@ def _features_create(cursor, plan: CatalogPlan, summary: ImportSummary):
     )
 
 
-def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) -> None:
+def _items_load(cursor, plan, summary, cluster_features, noise_features, bar, *, bulk: tuple[bool, bool]) -> None:
+    """Stage every item and feature link, then move each in with one statement.
+
+    One statement per table, not one per chunk: in bulk mode (``bulk``, for the items and the
+    links: each table's unique index suspended too) the anti-join against existing items sees the table as it was before
+    the statement, so it must see every staged item at once. The links join the plan numbers to
+    row ids through the integer map (:func:`_id_map_create`), not through text external ids.
+    """
     temp_table_create(cursor, "syn_items", "idx int4, cluster int4, provider int4, published_unix int8")
     temp_table_create(cursor, "syn_item_features", "idx int4, feature_id int8")
     metadata = json.dumps({"plan": plan.signature()})
@@ -146,20 +156,6 @@ def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) ->
             ["idx", "cluster", "provider", "published_unix"],
             [("int4", chunk.index), ("int4", chunk.cluster), ("int4", chunk.provider), ("int8", chunk.published_unix)],
         )
-        cursor.execute(
-            f"""
-            INSERT INTO catalog_item (external_id, title, description, published_at, provider, is_active,
-                                      metadata, created_at, updated_at)
-            SELECT '{ITEM_PREFIX}' || idx, 'Synthetic item ' || idx, '', to_timestamp(published_unix),
-                   '{PROVIDER_PREFIX}' || provider, true,
-                   jsonb_build_object('synthetic', %s::jsonb || jsonb_build_object('cluster', cluster)),
-                   now(), now()
-            FROM syn_items
-            ON CONFLICT (external_id) DO NOTHING
-            """,
-            [metadata],
-        )
-        summary.add("items", cursor.rowcount)
         has_second = chunk.noise_tag[:, 1] >= 0
         idx = np.concatenate([chunk.index, chunk.index, chunk.index[has_second]])
         features = np.concatenate(
@@ -170,18 +166,62 @@ def _items_load(cursor, plan, summary, cluster_features, noise_features, bar) ->
             ]
         )
         copy_binary(cursor, "syn_item_features", ["idx", "feature_id"], [("int4", idx), ("int8", features)])
-        cursor.execute(
-            f"""
-            INSERT INTO catalog_itemfeature (item_id, feature_id, weight)
-            SELECT item.id, staged.feature_id, 1.0
-            FROM syn_item_features AS staged
-            JOIN catalog_item AS item ON item.external_id = '{ITEM_PREFIX}' || staged.idx
-            ON CONFLICT (item_id, feature_id) DO NOTHING
-            """
-        )
-        summary.add("item_features", cursor.rowcount)
-        cursor.execute("TRUNCATE syn_items, syn_item_features")
         bar.update(len(chunk.index))
+    cursor.execute("ANALYZE syn_items")
+    items_bulk, links_bulk = bulk
+    absent = (
+        f"NOT EXISTS (SELECT 1 FROM {ITEM_TABLE} AS existing WHERE existing.external_id = '{ITEM_PREFIX}' || idx)"
+        if items_bulk
+        else "true"
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_item (external_id, title, description, published_at, provider, is_active,
+                                  metadata, created_at, updated_at)
+        SELECT '{ITEM_PREFIX}' || idx, 'Synthetic item ' || idx, '', to_timestamp(published_unix),
+               '{PROVIDER_PREFIX}' || provider, true,
+               jsonb_build_object('synthetic', %s::jsonb || jsonb_build_object('cluster', cluster)),
+               now(), now()
+        FROM syn_items
+        WHERE {absent}
+        {"" if items_bulk else "ON CONFLICT (external_id) DO NOTHING"}
+        """,
+        [metadata],
+    )
+    summary.add("items", cursor.rowcount)
+    _id_map_create(cursor, "syn_item_map", ITEM_TABLE, ITEM_PREFIX)
+    cursor.execute("ANALYZE syn_item_features")
+    absent = (
+        f"NOT EXISTS (SELECT 1 FROM {ITEM_FEATURE_TABLE} AS existing "
+        "WHERE existing.item_id = items.id AND existing.feature_id = staged.feature_id)"
+        if links_bulk
+        else "true"
+    )
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_itemfeature (item_id, feature_id, weight)
+        SELECT items.id, staged.feature_id, 1.0
+        FROM syn_item_features AS staged JOIN syn_item_map AS items ON items.idx = staged.idx
+        WHERE {absent}
+        {"" if links_bulk else "ON CONFLICT (item_id, feature_id) DO NOTHING"}
+        """
+    )
+    summary.add("item_features", cursor.rowcount)
+    cursor.execute("DROP TABLE syn_items, syn_item_features")
+
+
+def _id_map_create(cursor, name: str, table: str, prefix: str) -> None:
+    """A TEMP map plan number -> row id, so later joins use int4 keys instead of 'syn-…' strings."""
+    cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    cursor.execute(
+        f"""
+        CREATE TEMP TABLE {name} ON COMMIT DROP AS
+        SELECT substr(external_id, {len(prefix) + 1})::int4 AS idx, id FROM {table}
+        WHERE external_id ~ '^{prefix}[0-9]+$'
+        """
+    )
+    cursor.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (idx)")
+    cursor.execute(f"ANALYZE {name}")
 
 
 def _users_load(cursor, plan, summary, segment_features, bar) -> None:
@@ -227,24 +267,11 @@ def _users_load(cursor, plan, summary, segment_features, bar) -> None:
         bar.update(len(chunk.index))
 
 
-def _ratings_load(cursor, plan, summary, bar, budget: ImportBudget) -> None:
-    # Integer maps plan number -> row id, so each ratings chunk joins on int4 keys instead of
-    # rebuilding ten million 'syn-…' strings.
-    for name, table, prefix in (
-        ("syn_item_map", "catalog_item", ITEM_PREFIX),
-        ("syn_user_map", "catalog_userprofile", USER_PREFIX),
-    ):
-        cursor.execute(f"DROP TABLE IF EXISTS {name}")
-        cursor.execute(
-            f"""
-            CREATE TEMP TABLE {name} ON COMMIT DROP AS
-            SELECT substr(external_id, {len(prefix) + 1})::int4 AS idx, id FROM {table}
-            WHERE external_id ~ '^{prefix}[0-9]+$'
-            """
-        )
-        cursor.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (idx)")
-        cursor.execute(f"ANALYZE {name}")
+def _ratings_load(cursor, plan, summary, bar, budget: ImportBudget, *, bulk: bool) -> None:
+    _id_map_create(cursor, "syn_user_map", "catalog_userprofile", USER_PREFIX)
     temp_table_create(cursor, "syn_ratings", "user_idx int4, item_idx int4, value float4, created_unix int8")
+    # In bulk mode every chunk stays staged for one statement (feedback_bulk_window says why).
+    batch = math.inf if bulk else budget.batch_bytes
     staged = 0
     for chunk in plan.interaction_chunks():
         staged += budget.staged_bytes(
@@ -258,24 +285,36 @@ def _ratings_load(cursor, plan, summary, bar, budget: ImportBudget) -> None:
         )
         summary.events += len(chunk.user)
         bar.update(len(chunk.user))
-        if staged >= budget.batch_bytes:
-            _ratings_apply(cursor, summary)
+        if staged >= batch:
+            _ratings_apply(cursor, summary, bulk=bulk)
             staged = 0
     if staged:
-        _ratings_apply(cursor, summary)
+        _ratings_apply(cursor, summary, bulk=bulk)
 
 
-def _ratings_apply(cursor, summary: ImportSummary) -> None:
-    """Move one batch of staged ratings in: one statement, so one popularity update outside bulk mode."""
+def _ratings_apply(cursor, summary: ImportSummary, *, bulk: bool) -> None:
+    """Move staged ratings in: one statement, so one popularity update outside bulk mode.
+
+    The plan's pairs are distinct, so only pairs already stored (a repeated run) are skipped:
+    by ``ON CONFLICT``, or in bulk mode by an anti-join (the unique index is suspended).
+    """
+    cursor.execute("ANALYZE syn_ratings")
+    absent = (
+        "NOT EXISTS (SELECT 1 FROM catalog_feedback AS existing WHERE existing.user_id = users.id "
+        "AND existing.item_id = items.id AND existing.kind_id = 'rating' AND existing.is_current)"
+        if bulk
+        else "true"
+    )
     cursor.execute(
+        f"""
+        INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
+        SELECT users.id, items.id, 'rating', staged.value, to_timestamp(staged.created_unix), true
+        FROM syn_ratings AS staged
+        JOIN syn_user_map AS users ON users.idx = staged.user_idx
+        JOIN syn_item_map AS items ON items.idx = staged.item_idx
+        WHERE {absent}
+        {"" if bulk else "ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING"}
         """
-            INSERT INTO catalog_feedback (user_id, item_id, kind_id, value, created_at, is_current)
-            SELECT users.id, items.id, 'rating', staged.value, to_timestamp(staged.created_unix), true
-            FROM syn_ratings AS staged
-            JOIN syn_user_map AS users ON users.idx = staged.user_idx
-            JOIN syn_item_map AS items ON items.idx = staged.item_idx
-            ON CONFLICT (user_id, item_id, kind_id) WHERE is_current DO NOTHING
-            """
     )
     summary.add("feedback", cursor.rowcount)
     cursor.execute("TRUNCATE syn_ratings")

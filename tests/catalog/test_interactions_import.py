@@ -184,6 +184,62 @@ def test_a_mapped_csv_with_an_item_file_imports_good_rows_and_names_every_bad_on
     assert set(again["added"].values()) == {0} and Feedback.objects.count() == 5
 
 
+# The same rows without the ragged and the blank line: PostgreSQL reads this file itself (the
+# fast path of catalog/importers/interactions_copy.py), and the rows its SQL rules cannot pass —
+# the bad ones, and the good ones with ISO 8601 times — are judged by the Python parser.
+FAST_PATH_CSV = "".join(
+    line + "\r\n" for number, line in enumerate(INTERACTIONS_CSV.split("\r\n")[:-1], start=1) if number not in (12, 14)
+)
+
+
+def test_the_copy_fast_path_reports_the_same_bad_rows_and_keeps_the_same_good_ones(tmp_path, caplog):
+    caplog.set_level("INFO", logger="catalog.importers.interactions_copy")
+    (tmp_path / "log.csv").write_text(FAST_PATH_CSV, encoding="utf-8", newline="")
+    (tmp_path / "items.csv").write_text(ITEMS_CSV, encoding="utf-8")
+    arguments = [
+        str(tmp_path / "log.csv"),
+        *("--user-col", "who", "--item-col", "what", "--value-col", "amount"),
+        *("--timestamp-col", "when", "--kind-col", "action"),
+        *("--items-file", str(tmp_path / "items.csv"), "--item-title-col", "name"),
+    ]
+
+    summary, _ = _run(*arguments)
+
+    # Rows 2, 4 and 5 (ISO times) and the seven bad ones went to Python; 3 and 13 stayed in SQL.
+    assert "copy_fast_path used=True source=log.csv records=12 staged=2 suspects=10" in caplog.text
+    reasons = {row["line"]: row["reason"] for row in summary["bad_rows"] if row["file"] == "log.csv"}
+    assert reasons == {
+        6: "timestamp 'yesterday' is neither unix seconds nor ISO 8601",
+        7: "unknown item id i404 (not in items.csv)",
+        8: "unknown kind 'shout' (known: click, dislike, like, play, purchase, rating, view)",
+        9: "value -2 is outside the play kind's range 0..",
+        10: "value 9 is outside the rating kind's range 0.5..5",
+        11: "empty user id",
+        12: "value 'lots' is not a number",
+    }
+    assert summary["events"] == 5
+    assert set(Feedback.objects.values_list("user__external_id", "item__external_id", "kind_id")) == {
+        ("u1", "i1", "play"),
+        ("u1", "i2", "view"),
+        ("u2", "i1", "rating"),
+        ("u2", "i3", "play"),
+        ("u3", "i2", "play"),
+    }
+    assert Item.objects.get(external_id="i1").popularity == 2
+    again, _ = _run(*arguments)
+    assert set(again["added"].values()) == {0} and Feedback.objects.count() == 5
+
+
+def test_a_quoted_file_is_read_by_the_python_parser(tmp_path, caplog):
+    caplog.set_level("INFO", logger="catalog.importers.interactions_copy")
+    (tmp_path / "log.csv").write_text('user,item\nu1,"i1"\n', encoding="utf-8")
+
+    summary, _ = _run(str(tmp_path / "log.csv"), "--user-col", "user", "--item-col", "item")
+
+    assert "copy_fast_path used=False source=log.csv reason=the file holds a quote" in caplog.text
+    assert summary["added"]["feedback"] == 1 and Item.objects.get().external_id == "i1"
+
+
 def test_the_play_transform_reaches_the_training_weights(tmp_path):
     (tmp_path / "plays.tsv").write_text("u1\ta\t99\nu1\tb\t0\nu2\ta\t1\n", encoding="utf-8")
     (tmp_path / "views.tsv").write_text("u2\tb\t7\n", encoding="utf-8")
