@@ -20,7 +20,7 @@ Goals at 1 client: uncached homepage p50 <= 10 ms and p99 <= 50 ms (issues 4 and
 the precomputed pool (``manage.py precompute --home`` runs between the two); cached homepage p50
 <= 2x the HTTP floor (issue 12).
 
-Usage: python -m bench.serving_latency [--quick] [--keep-database]
+Usage: python -m bench.serving_latency [--quick] [--keep-database] [--database-name NAME | --database-url URL]
 """
 
 from __future__ import annotations
@@ -276,7 +276,12 @@ def measure(url: str, *, quick: bool) -> list[list]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer requests per phase.")
-    parser.add_argument("--keep-database", action="store_true", help="Leave bench_serving_latency behind.")
+    parser.add_argument("--keep-database", action="store_true", help="Leave the scratch database behind.")
+    parser.add_argument(
+        "--database-name",
+        default="bench_serving_latency",
+        help="The scratch database's name (agents sharing one server each pick their own).",
+    )
     parser.add_argument(
         "--database-url", default="", help="Measure an already imported and trained database instead of building one."
     )
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if directory is None:
             print("MovieLens 100k not found (set MOVIELENS_DIR); serving_latency skipped.")
             return 0
-        with scratch_database("bench_serving_latency", keep=args.keep_database) as url:
+        with scratch_database(args.database_name, keep=args.keep_database) as url:
             started = time.perf_counter()
             manage(url, "migrate", "--noinput")
             manage(url, "import_movielens", str(directory), "--no-progress")

@@ -83,6 +83,7 @@ class GunicornServer:
         workers: int = 1,
         threads: int = 4,
         env: dict[str, str] | None = None,
+        worker_class: str = "gthread",
     ):
         self.port = free_port()
         self.log_path = log_path
@@ -101,7 +102,7 @@ class GunicornServer:
             "--threads",
             str(threads),
             "--worker-class",
-            "gthread",
+            worker_class,
             "--timeout",
             "120",
             "--graceful-timeout",

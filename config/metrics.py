@@ -177,12 +177,17 @@ def surface_observed(serve: Callable[P, AnswerT]) -> Callable[P, AnswerT]:
     def observed(*args: P.args, **kwargs: P.kwargs) -> AnswerT:
         started = time.perf_counter()
         answer = serve(*args, **kwargs)
-        _child(SERVING_SECONDS, answer.surface).observe(time.perf_counter() - started)
-        if answer.fallback_reason:
-            _child(FALLBACKS, answer.surface, answer.fallback_reason).inc()
+        surface_observe(answer.surface, time.perf_counter() - started, answer.fallback_reason)
         return answer
 
     return observed
+
+
+def surface_observe(surface: str, seconds: float, fallback_reason: str) -> None:
+    """One answer of a surface: its latency, and its fallback when it was one (`surface_observed`)."""
+    _child(SERVING_SECONDS, surface).observe(seconds)
+    if fallback_reason:
+        _child(FALLBACKS, surface, fallback_reason).inc()
 
 
 def cache_lookup(surface: str, *, hit: bool) -> None:

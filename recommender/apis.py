@@ -9,16 +9,19 @@ running, an activation refused) and validation errors become JSON 4xx in
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.authentication import lookup_arm, lookup_result
+from config.authentication import lookup_arm, lookup_result, token_lookup_for_request
+from config.stored_answers import StoredAnswerApiView, StoredHit
 from config.strict_json import StrictSerializer
 
 from . import serving
@@ -33,6 +36,11 @@ from .services.training import model_training_request
 
 def _is_staff(request) -> bool:
     return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+def _may_read_recommendations(user, profile) -> bool:
+    """A user reads their own homepage; staff read anyone's."""
+    return bool(user.is_staff or profile.user_id == user.pk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,6 +91,13 @@ class RecommendationsOutputSerializer(serializers.Serializer):
     items = RecommendedItemOutputSerializer(many=True)
 
 
+def _plain_k(value: str) -> int | None:
+    """A plain positive integer k, capped; None for anything the serializer must judge."""
+    if value.isascii() and value.isdigit() and int(value) >= 1:
+        return min(int(value), serving.K_MAX)
+    return None
+
+
 def _k_from(request) -> int:
     params = request.query_params
     # The common shapes, answered as the serializer would (its field validation cost a cached
@@ -90,13 +105,33 @@ def _k_from(request) -> int:
     if not params:
         return 10
     value = params.get("k")
-    if len(params) == 1 and value is not None and value.isascii() and value.isdigit() and int(value) >= 1:
-        return min(int(value), serving.K_MAX)
+    if len(params) == 1 and value is not None and (plain := _plain_k(value)) is not None:
+        return plain
     # A plain dict, not the QueryDict: DRF reads "?k=" from a QueryDict as "not given" (HTML form
     # rules) and would serve the default; for this API an empty k is a malformed k.
     serializer = KInputSerializer(data=params.dict())
     serializer.is_valid(raise_exception=True)
     return min(serializer.validated_data["k"], serving.K_MAX)
+
+
+def _lean_k(request) -> int | None:
+    """k for the lean hit path: no query (10) or exactly ``k=<digits>``; None leaves the request to the view."""
+    query = request.META.get("QUERY_STRING", "")
+    if not query:
+        return 10
+    name, equals, value = query.partition("=")
+    return _plain_k(value) if name == "k" and equals else None
+
+
+# Renders a stored hit's body as the view's JSONRenderer renders its response (the lean path
+# answers only requests that negotiation gives to JSONRenderer without parameters).
+_JSON = JSONRenderer()
+
+
+def _stored_answer_save(result: serving.Recommendations, data: dict[str, Any]) -> None:
+    """Store the body the next hit of this list answers: this one's data, flagged as cached."""
+    if result.cache_key is not None:
+        serving.stored_answer_save(result, body=_JSON.render({**data, "cached": True}, "application/json"))
 
 
 # One field instance formats every date: DRF's own rules (current time zone, "Z" for UTC).
@@ -136,15 +171,39 @@ def recommendations_data(result: serving.Recommendations) -> dict[str, Any]:
     }
 
 
-class UserRecommendationsApi(APIView):
-    """``GET`` the homepage list of one user: the user themself or staff."""
+class UserRecommendationsApi(StoredAnswerApiView):
+    """``GET`` the homepage list of one user: the user themself or staff.
+
+    A cached list's body is stored when first answered and answered as bytes on later
+    token-authenticated hits (`config.stored_answers`, `recommender.serving.stored`).
+    """
 
     permission_classes = [IsAuthenticated]
+
+    def stored_hit(self, request, key: str, **kwargs) -> StoredHit | None:
+        started = time.perf_counter()
+        k = _lean_k(request)
+        if k is None:
+            return None
+        try:
+            lookup = serving.profile_lookup_sql(kwargs["external_id"])
+            user, _token, found = token_lookup_for_request(request, key, lookup)
+        except exceptions.AuthenticationFailed:
+            return None
+        if found is None or not _may_read_recommendations(user, found[0]):
+            return None
+        profile, generations = found
+        answer = serving.home_stored_answer(profile_id=profile.pk, k=k, generations=generations)
+        if answer is None:
+            return None
+        return StoredHit(
+            user, answer.body, lambda: serving.stored_answer_served(answer, profile_id=profile.pk, started=started)
+        )
 
     def initial(self, request, *args, **kwargs):
         # A token's statement also reads the profile asked for and its cache generations: on a
         # cache hit, the request's only round trip (docs/serving.md, "What a hit costs").
-        lookup_arm(request, **serving.profile_lookup_sql(kwargs["external_id"]))
+        lookup_arm(request, serving.profile_lookup_sql(kwargs["external_id"]))
         super().initial(request, *args, **kwargs)
 
     @extend_schema(
@@ -165,16 +224,41 @@ class UserRecommendationsApi(APIView):
         if found is None:
             raise exceptions.NotFound(f"No user with external id {external_id!r}.")
         profile, generations = found
-        if not (_is_staff(request) or profile.user_id == request.user.pk):
+        if not _may_read_recommendations(request.user, profile):
             raise exceptions.PermissionDenied("You may only read your own recommendations.")
         result = serving.recommend_for_user(profile=profile, k=k, generations=generations)
-        return Response(recommendations_data(result))
+        data = recommendations_data(result)
+        _stored_answer_save(result, data)
+        return Response(data)
 
 
-class ItemRelatedApi(APIView):
-    """``GET`` items related to one item; public."""
+class ItemRelatedApi(StoredAnswerApiView):
+    """``GET`` items related to one item; public. Token-authenticated hits take the lean path
+    (`UserRecommendationsApi`); anonymous and session visitors always get the full view."""
 
     permission_classes = [AllowAny]
+
+    def stored_hit(self, request, key: str, **kwargs) -> StoredHit | None:
+        started = time.perf_counter()
+        k = _lean_k(request)
+        if k is None:
+            return None
+        try:
+            lookup = serving.item_viewer_lookup_sql(kwargs["external_id"])
+            user, _token, found = token_lookup_for_request(request, key, lookup)
+        except exceptions.AuthenticationFailed:
+            return None
+        if found is None:
+            return None
+        item_id, is_active, profile_id, generations = found
+        if not is_active:  # staff may read an inactive item's list: the full view decides
+            return None
+        answer = serving.related_stored_answer(item_id=item_id, k=k, profile_id=profile_id, generations=generations)
+        if answer is None:
+            return None
+        return StoredHit(
+            user, answer.body, lambda: serving.stored_answer_served(answer, profile_id=profile_id, started=started)
+        )
 
     @extend_schema(
         operation_id="items_related",
@@ -195,7 +279,9 @@ class ItemRelatedApi(APIView):
             raise exceptions.NotFound(f"No item with external id {external_id!r}.")
         item, profile, generations = found
         result = serving.related_items(item=item, k=k, profile=profile, generations=generations)
-        return Response(recommendations_data(result))
+        data = recommendations_data(result)
+        _stored_answer_save(result, data)
+        return Response(data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from django.db import connection
 
 from catalog.models import UserProfile
 from config import metrics
+from config.authentication import Lookup
 from recommender.generations import GENERATION_TABLE, GLOBAL_SCOPE, generations_fetch
 
 HOME_TTL_SECONDS = 600
@@ -54,15 +55,15 @@ def profile_with_generations(external_id: str) -> tuple[UserProfile, tuple[int, 
     return None if row is None else _profile_read(row)
 
 
-def profile_lookup_sql(external_id: str) -> dict:
+def profile_lookup_sql(external_id: str) -> Lookup:
     """The same read as `profile_with_generations`, as parts to join to the token's statement
     (`config.authentication.lookup_arm`): a token-authenticated hit then costs one round trip."""
-    return {
-        "columns": _PROFILE_COLUMNS,
-        "join": "LEFT JOIN catalog_userprofile AS profile ON profile.external_id = %s",
-        "params": [GLOBAL_SCOPE, external_id],
-        "read": _profile_read,
-    }
+    return Lookup(
+        columns=_PROFILE_COLUMNS,
+        join="LEFT JOIN catalog_userprofile AS profile ON profile.external_id = %s",
+        params=[GLOBAL_SCOPE, external_id],
+        read=_profile_read,
+    )
 
 
 def home_cache_key(*, profile_id: int, k: int, generations: tuple[int, int]) -> str:

@@ -139,6 +139,16 @@ def impressions_record_behind(*, profile_id: int, item_ids: list[int], surface: 
     WRITER.record(profile_id=profile_id, item_ids=item_ids, surface=surface)
 
 
+def impressions_record_or_log(*, profile_id: int, item_ids: list[int]) -> None:
+    """A homepage's impressions, queued; a failed synchronous write (inside a transaction) is logged."""
+    try:
+        impressions_record_behind(profile_id=profile_id, item_ids=item_ids, surface="home")
+    except DatabaseError:
+        # Inside a transaction the write is synchronous: losing impressions only weakens "demote
+        # recently shown"; the page must still render.
+        logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
+
+
 def impressions_flush() -> int:
     """Write the queued impressions now (tests; a process about to exit)."""
     return WRITER.flush()

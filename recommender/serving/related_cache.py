@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from catalog.models import Item, UserProfile
+from config.authentication import Lookup
 from recommender.generations import GENERATION_TABLE, GLOBAL_SCOPE
 
 RELATED_TTL_SECONDS = 600
@@ -56,6 +57,31 @@ def item_viewer_generations(
             [profile_id, profile_user_id, profile_external_id, profile_created_at],
         )
     return item, profile, (int(global_generation), int(user_generation) if profile is not None else 0)
+
+
+def _item_viewer_read(row) -> tuple[int, bool, int | None, tuple[int, int]] | None:
+    item_id, is_active, profile_id, global_generation, user_generation = row
+    if item_id is None:
+        return None
+    return item_id, bool(is_active), profile_id, (int(global_generation), int(user_generation or 0))
+
+
+def item_viewer_lookup_sql(external_id: str) -> Lookup:
+    """The key parts of `item_viewer_generations` (item id, whether active, the token's user's
+    profile id, the generations) joined to the token's statement: the lean hit path's one round trip."""
+    return Lookup(
+        columns=(
+            ", item.id, item.is_active, profile.id, "
+            f"coalesce((SELECT generation FROM {GENERATION_TABLE} WHERE scope = %s), 0), "
+            f"coalesce((SELECT generation FROM {GENERATION_TABLE} WHERE scope = 'user:' || profile.id), 0)"
+        ),
+        join=(
+            "LEFT JOIN catalog_item AS item ON item.external_id = %s "
+            "LEFT JOIN catalog_userprofile AS profile ON profile.user_id = account.id"
+        ),
+        params=[GLOBAL_SCOPE, external_id],
+        read=_item_viewer_read,
+    )
 
 
 def related_cache_key(*, item_id: int, k: int, profile_id: int | None, generations: tuple[int, int]) -> str:

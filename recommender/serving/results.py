@@ -52,6 +52,9 @@ class Recommendations:
     cached: bool = False
     rules_applied: list = field(default_factory=list)
     milliseconds: float = 0.0
+    # The result cache key this list is stored under (a hit, or a miss that stored it), else None:
+    # where the API stores the rendered body of its next hits (`serving.stored`).
+    cache_key: str | None = None
 
 
 def _trace_plain(trace) -> list:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import DatabaseError
-
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
 from config import metrics
@@ -25,7 +23,7 @@ from recommender.selectors import active_version, home_precomputed_fetch, relate
 from . import home_cache, related_cache
 from .context import context_build, serving_version
 from .fallbacks import fallback_payload, serve_by_model
-from .impressions import impressions_record_behind
+from .impressions import impressions_record_or_log
 from .results import Recommendations, cache_entry, cached_result_build, payload_build, result_build
 
 logger = logging.getLogger(__name__)
@@ -140,6 +138,7 @@ def recommend_for_user(
     cached = home_cache.home_cache_get(key) if key else None
     if cached is not None:
         result = cached_result_build("home", cached, started=started, generation=generation)
+        result.cache_key = key
     else:
         version = serving_version(generation)
 
@@ -161,13 +160,15 @@ def recommend_for_user(
             profile_id=profile.pk,
             item_id=None,
         )
-        if key and reason in ("", "unknown_user", "no_active_model"):
-            # Errors are not cached: the next request retries the model path.
-            home_cache.home_cache_set(key, cache_entry(payload, reason))
+        # Errors are not cached: the next request retries the model path.
+        stored_key = key if reason in ("", "unknown_user", "no_active_model") else None
+        if stored_key:
+            home_cache.home_cache_set(stored_key, cache_entry(payload, reason))
         result = result_build(
             "home", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
-    _impressions_record(profile.pk, [entry.item.pk for entry in result.items])
+        result.cache_key = stored_key
+    impressions_record_or_log(profile_id=profile.pk, item_ids=[entry.item.pk for entry in result.items])
     # A hit is logged at DEBUG: formatting and writing the line cost a tenth of the hit, and the
     # hit rate and latency are in /metrics (config/metrics.py).
     logger.log(
@@ -181,15 +182,6 @@ def recommend_for_user(
         result.milliseconds,
     )
     return result
-
-
-def _impressions_record(profile_id: int, item_ids: list[int]) -> None:
-    try:
-        impressions_record_behind(profile_id=profile_id, item_ids=item_ids, surface="home")
-    except DatabaseError:
-        # Inside a transaction the write is synchronous: losing impressions only weakens "demote
-        # recently shown"; the page must still render.
-        logger.exception("serving.impressions_failed profile=%s items=%s", profile_id, len(item_ids))
 
 
 @metrics.surface_observed
@@ -226,6 +218,7 @@ def related_items(
     metrics.cache_lookup("related", hit=cached is not None)
     if cached is not None:
         result = cached_result_build("related", cached, started=started, generation=generation)
+        result.cache_key = key
     else:
         version = serving_version(generation)
         payload, reason = serve_by_model(
@@ -239,12 +232,14 @@ def related_items(
             profile_id=profile.pk if profile else None,
             item_id=item.pk,
         )
-        if key and reason in ("", "no_active_model"):
-            # Errors are not cached: the next request retries the model path.
-            related_cache.related_cache_set(key, cache_entry(payload, reason))
+        # Errors are not cached: the next request retries the model path.
+        stored_key = key if reason in ("", "no_active_model") else None
+        if stored_key:
+            related_cache.related_cache_set(stored_key, cache_entry(payload, reason))
         result = result_build(
             "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
+        result.cache_key = stored_key
     logger.log(
         logging.DEBUG if result.cached else logging.INFO,
         "serving.related item=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
