@@ -123,6 +123,19 @@ def _lean_k(request) -> int | None:
     return _plain_k(value) if name == "k" and equals else None
 
 
+def _lean_lookup(request, key: str, lookup) -> tuple[int, object, tuple | None] | None:
+    """k, the token's user and the looked-up row for a lean hit; None leaves the request to the view
+    (a query other than ``k=<digits>``, or a token the full view must refuse with its own message)."""
+    k = _lean_k(request)
+    if k is None:
+        return None
+    try:
+        user, _token, found = token_lookup_for_request(request, key, lookup)
+    except exceptions.AuthenticationFailed:
+        return None
+    return k, user, found
+
+
 # Renders a stored hit's body as the view's JSONRenderer renders its response (the lean path
 # answers only requests that negotiation gives to JSONRenderer without parameters).
 _JSON = JSONRenderer()
@@ -182,14 +195,10 @@ class UserRecommendationsApi(StoredAnswerApiView):
 
     def stored_hit(self, request, key: str, **kwargs) -> StoredHit | None:
         started = time.perf_counter()
-        k = _lean_k(request)
-        if k is None:
+        looked_up = _lean_lookup(request, key, serving.profile_lookup_sql(kwargs["external_id"]))
+        if looked_up is None:
             return None
-        try:
-            lookup = serving.profile_lookup_sql(kwargs["external_id"])
-            user, _token, found = token_lookup_for_request(request, key, lookup)
-        except exceptions.AuthenticationFailed:
-            return None
+        k, user, found = looked_up
         if found is None or not _may_read_recommendations(user, found[0]):
             return None
         profile, generations = found
@@ -240,14 +249,10 @@ class ItemRelatedApi(StoredAnswerApiView):
 
     def stored_hit(self, request, key: str, **kwargs) -> StoredHit | None:
         started = time.perf_counter()
-        k = _lean_k(request)
-        if k is None:
+        looked_up = _lean_lookup(request, key, serving.item_viewer_lookup_sql(kwargs["external_id"]))
+        if looked_up is None:
             return None
-        try:
-            lookup = serving.item_viewer_lookup_sql(kwargs["external_id"])
-            user, _token, found = token_lookup_for_request(request, key, lookup)
-        except exceptions.AuthenticationFailed:
-            return None
+        k, user, found = looked_up
         if found is None:
             return None
         item_id, is_active, profile_id, generations = found
