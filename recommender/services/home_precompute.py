@@ -40,7 +40,7 @@ from ..models import ModelVersion
 from ..selectors import active_version, home_table
 from ..serving.context import UnknownUserError, context_build
 from ..serving.surfaces import ranked_candidates
-from .precompute_tables import rows_write, table_create, table_exists, table_swap, tables_drop_stale
+from .precompute_tables import building_lock, rows_write, table_create, table_exists, table_swap, tables_drop_stale
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ def home_lists_precompute(*, version: ModelVersion, clock: Callable[[], float] =
     """Compute and store the homepage pools of ``version``, most recently active users first.
 
     Stops when ``settings.HOME_PRECOMPUTE_SECONDS`` are spent (checked before each user, so a run
-    overshoots by at most one user and the last write); 0 turns it off. The table is rebuilt in
-    one transaction and swapped in, so readers see either the previous or the new complete table.
+    overshoots by at most one user and the last write); 0 turns it off. The table is rebuilt and
+    swapped in at the end in one transaction, so readers see either the previous or the new
+    complete table.
     """
     budget_seconds = float(settings.HOME_PRECOMPUTE_SECONDS)
     started = clock()
@@ -117,7 +118,9 @@ def home_lists_precompute(*, version: ModelVersion, clock: Callable[[], float] =
     global_generation, _user = generations_fetch(profile_id=0)
     written = unknown = 0
     stopped_by = "complete"
-    with transaction.atomic():
+    # Filled outside any transaction, under the table's lock, so the process's copies serve each
+    # user's pipeline run (`precompute_tables.building_lock`); swapped in one transaction.
+    with building_lock(building):
         total = _active_profile_count()
         table_create(
             building,
@@ -138,12 +141,13 @@ def home_lists_precompute(*, version: ModelVersion, clock: Callable[[], float] =
                 rows_write(building, columns=_COLUMNS, rows=batch)
                 written += len(batch)
                 batch = []
-        rows_write(building, columns=_COLUMNS, rows=batch)
-        written += len(batch)
-        coverage = HomeCoverage(
-            users=written, of=total, unknown=unknown, seconds=round(clock() - started, 3), stopped_by=stopped_by
-        )
-        table_swap(building=building, name=name, key="profile_id", coverage=asdict(coverage))
+        with transaction.atomic():
+            rows_write(building, columns=_COLUMNS, rows=batch)
+            written += len(batch)
+            coverage = HomeCoverage(
+                users=written, of=total, unknown=unknown, seconds=round(clock() - started, 3), stopped_by=stopped_by
+            )
+            table_swap(building=building, name=name, key="profile_id", coverage=asdict(coverage))
     tables_drop_stale(prefix="rec_home_v")
     logger.info(
         "precompute.home_done version=%s users=%s of=%s unknown=%s seconds=%.1f users_per_second=%.1f "

@@ -33,12 +33,13 @@ from psycopg import sql
 from catalog.models import Item
 
 from ..candidates.base import Context
+from ..generations import global_generation_fetch
 from ..models import ModelVersion
 from ..selectors import related_table
 from ..serving.surfaces import ranked_candidates
 from ..vectors.base import AnnFilters
 from ..vectors.pgvector import PgvectorIndex
-from .precompute_tables import rows_write, table_create, table_exists, table_swap, tables_drop_stale
+from .precompute_tables import building_lock, rows_write, table_create, table_exists, table_swap, tables_drop_stale
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,14 @@ def related_tables_drop_stale() -> list[int]:
     return tables_drop_stale(prefix="rec_related_v")
 
 
-def _related_row(*, version: ModelVersion, item_id: int, now, limit: int | None) -> tuple:
+def _related_row(*, version: ModelVersion, item_id: int, now, limit: int | None, generation: int | None) -> tuple:
     context = Context(
-        surface="related", now=now, version_id=version.pk, item_id=item_id, filters=AnnFilters(active_only=True)
+        surface="related",
+        now=now,
+        version_id=version.pk,
+        item_id=item_id,
+        filters=AnnFilters(active_only=True),
+        generation=generation,
     )
     ranked = [c for c in ranked_candidates(context) if c.item_id != item_id][:limit]
     return (
@@ -100,7 +106,9 @@ def related_items_precompute(
     request time, see what they would see live: a fixed cut (it was 100) left a filter that
     removes most items fewer survivors from the row than from the live pool. Idempotent: the
     table is rebuilt from scratch in one transaction, so readers see either the previous
-    complete table or the new complete one.
+    complete table or the new complete one. The table fills outside any transaction (under
+    `building_lock`) with the ``global`` generation read first, so the process's copies (the
+    catalogue, the vector index) answer each item's pipeline run as they answer a request.
     """
     budget_seconds = float(settings.RELATED_PRECOMPUTE_SECONDS)
     max_items = settings.RELATED_PRECOMPUTE_MAX_ITEMS
@@ -108,7 +116,8 @@ def related_items_precompute(
     active = Item.objects.filter(is_active=True)
     name, building = related_table(version.pk), f"{related_table(version.pk)}_building"
     written, stopped_by = 0, "complete"
-    with transaction.atomic():
+    generation = global_generation_fetch()
+    with building_lock(building):
         total = active.count()
         table_create(
             building,
@@ -117,22 +126,26 @@ def related_items_precompute(
         )
         batch: list[tuple] = []
         now = timezone.now()
-        for item_id in active.order_by("-popularity", "pk").values_list("pk", flat=True).iterator(chunk_size=2000):
+        item_ids = list(active.order_by("-popularity", "pk").values_list("pk", flat=True))
+        for item_id in item_ids:
             if max_items is not None and written + len(batch) >= max_items:
                 stopped_by = "max_items"
                 break
             if clock() - started >= budget_seconds:
                 stopped_by = "time_budget"
                 break
-            batch.append(_related_row(version=version, item_id=item_id, now=now, limit=limit))
+            batch.append(_related_row(version=version, item_id=item_id, now=now, limit=limit, generation=generation))
             if len(batch) >= WRITE_BATCH:
                 rows_write(building, columns=_COLUMNS, rows=batch)
                 written += len(batch)
                 batch = []
-        rows_write(building, columns=_COLUMNS, rows=batch)
-        written += len(batch)
-        coverage = RelatedCoverage(items=written, of=total, seconds=round(clock() - started, 3), stopped_by=stopped_by)
-        table_swap(building=building, name=name, key="item_id", coverage=asdict(coverage))
+        with transaction.atomic():
+            rows_write(building, columns=_COLUMNS, rows=batch)
+            written += len(batch)
+            coverage = RelatedCoverage(
+                items=written, of=total, seconds=round(clock() - started, 3), stopped_by=stopped_by
+            )
+            table_swap(building=building, name=name, key="item_id", coverage=asdict(coverage))
     related_tables_drop_stale()
     logger.info(
         "precompute.related_done version=%s items=%s of=%s seconds=%.1f items_per_second=%.1f stopped_by=%s "

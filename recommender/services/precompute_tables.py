@@ -1,10 +1,11 @@
 """Per-version tables of precomputed lists (seed 000), shared by the related and homepage runs.
 
-A run fills ``<name>_building`` inside one transaction and swaps it in at the end
-(`table_swap`), so readers see the previous complete table or the new complete one, and wait on
-a lock only for the swap itself. Plain tables rather than Django models: they live and die with a
-version, and `tables_drop_stale` drops those whose version lost its vectors (retired or failed).
-What a run covered is kept as the table's comment (JSON).
+A run fills ``<name>_building`` in autocommit, under `building_lock`, so the process's memos serve
+its pipeline runs, and swaps it in at the end in one transaction (`table_swap`): readers see the
+previous complete table or the new complete one, and wait on a lock only for the swap. Plain
+tables rather than Django models: they live and die with a version, and `tables_drop_stale`
+drops those whose version lost its vectors (retired or failed). What a run covered is kept as
+the table's comment (JSON).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zlib
+from contextlib import contextmanager
 
 from django.db import connection
 from psycopg import sql
@@ -30,6 +33,25 @@ def table_exists(name: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
         return bool(cursor.fetchone()[0])
+
+
+@contextmanager
+def building_lock(name: str):
+    """Hold a session advisory lock on ``name`` while a run fills its ``_building`` table.
+
+    A run fills that table in autocommit, outside any transaction, so the in-process copies
+    (`recommender.memo.GenerationMemo`, off inside a transaction) answer its pipeline runs: at a
+    million items the content-based SQL statement they replace took 1.5 s a list. Two runs of the
+    same table would otherwise drop each other's half-filled table; the second waits here.
+    """
+    key = zlib.crc32(name.encode())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def table_create(name: str, *, columns: str) -> None:
