@@ -375,8 +375,8 @@ def model_version_run(*, version: ModelVersion) -> ModelVersion:
     return version
 
 
-def _families_refit_decision(stack_metrics: dict, run_started: float, test_fraction: float) -> tuple[bool | None, str]:
-    """Whether the served families reuse their fits on the training part, and why (kept on the version).
+def _families_refit_decision(stack_metrics: dict, run_started: float, test_fraction: float) -> tuple[bool, str]:
+    """Whether the served families keep their fits on the training part, and why (kept on the version).
 
     A refit on all the data is predicted from the training part's own fit seconds, scaled by the
     data's size; it runs while it fits what is left of `TRAINING_RUN_SECONDS`. Small catalogues
@@ -388,7 +388,7 @@ def _families_refit_decision(stack_metrics: dict, run_started: float, test_fract
     predicted = fit_seconds / max(1.0 - float(test_fraction), 1e-9)
     left = float(settings.TRAINING_RUN_SECONDS) - (time.perf_counter() - run_started)
     if predicted <= left:
-        return None, f"refitted on all the data (predicted {predicted:.0f} s, {left:.0f} s of the run budget left)"
+        return False, f"refitted on all the data (predicted {predicted:.0f} s, {left:.0f} s of the run budget left)"
     return True, (
         f"fitted on the training part: a refit on all the data was predicted at {predicted:.0f} s "
         f"with {left:.0f} s of TRAINING_RUN_SECONDS left"
@@ -504,13 +504,13 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
         # Item-item weights and popularity from everything the served model saw; weights stay frozen.
         blend_store(fitted=fitted_blend, data=data if refit else train, artifact_path=version.artifact_path)
     if stack is not None and chosen is not None:
-        reuse = None
+        reuse = False
         if refit:
             reuse, why = _families_refit_decision(stack_metrics, run_started, snapshot["test_fraction"])
             version.metrics["stack"]["serving_families"] = why
             version.save(update_fields=["metrics"])
         progress.detail(
-            "refitting the families on all the data for serving" if reuse is None else "serving the families as fitted"
+            "serving the families as fitted" if reuse else "refitting the families on all the data for serving"
         )
         scorer_publish(
             artifact_path=version.artifact_path,
