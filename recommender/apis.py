@@ -73,6 +73,17 @@ class RecommendedItemOutputSerializer(serializers.Serializer):
     rules = serializers.ListField(
         child=serializers.CharField(), source="notes", help_text="What the re-ranking rules did to this item."
     )
+    variant = serializers.CharField(
+        allow_null=True,
+        help_text="The experiment variant whose list contributed the item (an interleaved list mixes two), or null.",
+    )
+
+
+class ExperimentLabelOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    variant = serializers.CharField(help_text='The variant that served the list ("interleaved" for two mixed).')
+    mode = serializers.CharField(help_text="split or interleave.")
 
 
 class RecommendationsOutputSerializer(serializers.Serializer):
@@ -87,6 +98,9 @@ class RecommendationsOutputSerializer(serializers.Serializer):
     cached = serializers.BooleanField()
     rules_applied = serializers.ListField(
         child=serializers.JSONField(), help_text="Each rule that ran and what it changed."
+    )
+    experiment = ExperimentLabelOutputSerializer(
+        allow_null=True, help_text="The running experiment that served the list, or null."
     )
     items = RecommendedItemOutputSerializer(many=True)
 
@@ -171,6 +185,7 @@ def recommendations_data(result: serving.Recommendations) -> dict[str, Any]:
                 "sources": {str(name): float(score) for name, score in entry.sources.items()},
                 "because_you_liked": [str(reason) for reason in entry.reasons],
                 "rules": [str(note) for note in entry.notes],
+                "variant": None if entry.variant is None else str(entry.variant),
             }
         )
     return {
@@ -180,6 +195,7 @@ def recommendations_data(result: serving.Recommendations) -> dict[str, Any]:
         "fallback_reason": str(result.fallback_reason),
         "cached": bool(result.cached),
         "rules_applied": list(result.rules_applied),
+        "experiment": None if result.experiment is None else dict(result.experiment),
         "items": items,
     }
 

@@ -203,4 +203,4 @@ class ModelVersion(models.Model):
             raise ValidationError({"status": "Only a version with published vectors can be active."})
 
 
-from .rerank.models import Impression, Rule  # noqa: E402,F401
+from .rerank.models import Impression, Rule, RuleSet  # noqa: E402,F401

@@ -7,7 +7,7 @@ Every catalogue signal is sent after commit, so these run once the write is dura
   refresh of their precomputed homepage pool;
 - item created or changed → a cold-start vector from its features, and a global cache bump;
 - model activated → global cache bump and the related-items and homepage precomputation tasks;
-- re-ranking rule saved or deleted → global cache bump.
+- re-ranking rule, rule set, experiment or variant saved or deleted → global cache bump.
 
 A failed fold-in must not turn a stored rating into an error page: it is logged with its
 context and the cache is still invalidated (serving then uses the previous vector).
@@ -144,3 +144,11 @@ def receivers_connect() -> None:
         return
     post_save.connect(on_rule_changed, sender=Rule, dispatch_uid="recommender.rule_saved")
     post_delete.connect(on_rule_changed, sender=Rule, dispatch_uid="recommender.rule_deleted")
+    # Rule sets and experiments change what serving applies and how it splits traffic.
+    from recommender.experiments.models import Experiment, Variant
+    from recommender.rerank.models import RuleSet
+
+    for model in (RuleSet, Experiment, Variant):
+        name = model.__name__.lower()
+        post_save.connect(on_rule_changed, sender=model, dispatch_uid=f"recommender.{name}_saved")
+        post_delete.connect(on_rule_changed, sender=model, dispatch_uid=f"recommender.{name}_deleted")

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "catalog",
     "recommender",
+    "recommender.experiments",
     # The project's own commands (run_stack, stats, embedded_postgres): they span both apps.
     "config.apps.ProjectConfig",
 ]

@@ -25,6 +25,27 @@ class RuleScope(models.TextChoices):
     BOTH = "both", "Both"
 
 
+class RuleSet(models.Model):
+    """A named group of rules: switched on or off together, and what an experiment's variant names.
+
+    Rules outside any set always apply. A set's rules apply to all traffic while the set is
+    enabled; a variant that names a set gets the rules outside any set plus that set's, whether
+    it is enabled or not (docs/experiments.md).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True, help_text="Its rules apply to traffic outside experiments.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Rule(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=32, choices=RuleKind.choices)
@@ -34,6 +55,14 @@ class Rule(models.Model):
     params = models.JSONField(default=dict, blank=True, help_text="Parameters of the kind, as a JSON object.")
     starts_at = models.DateTimeField(null=True, blank=True, help_text="Optional: the rule applies from then.")
     ends_at = models.DateTimeField(null=True, blank=True, help_text="Optional: the rule applies until then.")
+    rule_set = models.ForeignKey(
+        RuleSet,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="rules",
+        help_text="Optional: the rule applies only while its set is enabled, or to a variant that names the set.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,10 +122,24 @@ class Impression(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="impressions")
     surface = models.CharField(max_length=8, choices=[("home", "Homepage"), ("related", "Related items")])
     shown_at = models.DateTimeField()
+    # The experiment and variant that served it (for an interleaved list: the team that contributed
+    # the item), else NULL. Plain ids, not foreign keys: the experiments app builds on this one
+    # (its variants name versions and rule sets), so this one cannot point back at it. The batch
+    # writer joins the ids to their tables and writes NULL for an experiment deleted meanwhile.
+    experiment_id = models.BigIntegerField(null=True, blank=True)
+    variant_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-shown_at", "-id"]
-        indexes = [models.Index(fields=["profile", "-shown_at"], name="impression_profile_time_idx")]
+        indexes = [
+            models.Index(fields=["profile", "-shown_at"], name="impression_profile_time_idx"),
+            # Only experiment traffic: the results read one experiment's rows by variant and user.
+            models.Index(
+                fields=["experiment_id", "variant_id", "profile", "item"],
+                name="impression_experiment_idx",
+                condition=models.Q(experiment_id__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.item_id} shown to {self.profile_id} on {self.surface}"

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection
+from django.db.models import Q
 
 from catalog.array_selectors import (
     item_active_popularity,
@@ -79,22 +80,32 @@ class RerankData:
         return self.features.get(item_id, {}).get(feature_type, frozenset())
 
 
-def _rules_read(surface: str) -> tuple[Rule, ...]:
-    return tuple(Rule.objects.filter(enabled=True, scope__in=[surface, RuleScope.BOTH]).order_by("order", "id"))
+def _rules_read(key: tuple[str, int | None]) -> tuple[Rule, ...]:
+    surface, rule_set_id = key
+    # Rules outside any set always apply; a set's rules apply while it is enabled, or when a
+    # variant names that set (`recommender.experiments`).
+    in_set = Q(rule_set_id=rule_set_id) if rule_set_id is not None else Q(rule_set__enabled=True)
+    return tuple(
+        Rule.objects.filter(Q(rule_set__isnull=True) | in_set, enabled=True, scope__in=[surface, RuleScope.BOTH])
+        .select_related("rule_set")
+        .order_by("order", "id")
+    )
 
 
-# Every rule save or delete bumps the global generation inside the rule's own transaction, so the
-# new rules and the new generation become visible together. The Rule objects are shared between
-# requests: callers only read them.
-RULES = GenerationMemo("rules", _rules_read, max_entries=8)
+# Every rule or rule-set save or delete bumps the global generation inside its own transaction,
+# so the new rules and the new generation become visible together. The Rule objects are shared
+# between requests: callers only read them.
+RULES: GenerationMemo[tuple[str, int | None], tuple[Rule, ...]] = GenerationMemo("rules", _rules_read, max_entries=32)
 
 
-def rules_for_surface(*, surface: str, generation: int | None = None) -> list[Rule]:
+def rules_for_surface(*, surface: str, generation: int | None = None, rule_set_id: int | None = None) -> list[Rule]:
     """The enabled rules that apply to ``surface``, in application order (periods not checked here).
 
+    ``rule_set_id`` None: the rules in force (outside any set, or in an enabled set); else the
+    rules outside any set plus that set's, enabled or not (an experiment's variant).
     Kept per process for the ``global`` cache ``generation`` the request read (`recommender.memo`).
     """
-    return list(RULES.get(surface, generation=generation))
+    return list(RULES.get((surface, rule_set_id), generation=generation))
 
 
 def rule_list():

@@ -26,7 +26,14 @@ logger = logging.getLogger(__name__)
 RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"})
 
 
-def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: str) -> int:
+def impressions_record_fast(
+    *,
+    profile_id: int,
+    item_ids: list[int],
+    surface: str,
+    experiment_id: int | None = None,
+    variant_ids: list[int | None] | None = None,
+) -> int:
     """Serving's impression write: ONE round trip, without waiting for the WAL flush.
 
     Telemetry for "demote recently shown": a crash may lose the last impressions, never corrupt
@@ -34,29 +41,33 @@ def impressions_record_fast(*, profile_id: int, item_ids: list[int], surface: st
     ~97 ms of a 150 ms homepage request). In autocommit the BEGIN, the setting, the insert and
     the COMMIT go as one multi-statement query; inside an outer transaction (tests,
     ATOMIC_REQUESTS) the insert joins it and commits with it. Returns the number of rows.
+    ``variant_ids`` (aligned with ``item_ids``) and ``experiment_id``: what served each item.
     """
-    unique_ids = [int(item_id) for item_id in dict.fromkeys(item_ids)]
+    variants = list(variant_ids) if variant_ids is not None else [None] * len(item_ids)
+    by_item = dict(zip((int(item_id) for item_id in item_ids), variants, strict=True))
+    unique_ids = list(by_item)
     if not unique_ids:
         return 0
     insert = (
-        "INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
-        "SELECT %s, item_id, %s, now() FROM unnest(%s::bigint[]) AS item_id"
+        "INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at, experiment_id, variant_id) "
+        "SELECT %s, row.item_id, %s, now(), %s, row.variant_id "
+        "FROM unnest(%s::bigint[], %s::bigint[]) AS row(item_id, variant_id)"
     )
+    params: list[Any] = [profile_id, surface, experiment_id, unique_ids, list(by_item.values())]
     with connection.cursor() as cursor:
         if connection.in_atomic_block:
-            cursor.execute(insert, [profile_id, surface, unique_ids])
+            cursor.execute(insert, params)
         else:
             # Client-side binding (Django's default cursor) sends this as one simple query.
-            cursor.execute(
-                "BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", [profile_id, surface, unique_ids]
-            )
+            cursor.execute("BEGIN; SET LOCAL synchronous_commit = off; " + insert + "; COMMIT", params)
     logger.debug("impressions.recorded profile_id=%s surface=%s count=%s", profile_id, surface, len(unique_ids))
     metrics.impressions_count(surface, len(unique_ids))
     return len(unique_ids)
 
 
-def impressions_record_batch(rows: list[tuple[int, int, str, float]]) -> int:
-    """Write buffered impressions, ``(profile_id, item_id, surface, shown_at_unix)``, in one statement.
+def impressions_record_batch(rows: list[tuple]) -> int:
+    """Write buffered impressions in one statement: ``(profile_id, item_id, surface, shown_at_unix)``,
+    optionally followed by ``experiment_id, variant_id`` (None outside an experiment).
 
     The write-behind buffer's flush (`recommender.serving.impressions`): one round trip for any
     number of requests, without waiting for the WAL flush (as `impressions_record_fast`). Rows of
@@ -64,17 +75,26 @@ def impressions_record_batch(rows: list[tuple[int, int, str, float]]) -> int:
     """
     if not rows:
         return 0
-    profile_ids, item_ids, surfaces, shown_at = (list(column) for column in zip(*rows, strict=True))
+    full = [tuple(row) + (None, None)[: 6 - len(row)] for row in rows]
+    profile_ids, item_ids, surfaces, shown_at, experiment_ids, variant_ids = (
+        list(column) for column in zip(*full, strict=True)
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit = off")
+        # An experiment or variant deleted since the row was queued is written as NULL (the
+        # impression still counts for "demote recently shown").
         cursor.execute(
-            "INSERT INTO recommender_impression (profile_id, item_id, surface, shown_at) "
-            "SELECT row.profile_id, row.item_id, row.surface, to_timestamp(row.shown_at) "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::float8[]) "
-            "AS row(profile_id, item_id, surface, shown_at) "
+            "INSERT INTO recommender_impression "
+            "(profile_id, item_id, surface, shown_at, experiment_id, variant_id) "
+            "SELECT row.profile_id, row.item_id, row.surface, to_timestamp(row.shown_at), "
+            "experiment.id, variant.id "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::float8[], %s::bigint[], %s::bigint[]) "
+            "AS row(profile_id, item_id, surface, shown_at, experiment_id, variant_id) "
             "JOIN catalog_userprofile AS profile ON profile.id = row.profile_id "
-            "JOIN catalog_item AS item ON item.id = row.item_id",
-            [profile_ids, item_ids, surfaces, shown_at],
+            "JOIN catalog_item AS item ON item.id = row.item_id "
+            "LEFT JOIN experiments_experiment AS experiment ON experiment.id = row.experiment_id "
+            "LEFT JOIN experiments_variant AS variant ON variant.id = row.variant_id",
+            [profile_ids, item_ids, surfaces, shown_at, experiment_ids, variant_ids],
         )
         written = cursor.rowcount
     logger.debug("impressions.batch_recorded rows=%s written=%s", len(rows), written)

@@ -118,12 +118,16 @@ def model_version_rollback() -> ModelVersion:
 
 def model_versions_retire(*, keep: int = KEEP_READY_VERSIONS, grace: timedelta = RETIRE_GRACE) -> list[int]:
     """Drop the vector tables of old versions: all but the newest ``keep`` ready ones, once
-    they have been inactive for ``grace``. Failed versions lose their (partial) tables at once."""
+    they have been inactive for ``grace`` and no draft or running experiment names them. Failed
+    versions lose their (partial) tables at once."""
     retired: list[int] = []
     ready = list(ModelVersion.objects.filter(status=VersionStatus.READY).order_by("-id"))
     cutoff = timezone.now() - grace
+    from recommender.experiments.selectors import versions_in_experiments
+
+    named = versions_in_experiments()  # a draft or running experiment still serves (or will serve) them
     for version in ready[keep:]:
-        if (version.finished_at or version.created_at) < cutoff:
+        if version.pk not in named and (version.finished_at or version.created_at) < cutoff:
             retired.append(version.pk)
     for version_id in retired:
         store.vectors_drop(version_id=version_id)

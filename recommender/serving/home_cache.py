@@ -66,9 +66,13 @@ def profile_lookup_sql(external_id: str) -> Lookup:
     )
 
 
-def home_cache_key(*, profile_id: int, k: int, generations: tuple[int, int]) -> str:
+def home_cache_key(*, profile_id: int, k: int, generations: tuple[int, int], variant: str = "") -> str:
+    """``variant``: the experiment assignment's tag (`serving.experiments`), so each variant has its own lists."""
     global_generation, user_generation = generations
-    return f"rec:home:{connection.settings_dict['NAME']}:g{global_generation}:u{profile_id}.{user_generation}:k{k}"
+    name = connection.settings_dict["NAME"]
+    return f"rec:home:{name}:g{global_generation}:u{profile_id}.{user_generation}:k{k}" + (
+        f":{variant}" if variant else ""
+    )
 
 
 def home_cache_key_and_generation(*, profile_id: int, k: int) -> tuple[str, int]:

@@ -46,7 +46,8 @@ class ImpressionWriter:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._rows: deque[tuple[int, int, str, float]] = deque()
+        # (profile id, item id, surface, shown at (unix), experiment id, variant id)
+        self._rows: deque[tuple[int, int, str, float, int | None, int | None]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -54,21 +55,41 @@ class ImpressionWriter:
         self.dropped = 0
         self.written = 0
 
-    def record(self, *, profile_id: int, item_ids: list[int], surface: str) -> None:
-        """Queue one request's impressions (or write them now inside a transaction)."""
+    def record(
+        self,
+        *,
+        profile_id: int,
+        item_ids: list[int],
+        surface: str,
+        experiment_id: int | None = None,
+        variant_ids: list[int | None] | None = None,
+    ) -> None:
+        """Queue one request's impressions (or write them now inside a transaction).
+
+        ``variant_ids``, aligned with ``item_ids``: the experiment variant that contributed each item.
+        """
         if not item_ids:
             return
+        variants = list(variant_ids) if variant_ids is not None else [None] * len(item_ids)
+        if experiment_id is None:
+            variants = [None] * len(item_ids)
         if connection.in_atomic_block:
             with transaction.atomic():  # a savepoint: a failed insert must not poison the outer transaction
-                impressions_record_fast(profile_id=profile_id, item_ids=item_ids, surface=surface)
+                impressions_record_fast(
+                    profile_id=profile_id,
+                    item_ids=item_ids,
+                    surface=surface,
+                    experiment_id=experiment_id,
+                    variant_ids=variants,
+                )
             return
         if self._pid != os.getpid():
             self._reset()
         shown_at = time.time()
         limit = max(1, int(settings.IMPRESSIONS_BUFFER_ROWS))
         with self._lock:
-            for item_id in dict.fromkeys(item_ids):
-                self._rows.append((int(profile_id), int(item_id), surface, shown_at))
+            for item_id, variant_id in dict(zip(item_ids, variants, strict=True)).items():
+                self._rows.append((int(profile_id), int(item_id), surface, shown_at, experiment_id, variant_id))
             overflow = len(self._rows) - limit
             for _ in range(max(0, overflow)):
                 self._rows.popleft()
@@ -135,14 +156,23 @@ class ImpressionWriter:
 WRITER = ImpressionWriter()
 
 
-def impressions_record_behind(*, profile_id: int, item_ids: list[int], surface: str) -> None:
-    WRITER.record(profile_id=profile_id, item_ids=item_ids, surface=surface)
-
-
-def impressions_record_or_log(*, profile_id: int, item_ids: list[int]) -> None:
-    """A homepage's impressions, queued; a failed synchronous write (inside a transaction) is logged."""
+def impressions_record_or_log(
+    *,
+    profile_id: int,
+    item_ids: list[int],
+    surface: str = "home",
+    experiment_id: int | None = None,
+    variant_ids: list[int | None] | None = None,
+) -> None:
+    """A list's impressions, queued; a failed synchronous write (inside a transaction) is logged."""
     try:
-        impressions_record_behind(profile_id=profile_id, item_ids=item_ids, surface="home")
+        WRITER.record(
+            profile_id=profile_id,
+            item_ids=item_ids,
+            surface=surface,
+            experiment_id=experiment_id,
+            variant_ids=variant_ids,
+        )
     except DatabaseError:
         # Inside a transaction the write is synchronous: losing impressions only weakens "demote
         # recently shown"; the page must still render.

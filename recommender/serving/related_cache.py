@@ -84,10 +84,14 @@ def item_viewer_lookup_sql(external_id: str) -> Lookup:
     )
 
 
-def related_cache_key(*, item_id: int, k: int, profile_id: int | None, generations: tuple[int, int]) -> str:
+def related_cache_key(
+    *, item_id: int, k: int, profile_id: int | None, generations: tuple[int, int], variant: str = ""
+) -> str:
+    """``variant``: the experiment assignment's tag (`serving.experiments`), so each variant has its own lists."""
     global_generation, user_generation = generations
     viewer = f"u{profile_id}.{user_generation}" if profile_id is not None else "anon"
-    return f"rec:related:{connection.settings_dict['NAME']}:g{global_generation}:i{item_id}:{viewer}:k{k}"
+    name = connection.settings_dict["NAME"]
+    return f"rec:related:{name}:g{global_generation}:i{item_id}:{viewer}:k{k}" + (f":{variant}" if variant else "")
 
 
 def related_cache_get(key: str) -> dict | None:

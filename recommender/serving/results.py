@@ -32,6 +32,9 @@ class RecommendedItem:
     sources: dict[str, float]
     reasons: list[str] = field(default_factory=list)  # "Because you liked Heat", resolved to titles
     notes: list[str] = field(default_factory=list)  # what re-ranking rules did to it
+    # The experiment variant whose list contributed it (an interleaved list mixes two), else None.
+    variant_id: int | None = None
+    variant: str | None = None  # that variant's key
 
     @property
     def explanation(self) -> str:
@@ -55,6 +58,8 @@ class Recommendations:
     # The result cache key this list is stored under (a hit, or a miss that stored it), else None:
     # where the API stores the rendered body of its next hits (`serving.stored`).
     cache_key: str | None = None
+    # The experiment that served the list: {"id", "name", "variant", "mode"}, else None.
+    experiment: dict | None = None
 
 
 def _trace_plain(trace) -> list:
@@ -176,6 +181,8 @@ def result_build(
             sources=entry["sources"],
             reasons=_reason_sentences(entry["reasons"], titles),
             notes=entry["notes"],
+            variant_id=entry.get("variant_id"),
+            variant=entry.get("variant"),
         )
         for entry in entries
         if entry["item_id"] in items  # an item deleted since the payload was cached
@@ -189,6 +196,7 @@ def result_build(
         cached=cached,
         rules_applied=payload.get("rules_applied", []),
         milliseconds=1000 * (time.perf_counter() - started),
+        experiment=payload.get("experiment"),
     )
 
 

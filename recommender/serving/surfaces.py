@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+
+from django.utils import timezone
 
 from catalog.array_selectors import user_seen_item_ids
 from catalog.models import Item, UserProfile
@@ -14,14 +17,17 @@ from config import metrics
 from config.db_router import replica_reads
 from recommender.candidates import candidates_generate
 from recommender.candidates.base import Context, PooledCandidate, Surface
+from recommender.experiments.selectors import Arm
 from recommender.generations import generations_fetch, global_generation_fetch
 from recommender.models import ModelVersion
 from recommender.ranking import pool_score
 from recommender.rerank.engine import rules_apply
+from recommender.rerank.selectors import rules_for_surface
 from recommender.selectors import active_version, home_precomputed_fetch, related_precomputed_fetch
 
 from . import home_cache, related_cache
 from .context import context_build, serving_version
+from .experiments import Assignment, arm_version, assignment_for, interleaved_payload, unit_for
 from .fallbacks import fallback_payload, serve_by_model
 from .impressions import impressions_record_or_log
 from .results import Recommendations, cache_entry, cached_result_build, payload_build, result_build
@@ -33,13 +39,15 @@ K_MAX = 100
 POOL_SIZES: dict[str, dict[str, int] | None] = {"home": None, "related": None}
 
 
-def ranked_candidates(context: Context) -> list[PooledCandidate]:
-    """Candidates from every source, merged, scored by the active model, best first."""
-    pool = candidates_generate(context, POOL_SIZES.get(context.surface))
+def ranked_candidates(context: Context, sizes: dict[str, int] | None = None) -> list[PooledCandidate]:
+    """Candidates from every source (or those ``sizes`` names), merged, scored by the model, best first."""
+    pool = candidates_generate(context, sizes if sizes is not None else POOL_SIZES.get(context.surface))
     return pool_score(context=context, pool=pool)
 
 
-def _related_ranked(context: Context) -> list[PooledCandidate]:
+def _related_ranked(context: Context, sizes: dict[str, int] | None = None) -> list[PooledCandidate]:
+    if sizes is not None:  # a variant's own pool: the stored lists were ranked from the configured one
+        return ranked_candidates(context, sizes)
     stored = related_precomputed_fetch(version_id=context.version_id, item_id=context.item_id)
     metrics.cache_lookup("related_precomputed", hit=stored is not None)
     return stored if stored is not None else ranked_candidates(context)
@@ -60,8 +68,12 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
     return before, rules_apply(context=context, ranked=ranked, k=k, rules=None)
 
 
-def _home_ranked(context: Context, user_generation: int | None) -> list[PooledCandidate]:
+def _home_ranked(
+    context: Context, user_generation: int | None, sizes: dict[str, int] | None = None
+) -> list[PooledCandidate]:
     """The user's precomputed pool while it is as new as their feedback, else the live pipeline."""
+    if sizes is not None:
+        return ranked_candidates(context, sizes)
     if user_generation is not None and context.version_id is not None and context.profile_id is not None:
         stored = home_precomputed_fetch(
             version_id=context.version_id, profile_id=context.profile_id, user_generation=user_generation
@@ -82,8 +94,13 @@ def _model_payload(
     rules,
     generation: int | None,
     user_generation: int | None = None,
+    arm: Arm | None = None,
 ) -> dict:
-    """The model path of a surface: context, its ranked list (stored or live), then the rules."""
+    """The model path of a surface: context, its ranked list (stored or live), then the rules.
+
+    ``arm``, an experiment's variant, names the rule set and the candidate sizes it serves with
+    (its version is ``version`` already).
+    """
     assert version is not None  # serve_by_model runs the model path only with a version
     context = context_build(
         surface=surface,
@@ -93,9 +110,56 @@ def _model_payload(
         require_user_vector=surface == "home",
         generation=generation,
     )
-    ranked = _home_ranked(context, user_generation) if surface == "home" else _related_ranked(context)
+    sizes = dict(arm.candidate_sizes) if arm is not None and arm.candidate_sizes else None
+    ranked = _home_ranked(context, user_generation, sizes) if surface == "home" else _related_ranked(context, sizes)
+    if rules is None and arm is not None and arm.rule_set_id is not None:
+        rules = rules_for_surface(surface=surface, generation=generation, rule_set_id=arm.rule_set_id)
     reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)
     return payload_build(reranked.items, version.pk, reranked.trace)
+
+
+def _experiment_payload(
+    surface: Surface, assignment: Assignment | None, *, fallback_version: ModelVersion | None, unit_seed: str, **kwargs
+) -> Callable[[], dict]:
+    """The model path for this request: the plain one, a variant's, or two variants interleaved."""
+    generation = kwargs["generation"]
+    if assignment is None:
+        return lambda: _model_payload(surface, version=fallback_version, **kwargs)
+
+    def arm_payload(arm: Arm) -> dict:
+        version = arm_version(arm, generation=generation) or fallback_version
+        payload = _model_payload(surface, version=version, arm=arm, **kwargs)
+        for entry in payload["items"]:
+            entry["variant_id"], entry["variant"] = arm.variant_id, arm.key
+        return payload
+
+    if assignment.arm is not None:
+        arm = assignment.arm
+        return lambda: arm_payload(arm)
+    first, second = assignment.plan.arms[0], assignment.plan.arms[1]
+    return lambda: interleaved_payload(
+        arm_payload(first), arm_payload(second), arms=(first, second), k=kwargs["k"], seed=unit_seed
+    )
+
+
+def _labelled(payload: dict, assignment: Assignment | None) -> dict:
+    """The payload with the experiment that served it (fallback lists included: they were its users' lists)."""
+    if assignment is None:
+        return payload
+    if assignment.arm is not None:  # a fallback list too: it was this variant's users' list
+        for entry in payload["items"]:
+            entry.setdefault("variant_id", assignment.arm.variant_id)
+            entry.setdefault("variant", assignment.arm.key)
+    return {**payload, "experiment": assignment.label()}
+
+
+def _assignment_version(assignment: Assignment | None, generation: int | None) -> ModelVersion | None:
+    """The version that decides whether the model can serve (serve_by_model): the variant's, else the active."""
+    if assignment is not None and assignment.arm is not None:
+        named = arm_version(assignment.arm, generation=generation)
+        if named is not None:
+            return named
+    return serving_version(generation)
 
 
 def _k_clean(k: int) -> int:
@@ -111,14 +175,17 @@ def recommend_for_user(
     rules=None,
     use_cache: bool = True,
     generations: tuple[int, int] | None = None,
+    forced_variants: dict[str, str] | None = None,
 ) -> Recommendations:
     """The homepage list for ``profile`` (None: anonymous → popular and fresh, flagged as fallback).
 
     Cached per user while no feedback, rule, item or model changes (see `home_cache`); below the
     cache, the user's precomputed pool (`home_precompute`) while it is fresh, else the live
-    pipeline. ``rules`` overrides the stored rules (and bypasses the cache). ``generations``, the
-    (global, user) pair when the caller read it with the profile, saves that query. Impressions
-    are recorded behind the response.
+    pipeline. ``rules`` overrides the stored rules (and bypasses the cache and any experiment).
+    ``generations``, the (global, user) pair when the caller read it with the profile, saves that
+    query. A running experiment on the homepage serves the user's variant (``forced_variants``:
+    a staff member's choice, `serving.experiments`), cached under its own key. Impressions are
+    recorded behind the response, with the experiment and variant that served them.
     """
     started = time.perf_counter()
     k = _k_clean(k)
@@ -134,19 +201,33 @@ def recommend_for_user(
         generations = generations_fetch(profile_id=profile.pk)
     generation, user_generation = generations
     use_cache = use_cache and rules is None
-    key = home_cache.home_cache_key(profile_id=profile.pk, k=k, generations=generations) if use_cache else None
+    unit = unit_for(profile_id=profile.pk)
+    assignment = (
+        None
+        if rules is not None
+        else assignment_for(
+            surface="home", unit=unit, generation=generation, now=timezone.now(), forced=forced_variants
+        )
+    )
+    variant_tag = assignment.tag if assignment else ""
+    key = (
+        home_cache.home_cache_key(profile_id=profile.pk, k=k, generations=generations, variant=variant_tag)
+        if use_cache
+        else None
+    )
     cached = home_cache.home_cache_get(key) if key else None
     if cached is not None:
         result = cached_result_build("home", cached, started=started, generation=generation)
         result.cache_key = key
     else:
-        version = serving_version(generation)
-
+        version = _assignment_version(assignment, generation)
         payload, reason = serve_by_model(
             "home",
-            lambda: _model_payload(
+            _experiment_payload(
                 "home",
-                version=version,
+                assignment,
+                fallback_version=serving_version(generation),
+                unit_seed=f"{unit}:{user_generation}",
                 profile=profile,
                 item=None,
                 k=k,
@@ -160,6 +241,7 @@ def recommend_for_user(
             profile_id=profile.pk,
             item_id=None,
         )
+        payload = _labelled(payload, assignment)
         # Errors are not cached: the next request retries the model path.
         stored_key = key if reason in ("", "unknown_user", "no_active_model") else None
         if stored_key:
@@ -168,7 +250,12 @@ def recommend_for_user(
             "home", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
         result.cache_key = stored_key
-    impressions_record_or_log(profile_id=profile.pk, item_ids=[entry.item.pk for entry in result.items])
+    impressions_record_or_log(
+        profile_id=profile.pk,
+        item_ids=[entry.item.pk for entry in result.items],
+        experiment_id=result.experiment["id"] if result.experiment else None,
+        variant_ids=[entry.variant_id for entry in result.items],
+    )
     # A hit is logged at DEBUG: formatting and writing the line cost a tenth of the hit, and the
     # hit rate and latency are in /metrics (config/metrics.py).
     logger.log(
@@ -193,11 +280,15 @@ def related_items(
     profile: UserProfile | None = None,
     generations: tuple[int, int] | None = None,
     use_cache: bool = True,
+    visitor: str | None = None,
+    forced_variants: dict[str, str] | None = None,
 ) -> Recommendations:
     """Items related to ``item``: cached, else the precomputed list when present (else live), then the rules.
 
     ``generations``, the (global, visitor) pair when the caller read it with the item, saves that
-    query; the cache key embeds both (see `related_cache`).
+    query; the cache key embeds both (see `related_cache`). A running experiment on this surface
+    serves the visitor's variant: by user, else by ``visitor`` (an anonymous cookie id).
+    Impressions are recorded for signed-in visitors inside an experiment (outcomes need a user).
     """
     started = time.perf_counter()
     k = _k_clean(k)
@@ -207,9 +298,17 @@ def related_items(
             generations_fetch(profile_id=profile.pk) if profile is not None else (global_generation_fetch(), 0)
         )
     generation = generations[0]
+    unit = unit_for(profile_id=profile.pk if profile else None, visitor=visitor)
+    assignment = assignment_for(
+        surface="related", unit=unit, generation=generation, now=timezone.now(), forced=forced_variants
+    )
     key = (
         related_cache.related_cache_key(
-            item_id=item.pk, k=k, profile_id=profile.pk if profile else None, generations=generations
+            item_id=item.pk,
+            k=k,
+            profile_id=profile.pk if profile else None,
+            generations=generations,
+            variant=assignment.tag if assignment else "",
         )
         if use_cache
         else None
@@ -220,11 +319,19 @@ def related_items(
         result = cached_result_build("related", cached, started=started, generation=generation)
         result.cache_key = key
     else:
-        version = serving_version(generation)
+        version = _assignment_version(assignment, generation)
         payload, reason = serve_by_model(
             "related",
-            lambda: _model_payload(
-                "related", version=version, profile=profile, item=item, k=k, rules=None, generation=generation
+            _experiment_payload(
+                "related",
+                assignment,
+                fallback_version=serving_version(generation),
+                unit_seed=f"{unit}:{generations[1]}:{item.pk}",
+                profile=profile,
+                item=item,
+                k=k,
+                rules=None,
+                generation=generation,
             ),
             k=k,
             exclude=lambda: {item.pk},
@@ -232,6 +339,7 @@ def related_items(
             profile_id=profile.pk if profile else None,
             item_id=item.pk,
         )
+        payload = _labelled(payload, assignment)
         # Errors are not cached: the next request retries the model path.
         stored_key = key if reason in ("", "no_active_model") else None
         if stored_key:
@@ -240,6 +348,14 @@ def related_items(
             "related", payload, fallback=bool(reason), fallback_reason=reason, started=started, generation=generation
         )
         result.cache_key = stored_key
+    if result.experiment is not None and profile is not None:
+        impressions_record_or_log(
+            profile_id=profile.pk,
+            item_ids=[entry.item.pk for entry in result.items],
+            surface="related",
+            experiment_id=result.experiment["id"],
+            variant_ids=[entry.variant_id for entry in result.items],
+        )
     logger.log(
         logging.DEBUG if result.cached else logging.INFO,
         "serving.related item=%s version=%s items=%s cached=%s fallback=%s ms=%.1f",
