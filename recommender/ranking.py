@@ -14,6 +14,7 @@ list, below every scored item, so a fallback can still show them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -89,3 +90,16 @@ def pool_score(*, context: Context, pool: list[PooledCandidate]) -> list[PooledC
             return _assign(pool, scores)
         logger.info("ranking.seed_without_vector version=%s item=%s", context.version_id, context.item_id)
     return _assign(pool, _popularity_scores(item_ids))
+
+
+def pool_popularity_rank(*, context: Context, pool: list[PooledCandidate]) -> list[PooledCandidate]:
+    """The pool by all-time popularity, the same order for every user: the non-personalised baseline
+    an experiment's variant can serve to measure what the model adds (``Variant.scorer``)."""
+    if not pool:
+        return []
+    return _assign(pool, _popularity_scores([entry.item_id for entry in pool]))
+
+
+Scorer = Callable[..., list[PooledCandidate]]
+# Every way a pool can be ordered, by the name a variant stores (`experiments.models.VariantScorer`).
+SCORERS: dict[str, Scorer] = {"model": pool_score, "popularity": pool_popularity_rank}

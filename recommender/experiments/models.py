@@ -29,6 +29,13 @@ class ExperimentMode(models.TextChoices):
     INTERLEAVE = "interleave", "Team-draft interleaving of two variants in one list"
 
 
+class VariantScorer(models.TextChoices):
+    """How a variant orders its candidate pool (`recommender.ranking.SCORERS`)."""
+
+    MODEL = "model", "The model: the version's scorer (its stack or blend)"
+    POPULARITY = "popularity", "Popularity: all-time feedback counts, the same for everyone (a baseline)"
+
+
 class ExperimentStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     RUNNING = "running", "Running"
@@ -122,6 +129,13 @@ class Variant(models.Model):
         blank=True,
         related_name="variants",
         help_text="Empty: the rules in force. Else the rules outside any set plus this set's.",
+    )
+    scorer = models.CharField(
+        max_length=12,
+        choices=VariantScorer.choices,
+        default=VariantScorer.MODEL,
+        help_text="How the pool is ordered before the rules: by the model, or by popularity (a non-personalised "
+        "baseline to test a model against).",
     )
     candidate_sizes = models.JSONField(
         null=True,

@@ -31,6 +31,7 @@ class Arm:
     rule_set_id: int | None  # None: the rules in force
     candidate_sizes: tuple[tuple[str, int], ...] | None  # None: the surface's configured sizes
     is_control: bool
+    scorer: str = "model"  # a key of recommender.ranking.SCORERS
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def _arm(variant: Variant) -> Arm:
         rule_set_id=variant.rule_set_id,
         candidate_sizes=tuple(sorted((str(name), int(n)) for name, n in sizes.items())) if sizes else None,
         is_control=variant.is_control,
+        scorer=variant.scorer,
     )
 
 

@@ -25,7 +25,7 @@ from recommender.candidates import SOURCES
 from recommender.models import ModelVersion, VersionStatus
 from recommender.rerank.models import RuleSet
 
-from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant
+from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant, VariantScorer
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class VariantSpec:
     version: ModelVersion | None = None
     rule_set: RuleSet | None = None
     candidate_sizes: dict[str, int] | None = None
+    scorer: str = VariantScorer.MODEL
 
 
 def _sizes_problems(sizes: Any) -> list[str]:
@@ -98,6 +99,8 @@ def experiment_problems(*, experiment: Experiment, variants: Sequence[VariantSpe
             )
         for message in _sizes_problems(spec.candidate_sizes):
             add("variants", f"Variant {spec.key}: {message}")
+        if spec.scorer not in VariantScorer.values:
+            add("variants", f"Variant {spec.key}: scorer must be one of {VariantScorer.values}, not {spec.scorer!r}.")
     if experiment.starts_at and experiment.ends_at and experiment.ends_at <= experiment.starts_at:
         add("ends_at", "The end must be after the start.")
     if experiment.status == ExperimentStatus.RUNNING:
@@ -150,6 +153,7 @@ def variant_specs(experiment: Experiment) -> list[VariantSpec]:
             version=variant.version,
             rule_set=variant.rule_set,
             candidate_sizes=variant.candidate_sizes,
+            scorer=variant.scorer,
         )
         for variant in experiment.variants.select_related("version", "rule_set").order_by("position", "id")
     ]
@@ -178,6 +182,7 @@ def _variants_write(experiment: Experiment, variants: Sequence[VariantSpec]) -> 
                 version=spec.version,
                 rule_set=spec.rule_set,
                 candidate_sizes=spec.candidate_sizes or None,
+                scorer=spec.scorer,
             )
             for position, spec in enumerate(variants)
         ]
@@ -315,6 +320,7 @@ def experiment_promote(*, experiment: Experiment, variant: Variant, actor=None) 
             rule_set_enabled=enabled,
             rule_sets_disabled=disabled,
             candidate_sizes_not_applied=winner.candidate_sizes or None,
+            scorer_not_applied=winner.scorer if winner.scorer != VariantScorer.MODEL else None,
         )
     logger.info("experiment.promoted id=%s variant=%s activated=%s", locked.pk, winner.key, activated)
     return locked

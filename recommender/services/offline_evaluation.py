@@ -252,13 +252,14 @@ def pipeline_top_k(
     k: int,
     rules: Sequence[Rule],
     sizes: dict[str, int] | None = None,
+    scorer: str = "model",
     say: Say,
     label: str = "pipeline",
 ) -> np.ndarray:
     """The home pipeline's top k for every evaluated user, as item indices (int64, (n_users, k), -1: empty).
 
-    Candidates (``sizes``: per source, None: the configured sizes) → the scorer of ``version_id``
-    → ``rules`` in the order given.
+    Candidates (``sizes``: per source, None: the configured sizes) → ``scorer`` (`ranking.SCORERS`;
+    "model" is the scorer of ``version_id``) → ``rules`` in the order given.
     """
     now = feedback_newest_time() or timezone.now()
     data = held_out.data
@@ -276,7 +277,7 @@ def pipeline_top_k(
             filters=AnnFilters(active_only=True),
             seen_item_ids=user_seen_item_ids(profile_id=profile_id),
         )
-        result = rules_apply(context=context, ranked=ranked_candidates(context, sizes), k=k, rules=list(rules))
+        result = rules_apply(context=context, ranked=ranked_candidates(context, sizes, scorer), k=k, rules=list(rules))
         listed = model.item_ids.index_of([entry.item_id for entry in result.items], missing=-1)[:k]
         top[count, : len(listed)] = listed
         if (count + 1) % 200 == 0:

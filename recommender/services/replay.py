@@ -53,6 +53,7 @@ class VariantReplay:
     version_is_active: bool
     rule_set: str | None
     candidate_sizes: dict | None
+    scorer: str
     quality_margin: float
     metrics: dict
     vs_control: dict = field(default_factory=dict)
@@ -100,6 +101,7 @@ class Replay:
                 "version_id": v.version_id,
                 "rule_set": v.rule_set,
                 "candidate_sizes": v.candidate_sizes,
+                "scorer": v.scorer,
                 "is_control": v.is_control,
             }
             for v in self.variants
@@ -167,6 +169,7 @@ def experiment_replay(*, experiment: Experiment, k: int, max_users: int | None, 
                 k=k,
                 rules=rules,
                 sizes=dict(variant.candidate_sizes) if variant.candidate_sizes else None,
+                scorer=variant.scorer,
                 say=say,
                 label=f"variant {variant.key}",
             )
@@ -201,6 +204,7 @@ def _compared(
                 version_is_active=variant.version_id is None,
                 rule_set=variant.rule_set.name if variant.rule_set is not None else None,
                 candidate_sizes=variant.candidate_sizes,
+                scorer=variant.scorer,
                 quality_margin=margin,
                 metrics=metrics,
                 vs_control={name: metrics[name] - control_metrics[name] for name in names},
@@ -233,6 +237,7 @@ def replay_table(replay: Replay) -> str:
     for v in replay.variants:
         version = f"v{v.version_id}" + (" (active)" if v.version_is_active else "")
         pool = ",".join(f"{s}:{n}" for s, n in sorted((v.candidate_sizes or {}).items())) or "configured"
+        pool += "" if v.scorer == "model" else f" by {v.scorer}"
         lines.append(
             f"{v.key:<10} {'yes' if v.is_control else '':<7} {version:<12} {(v.rule_set or 'in force'):<16} "
             f"{pool:<18} "

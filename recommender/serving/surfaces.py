@@ -20,7 +20,7 @@ from recommender.candidates.base import Context, PooledCandidate, Surface
 from recommender.experiments.selectors import Arm
 from recommender.generations import generations_fetch, global_generation_fetch
 from recommender.models import ModelVersion
-from recommender.ranking import pool_score
+from recommender.ranking import SCORERS
 from recommender.rerank.engine import rules_apply
 from recommender.rerank.selectors import rules_for_surface
 from recommender.selectors import active_version, home_precomputed_fetch, related_precomputed_fetch
@@ -39,15 +39,20 @@ K_MAX = 100
 POOL_SIZES: dict[str, dict[str, int] | None] = {"home": None, "related": None}
 
 
-def ranked_candidates(context: Context, sizes: dict[str, int] | None = None) -> list[PooledCandidate]:
-    """Candidates from every source (or those ``sizes`` names), merged, scored by the model, best first."""
+def ranked_candidates(
+    context: Context, sizes: dict[str, int] | None = None, scorer: str = "model"
+) -> list[PooledCandidate]:
+    """Candidates from every source (or those ``sizes`` names), merged, ordered by ``scorer``
+    (a key of `ranking.SCORERS`; the model's by default), best first."""
     pool = candidates_generate(context, sizes if sizes is not None else POOL_SIZES.get(context.surface))
-    return pool_score(context=context, pool=pool)
+    return SCORERS[scorer](context=context, pool=pool)
 
 
-def _related_ranked(context: Context, sizes: dict[str, int] | None = None) -> list[PooledCandidate]:
-    if sizes is not None:  # a variant's own pool: the stored lists were ranked from the configured one
-        return ranked_candidates(context, sizes)
+def _related_ranked(
+    context: Context, sizes: dict[str, int] | None = None, scorer: str = "model"
+) -> list[PooledCandidate]:
+    if sizes is not None or scorer != "model":  # a variant's own pool: the stored lists were ranked the usual way
+        return ranked_candidates(context, sizes, scorer)
     stored = related_precomputed_fetch(version_id=context.version_id, item_id=context.item_id)
     metrics.cache_lookup("related_precomputed", hit=stored is not None)
     return stored if stored is not None else ranked_candidates(context)
@@ -69,11 +74,11 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
 
 
 def _home_ranked(
-    context: Context, user_generation: int | None, sizes: dict[str, int] | None = None
+    context: Context, user_generation: int | None, sizes: dict[str, int] | None = None, scorer: str = "model"
 ) -> list[PooledCandidate]:
     """The user's precomputed pool while it is as new as their feedback, else the live pipeline."""
-    if sizes is not None:
-        return ranked_candidates(context, sizes)
+    if sizes is not None or scorer != "model":
+        return ranked_candidates(context, sizes, scorer)
     if user_generation is not None and context.version_id is not None and context.profile_id is not None:
         stored = home_precomputed_fetch(
             version_id=context.version_id, profile_id=context.profile_id, user_generation=user_generation
@@ -98,8 +103,8 @@ def _model_payload(
 ) -> dict:
     """The model path of a surface: context, its ranked list (stored or live), then the rules.
 
-    ``arm``, an experiment's variant, names the rule set and the candidate sizes it serves with
-    (its version is ``version`` already).
+    ``arm``, an experiment's variant, names the rule set, the candidate sizes and the scorer it
+    serves with (its version is ``version`` already).
     """
     assert version is not None  # serve_by_model runs the model path only with a version
     context = context_build(
@@ -111,7 +116,12 @@ def _model_payload(
         generation=generation,
     )
     sizes = dict(arm.candidate_sizes) if arm is not None and arm.candidate_sizes else None
-    ranked = _home_ranked(context, user_generation, sizes) if surface == "home" else _related_ranked(context, sizes)
+    scorer = arm.scorer if arm is not None else "model"
+    ranked = (
+        _home_ranked(context, user_generation, sizes, scorer)
+        if surface == "home"
+        else _related_ranked(context, sizes, scorer)
+    )
     if rules is None and arm is not None and arm.rule_set_id is not None:
         rules = rules_for_surface(surface=surface, generation=generation, rule_set_id=arm.rule_set_id)
     reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)

@@ -12,7 +12,9 @@ from rest_framework.test import APIClient
 
 from catalog.models import Feedback, Item, UserProfile
 from catalog.services import feedback_record
-from recommender.rerank.models import Rule
+from recommender.experiments.models import Experiment
+from recommender.experiments.services import VariantSpec, experiment_create
+from recommender.rerank.models import Rule, RuleSet
 from tests.factories import ItemFactory, feedback_kind_for
 
 PASSWORD = "correct-horse-battery-staple"
@@ -41,6 +43,8 @@ class World:
     second_item: Item
     owner_feedback: Feedback
     rule: Rule
+    rule_set: RuleSet  # in no experiment, so it may be deleted
+    experiment: Experiment  # a draft on the homepage, control "A" and "B" on the active version
 
     def user_for(self, role: str):
         return {"anonymous": None, "user": self.owner, "other": self.other, "staff": self.staff}[role]
@@ -63,7 +67,14 @@ def build_world() -> World:
     rule = Rule.objects.create(
         name="No dramas", kind="filter_feature", params={"feature_type": "genre", "values": ["Drama"]}
     )
-    return World(owner, other, staff, owner_profile, other_profile, item, second_item, owner_feedback, rule)
+    rule_set = RuleSet.objects.create(name="Holiday picks", description="Seasonal rules, off by default.")
+    experiment = experiment_create(
+        name="Homepage test",
+        variants=[VariantSpec(key="A", share=50, is_control=True), VariantSpec(key="B", share=50)],
+    )
+    return World(
+        owner, other, staff, owner_profile, other_profile, item, second_item, owner_feedback, rule, rule_set, experiment
+    )
 
 
 @pytest.fixture

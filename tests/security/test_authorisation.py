@@ -22,8 +22,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from drf_spectacular.generators import SchemaGenerator
 
 from catalog.models import Feedback, Item, ItemFeature, UserFeature, UserProfile
+from recommender.experiments.models import Experiment, ExperimentEvent, Variant
 from recommender.models import ModelVersion, VersionStatus
-from recommender.rerank.models import Rule
+from recommender.rerank.models import Rule, RuleSet
 from recommender.services.training import model_training_request
 from tests.security.conftest import PASSWORD, api_client, build_world
 
@@ -125,6 +126,15 @@ def fingerprint() -> tuple:
         list(Feedback.objects.order_by("pk").values_list("pk", "value", "is_current")),
         list(Rule.objects.order_by("pk").values_list("pk", "name", "kind", "enabled", "params")),
         list(ModelVersion.objects.order_by("pk").values_list("pk", "status", "activated_at")),
+        list(RuleSet.objects.order_by("pk").values_list("pk", "name", "description", "enabled")),
+        list(Rule.objects.order_by("pk").values_list("pk", "rule_set_id")),
+        list(
+            Experiment.objects.order_by("pk").values_list(
+                "pk", "name", "description", "surface", "mode", "status", "starts_at", "ends_at", "winner_id"
+            )
+        ),
+        list(Variant.objects.order_by("pk").values_list("pk", "key", "share", "is_control", "version_id", "scorer")),
+        ExperimentEvent.objects.count(),
         ItemFeature.objects.count(),
         UserFeature.objects.count(),
     )
