@@ -20,6 +20,12 @@ Goals at 1 client: uncached homepage p50 <= 10 ms and p99 <= 50 ms (issues 4 and
 the precomputed pool (``manage.py precompute --home`` runs between the two); cached homepage p50
 <= 2x the HTTP floor (issue 12).
 
+Experiment overhead (issue 13): the homepage, uncached and cached, with no experiment and with a
+running A/B experiment whose two variants both serve the active version (so the difference is
+the experiment's own cost: assignment, labels, the variant's cache key, the impressions'
+columns). The two states alternate in blocks on the same users, each block after a start or a
+stop (which moves every cache key, so the uncached blocks do miss); goal: p50 added <= 1 ms.
+
 Usage: python -m bench.serving_latency [--quick] [--keep-database] [--database-name NAME | --database-url URL]
 """
 
@@ -41,6 +47,21 @@ from bench.serving_load_common import GunicornServer, http_request, latency_summ
 GOAL_P50_MS, GOAL_P99_MS = 10.0, 50.0
 CACHED_GOAL_FLOORS = 2.0
 WORKERS, THREADS = 3, 2
+EXPERIMENT_GOAL_MS = 1.0  # issue 13: added to the homepage p50 by a running experiment
+EXPERIMENT_ROUNDS = 3
+
+_EXPERIMENT_START_SCRIPT = """
+from recommender.experiments.services import VariantSpec, experiment_create, experiment_start
+experiment = experiment_create(name={name!r}, surface="home", variants=[
+    VariantSpec(key="A", share=50, is_control=True), VariantSpec(key="B", share=50)])
+print("STARTED", experiment_start(experiment=experiment).pk)
+"""
+
+_EXPERIMENT_STOP_SCRIPT = """
+from recommender.experiments.models import Experiment
+from recommender.experiments.services import experiment_stop
+print("STOPPED", experiment_stop(experiment=Experiment.objects.get(name={name!r})).pk)
+"""
 
 _SETUP_SCRIPT = """
 import json
@@ -166,6 +187,54 @@ def _check(samples) -> None:
         raise SystemExit(f"{len(fallbacks)} answers were fallbacks, first: {fallbacks[0].body[:300]!r}")
 
 
+def _labelled(samples, *, running: bool) -> None:
+    """Every answer names the experiment while one runs, and none does otherwise."""
+    for sample in samples:
+        experiment = json.loads(sample.body).get("experiment")
+        if (experiment is not None) != running:
+            raise SystemExit(f"expected experiment={'set' if running else 'null'}: {sample.body[:300]!r}")
+
+
+def experiment_overhead(url: str, port: int, *, token: str, users: list[str], hot: list[str]) -> list[list]:
+    """Rows: the homepage p50/p99 (1 client) with and without a running experiment, alternating blocks."""
+    uncached: dict[bool, list] = {False: [], True: []}
+    cached: dict[bool, list] = {False: [], True: []}
+    paths = [f"/api/v1/users/{user}/recommendations?k=10" for user in users]
+    for round_number in range(EXPERIMENT_ROUNDS):
+        name = f"bench overhead {round_number} {time.time_ns()}"
+        # On first, then off: each block follows a start or a stop, which moves every cache key.
+        for running in (True, False):
+            script = _EXPERIMENT_START_SCRIPT if running else _EXPERIMENT_STOP_SCRIPT
+            manage_on(url, "shell", "-c", script.format(name=name), env=server_env(url))
+            samples, _ = _send(port, clients=1, per_client=[paths], token=token)
+            _check(samples)
+            _labelled(samples, running=running)
+            uncached[running] += samples
+            # Warm the hot users in every worker (see the cached phase above), then measure hits.
+            run_repeated(port, clients=WORKERS * THREADS, paths=hot, token=token, requests=8 * len(hot))
+            per_client = [[hot[n % len(hot)] for n in range(4 * len(hot))]]
+            samples, _ = _send(port, clients=1, per_client=per_client, token=token)
+            _check(samples)
+            _labelled(samples, running=running)
+            cached[running] += samples
+    rows = []
+    for label, by_state in (("homepage, uncached, precomputed pool", uncached), ("homepage, cached", cached)):
+        off, on = (latency_summary(by_state[state], 1.0) for state in (False, True))
+        added = on["p50_ms"] - off["p50_ms"]
+        rows.append([f"{label}: no experiment", 1, off["requests"], off["p50_ms"], off["p99_ms"], ""])
+        rows.append(
+            [
+                f"{label}: A/B experiment running (p50 {added:+.2f} ms)",
+                1,
+                on["requests"],
+                on["p50_ms"],
+                on["p99_ms"],
+                "yes" if added <= EXPERIMENT_GOAL_MS else "NO",
+            ]
+        )
+    return rows
+
+
 def measure(url: str, *, quick: bool) -> list[list]:
     setup = manage_on(url, "shell", "-c", _SETUP_SCRIPT)
     data = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
@@ -241,6 +310,10 @@ def measure(url: str, *, quick: bool) -> list[list]:
                 ]
             )
 
+        rows += experiment_overhead(
+            url, server.port, token=token, users=users[offset - uncached_per_phase : offset], hot=hot
+        )
+
         related_paths = [f"/api/v1/items/{item}/related?k=10" for item in items]
         for clients in (1, 8):
             fresh = related_paths[(clients // 8) * uncached_per_phase :][:uncached_per_phase]
@@ -312,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
             "p50 / raw pgvector p50",
             "p50 / HTTP floor p50",
             f"goal: uncached p50<={GOAL_P50_MS:.0f} p99<={GOAL_P99_MS:.0f}; "
-            f"cached p50<={CACHED_GOAL_FLOORS:.0f}x floor",
+            f"cached p50<={CACHED_GOAL_FLOORS:.0f}x floor; experiment adds <={EXPERIMENT_GOAL_MS:.0f} ms",
         ],
         rows,
         note="Client-side wall time per request (keep-alive). `raw pgvector` is the bare HNSW inner-product query "
         "through psycopg in the same run; `HTTP floor` a trivial endpoint through the same server. "
         "Uncached homepage requests each ask for a different user: live ones run the whole pipeline, precomputed "
-        "ones read the user's stored pool and apply the rules.",
+        "ones read the user's stored pool and apply the rules. The experiment rows alternate "
+        f"{EXPERIMENT_ROUNDS} blocks with and {EXPERIMENT_ROUNDS} without a running A/B experiment on the same users.",
     )
     return 0
 
