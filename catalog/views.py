@@ -76,8 +76,33 @@ def _item_page(request: HttpRequest, context: dict, *, status: int = 200) -> Htt
     return render(request, "catalog/item_detail.html", {**context, "item_panels": item_panels()}, status=status)
 
 
+# Recommendation lists link their items with ?via=<surface>; opening one is the visitor's click.
+CLICK_SURFACES = frozenset({"home", "related"})
+
+
+def _page_click_record(request: HttpRequest, item: Item) -> None:
+    """A ``click`` feedback for a signed-in visitor who opened ``item`` from a recommendation list.
+
+    Only a same-site navigation counts (``Sec-Fetch-Site``; absent from old browsers and test
+    clients): another site's link or image cannot plant clicks for a signed-in visitor. A click
+    is telemetry: a failure to record it is logged and the page still renders.
+    """
+    if request.GET.get("via") not in CLICK_SURFACES or not request.user.is_authenticated:
+        return
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return
+    profile = selectors.user_profile_for_user(user=request.user)
+    if profile is None:
+        return
+    try:
+        services.feedback_record(profile=profile, item=item, kind="click")
+    except ValidationError as error:  # e.g. the click kind deleted by an admin
+        logger.warning("catalog.page_click_not_recorded item=%s error=%s", item.pk, error)
+
+
 def item_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     item = _item_or_404(external_id)
+    _page_click_record(request, item)
     return _item_page(request, _widget_context(request, item))
 
 
