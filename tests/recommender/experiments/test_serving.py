@@ -4,6 +4,12 @@ and written on their impressions; rule sets and candidate pools change what a va
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.response import Response
+from rest_framework.test import APIClient
 
 from recommender import serving
 from recommender.experiments.assignment import unit_bucket, variant_index
@@ -11,6 +17,8 @@ from recommender.experiments.models import Experiment, Variant
 from recommender.experiments.services import VariantSpec, experiment_create, experiment_start, experiment_stop
 from recommender.rerank.models import Impression, Rule, RuleSet
 from recommender.serving import impressions_flush
+from tests.recommender.conftest import build_planted_catalog
+from tests.recommender.test_training import train_inline
 
 pytestmark = pytest.mark.django_db
 
@@ -126,3 +134,34 @@ def test_related_surface_experiment_records_related_impressions_for_signed_in_vi
     assert result.experiment["id"] == experiment.pk
     assert anonymous.experiment is not None and nobody.experiment is None
     assert Impression.objects.filter(profile=profile, surface="related", experiment_id=experiment.pk).count() == 5
+
+
+def test_a_cached_hit_under_an_experiment_is_still_one_round_trip(transactional_db):
+    """The experiment adds no round trip: the running experiments are a per-process memo and the
+    label is stored with the answer, so a token hit is still the lean path's one statement (the
+    impressions are written behind). Transactional: memos are off inside a transaction."""
+    catalog = build_planted_catalog(users_per_cluster=10, items_per_cluster=20, ratings_per_user=8)
+    train_inline()
+    cache.clear()
+    profile = catalog.profiles_by_cluster[0][0]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=profile.user)[0].key}")
+    url = f"/api/v1/users/{profile.external_id}/recommendations?k=10"
+
+    def hit_statements() -> tuple[int, dict]:
+        client.get(url)  # fills the cache (and the stored answer)
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.get(url)
+        assert answer.status_code == 200 and not isinstance(answer, Response)  # the lean path
+        return len(queries.captured_queries), answer.json()
+
+    without, plain = hit_statements()
+    experiment = _start()
+    within, labelled = hit_statements()
+    cache.clear()
+
+    assert plain["experiment"] is None and labelled["experiment"]["id"] == experiment.pk
+    assert labelled["cached"] is True and {item["variant"] for item in labelled["items"]} == {
+        labelled["experiment"]["variant"]
+    }
+    assert within == without == 1
