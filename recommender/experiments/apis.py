@@ -54,8 +54,10 @@ class ObjectIdField(serializers.IntegerField):
         self.queryset = queryset
         self.noun = noun
 
-    def to_internal_value(self, data):
-        pk = super().to_internal_value(data)
+    def run_validation(self, data=serializers.empty):
+        pk = super().run_validation(data)  # the integer, within its range (or None when allowed)
+        if pk is None:
+            return None
         found = self.queryset.filter(pk=pk).first()
         if found is None:
             raise serializers.ValidationError(f"No {self.noun} with id {pk}.")

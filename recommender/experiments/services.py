@@ -132,14 +132,15 @@ def _periods_overlap(first: tuple, second: tuple) -> bool:
 
 
 def _raise_if_invalid(experiment: Experiment, variants: Sequence[VariantSpec]) -> None:
+    # The model's errors as ValidationError instances, which keep their codes: a taken name
+    # ("unique") alone is a conflict, 409 in the API (config.validation).
+    problems: dict[str, list[ValidationError]] = {}
     try:
         experiment.full_clean(exclude=["winner", "created_by"])
     except ValidationError as error:
-        problems = error.message_dict
-    else:
-        problems = {}
+        problems = {field: list(errors) for field, errors in error.error_dict.items()}
     for field, messages in experiment_problems(experiment=experiment, variants=variants).items():
-        problems.setdefault(field, []).extend(messages)
+        problems.setdefault(field, []).extend(ValidationError(message) for message in messages)
     if problems:
         raise ValidationError(problems)
 
