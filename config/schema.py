@@ -14,6 +14,8 @@ from django.core.validators import RegexValidator
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
+from config.strict_json import ClosedStrictSerializer
+
 # ECMA regular expressions, as OpenAPI uses: no NUL anywhere, and at least one visible character.
 NO_NUL_PATTERN = r"^[^\u0000]*$"
 NON_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
@@ -156,6 +158,15 @@ class ApiAutoSchema(AutoSchema):
     them), the NUL character, and ``null`` for a JSONField without ``allow_null``; the default
     mapping says none of that, so a client (or a fuzzer) reading the schema could send them.
     """
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        closed = isinstance(serializer, ClosedStrictSerializer) or (
+            isinstance(serializer, type) and issubclass(serializer, ClosedStrictSerializer)
+        )
+        if direction == "request" and closed:
+            schema["additionalProperties"] = False  # it refuses unknown fields with a 400
+        return schema
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)

@@ -48,3 +48,17 @@ class StrictSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+# A StrictSerializer that also refuses fields it does not know (400 naming each one). DRF ignores
+# unknown keys, so a misspelt field ("shares" for "share") would be dropped without a word. The
+# OpenAPI schema says the same: ``additionalProperties: false`` (config.schema.ApiAutoSchema).
+# A comment, not a docstring: spectacular would show a docstring as every subclass's description.
+class ClosedStrictSerializer(StrictSerializer):
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            known = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(str(key) for key in data if key not in known)
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("catalog.api_urls")),
     path("api/v1/", include("recommender.api_urls")),
+    path("api/v1/", include("recommender.experiments.api_urls")),
     # Before django.contrib.auth.urls: the same "login" name, with the sign-in lockout.
     path("accounts/login/", LockoutLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

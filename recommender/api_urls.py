@@ -13,6 +13,8 @@ _ROUTES = [
     ("items/<str:external_id>/related", apis.ItemRelatedApi, "item-related"),
     ("rules", apis.RuleListApi, "rules"),
     ("rules/<int:rule_id>", apis.RuleDetailApi, "rule"),
+    ("rule-sets", apis.RuleSetListApi, "rule-sets"),
+    ("rule-sets/<int:rule_set_id>", apis.RuleSetDetailApi, "rule-set"),
     ("models", apis.ModelListApi, "models"),
     ("models/train", apis.ModelTrainApi, "models-train"),
     ("models/rollback", apis.ModelRollbackApi, "models-rollback"),

@@ -1,4 +1,4 @@
-"""The recommender REST API (``/api/v1/``): recommendations, related items, rules and models.
+"""The recommender REST API (``/api/v1/``): recommendations, related items, rules, rule sets and models.
 
 Thin views: an input serializer checks the query or body, the pipeline or a service does the
 work, an output serializer answers. Domain errors (``ApplicationError``: a training already
@@ -22,13 +22,21 @@ from rest_framework.views import APIView
 
 from config.authentication import lookup_arm, lookup_result, token_lookup_for_request
 from config.stored_answers import StoredAnswerApiView, StoredHit
-from config.strict_json import StrictSerializer
+from config.strict_json import ClosedStrictSerializer, StrictSerializer
 
 from . import serving
 from .models import ModelVersion
-from .rerank.models import Rule, RuleScope
+from .rerank.models import Rule, RuleScope, RuleSet
 from .rerank.params import RuleKind
-from .rerank.services import rule_create, rule_delete, rule_update
+from .rerank.selectors import rule_set_list
+from .rerank.services import (
+    rule_create,
+    rule_delete,
+    rule_set_create,
+    rule_set_delete,
+    rule_set_update,
+    rule_update,
+)
 from .selectors import model_version_list
 from .services.activation import model_version_activate, model_version_rollback
 from .services.training import model_training_request
@@ -386,6 +394,82 @@ class RuleDetailApi(APIView):
     @extend_schema(operation_id="rules_destroy", responses={204: OpenApiResponse(description="Deleted.")})
     def delete(self, request, rule_id: int):
         rule_delete(rule=get_object_or_404(Rule, pk=rule_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------------------------
+# Rule sets (staff)
+# --------------------------------------------------------------------------------------------
+
+
+class RuleSetInputSerializer(ClosedStrictSerializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(allow_blank=True, required=False)
+    enabled = serializers.BooleanField(required=False, help_text="Its rules apply to traffic outside experiments.")
+
+
+class RuleSetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    enabled = serializers.BooleanField()
+    rule_count = serializers.IntegerField(help_text="Rules in the set.")
+    variant_count = serializers.IntegerField(help_text="Experiment variants that name the set.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def _rule_set_data(rule_set_id: int) -> dict:
+    return RuleSetOutputSerializer(get_object_or_404(rule_set_list(), pk=rule_set_id)).data
+
+
+class RuleSetListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="rule_sets_list", responses=RuleSetOutputSerializer(many=True))
+    def get(self, request):
+        return Response(RuleSetOutputSerializer(rule_set_list(), many=True).data)
+
+    @extend_schema(
+        operation_id="rule_sets_create",
+        request=RuleSetInputSerializer,
+        responses={201: RuleSetOutputSerializer, 409: OpenApiResponse(description="The name is taken.")},
+    )
+    def post(self, request):
+        serializer = RuleSetInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rule_set = rule_set_create(**serializer.validated_data)
+        return Response(_rule_set_data(rule_set.pk), status=status.HTTP_201_CREATED)
+
+
+class RuleSetDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="rule_sets_retrieve", responses=RuleSetOutputSerializer)
+    def get(self, request, rule_set_id: int):
+        return Response(_rule_set_data(rule_set_id))
+
+    @extend_schema(
+        operation_id="rule_sets_partial_update",
+        request=RuleSetInputSerializer,
+        responses={200: RuleSetOutputSerializer, 409: OpenApiResponse(description="The name is taken.")},
+    )
+    def patch(self, request, rule_set_id: int):
+        rule_set = get_object_or_404(RuleSet, pk=rule_set_id)
+        serializer = RuleSetInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        rule_set_update(rule_set=rule_set, **serializer.validated_data)
+        return Response(_rule_set_data(rule_set_id))
+
+    @extend_schema(
+        operation_id="rule_sets_destroy",
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            409: OpenApiResponse(description="Rules belong to the set, or experiment variants use it."),
+        },
+    )
+    def delete(self, request, rule_set_id: int):
+        rule_set_delete(rule_set=get_object_or_404(RuleSet, pk=rule_set_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -41,6 +41,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A rule's scope and an experiment's surface are the same choices (home, related, both): one
+    # component, under the name it had before experiments had an API.
+    "ENUM_NAME_OVERRIDES": {"ScopeEnum": "recommender.rerank.models.RuleScope"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.error_responses_add",

@@ -18,7 +18,7 @@ from django.db.models import Q
 
 from recommender.memo import GenerationMemo
 
-from .models import Experiment, ExperimentMode, ExperimentStatus, Variant
+from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,16 @@ def live_plan(*, surface: str, generation: int | None, now: datetime) -> Plan | 
 
 
 def experiment_list():
-    return Experiment.objects.prefetch_related("variants").order_by("-created_at", "-id")
+    return (
+        Experiment.objects.select_related("created_by", "winner")
+        .prefetch_related("variants")
+        .order_by("-created_at", "-id")
+    )
+
+
+def experiment_events(experiment: Experiment) -> list[ExperimentEvent]:
+    """The audit of one experiment, newest first."""
+    return list(experiment.events.select_related("actor").order_by("-at", "-id"))
 
 
 def experiment_variants(experiment: Experiment) -> list[Variant]:

@@ -26,6 +26,7 @@ from recommender.models import ModelVersion, VersionStatus
 from recommender.rerank.models import RuleSet
 
 from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant, VariantScorer
+from .results import experiment_report
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,15 @@ def _periods_overlap(first: tuple, second: tuple) -> bool:
 
 
 def _raise_if_invalid(experiment: Experiment, variants: Sequence[VariantSpec]) -> None:
+    # The model's errors as ValidationError instances, which keep their codes: a taken name
+    # ("unique") alone is a conflict, 409 in the API (config.validation).
+    problems: dict[str, list[ValidationError]] = {}
     try:
         experiment.full_clean(exclude=["winner", "created_by"])
     except ValidationError as error:
-        problems = error.message_dict
-    else:
-        problems = {}
+        problems = {field: list(errors) for field, errors in error.error_dict.items()}
     for field, messages in experiment_problems(experiment=experiment, variants=variants).items():
-        problems.setdefault(field, []).extend(messages)
+        problems.setdefault(field, []).extend(ValidationError(message) for message in messages)
     if problems:
         raise ValidationError(problems)
 
@@ -269,6 +271,39 @@ def experiment_stop(*, experiment: Experiment, actor=None, reason: str = "") -> 
     return locked
 
 
+PROMOTABLE_STATUSES = (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED)
+
+
+def _raise_unless_promotable(experiment: Experiment) -> None:
+    if experiment.status not in PROMOTABLE_STATUSES:
+        raise ExperimentStateError(
+            f"Experiment {experiment.name!r} is {experiment.get_status_display().lower()}; "
+            "only a running or stopped experiment can promote a winner."
+        )
+
+
+def experiment_promote_by_key(*, experiment: Experiment, variant_key: str | None = None, actor=None) -> Experiment:
+    """Promote the variant with ``variant_key``; None promotes the results' winner (`results.experiment_report`).
+
+    Raises ExperimentStateError (409) for an experiment that cannot promote, before any results
+    are computed, and ValidationError on ``variant`` for an unknown key or no winner to promote.
+    """
+    _raise_unless_promotable(experiment)
+    if variant_key is None:
+        variant_key = experiment_report(experiment).winner_key
+        if variant_key is None:
+            raise ValidationError(
+                {"variant": ["No variant is significantly better than the control yet: name the variant to promote."]}
+            )
+    variant = experiment.variants.filter(key=variant_key).first()
+    if variant is None:
+        keys = ", ".join(experiment.variants.order_by("position", "id").values_list("key", flat=True))
+        raise ValidationError(
+            {"variant": [f"Experiment {experiment.name!r} has no variant {variant_key!r}; its variants: {keys}."]}
+        )
+    return experiment_promote(experiment=experiment, variant=variant, actor=actor)
+
+
 def experiment_promote(*, experiment: Experiment, variant: Variant, actor=None) -> Experiment:
     """Make ``variant`` what everyone gets: activate its version, enable its rule set, end the experiment.
 
@@ -283,11 +318,7 @@ def experiment_promote(*, experiment: Experiment, variant: Variant, actor=None) 
         raise ExperimentStateError(f"Variant {variant.key!r} is not part of experiment {experiment.name!r}.")
     with transaction.atomic():
         locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
-        if locked.status not in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED):
-            raise ExperimentStateError(
-                f"Experiment {locked.name!r} is {locked.get_status_display().lower()}; "
-                "only a running or stopped experiment can promote a winner."
-            )
+        _raise_unless_promotable(locked)
         winner = Variant.objects.select_related("version", "rule_set").get(id=variant.id)
         activated = None
         if winner.version is not None and not winner.version.is_active:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from catalog.array_selectors import (
     item_active_popularity,
@@ -26,7 +26,7 @@ from catalog.array_selectors import (
 from recommender.memo import GenerationMemo
 from recommender.vectors.base import VectorIndex
 
-from .models import Rule, RuleScope
+from .models import Rule, RuleScope, RuleSet
 from .params import RuleKind
 
 POPULARITY_TTL_SECONDS = 600
@@ -110,6 +110,13 @@ def rules_for_surface(*, surface: str, generation: int | None = None, rule_set_i
 
 def rule_list():
     return Rule.objects.order_by("order", "id")
+
+
+def rule_set_list():
+    """Rule sets by name, each with ``rule_count`` and ``variant_count`` (the variants naming it)."""
+    return RuleSet.objects.annotate(
+        rule_count=Count("rules", distinct=True), variant_count=Count("variants", distinct=True)
+    ).order_by("name", "id")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Writes for re-ranking: rules and impressions (recorded after serving).
+"""Writes for re-ranking: rules, rule sets and impressions (recorded after serving).
 
 Every rule write (the API, the admin, the dashboard's toggles) goes through `rule_create`,
 `rule_update` and `rule_delete`: they validate with ``Rule.full_clean`` (per-kind parameters,
@@ -15,15 +15,24 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from config import metrics
+from config.exception_handlers import ApplicationError
 
-from .models import Impression, Rule
+from .models import Impression, Rule, RuleSet
 
 logger = logging.getLogger(__name__)
 
 RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"})
+RULE_SET_FIELDS = frozenset({"name", "description", "enabled"})
+
+
+class RuleSetInUseError(ApplicationError):
+    """A rule set still named by rules or by experiment variants cannot be deleted (409)."""
+
+    status_code = 409
 
 
 def impressions_record_fast(
@@ -177,3 +186,60 @@ def rule_delete(*, rule: Rule) -> None:
     rule_id = rule.pk
     rule.delete()
     logger.info("rule.deleted id=%s kind=%s", rule_id, rule.kind)
+
+
+def rule_set_create(*, name: str, description: str = "", enabled: bool = True) -> RuleSet:
+    """Validate and save a new rule set; raises ValidationError (a taken name is a conflict, 409)."""
+    rule_set = RuleSet(name=name, description=description, enabled=enabled)
+    with transaction.atomic():  # the row and the global generation bump of its post_save receiver
+        rule_set.full_clean()
+        rule_set.save()
+    logger.info("rule_set.created id=%s name=%s", rule_set.pk, rule_set.name)
+    return rule_set
+
+
+def rule_set_update(*, rule_set: RuleSet, **fields: Any) -> RuleSet:
+    """Change the given fields (name, description, enabled) and re-validate."""
+    unknown = set(fields) - RULE_SET_FIELDS
+    if unknown:
+        raise ValueError(
+            f"Not rule set fields: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(RULE_SET_FIELDS))}."
+        )
+    for name, value in fields.items():
+        setattr(rule_set, name, value)
+    with transaction.atomic():
+        rule_set.full_clean()
+        rule_set.save()
+    logger.info("rule_set.updated id=%s fields=%s", rule_set.pk, ",".join(sorted(fields)))
+    return rule_set
+
+
+def rule_set_delete(*, rule_set: RuleSet) -> None:
+    """Delete a rule set no rule and no experiment variant names; else RuleSetInUseError (409).
+
+    Both foreign keys PROTECT the set; the checks name what holds it, and the row lock keeps a
+    concurrent write from slipping in between (a ProtectedError that still happens is the same 409).
+    """
+    with transaction.atomic():
+        locked = RuleSet.objects.select_for_update().get(pk=rule_set.pk)
+        rules = locked.rules.count()
+        experiments = sorted(set(locked.variants.values_list("experiment__name", flat=True)))
+        if rules or experiments:
+            raise RuleSetInUseError(_in_use_message(locked, rules=rules, experiments=experiments))
+        try:
+            locked.delete()
+        except ProtectedError as error:
+            raise RuleSetInUseError(f"Rule set {locked.name!r} is in use and cannot be deleted.") from error
+    logger.info("rule_set.deleted id=%s name=%s", rule_set.pk, locked.name)
+
+
+def _in_use_message(rule_set: RuleSet, *, rules: int, experiments: list[str]) -> str:
+    holders = []
+    if rules:
+        holders.append(f"{rules} {'rule belongs' if rules == 1 else 'rules belong'} to it")
+    if experiments:
+        holders.append(f"experiment variants use it ({', '.join(repr(name) for name in experiments)})")
+    return (
+        f"Rule set {rule_set.name!r} cannot be deleted: {' and '.join(holders)}. "
+        "Move its rules out and remove it from the variants first."
+    )

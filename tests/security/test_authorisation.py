@@ -7,7 +7,8 @@ request may write (row counts and the editable fields of every row that matters)
 
 Roles: "user" owns ``owner-profile`` (and its feedback); "other" is a second, ordinary user who
 targets the owner's resources; "staff" is a superuser. Staff answers of 409 (activate a failed
-version, roll back with nothing to roll back to) are domain refusals after the permission check.
+version, roll back with nothing to roll back to, stop or promote a draft experiment) are domain
+refusals after the permission check.
 """
 
 from __future__ import annotations
@@ -73,6 +74,28 @@ API_MATRIX: dict[tuple[str, str], tuple[dict, dict | None]] = {
     ("POST", "/api/v1/models/train"): (STAFF_ONLY(202), None),
     ("POST", "/api/v1/models/rollback"): (STAFF_ONLY(409), None),
     ("POST", "/api/v1/models/{version_id}/activate"): (STAFF_ONLY(409), None),
+    ("GET", "/api/v1/rule-sets"): (STAFF_ONLY(200), None),
+    ("POST", "/api/v1/rule-sets"): (STAFF_ONLY(201), {"name": "Weekend picks"}),
+    ("GET", "/api/v1/rule-sets/{rule_set_id}"): (STAFF_ONLY(200), None),
+    ("PATCH", "/api/v1/rule-sets/{rule_set_id}"): (STAFF_ONLY(200), {"enabled": False}),
+    ("DELETE", "/api/v1/rule-sets/{rule_set_id}"): (STAFF_ONLY(204), None),  # the world's set is unused
+    # Experiments are business data: reads are staff only too.
+    ("GET", "/api/v1/experiments"): (STAFF_ONLY(200), None),
+    ("POST", "/api/v1/experiments"): (
+        STAFF_ONLY(201),
+        {
+            "name": "Related test",
+            "surface": "related",
+            "variants": [{"key": "A", "share": 50, "is_control": True}, {"key": "B", "share": 50}],
+        },
+    ),
+    ("GET", "/api/v1/experiments/{experiment_id}"): (STAFF_ONLY(200), None),
+    ("PATCH", "/api/v1/experiments/{experiment_id}"): (STAFF_ONLY(200), {"description": "Changed"}),
+    ("GET", "/api/v1/experiments/{experiment_id}/results"): (STAFF_ONLY(200), None),
+    # The world's draft serves the active version (none here): nothing stops it from starting.
+    ("POST", "/api/v1/experiments/{experiment_id}/start"): (STAFF_ONLY(200), None),
+    ("POST", "/api/v1/experiments/{experiment_id}/stop"): (STAFF_ONLY(409), {"reason": "Done"}),  # a draft
+    ("POST", "/api/v1/experiments/{experiment_id}/promote"): (STAFF_ONLY(409), {"variant": "B"}),  # a draft
 }
 
 
@@ -153,6 +176,7 @@ def _world_with_version():
 def _api_url(path: str, world, version, *, slash: bool) -> str:
     url = path.replace("{external_id}", "owner-profile" if "/users/" in path else "item-a")
     url = url.replace("{rule_id}", str(world.rule.pk)).replace("{version_id}", str(version.pk))
+    url = url.replace("{rule_set_id}", str(world.rule_set.pk)).replace("{experiment_id}", str(world.experiment.pk))
     return url + ("/" if slash else "")
 
 

@@ -7,14 +7,15 @@ positive data accepted. The number of examples per operation is bounded
 (``FUZZ_MAX_EXAMPLES``, default 25; about two minutes for all operations).
 
 Positive data acceptance needs one thing a schema cannot carry: which users, items, feedback
-kinds, feature types and rules exist. So the test fuzzes against the served schema narrowed to
-a known world (``_narrow_to_world``): the ids that name existing objects become enums of the
-world's ids, feedback values follow each kind's range, and the stored rule's kind decides which
-PATCH bodies are valid. That makes both directions meaningful: every schema-valid request about
-the world must succeed (2xx, or 409 when it clashes with stored data), and a request naming
-anything outside it is negative data that must be refused. The one cross-field rule JSON Schema
-cannot state (a rule's ``ends_at`` after its ``starts_at``) holds on positive examples: an end not
-after the start is dropped.
+kinds, feature types, rules, rule sets and experiments exist. So the test fuzzes against the
+served schema narrowed to a known world (``_narrow_to_world``): the ids that name existing objects
+become enums of the world's ids, feedback values follow each kind's range, and the stored rule's
+kind decides which PATCH bodies are valid. That makes both directions meaningful: every
+schema-valid request about the world must succeed (2xx, or 409 when it clashes with stored data),
+and a request naming anything outside it is negative data that must be refused. The cross-field
+rules JSON Schema cannot state hold on positive examples: an ``ends_at`` not after its
+``starts_at`` is dropped (rules, experiments), and an experiment's variants are made consistent
+as a whole (distinct keys, shares summing to 100, one control).
 Each example runs in a savepoint that is rolled back, so every example meets the same world.
 """
 
@@ -38,8 +39,9 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 
 from catalog.models import Feature, FeedbackKind, Item, UserProfile
+from recommender.experiments.services import VariantSpec, experiment_create
 from recommender.openapi import params_schema
-from recommender.rerank.models import Rule
+from recommender.rerank.models import Rule, RuleSet
 from recommender.rerank.params import RuleKind, params_clean
 from tests.security.conftest import build_world
 
@@ -53,6 +55,10 @@ WORLD_ITEM_FEATURE_TYPES = ["genre"]
 WORLD_RULE_ID = 424242
 WORLD_RULE_KIND = RuleKind.FILTER_FEATURE
 WORLD_RULE_PARAMS = {"feature_type": "genre", "values": ["Comedy"]}
+# A rule set in no experiment and a draft experiment (two variants on the active version), with
+# known ids; the world has no model version, so a variant names none.
+WORLD_RULE_SET_ID = 434343
+WORLD_EXPERIMENT_ID = 454545
 # The feedback kinds every database starts with (catalog migration 0003): code → (min, max).
 FEEDBACK_KINDS = {
     code: (low, high)
@@ -114,10 +120,16 @@ def _narrow_to_world(raw: dict[str, Any]) -> dict[str, Any]:
     _narrow_rule_body(components["RuleInputRequest"], partial=False)
     _narrow_rule_body(components["PatchedRuleInputRequest"], partial=True)
 
+    variant = components["VariantInputRequest"]["properties"]
+    variant["version"] = {"type": "null"}
+    variant["rule_set"] = {"enum": [None, WORLD_RULE_SET_ID]}
+
     path_ids = {
         "/api/v1/items/{external_id}": WORLD_ITEMS,
         "/api/v1/users/{external_id}": WORLD_USERS,
         "/api/v1/rules/{rule_id}": [WORLD_RULE_ID],
+        "/api/v1/rule-sets/{rule_set_id}": [WORLD_RULE_SET_ID],
+        "/api/v1/experiments/{experiment_id}": [WORLD_EXPERIMENT_ID],
     }
     for path, operations in raw["paths"].items():
         ids = next((ids for prefix, ids in path_ids.items() if path.startswith(prefix)), None)
@@ -154,6 +166,12 @@ def keep_test_connection():
 def staff_token(db, keep_test_connection) -> str:
     world = build_world()
     Rule.objects.create(pk=WORLD_RULE_ID, name="Fuzzed rule", kind=WORLD_RULE_KIND, params=WORLD_RULE_PARAMS)
+    RuleSet.objects.create(pk=WORLD_RULE_SET_ID, name="Fuzzed rule set")
+    experiment_create(
+        pk=WORLD_EXPERIMENT_ID,
+        name="Fuzzed experiment",
+        variants=[VariantSpec(key="A", share=50, is_control=True), VariantSpec(key="B", share=50)],
+    )
     # The narrowed schema must describe this database, or the test would prove nothing.
     assert sorted(UserProfile.objects.values_list("external_id", flat=True)) == sorted(WORLD_USERS)
     assert sorted(Item.objects.values_list("external_id", flat=True)) == sorted(WORLD_ITEMS)
@@ -164,10 +182,11 @@ def staff_token(db, keep_test_connection) -> str:
     return Token.objects.create(user=world.staff).key
 
 
-def _rule_period_ordered(case) -> None:
-    """A positive rule body with both ends of its period gets them in order (JSON Schema cannot say it)."""
+def _period_ordered(case) -> None:
+    """A positive rule or experiment body with both ends of its period gets them in order (JSON
+    Schema cannot say it)."""
     body = case.body
-    if not (isinstance(body, dict) and case.path.startswith("/api/v1/rules")):
+    if not (isinstance(body, dict) and case.path.startswith(("/api/v1/rules", "/api/v1/experiments"))):
         return
     starts, ends = body.get("starts_at"), body.get("ends_at")
     if isinstance(starts, str) and isinstance(ends, str):
@@ -179,13 +198,38 @@ def _rule_period_ordered(case) -> None:
             body["ends_at"] = None
 
 
+def _variants_consistent(case) -> None:
+    """A positive experiment body's variants made consistent as a whole (JSON Schema describes each
+    variant alone): distinct keys, shares summing to 100, exactly one control, and two variants
+    when interleaved (else split traffic)."""
+    body = case.body
+    if not (isinstance(body, dict) and case.path.startswith("/api/v1/experiments")):
+        return
+    variants = body.get("variants")
+    if not isinstance(variants, list) or not all(isinstance(variant, dict) for variant in variants):
+        return
+    if len({variant.get("key") for variant in variants}) != len(variants):
+        for position, variant in enumerate(variants):
+            variant["key"] = f"v{position}"
+    if sum(variant.get("share", 0) for variant in variants) != 100:
+        base, remainder = divmod(100, len(variants))
+        for position, variant in enumerate(variants):
+            variant["share"] = base + (remainder if position == 0 else 0)
+    if sum(1 for variant in variants if variant.get("is_control")) != 1:
+        for position, variant in enumerate(variants):
+            variant["is_control"] = position == 0
+    if body.get("mode") == "interleave" and len(variants) != 2:
+        body["mode"] = "split"
+
+
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 def test_api_meets_its_schema_under_fuzzing(case, staff_token):
     if case.meta is not None and case.meta.generation.mode.is_positive:
-        _rule_period_ordered(case)
+        _period_ordered(case)
+        _variants_consistent(case)
     with transaction.atomic():  # each example meets the same world
         case.call_and_validate(headers={"Authorization": f"Token {staff_token}"})
         transaction.set_rollback(True)
