@@ -10,7 +10,7 @@ arrays to `stats.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 from django.db import connection
@@ -216,7 +216,7 @@ FROM shown GROUP BY 1, 2 ORDER BY 2, 1
 """
 
 
-def experiment_daily(*, experiment: Experiment) -> list[tuple[int, object, int, int, int]]:
+def experiment_daily(*, experiment: Experiment) -> list[tuple[int, date, int, int, int]]:
     """(variant id, day, items shown, impressions, shown items clicked) per day of first showing (UTC)."""
     with connection.cursor() as cursor:
         cursor.execute(_DAILY_SQL, _window_params(experiment))
