@@ -13,6 +13,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
 
 from .models import Experiment, ExperimentEvent, ExperimentStatus, Variant
 from .services import EDITABLE_FIELDS, VariantSpec, experiment_create, experiment_problems, experiment_update
@@ -110,12 +112,16 @@ class ExperimentEventInline(admin.TabularInline):
 
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("name", "surface", "mode", "status", "started_at", "stopped_at")
+    list_display = ("name", "surface", "mode", "status", "started_at", "stopped_at", "results_link")
     list_filter = ("status", "surface", "mode")
     search_fields = ("name", "description")
     fields = EXPERIMENT_FIELDS + STATUS_FIELDS
     inlines = (VariantInline, ExperimentEventInline)
     actions = None  # no bulk delete: an experiment is deleted one at a time, as a draft
+
+    @admin.display(description="Results")
+    def results_link(self, experiment: Experiment) -> str:
+        return format_html('<a href="{}">Results and buttons</a>', reverse("experiments-detail", args=[experiment.pk]))
 
     def get_readonly_fields(self, request, obj=None):
         if _is_draft(obj):
