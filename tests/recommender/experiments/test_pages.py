@@ -18,6 +18,7 @@ from recommender.experiments.results import experiment_report
 from recommender.experiments.services import VariantSpec, experiment_create, experiment_start
 from recommender.models import ModelVersion, VersionStatus
 from recommender.rerank.models import Impression, RuleSet
+from recommender.serving.experiments import FORCED_VARIANTS_SESSION_KEY
 from tests.factories import ItemFactory, feedback_kind_for
 
 pytestmark = pytest.mark.django_db
@@ -272,3 +273,46 @@ def test_only_staff_reach_the_pages(staff):
     assert experiment.status == ExperimentStatus.DRAFT
     assert "Experiments" not in ordinary.get(reverse("home")).content.decode()
     assert 'href="/experiments/"' in staff.get(reverse("home")).content.decode()
+
+
+# --- View as a variant ----------------------------------------------------------------------------------
+
+
+def test_view_as_stores_the_variant_and_the_homepage_serves_it(staff, trained):
+    experiment = experiment_start(experiment=_draft(surface="both"))
+    profile = trained.catalog.profiles_by_cluster[0][0]
+    staff.post(reverse("view-as"), {"user": profile.external_id})
+    natural = staff.get(reverse("home")).context["result"].experiment["variant"]
+    other = "B" if natural == "A" else "A"
+
+    response = staff.post(reverse("experiments-view-as", args=[experiment.pk]), {"variant": other}, follow=True)
+    assert staff.session[FORCED_VARIANTS_SESSION_KEY] == {str(experiment.pk): other}
+    assert _messages(response) == [f"You see the site as variant {other} of 'home test'."]
+    home = staff.get(reverse("home"))
+    expected = {"id": experiment.pk, "name": "home test", "variant": other, "mode": "split"}
+    assert home.context["result"].experiment == expected
+    assert f"Experiment home test: variant {other}" in home.content.decode()
+    item = trained.catalog.items_by_cluster[0][0]
+    panel = staff.get(reverse("item-related-panel", args=[item.external_id]))
+    assert panel.context["related"].experiment["variant"] == other
+    assert f"Experiment home test: variant {other}" in panel.content.decode()
+
+    response = staff.post(reverse("experiments-view-as", args=[experiment.pk]), {"variant": "Z"}, follow=True)
+    assert _messages(response) == ["Experiment 'home test' has no variant 'Z'."]
+    staff.post(reverse("experiments-view-as", args=[experiment.pk]), {"variant": other, "clear": "1"})
+    assert FORCED_VARIANTS_SESSION_KEY not in staff.session
+    assert staff.get(reverse("home")).context["result"].experiment["variant"] == natural
+
+
+def test_a_forced_variant_in_a_non_staff_session_is_ignored(trained):
+    experiment = experiment_start(experiment=_draft())
+    profile = trained.catalog.profiles_by_cluster[0][0]
+    client = Client()
+    client.force_login(profile.user)
+    natural = client.get(reverse("home")).context["result"].experiment["variant"]
+    session = client.session
+    session[FORCED_VARIANTS_SESSION_KEY] = {str(experiment.pk): "B" if natural == "A" else "A"}
+    session.save()
+    home = client.get(reverse("home"))
+    assert home.context["result"].experiment["variant"] == natural
+    assert "Experiment home test" not in home.content.decode()  # the label is for staff
