@@ -35,11 +35,13 @@ METRICS = (("click_through", "Click-through"), ("conversion", "Conversion"))
 
 def _headline(data: dict) -> str:
     """One line for the list: the leader on click-through so far, and the verdict."""
+    verdict = " ".join(data["verdicts"])
+    if data["interleaving"] is not None:  # one mixed list: the verdict is the preference of clicking users
+        return verdict if data["interleaving"]["clicking_users"] else "No clicks yet."
     measured = [v for v in data["variants"] if v["click_through"] and v["click_through"]["value"] is not None]
     if not measured:
         return "No traffic yet."
     leader = max(measured, key=lambda v: v["click_through"]["value"])
-    verdict = " ".join(data["verdicts"])
     return f"Leader: {leader['label']} ({100 * leader['click_through']['value']:.2f}% click-through). {verdict}"
 
 
@@ -91,13 +93,19 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 
 
 def _percent(estimate: dict | None) -> dict | None:
-    """An estimate as the table shows it: the rate and its 95% interval in percent."""
+    """An estimate as the table shows it: the rate and its 95% interval in percent.
+
+    The normal interval of a rate from a few users can reach below 0 or above 1; a rate cannot,
+    so the shown interval is clipped to [0%, 100%].
+    """
     if not estimate or estimate["value"] is None:
         return None
     low, high = estimate["low"], estimate["high"]
+    if low is None or high is None:
+        return {"value": f"{100 * estimate['value']:.2f}%", "interval": "undefined"}
     return {
         "value": f"{100 * estimate['value']:.2f}%",
-        "interval": f"{100 * low:.2f}–{100 * high:.2f}%" if low is not None and high is not None else "undefined",
+        "interval": f"{100 * max(low, 0.0):.2f}–{100 * min(high, 1.0):.2f}%",
     }
 
 

@@ -206,6 +206,24 @@ def test_a_draft_without_traffic_renders_without_figures(staff):
     assert 'data-testid="view-as-variant"' not in body  # only a running experiment serves a variant
 
 
+def test_an_interleaved_experiment_renders_its_preference_summary(staff):
+    experiment = experiment_start(experiment=_draft(mode="interleave"))
+    _traffic(experiment)  # clicks on both teams' items
+    listing = staff.get(reverse("experiments"))
+    assert listing.context["rows"][0]["headline"] == " ".join(experiment_report(experiment).verdicts)
+    detail = staff.get(reverse("experiments-detail", args=[experiment.pk]))
+    assert detail.status_code == 200
+    assert "users shown the mixed list" in detail.content.decode()
+
+
+def test_a_rates_interval_is_shown_within_0_and_100_percent(staff):
+    experiment = experiment_start(experiment=_draft())
+    _traffic(experiment)  # two users a variant: the normal interval reaches past both ends
+    rows = {row["key"]: row for row in staff.get(reverse("experiments-detail", args=[experiment.pk])).context["rows"]}
+    assert rows["A"]["click_through_shown"]["interval"].startswith("0.00–")
+    assert rows["B"]["click_through_shown"]["interval"].endswith("–100.00%")
+
+
 # --- Buttons -----------------------------------------------------------------------------------------
 
 
