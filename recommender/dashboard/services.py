@@ -1,4 +1,5 @@
-"""Writes for the dashboard: the "view as" choice, rule toggles, and uploads queued for import."""
+"""Writes for the dashboard: the "view as" choices (a user, an experiment's variant), rule toggles,
+and uploads queued for import."""
 
 from __future__ import annotations
 
