@@ -123,6 +123,9 @@ class ExperimentAdmin(admin.ModelAdmin):
     def results_link(self, experiment: Experiment) -> str:
         return format_html('<a href="{}">Results and buttons</a>', reverse("experiments-detail", args=[experiment.pk]))
 
+    def get_inlines(self, request, obj):
+        return (VariantInline,) if obj is None else (VariantInline, ExperimentEventInline)  # no audit before saving
+
     def get_readonly_fields(self, request, obj=None):
         if _is_draft(obj):
             return STATUS_FIELDS

@@ -240,9 +240,11 @@ def test_start_stop_and_promote_through_the_buttons(staff):
     experiment.refresh_from_db()
     assert experiment.status == ExperimentStatus.RUNNING
 
-    response = staff.post(reverse("experiments-stop", args=[experiment.pk]), follow=True)
+    response = staff.post(reverse("experiments-stop", args=[experiment.pk]), {"reason": "Seen enough"}, follow=True)
     experiment.refresh_from_db()
     assert experiment.status == ExperimentStatus.STOPPED
+    assert experiment.events.get(action="stopped").detail == {"reason": "Seen enough"}
+    assert "reason: Seen enough" in response.content.decode()  # the audit log
     b = experiment.variants.get(key="B")
     assert f'<option value="{b.pk}"' in response.content.decode()
 
