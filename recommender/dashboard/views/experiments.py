@@ -7,8 +7,6 @@ Results come from `recommender.experiments.results`, the same report the API sho
 
 from __future__ import annotations
 
-import logging
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -20,14 +18,12 @@ from recommender.experiments.models import Experiment, ExperimentStatus, Variant
 from recommender.experiments.results import experiment_report, report_data
 from recommender.experiments.selectors import experiment_events, experiment_list, experiment_variants
 from recommender.experiments.services import experiment_create, experiment_promote, experiment_start, experiment_stop
-from recommender.serving.experiments import FORCED_VARIANTS_SESSION_KEY
 
 from ..access import staff_required
 from ..charts import line_chart
 from ..forms import VARIANT_INITIAL, ExperimentForm, VariantFormSet
+from ..selectors import forced_variants
 from ..services import experiment_view_as_set
-
-logger = logging.getLogger(__name__)
 
 VARIANTS_PREFIX = "variants"
 METRICS = (("click_through", "Click-through"), ("conversion", "Conversion"))
@@ -151,7 +147,7 @@ def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
     variants = experiment_variants(experiment)
     data = report_data(experiment_report(experiment))
     winner_key = data["winner_key"] or (experiment.winner.key if experiment.winner else None)
-    forced = request.session.get(FORCED_VARIANTS_SESSION_KEY) or {}
+    forced = forced_variants(request) or {}
     status = experiment.status
     context = {
         "experiment": experiment,
@@ -166,7 +162,7 @@ def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
         "can_stop": status == ExperimentStatus.RUNNING,
         "can_promote": status in (ExperimentStatus.RUNNING, ExperimentStatus.STOPPED),
         "can_view_as": status == ExperimentStatus.RUNNING,
-        "forced_key": forced.get(str(experiment.pk)) if isinstance(forced, dict) else None,
+        "forced_key": forced.get(str(experiment.pk)),
     }
     return render(request, "dashboard/experiment_detail.html", context)
 
