@@ -13,7 +13,7 @@ from recommender.services.activation import model_version_activate, model_versio
 from recommender.services.training import model_training_request
 
 from .models import ModelVersion, TrainingConfig
-from .rerank import admin as rerank_admin  # noqa: F401  (registers Rule and Impression)
+from .rerank import admin as rerank_admin  # noqa: F401  (registers Rule, RuleSet and Impression)
 
 
 @admin.register(TrainingConfig)

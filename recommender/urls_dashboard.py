@@ -1,8 +1,8 @@
-"""Dashboard pages (models, rules, embedding map, data, health, view as), mounted at the site root."""
+"""Dashboard pages (models, rules, experiments, embedding map, data, health, view as), mounted at the site root."""
 
 from django.urls import path
 
-from recommender.dashboard.views import data, embedding, health, model_versions, rules, view_as
+from recommender.dashboard.views import data, embedding, experiments, health, model_versions, rules, view_as
 
 urlpatterns = [
     path("models/", model_versions.models_page, name="models"),
@@ -15,6 +15,13 @@ urlpatterns = [
     path("rules/", rules.rules_page, name="rules"),
     path("rules/preview", rules.rules_preview, name="rules-preview"),
     path("rules/<int:rule_id>/toggle", rules.rule_toggle, name="rules-toggle"),
+    path("experiments/", experiments.experiments_page, name="experiments"),
+    path("experiments/new", experiments.experiment_new, name="experiments-new"),
+    path("experiments/<int:experiment_id>/", experiments.experiment_detail, name="experiments-detail"),
+    path("experiments/<int:experiment_id>/start", experiments.experiment_start_view, name="experiments-start"),
+    path("experiments/<int:experiment_id>/stop", experiments.experiment_stop_view, name="experiments-stop"),
+    path("experiments/<int:experiment_id>/promote", experiments.experiment_promote_view, name="experiments-promote"),
+    path("experiments/<int:experiment_id>/view-as", experiments.experiment_view_as, name="experiments-view-as"),
     path("data/", data.data_page, name="data"),
     path("data/import", data.data_import, name="data-import"),
     path("data/import-interactions", data.data_import_interactions, name="data-import-interactions"),

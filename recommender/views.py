@@ -14,7 +14,7 @@ from catalog import selectors as catalog_selectors
 from catalog.models import Item
 
 from . import serving
-from .dashboard.selectors import viewing_profile
+from .dashboard.selectors import forced_variants, viewing_profile
 from .serving.results import SOURCE_LABELS
 
 HOME_COUNT = 12
@@ -30,7 +30,8 @@ def home(request: HttpRequest) -> HttpResponse:
         # personalise: the catalogue's welcome (popular, else newest) and a notice that fits, with
         # no pipeline and no per-visitor work.
         return render(request, "recommender/home_no_profile.html", _catalog_welcome())
-    result = serving.recommend_for_user(profile=profile, k=HOME_COUNT)
+    # Staff who picked a variant on an experiment's page see that variant ("view as" a variant).
+    result = serving.recommend_for_user(profile=profile, k=HOME_COUNT, forced_variants=forced_variants(request))
     template = "recommender/recommendations_list.html" if request.htmx else "recommender/home.html"
     show_rows = request.GET.get("rows") == "sources"
     context = {
@@ -82,8 +83,11 @@ def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:
     if item is None or not item.is_active:
         raise Http404("No item with this id.")
     profile = viewing_profile(request)
-    related = serving.related_items(item=item, k=RELATED_COUNT, profile=profile)
-    for_you = serving.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE) if profile else None
+    forced = forced_variants(request)
+    related = serving.related_items(item=item, k=RELATED_COUNT, profile=profile, forced_variants=forced)
+    for_you = (
+        serving.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE, forced_variants=forced) if profile else None
+    )
     context = {"item": item, "related": related, "for_you": for_you}
     template = "recommender/related_panel.html" if request.htmx else "recommender/related_page.html"
     return render(request, template, context)

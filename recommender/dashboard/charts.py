@@ -1,4 +1,4 @@
-"""Geometry for the server-rendered SVG charts on the Models page (no JavaScript chart library).
+"""Geometry for the server-rendered SVG charts of the Models and Experiments pages (no JavaScript chart library).
 
 Functions return plain dicts of numbers and labels; the templates only place them.
 """
@@ -126,4 +126,68 @@ def phase_chart(versions, *, width: int = 640, row_height: int = 22) -> dict:
         "rows": rows,
         "bar_height": row_height - 6,
         "legend": [{"phase": p.replace("_", " "), "color": PHASE_COLORS[p]} for p in PHASE_ORDER],
+    }
+
+
+LINE_COLORS = ("#2f5fd0", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2")
+
+
+def line_chart(
+    series: dict[str, list[tuple[str, float | None]]],
+    *,
+    label: str,
+    width: int = 640,
+    height: int = 200,
+    percent: bool = False,
+) -> dict:
+    """One line per series over the union of their x labels (e.g. days, sorted as strings).
+
+    ``series`` maps a name (a variant key) to (x label, value) points; a None value leaves a gap in
+    its line. The y axis runs from 0 to a round maximum; ``percent`` shows the ticks as percentages.
+    """
+    left, right, top, bottom = 44, 8, 8, 22
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = sorted({x for points in series.values() for x, _ in points})
+    peak = max([value for points in series.values() for _, value in points if value is not None] or [0.0])
+    top_value = _nice_max(peak)
+    step = plot_w / max(1, len(xs) - 1)
+    position = {x: left + (index * step if len(xs) > 1 else plot_w / 2) for index, x in enumerate(xs)}
+
+    def y_of(value: float) -> float:
+        return round(top + plot_h - plot_h * min(value, top_value) / top_value, 2)
+
+    def tick_label(value: float) -> str:
+        return f"{100 * value:.3g}%" if percent else f"{value:.3g}"
+
+    lines = []
+    for index, (name, points) in enumerate(series.items()):
+        segments: list[list[tuple[float, float]]] = [[]]
+        dots = []
+        for x, value in sorted(points):
+            if value is None:
+                segments.append([])
+                continue
+            point = (round(position[x], 2), y_of(value))
+            segments[-1].append(point)
+            dots.append({"x": point[0], "y": point[1], "title": f"{name} {x}: {tick_label(value)}"})
+        lines.append(
+            {
+                "name": name,
+                "color": LINE_COLORS[index % len(LINE_COLORS)],
+                "paths": [" ".join(f"{x},{y}" for x, y in segment) for segment in segments if segment],
+                "dots": dots,
+            }
+        )
+    ticks = [{"y": y_of(top_value * i / 4), "label": tick_label(top_value * i / 4)} for i in range(5)]
+    shown_every = max(1, math.ceil(len(xs) / 8))  # at most about eight x labels
+    x_labels = [{"x": round(position[x], 2), "label": x} for index, x in enumerate(xs) if index % shown_every == 0]
+    return {
+        "label": label,
+        "width": width,
+        "height": height,
+        "left": left,
+        "lines": lines,
+        "ticks": ticks,
+        "x_labels": x_labels,
+        "empty": not xs,
     }

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
+
+from recommender.experiments.models import Experiment, VariantScorer
+from recommender.experiments.selectors import rule_set_list, servable_versions
+from recommender.experiments.services import VariantSpec
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -104,3 +110,81 @@ class ViewAsForm(forms.Form):
         max_length=128,
         help_text="External id of the user; empty to stop viewing as someone else.",
     )
+
+
+class ExperimentForm(forms.ModelForm):
+    """The experiment's own fields; the service validates it together with its variants."""
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "name",
+            "description",
+            "surface",
+            "mode",
+            "starts_at",
+            "ends_at",
+            "outcome_window_hours",
+            "conversion_kinds",
+        ]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "starts_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+            "ends_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        }
+
+    def service_fields(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.Meta.fields}
+
+
+class VariantForm(forms.Form):
+    key = forms.SlugField(max_length=32, help_text="Short, e.g. A or new-model.")
+    name = forms.CharField(max_length=100, required=False)
+    share = forms.IntegerField(min_value=1, max_value=100, help_text="Percent of the traffic.")
+    is_control = forms.BooleanField(label="Control", required=False)
+    version = forms.ModelChoiceField(
+        queryset=servable_versions(), required=False, empty_label="The active one", label="Model version"
+    )
+    rule_set = forms.ModelChoiceField(queryset=rule_set_list(), required=False, empty_label="Rules in force")
+    scorer = forms.ChoiceField(choices=VariantScorer.choices, initial=VariantScorer.MODEL)
+    candidate_sizes = forms.CharField(
+        required=False,
+        label="Candidate sizes (JSON)",
+        widget=forms.TextInput(attrs={"placeholder": '{"popular": 50}'}),
+        help_text="Optional: candidates per source; empty for the surface's sizes.",
+    )
+
+    def clean_candidate_sizes(self):
+        text = self.cleaned_data["candidate_sizes"].strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)  # its shape is the service's to judge (experiment_problems)
+        except json.JSONDecodeError as error:
+            message = f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
+            raise forms.ValidationError(message) from error
+
+    def spec(self) -> VariantSpec:
+        data = self.cleaned_data
+        return VariantSpec(
+            key=data["key"],
+            share=data["share"],
+            name=data["name"],
+            is_control=data["is_control"],
+            version=data["version"],
+            rule_set=data["rule_set"],
+            candidate_sizes=data["candidate_sizes"],
+            scorer=data["scorer"],
+        )
+
+
+class BaseVariantFormSet(forms.BaseFormSet):
+    def specs(self) -> list[VariantSpec]:
+        """The filled-in rows (blank extra rows skipped: their cleaned data is empty), in order."""
+        return [form.spec() for form in self.forms if form.cleaned_data]
+
+
+# Two rows at least (blank extra rows are ignored); "at least two" itself is the service's rule.
+VariantFormSet = forms.formset_factory(VariantForm, formset=BaseVariantFormSet, extra=1, min_num=2)
+
+VARIANT_INITIAL = [{"key": "A", "share": 50, "is_control": True}, {"key": "B", "share": 50}]

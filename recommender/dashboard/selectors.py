@@ -14,6 +14,7 @@ from psycopg import sql
 from catalog.array_selectors import item_strongest_feature_values
 from catalog.models import Feature, FeatureSubject, Feedback, Item, UserProfile
 from recommender.models import ModelVersion
+from recommender.serving.experiments import FORCED_VARIANTS_SESSION_KEY
 from recommender.vectors.store import VersionTables
 
 from .projection import pca_2d
@@ -71,6 +72,15 @@ def view_as_profile(request) -> UserProfile | None:
         return None
     profile_id = request.session.get(VIEW_AS_SESSION_KEY)
     return UserProfile.objects.filter(pk=profile_id).first() if profile_id is not None else None
+
+
+def forced_variants(request) -> dict[str, str] | None:
+    """The experiment variants a staff member chose to see the site as ({experiment id: key}), else None."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_staff:
+        return None
+    forced = request.session.get(FORCED_VARIANTS_SESSION_KEY)
+    return dict(forced) if isinstance(forced, dict) and forced else None
 
 
 def profile_search(*, query: str, limit: int = 20) -> list[UserProfile]:

@@ -1,4 +1,5 @@
-"""Writes for the dashboard: the "view as" choice, rule toggles, and uploads queued for import."""
+"""Writes for the dashboard: the "view as" choices (a user, an experiment's variant), rule toggles,
+and uploads queued for import."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from catalog.models import UserProfile
 from config.exception_handlers import ApplicationError
 from recommender.rerank.models import Rule
 from recommender.rerank.services import rule_update
+from recommender.serving.experiments import FORCED_VARIANTS_SESSION_KEY
 
 from .selectors import IMPORT_TASK_NAME, VIEW_AS_LABEL_SESSION_KEY, VIEW_AS_SESSION_KEY
 
@@ -43,6 +45,20 @@ def view_as_set(*, session, profile: UserProfile | None) -> None:
         session[VIEW_AS_SESSION_KEY] = profile.pk
         session[VIEW_AS_LABEL_SESSION_KEY] = profile.external_id  # shown in the nav without a query
     logger.info("dashboard.view_as profile_id=%s", profile.pk if profile else None)
+
+
+def experiment_view_as_set(*, session, experiment_id: int, variant_key: str | None) -> None:
+    """Serve this staff member ``variant_key`` of the experiment (None: their own assignment again)."""
+    forced = dict(session.get(FORCED_VARIANTS_SESSION_KEY) or {})
+    if variant_key is None:
+        forced.pop(str(experiment_id), None)
+    else:
+        forced[str(experiment_id)] = variant_key
+    if forced:
+        session[FORCED_VARIANTS_SESSION_KEY] = forced
+    else:
+        session.pop(FORCED_VARIANTS_SESSION_KEY, None)
+    logger.info("dashboard.view_as_variant experiment_id=%s variant=%s", experiment_id, variant_key)
 
 
 def rule_set_enabled(*, rule: Rule, enabled: bool) -> Rule:

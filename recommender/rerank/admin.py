@@ -1,4 +1,4 @@
-"""Admin for re-ranking rules, with a live preview of their effect for one user or one item.
+"""Admin for re-ranking rules and rule sets, with a live preview of their effect for one user or one item.
 
 Rules are written through `recommender.rerank.services` (the add and change forms, the
 changelist's in-place edits, deletes and the bulk delete action), like the API and the dashboard.
@@ -10,6 +10,7 @@ import json
 
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -20,7 +21,7 @@ from recommender.serving import pipeline_preview
 
 from .engine import RerankResult
 from .forms import RuleForm
-from .models import Impression, Rule
+from .models import Impression, Rule, RuleSet
 from .services import RULE_FIELDS, rule_create, rule_delete, rule_update
 
 PREVIEW_MAX_K = 50
@@ -96,9 +97,10 @@ def _preview_context(*, user: str, item: str, k: int) -> dict:
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
     form = RuleForm
-    list_display = ("name", "kind", "scope", "enabled", "order", "params_short", "starts_at", "ends_at")
+    list_display = ("name", "kind", "scope", "enabled", "order", "rule_set", "params_short", "starts_at", "ends_at")
     list_editable = ("enabled", "order")
-    list_filter = ("kind", "scope", "enabled")
+    list_filter = ("kind", "scope", "enabled", "rule_set")
+    list_select_related = ("rule_set",)
     search_fields = ("name",)
     ordering = ("order", "id")
     readonly_fields = ("created_at", "updated_at")
@@ -149,6 +151,23 @@ class RuleAdmin(admin.ModelAdmin):
             **_preview_context(user=user, item=item, k=k),
         }
         return TemplateResponse(request, "admin/recommender/rule/preview.html", context)
+
+
+@admin.register(RuleSet)
+class RuleSetAdmin(admin.ModelAdmin):
+    """Named groups of rules: switched on or off together, and what an experiment's variant names."""
+
+    list_display = ("name", "enabled", "rule_count", "description", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(rule_total=Count("rules"))
+
+    @admin.display(description="Rules", ordering="rule_total")
+    def rule_count(self, rule_set) -> int:
+        return rule_set.rule_total
 
 
 @admin.register(Impression)

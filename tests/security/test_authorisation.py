@@ -221,6 +221,24 @@ def test_a_user_reads_only_their_own_feedback_and_staff_reads_anyones(world):
 LOGIN = 302  # the redirect to the sign-in page
 OK_OR_DOWN = (200, 503)  # the health report also checks the broker and worker, which tests do not run
 
+# The create form with two valid variants: staff's POST creates a draft (and redirects to it).
+NEW_EXPERIMENT_FORM = {
+    "name": "Related test",
+    "surface": "related",
+    "mode": "split",
+    "outcome_window_hours": "24",
+    "conversion_kinds": "like,purchase",
+    "variants-TOTAL_FORMS": "2",
+    "variants-INITIAL_FORMS": "0",
+    "variants-0-key": "A",
+    "variants-0-share": "50",
+    "variants-0-is_control": "on",
+    "variants-0-scorer": "model",
+    "variants-1-key": "B",
+    "variants-1-share": "50",
+    "variants-1-scorer": "popularity",
+}
+
 # name -> (method, expected per role, may write when allowed, form data)
 PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
     "api-schema": ("GET", PUBLIC_READ, False, None),
@@ -259,6 +277,14 @@ PAGE_MATRIX: dict[str, tuple[str, dict, bool, dict | None]] = {
     "rules": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
     "rules-preview": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
     "rules-toggle": ("POST", _statuses(LOGIN, 403, 403, 200), True, {}),
+    "experiments": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
+    "experiments-new": ("POST", _statuses(LOGIN, 403, 403, 302), True, NEW_EXPERIMENT_FORM),
+    "experiments-detail": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
+    "experiments-start": ("POST", _statuses(LOGIN, 403, 403, 302), True, {}),  # the world's draft starts
+    "experiments-stop": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),  # a draft: refused, a message
+    "experiments-promote": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),  # no variant: refused
+    # The choice lives in the staff member's session, which the fingerprint does not cover.
+    "experiments-view-as": ("POST", _statuses(LOGIN, 403, 403, 302), False, {"variant": "B"}),
     "data": ("GET", _statuses(LOGIN, 403, 403, 200), False, None),
     "data-import": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),
     "data-import-interactions": ("POST", _statuses(LOGIN, 403, 403, 302), False, {}),
@@ -282,6 +308,11 @@ def _page_url(name: str, world, version) -> str:
         "feedback-delete": [world.owner_feedback.pk],
         "models-activate": [version.pk],
         "rules-toggle": [world.rule.pk],
+        "experiments-detail": [world.experiment.pk],
+        "experiments-start": [world.experiment.pk],
+        "experiments-stop": [world.experiment.pk],
+        "experiments-promote": [world.experiment.pk],
+        "experiments-view-as": [world.experiment.pk],
         "data-import-progress": ["no-such-task"],
         "password_reset_confirm": ["MQ", "set-password"],
     }.get(name, [])
