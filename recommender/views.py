@@ -7,6 +7,9 @@ then, synchronously in the rating's request), so recommendations change in place
 
 from __future__ import annotations
 
+import re
+import uuid
+
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -20,6 +23,11 @@ from .serving.results import SOURCE_LABELS
 HOME_COUNT = 12
 RELATED_COUNT = 8
 FOR_YOU_ON_ITEM_PAGE = 4
+# An anonymous visitor's id for experiments on the related panel (assignment needs a stable unit).
+# Set only when an experiment served the visitor: no experiment, no cookie.
+VISITOR_COOKIE = "rec_visitor"
+VISITOR_COOKIE_MAX_AGE = 365 * 24 * 3600
+_VISITOR_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -84,10 +92,27 @@ def item_related_panel(request: HttpRequest, external_id: str) -> HttpResponse:
         raise Http404("No item with this id.")
     profile = viewing_profile(request)
     forced = forced_variants(request)
-    related = serving.related_items(item=item, k=RELATED_COUNT, profile=profile, forced_variants=forced)
+    visitor, new_visitor = None, False
+    if profile is None:
+        visitor = request.COOKIES.get(VISITOR_COOKIE, "")
+        if not _VISITOR_ID.fullmatch(visitor):
+            visitor, new_visitor = uuid.uuid4().hex, True
+    related = serving.related_items(
+        item=item, k=RELATED_COUNT, profile=profile, visitor=visitor, forced_variants=forced
+    )
     for_you = (
         serving.recommend_for_user(profile=profile, k=FOR_YOU_ON_ITEM_PAGE, forced_variants=forced) if profile else None
     )
     context = {"item": item, "related": related, "for_you": for_you}
     template = "recommender/related_panel.html" if request.htmx else "recommender/related_page.html"
-    return render(request, template, context)
+    response = render(request, template, context)
+    if new_visitor and related.experiment is not None:
+        response.set_cookie(
+            VISITOR_COOKIE,
+            visitor,
+            max_age=VISITOR_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=request.is_secure(),
+        )
+    return response

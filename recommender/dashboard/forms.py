@@ -7,8 +7,9 @@ import json
 from django import forms
 
 from recommender.experiments.models import Experiment, VariantScorer
-from recommender.experiments.selectors import rule_set_list, servable_versions
+from recommender.experiments.selectors import servable_versions
 from recommender.experiments.services import VariantSpec
+from recommender.rerank.selectors import rule_set_list
 
 
 class MultipleFileInput(forms.ClearableFileInput):

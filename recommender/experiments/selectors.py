@@ -18,7 +18,6 @@ from django.db.models import Q
 
 from recommender.memo import GenerationMemo
 from recommender.models import ModelVersion, VersionStatus
-from recommender.rerank.models import RuleSet
 
 from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant
 
@@ -120,20 +119,12 @@ def experiment_variants(experiment: Experiment) -> list[Variant]:
     return list(experiment.variants.select_related("version", "rule_set").order_by("position", "id"))
 
 
-def experiment_events(experiment: Experiment):
-    """The audit of one experiment, newest first."""
-    return experiment.events.select_related("actor").order_by("-at", "-id")
+SERVABLE_STATUSES = (VersionStatus.READY, VersionStatus.ACTIVE)
 
 
 def servable_versions():
     """Versions a variant may name: ready or active, with published vectors (newest first)."""
-    return ModelVersion.objects.filter(
-        status__in=[VersionStatus.READY, VersionStatus.ACTIVE], vectors_published=True
-    ).order_by("-id")
-
-
-def rule_set_list():
-    return RuleSet.objects.order_by("name")
+    return ModelVersion.objects.filter(status__in=SERVABLE_STATUSES, vectors_published=True).order_by("-id")
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,14 @@ from django.utils import timezone
 
 from config.exception_handlers import ApplicationError
 from recommender.candidates import SOURCES
-from recommender.models import ModelVersion, VersionStatus
+from recommender.models import ModelVersion
 from recommender.rerank.models import RuleSet
 
 from .models import Experiment, ExperimentEvent, ExperimentMode, ExperimentStatus, Variant, VariantScorer
 from .results import experiment_report
+from .selectors import SERVABLE_STATUSES
 
 logger = logging.getLogger(__name__)
-
-SERVABLE_STATUSES = (VersionStatus.READY, VersionStatus.ACTIVE)
 
 
 class ExperimentStateError(ApplicationError):

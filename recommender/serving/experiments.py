@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from recommender.experiments.assignment import team_draft, unit_bucket, variant_index
-from recommender.experiments.selectors import Arm, Plan, live_plan
+from recommender.experiments.selectors import Arm, Plan, live_plan, servable_versions
 from recommender.memo import GenerationMemo
-from recommender.models import ModelVersion, VersionStatus
+from recommender.models import ModelVersion
 
 # The session key of the variants a staff member forced: {experiment id (str): variant key}.
 FORCED_VARIANTS_SESSION_KEY = "experiment_forced_variants"
@@ -80,9 +80,7 @@ def assignment_for(
 
 
 def _version_read(version_id: int) -> ModelVersion | None:
-    return ModelVersion.objects.filter(
-        pk=version_id, status__in=[VersionStatus.READY, VersionStatus.ACTIVE], vectors_published=True
-    ).first()
+    return servable_versions().filter(pk=version_id).first()
 
 
 # A variant's named version, per process for the generation (activations and retirements bump it).

@@ -336,3 +336,38 @@ def test_a_forced_variant_in_a_non_staff_session_is_ignored(trained):
     home = client.get(reverse("home"))
     assert home.context["result"].experiment["variant"] == natural
     assert "Experiment home test" not in home.content.decode()  # the label is for staff
+
+
+def test_an_anonymous_visitor_keeps_a_cookie_and_with_it_their_related_variant(client, trained):
+    """The related panel assigns anonymous visitors by a ``rec_visitor`` cookie, set only when an
+    experiment served them; the same cookie gets the same variant, and a bad one is replaced."""
+    item = trained.catalog.items_by_cluster[0][0]
+    url = reverse("item-related-panel", args=[item.external_id])
+    plain = client.get(url)
+    assert "rec_visitor" not in plain.cookies  # no experiment, no cookie
+
+    experiment_start(
+        experiment=experiment_create(
+            name="related test",
+            surface="related",
+            variants=[
+                VariantSpec(key="A", share=50, is_control=True, candidate_sizes={"popular": 20}),
+                VariantSpec(key="B", share=50),
+            ],
+        )
+    )
+    variants_by_visitor = {}
+    for _ in range(20):  # both variants unless 20 fair coins agree (2 in a million)
+        visitor_client = Client()
+        first = visitor_client.get(url)
+        cookie = first.cookies["rec_visitor"]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax"
+        variant = first.content.decode().split('data-experiment-variant="')[1].split('"')[0]
+        again = visitor_client.get(url)
+        assert "rec_visitor" not in again.cookies  # kept, not reissued
+        assert f'data-experiment-variant="{variant}"' in again.content.decode()
+        variants_by_visitor[cookie.value] = variant
+    assert set(variants_by_visitor.values()) == {"A", "B"}
+    forged = Client()
+    forged.cookies["rec_visitor"] = "<script>"
+    assert forged.get(url).cookies["rec_visitor"].value != "<script>"
