@@ -8,7 +8,7 @@ from django import forms
 
 from recommender.experiments.models import Experiment, VariantScorer
 from recommender.experiments.selectors import servable_versions
-from recommender.experiments.services import VariantSpec
+from recommender.experiments.services import EXPERIMENT_FIELDS, VariantSpec
 from recommender.rerank.selectors import rule_set_list
 
 
@@ -118,16 +118,7 @@ class ExperimentForm(forms.ModelForm):
 
     class Meta:
         model = Experiment
-        fields = [
-            "name",
-            "description",
-            "surface",
-            "mode",
-            "starts_at",
-            "ends_at",
-            "outcome_window_hours",
-            "conversion_kinds",
-        ]
+        fields = list(EXPERIMENT_FIELDS)
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "starts_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),

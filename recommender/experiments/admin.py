@@ -17,20 +17,16 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import Experiment, ExperimentEvent, ExperimentStatus, Variant
-from .services import EDITABLE_FIELDS, VariantSpec, experiment_create, experiment_problems, experiment_update
-
-# What a started experiment may still change (experiment_update refuses the rest).
-STARTED_EDITABLE_FIELDS = ("description", "ends_at", "outcome_window_hours")
-EXPERIMENT_FIELDS = (
-    "name",
-    "description",
-    "surface",
-    "mode",
-    "starts_at",
-    "ends_at",
-    "outcome_window_hours",
-    "conversion_kinds",
+from .services import (
+    EDITABLE_FIELDS,
+    EXPERIMENT_FIELDS,
+    STARTED_EDITABLE_FIELDS,
+    VariantSpec,
+    experiment_create,
+    experiment_problems,
+    experiment_update,
 )
+
 STATUS_FIELDS = ("status", "salt", "created_by", "created_at", "started_at", "stopped_at", "winner")
 
 

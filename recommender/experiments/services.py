@@ -204,9 +204,19 @@ def experiment_create(*, actor=None, variants: Sequence[VariantSpec], **fields: 
     return experiment
 
 
-EDITABLE_FIELDS = frozenset(
-    {"name", "description", "surface", "mode", "starts_at", "ends_at", "outcome_window_hours", "conversion_kinds"}
+# The fields a create or an update may set, in form order; and what a started experiment may still change.
+EXPERIMENT_FIELDS = (
+    "name",
+    "description",
+    "surface",
+    "mode",
+    "starts_at",
+    "ends_at",
+    "outcome_window_hours",
+    "conversion_kinds",
 )
+EDITABLE_FIELDS = frozenset(EXPERIMENT_FIELDS)
+STARTED_EDITABLE_FIELDS = ("description", "ends_at", "outcome_window_hours")
 
 
 def experiment_update(
@@ -219,7 +229,7 @@ def experiment_update(
     with transaction.atomic():
         locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
         if locked.status != ExperimentStatus.DRAFT:
-            frozen = (set(fields) - {"ends_at", "outcome_window_hours", "description"}) or (variants is not None)
+            frozen = (set(fields) - set(STARTED_EDITABLE_FIELDS)) or (variants is not None)
             if frozen:
                 raise ExperimentStateError(
                     f"Experiment {locked.name!r} is {locked.get_status_display().lower()}: only its end, outcome "
