@@ -88,6 +88,13 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/experiment_new.html", {"form": form, "formset": formset})
 
 
+def _p_shown(p_value: float | None) -> str:
+    """A p-value as people read one: four decimals, and "< 0.0001" rather than a misleading 0.0000."""
+    if p_value is None:
+        return "–"
+    return "< 0.0001" if p_value < 0.0001 else f"{p_value:.4f}"
+
+
 def _percent(estimate: dict | None) -> dict | None:
     """An estimate as the table shows it: the rate and its 95% interval in percent.
 
@@ -120,7 +127,7 @@ def _variant_rows(data: dict, variants: list[Variant]) -> list[dict]:
                 "rating_shown": f"{rating['value']:.2f}" if rating and rating["value"] is not None else None,
                 "ratings": rating["users"] if rating else 0,
                 "p_values": [
-                    (label, comparisons[metric]["p_value"], comparisons[metric]["significant"])
+                    (label, _p_shown(comparisons[metric]["p_value"]), comparisons[metric]["significant"])
                     for metric, label in METRICS
                     if metric in comparisons
                 ],
