@@ -327,6 +327,12 @@ class RuleInputSerializer(StrictSerializer):
     params = serializers.JSONField(default=dict)
     starts_at = serializers.DateTimeField(allow_null=True, required=False)
     ends_at = serializers.DateTimeField(allow_null=True, required=False)
+    rule_set = serializers.PrimaryKeyRelatedField(
+        queryset=RuleSet.objects.all(),
+        allow_null=True,
+        required=False,
+        help_text="The id of the rule set it belongs to (see /api/v1/rule-sets); null: it always applies.",
+    )
 
     def validate_params(self, value):
         # jsonb cannot store the NUL character: refused here rather than as a DataError (500).
@@ -350,6 +356,7 @@ class RuleOutputSerializer(serializers.Serializer):
     params = serializers.JSONField()
     starts_at = serializers.DateTimeField(allow_null=True)
     ends_at = serializers.DateTimeField(allow_null=True)
+    rule_set = serializers.IntegerField(source="rule_set_id", allow_null=True)
     updated_at = serializers.DateTimeField()
 
 

@@ -55,7 +55,7 @@ def params_help_html() -> str:
 class RuleForm(forms.ModelForm):
     class Meta:
         model = Rule
-        fields = ["name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"]
+        fields = ["name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at", "rule_set"]
         widgets = {"params": forms.Textarea(attrs={"rows": 4, "cols": 60})}
 
     def __init__(self, *args, **kwargs):

@@ -25,7 +25,7 @@ from .models import Impression, Rule, RuleSet
 
 logger = logging.getLogger(__name__)
 
-RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at"})
+RULE_FIELDS = frozenset({"name", "kind", "enabled", "order", "scope", "params", "starts_at", "ends_at", "rule_set"})
 RULE_SET_FIELDS = frozenset({"name", "description", "enabled"})
 
 
@@ -139,8 +139,12 @@ def rule_create(
     scope: str = "both",
     starts_at: datetime | None = None,
     ends_at: datetime | None = None,
+    rule_set: RuleSet | None = None,
 ) -> Rule:
     """Validate (parameters per kind, see params.py) and save a new rule; raises ValidationError.
+
+    ``rule_set`` puts the rule in a named set: it then applies while the set is enabled, and to
+    the experiment variants that name the set (docs/experiments.md); None: it always applies.
 
     ``params`` None means "no parameters" ({}); any other value is validated as given, so a list or
     a string is refused as not being an object rather than silently read as {}.
@@ -154,6 +158,7 @@ def rule_create(
         scope=scope,
         starts_at=starts_at,
         ends_at=ends_at,
+        rule_set=rule_set,
     )
     with transaction.atomic():  # the row and the cache generation bump of its post_save receiver
         rule.full_clean()

@@ -209,3 +209,19 @@ def test_rule_order_takes_a_whole_number_written_as_a_float_and_refuses_a_fracti
     fraction = staff.post("/api/v1/rules", {**body, "order": 36.5}, format="json")
     assert whole.status_code == 201 and whole.json()["order"] == 36
     assert fraction.status_code == 400 and "order" in fraction.json()
+
+
+def test_a_rule_joins_a_rule_set_through_the_api_and_the_set_then_cannot_be_deleted(planted_catalog):
+    staff = client_for(StaffUserFactory())
+    rule_set = staff.post("/api/v1/rule-sets", {"name": "Holiday", "enabled": False}, format="json").json()
+    created = staff.post(
+        "/api/v1/rules", {"name": "r", "kind": "filter_inactive", "rule_set": rule_set["id"]}, format="json"
+    )
+    assert created.status_code == 201 and created.json()["rule_set"] == rule_set["id"]
+    unknown = staff.post("/api/v1/rules", {"name": "r2", "kind": "filter_inactive", "rule_set": 987654}, format="json")
+    assert unknown.status_code == 400 and "rule_set" in unknown.json()
+    assert staff.delete(f"/api/v1/rule-sets/{rule_set['id']}").status_code == 409
+
+    moved = staff.patch(f"/api/v1/rules/{created.json()['id']}", {"rule_set": None}, format="json")
+    assert moved.status_code == 200 and moved.json()["rule_set"] is None
+    assert staff.delete(f"/api/v1/rule-sets/{rule_set['id']}").status_code == 204

@@ -83,6 +83,8 @@ def _narrowed_params(kind: str) -> dict[str, Any]:
 
 def _narrow_rule_body(schema: dict[str, Any], *, partial: bool) -> None:
     for variant in schema["oneOf"]:
+        if "rule_set" in variant["properties"]:
+            variant["properties"]["rule_set"] = {"enum": [None, WORLD_RULE_SET_ID]}
         kind_schema = variant["properties"].get("kind")
         if kind_schema is None:
             # PATCH without a kind: the parameters are checked against the stored rule's kind.
