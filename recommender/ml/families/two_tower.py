@@ -74,7 +74,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # from its features alone (what a new item has). Only matters when items have side features.
     "item_id_dropout": 0.1,
     "random_state": 0,
-    "num_threads": 0,  # torch.set_num_threads during the fit; 0 = torch's default
+    # torch.set_num_threads during the fit; 0 = torch's default (every core). One by default: the
+    # towers' matrices are small, and on ml-100k two intra-op threads on a 2-core machine shared
+    # with another job took minutes where one took 15-25 s (docs/ml.md, "Two-tower family").
+    "num_threads": 1,
     "fit_seconds": None,  # wall-time budget of the epochs (both phases); None = no bound
 }
 

@@ -78,6 +78,30 @@ def user_vectors(towers: Towers, history: sp.csr_matrix, side: sp.csr_matrix | N
     return np.concatenate(parts)
 
 
+def candidate_log_counts(item_counts: np.ndarray, batch_size: int, mixed_negatives: int) -> np.ndarray:
+    """The log-Q correction: log of each item's expected count among one batch's candidates.
+
+    Parameters
+    ----------
+    item_counts : ndarray of int, shape (n_items,)
+        Training pairs per item; batches draw pairs uniformly, so a batch slot holds item j with
+        probability ``q_j = item_counts[j] / item_counts.sum()``.
+    batch_size : int
+        B, the pairs per batch (their items are the in-batch candidates).
+    mixed_negatives : int
+        M uniformly drawn extra candidates per batch.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_items,)
+        ``log(B q_j + M / n_items)``; an item no pair holds and no uniform draw can reach is
+        floored at ``log(1e-12)`` (it is never a candidate, so the value is never used).
+    """
+    counts = np.asarray(item_counts, dtype=np.float64)
+    expected = batch_size * counts / max(counts.sum(), 1.0) + mixed_negatives / len(counts)
+    return np.log(np.maximum(expected, 1e-12)).astype(np.float32)
+
+
 class _Batches:
     """The fixed inputs of one training run: pairs, the log-Q table and the feature matrices."""
 
@@ -90,13 +114,10 @@ class _Batches:
         self.history, self.item_side, self.user_side = history, item_side, user_side
         self.params = params
         n_items = history.shape[1]
-        batch = min(params["batch_size"], len(self.users))
-        # q_j: the share of training pairs whose item is j = the chance a batch slot holds j.
-        share = np.bincount(self.items, minlength=n_items) / len(self.items)
-        expected = batch * share + params["mixed_negatives"] / n_items
         if params["log_q_correction"]:
-            # An item no pair holds can only come from the uniform draw (or not at all): floor it.
-            self.log_q = torch.from_numpy(np.log(np.maximum(expected, 1e-12)).astype(np.float32))
+            counts = np.bincount(self.items, minlength=n_items)
+            batch = min(params["batch_size"], len(self.users))
+            self.log_q = torch.from_numpy(candidate_log_counts(counts, batch, params["mixed_negatives"]))
         else:
             self.log_q = torch.zeros(n_items)
 

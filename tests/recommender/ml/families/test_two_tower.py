@@ -12,6 +12,7 @@ import torch
 from recommender.ml.dataset import FeatureShapeError, Interactions
 from recommender.ml.families import FAMILIES, FamilyFitError, ModelFamily
 from recommender.ml.families.two_tower import TwoTowerArchiveError, TwoTowerFamily, two_tower_params_resolve
+from recommender.ml.families.two_tower_training import candidate_log_counts
 from recommender.ml.foldin import FoldInError
 
 # Small towers and fixed epochs keep a fit near a second; early stopping has its own test.
@@ -157,6 +158,14 @@ def test_load_refuses_another_familys_archive(tmp_path, planted):
     path = AlsFamily.fit(planted.data, {"factors": 2, "iterations": 2, "num_threads": 1}).save(tmp_path / "als.npz")
     with pytest.raises(TwoTowerArchiveError, match="not a two-tower archive"):
         TwoTowerFamily.load(path)
+
+
+def test_log_q_is_the_log_of_each_items_expected_count_among_a_batchs_candidates():
+    counts = np.array([3, 1, 0, 4])  # 8 pairs
+    np.testing.assert_allclose(candidate_log_counts(counts, 4, 0)[[0, 1, 3]], np.log([1.5, 0.5, 2.0]), rtol=1e-6)
+    assert candidate_log_counts(counts, 4, 0)[2] == np.float32(np.log(1e-12))
+    # Two uniform extras per batch add 2/4 to every item's expected count.
+    np.testing.assert_allclose(candidate_log_counts(counts, 4, 2), np.log([2.0, 1.0, 0.5, 2.5]), rtol=1e-6)
 
 
 def test_fit_is_deterministic_for_a_seed(planted, two_tower):
