@@ -117,6 +117,7 @@ class Towers(nn.Module):
         *,
         leave_out_items: torch.Tensor | None = None,
         leave_out_weights: torch.Tensor | None = None,
+        keep_side: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Normalised user vectors (rows, output_dim) from weighted histories.
 
@@ -124,6 +125,8 @@ class Towers(nn.Module):
         the mean, the training target: without this the tower learns to point at items already in
         the history, not at the next one. An empty history gives the MLP a zero input, which is
         what training showed it for users with a single positive: a stranger's vector.
+        ``keep_side``: a (rows,) 0/1 mask that drops some rows' side features in training, so the
+        tower also learns to place a user from her history alone (what a fold-in has).
         """
         sums = nn.functional.embedding_bag(
             history.indices, self.history_embedding.weight, history.offsets, mode="sum",
@@ -136,7 +139,8 @@ class Towers(nn.Module):
         # Rounding can leave a tiny positive total for an emptied history; below 1e-6 it is empty.
         mean = torch.where(totals[:, None] > 1e-6, sums / totals.clamp(min=1e-6)[:, None], torch.zeros_like(sums))
         if side is not None and self.has_user_side:
-            mean = mean + self.user_side(side.indices, side.offsets, per_sample_weights=side.weights)
+            features = self.user_side(side.indices, side.offsets, per_sample_weights=side.weights)
+            mean = mean + (features if keep_side is None else features * keep_side[:, None])
         return nn.functional.normalize(self.user_mlp(mean), dim=-1)
 
 

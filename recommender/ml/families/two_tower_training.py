@@ -27,6 +27,16 @@ _VALIDATION_K = 10
 _VALIDATION_BUDGET_CELLS = 20_000_000
 # Rows run through a tower at once at inference: bounds the activations, not the result.
 _INFERENCE_ROWS = 4096
+# An epoch takes at least this many optimizer steps: on a small catalogue the batch shrinks (to 2
+# at the least), or an epoch of a few hundred pairs would be two steps and early stopping would
+# pick between almost untrained models (a planted serving catalogue of 774 positives stopped after
+# one such epoch and fell below popularity).
+MIN_STEPS_PER_EPOCH = 16
+
+
+def batch_size_for(n_pairs: int, batch_size: int) -> int:
+    """The batch size a run uses: ``batch_size``, shrunk so an epoch has ``MIN_STEPS_PER_EPOCH`` steps."""
+    return int(max(2, min(batch_size, -(-n_pairs // MIN_STEPS_PER_EPOCH))))
 
 
 def towers_build(params: dict[str, Any], layout: dict[str, int]) -> Towers:
@@ -132,6 +142,7 @@ class _Batches:
             _rows(self.user_side, users),
             leave_out_items=torch.from_numpy(items),
             leave_out_weights=torch.from_numpy(weights),
+            keep_side=torch.from_numpy((rng.random(len(users)) >= params["user_feature_dropout"]).astype(np.float32)),
         )
         keep = torch.from_numpy((rng.random(len(candidates)) >= params["item_id_dropout"]).astype(np.float32))
         item = towers.item_vectors(torch.from_numpy(candidates), _rows(self.item_side, candidates), keep_id=keep)
@@ -171,6 +182,7 @@ def _epochs(
     With ``validation`` the towers of the best epoch are returned and the run stops after
     ``patience`` epochs without a better recall; without it, the last epoch's towers.
     """
+    params = {**params, "batch_size": batch_size_for(history.nnz, params["batch_size"])}
     torch.manual_seed(params["random_state"])
     rng = np.random.default_rng(params["random_state"])
     towers = towers_build(params, layout)
@@ -260,7 +272,11 @@ def towers_fit(
             )  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
-    report.update(epochs=epochs, fit_seconds=round(time.perf_counter() - started, 2))
+    report.update(
+        epochs=epochs,
+        batch_size=batch_size_for(weights.nnz, params["batch_size"]),
+        fit_seconds=round(time.perf_counter() - started, 2),
+    )
     users = user_vectors(towers, weights, user_side)
     items = item_vectors(towers, np.arange(weights.shape[1]), item_side)
     return towers, users, items, report

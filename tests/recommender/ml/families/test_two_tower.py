@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recommender.ml.dataset import FeatureShapeError, Interactions
+from recommender.ml.dataset import FeatureShapeError, Interactions, build_feature_matrix
 from recommender.ml.families import FAMILIES, FamilyFitError, ModelFamily
 from recommender.ml.families.two_tower import TwoTowerArchiveError, TwoTowerFamily, two_tower_params_resolve
-from recommender.ml.families.two_tower_training import candidate_log_counts
+from recommender.ml.families.two_tower_training import MIN_STEPS_PER_EPOCH, batch_size_for, candidate_log_counts
 from recommender.ml.foldin import FoldInError
 
 # Small towers and fixed epochs keep a fit near a second; early stopping has its own test.
@@ -71,6 +71,19 @@ def test_score_history_of_a_fitted_users_history_is_her_score_items(planted, two
         top = set(np.argsort(-folded)[:10]) & set(np.argsort(-fitted[user])[:10])
         overlaps.append(len(top) / 10)
     assert np.mean(overlaps) >= 0.9
+
+
+def test_with_user_features_the_fold_in_without_them_still_gets_the_own_cluster_first(planted):
+    # User features that name the cluster: a tower could lean on them alone, and a fold-in has none.
+    n_users = len(planted.user_cluster)
+    user_features = build_feature_matrix(n_users, np.arange(n_users), planted.user_cluster, None, 2)
+    data = replace(planted.data, user_features=user_features, user_feature_names=[f"u{i}" for i in range(n_users + 2)])
+    model = TwoTowerFamily.fit(data, SMALL)
+    assert model.layout["n_user_side"] == 2
+    weights = data.interactions.weights
+    folded = np.array([model.score_history(weights[u].indices, weights[u].data) for u in range(n_users)])
+    assert _own_cluster_share(planted, folded)[:, :5].all()
+    assert _own_cluster_share(planted, model.score_items(np.arange(n_users)))[:, :5].all()
 
 
 @pytest.mark.parametrize("cluster", [0, 1])
@@ -166,6 +179,13 @@ def test_log_q_is_the_log_of_each_items_expected_count_among_a_batchs_candidates
     assert candidate_log_counts(counts, 4, 0)[2] == np.float32(np.log(1e-12))
     # Two uniform extras per batch add 2/4 to every item's expected count.
     np.testing.assert_allclose(candidate_log_counts(counts, 4, 2), np.log([2.0, 1.0, 0.5, 2.5]), rtol=1e-6)
+
+
+def test_small_catalogues_get_smaller_batches_so_an_epoch_is_enough_steps():
+    assert batch_size_for(100_000, 512) == 512
+    assert batch_size_for(774, 512) == 49  # ceil(774 / 16)
+    assert batch_size_for(3, 512) == 2
+    assert -(-774 // batch_size_for(774, 512)) >= MIN_STEPS_PER_EPOCH
 
 
 def test_fit_is_deterministic_for_a_seed(planted, two_tower):
