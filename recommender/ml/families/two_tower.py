@@ -38,7 +38,6 @@ No Django here; torch is imported only by the methods that need the towers.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import numbers
 from pathlib import Path
@@ -54,8 +53,6 @@ from recommender.ml.similarity import top_k
 
 if TYPE_CHECKING:
     from recommender.ml.families.two_tower_network import Towers
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "embedding_dim": 64,  # id, history and feature embeddings: the towers' input width
@@ -91,7 +88,6 @@ PARAM_GRID: list[dict[str, Any]] = []
 
 _ARCHIVE_FAMILY = "two_tower"
 _ARCHIVE_VERSION = 1
-_ARCHITECTURE_KEYS = ("embedding_dim", "hidden_dim", "output_dim")
 
 
 class TwoTowerArchiveError(ValueError):
