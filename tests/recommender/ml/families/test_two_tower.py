@@ -218,6 +218,11 @@ def test_early_stopping_refits_for_the_best_epoch_and_reports_progress(planted):
     assert report["validation_recall_at_10"] > 0.3  # chance is 10/60 of a user's held-out items
 
 
+def test_a_spent_time_budget_stops_after_the_first_epoch(planted):
+    model = TwoTowerFamily.fit(planted.data, {**SMALL, "fit_seconds": 1e-9})
+    assert model.report["epochs"] == 1
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
