@@ -68,12 +68,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "log_q_correction": True,
     "mixed_negatives": 0,
     # Share of items whose id embedding is dropped per batch, so the tower learns to place an item
-    # from its features alone (what a new item has). Only matters when items have side features.
+    # from its features alone (what a new item has). Used only when items have side features.
     "item_id_dropout": 0.1,
     # Share of users whose side features are dropped per batch, so the tower learns to place a user
     # from her history alone: a fold-in (score_history, what serving calls) has no user features.
     # Without it, a planted catalogue whose user features name the cluster served 2 own-cluster
-    # items in 10 through the fold-in. Only matters when users have side features.
+    # items in 10 through the fold-in. Used only when users have side features.
     "user_feature_dropout": 0.5,
     "random_state": 0,
     # torch.set_num_threads during the fit; 0 = torch's default (every core). One by default: the

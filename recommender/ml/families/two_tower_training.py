@@ -144,7 +144,9 @@ class _Batches:
             leave_out_weights=torch.from_numpy(weights),
             keep_side=torch.from_numpy((rng.random(len(users)) >= params["user_feature_dropout"]).astype(np.float32)),
         )
-        keep = torch.from_numpy((rng.random(len(candidates)) >= params["item_id_dropout"]).astype(np.float32))
+        keep = None  # without side features a dropped id would leave the tower no input at all
+        if self.item_side is not None:
+            keep = torch.from_numpy((rng.random(len(candidates)) >= params["item_id_dropout"]).astype(np.float32))
         item = towers.item_vectors(torch.from_numpy(candidates), _rows(self.item_side, candidates), keep_id=keep)
         logits = user @ item.T / params["temperature"] - self.log_q[torch.from_numpy(candidates)]
         # Accidental hits: a candidate that is one of the row user's positives (the same item drawn

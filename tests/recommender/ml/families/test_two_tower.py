@@ -133,6 +133,16 @@ def test_new_item_from_features_lands_among_its_genres_items(planted, two_tower,
     assert (planted.item_cluster[nearest] == cluster).mean() >= 0.9
 
 
+def test_without_item_features_ids_alone_learn_the_clusters_and_new_items_cannot_be_placed(planted):
+    data = replace(planted.data, item_features=None, item_feature_names=[])
+    model = TwoTowerFamily.fit(data, SMALL)
+    assert model.layout["n_item_side"] == 0
+    # Measured 99% (one stray slot): the genre feature is the planted truth, ids must infer it.
+    assert _own_cluster_share(planted, model.score_items(np.arange(len(planted.user_cluster)))).mean() >= 0.95
+    with pytest.raises(FeatureShapeError, match="without item side features"):
+        model.item_vectors_from_features(sp.csr_matrix((1, 5)))
+
+
 def test_feature_rows_of_the_wrong_width_raise(planted, two_tower):
     with pytest.raises(FeatureShapeError, match="without the identity block"):
         two_tower.item_vectors_from_features(sp.csr_matrix((1, planted.data.item_features.shape[1])))
