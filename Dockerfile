@@ -9,7 +9,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# torch from PyTorch's CPU index: PyPI's Linux torch wheel depends on several GB of CUDA libraries
+# this CPU-only image never uses. Its 2.13.0+cpu satisfies pyproject's torch==2.13.0 (a pin without
+# a local label ignores the candidate's "+cpu") and sorts above PyPI's 2.13.0, so pip takes it;
+# every other package still comes from PyPI.
+RUN pip wheel --wheel-dir /wheels --extra-index-url https://download.pytorch.org/whl/cpu .
 
 # --- runtime stage: no compiler, non-root -------------------------------------------------------
 FROM python:3.11-slim

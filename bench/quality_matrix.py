@@ -9,7 +9,11 @@ database), each model family alone, LightFM's raw model, popularity and exact EA
 once more in its own process on the whole catalogue, to print its peak memory.
 
 Usage: .venv/bin/python -m bench.quality_matrix [--quick] [--only ml-100k,lastfm,synthetic] [--keep]
+                                               [--families lightfm,als,ease,two_tower]
 ``--quick`` evaluates the synthetic catalogue only (the two real ones take minutes each).
+``--families`` sets the training configuration's families (the stack) before evaluating; without
+it the configuration's default stands (lightfm,als,ease: the two-tower family is measured only
+when named, as it adds a fit of tens of seconds to every stage).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from bench._common import REPO, manage, movielens_dir, print_table, scratch_data
 
 LASTFM = REPO.parent / "shared" / "datasets" / "hetrec2011-lastfm-2k"
 SYNTHETIC = ("--users", "3000", "--items", "4000", "--interactions", "120000", "--seed", "7")
-FAMILIES = ("lightfm", "als", "ease")
+FAMILIES = ("lightfm", "als", "ease", "two_tower")  # every family a row can show, in row order
 K = 10
 
 
@@ -48,9 +52,10 @@ def _import_steps(name: str) -> list[tuple[str, ...]] | None:
     return [("generate_catalog", *SYNTHETIC, "--no-progress")]
 
 
-def _family_memory(url: str, family: str) -> dict:
+def _family_memory(url: str, family: str, families: str) -> dict:
     """Fit one family on the whole catalogue in a fresh process; its peak RSS above the loaded data."""
-    completed = manage(url, "shell", "-c", _MEMORY_PROBE.replace("FAMILY", family), check=False)
+    probe = _MEMORY_PROBE.replace("FAMILIES_LIST", families).replace("FAMILY", family)
+    completed = manage(url, "shell", "-c", probe, check=False)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
         return {"error": (completed.stderr or completed.stdout).strip().splitlines()[-1:]}
@@ -75,24 +80,37 @@ def hwm():
 snapshot = default_training_config().hyperparameters()
 data, _ = training_data_build(catalog_arrays_fetch(), snapshot)
 params = hyperparameters_from_config(snapshot)
-config = stack_config({**snapshot, 'families': 'lightfm,als,ease'}, dataclasses.asdict(params))
+config = stack_config({**snapshot, 'families': 'FAMILIES_LIST'}, dataclasses.asdict(params))
 before = hwm(); started = time.perf_counter()
 FAMILIES['FAMILY'].fit(data, dict(config.families['FAMILY']))
 seconds = round(time.perf_counter() - started, 2)
 print(json.dumps({'fit_seconds': seconds, 'peak_bytes_above_data': hwm() - before, 'peak_bytes': hwm()}))
 """
 
+# Run by `manage.py shell -c`: the default configuration's families, validated as the admin does.
+_SET_FAMILIES = """
+from recommender.selectors import default_training_config
+config = default_training_config()
+config.families = 'FAMILIES_LIST'
+config.full_clean()
+config.save(update_fields=['families'])
+"""
 
-def _catalogue(name: str, *, keep: bool) -> dict | None:
+
+def _catalogue(name: str, *, keep: bool, families: str | None) -> dict | None:
     steps = _import_steps(name)
     if steps is None:
         print(f"{name}: not found; skipped (see the module docstring for where it is read from).")
         return None
-    with scratch_database(f"bench_quality_{name.replace('-', '_')}", keep=keep) as url:
+    # Its own database when the stack differs, so two runs with different stacks never share one.
+    suffix = "" if families is None else "_" + families.replace(",", "_")
+    with scratch_database(f"bench_quality_{name.replace('-', '_')}{suffix}", keep=keep) as url:
         manage(url, "migrate", "--noinput")
         started = time.perf_counter()
         for step in steps:
             manage(url, *step)
+        if families is not None:
+            manage(url, "shell", "-c", _SET_FAMILIES.replace("FAMILIES_LIST", families))
         imported = time.perf_counter() - started
         started = time.perf_counter()
         completed = manage(url, "evaluate", "--ease-baseline", "--json", check=False)
@@ -101,7 +119,9 @@ def _catalogue(name: str, *, keep: bool) -> dict | None:
             return None
         results = json.loads(completed.stdout.strip().splitlines()[-1])
         results["_seconds"] = {"import": round(imported, 1), "evaluate": round(time.perf_counter() - started, 1)}
-        results["_memory"] = {family: _family_memory(url, family) for family in FAMILIES}
+        stack = families or "lightfm,als,ease"
+        measured = [family for family in FAMILIES if family == "lightfm" or f"family:{family}" in results]
+        results["_memory"] = {family: _family_memory(url, family, stack) for family in measured}
         return results
 
 
@@ -129,13 +149,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="Only the synthetic catalogue.")
     parser.add_argument("--only", default="", help="Comma-separated: ml-100k, lastfm, synthetic.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch databases.")
+    parser.add_argument(
+        "--families", default=None, help="Stack to evaluate, e.g. lightfm,als,ease,two_tower (default: the config's)."
+    )
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or (
         ["synthetic"] if args.quick else ["ml-100k", "lastfm", "synthetic"]
     )
     rows, ratios = [], []
     for name in names:
-        results = _catalogue(name, keep=args.keep)
+        results = _catalogue(name, keep=args.keep, families=args.families)
         if results is None:
             continue
         memory = results["_memory"]

@@ -297,6 +297,9 @@ def test_dockerfile_shape():
     assert "collectstatic --noinput" in dockerfile
     # The image must run as non-root from the last USER on, and collectstatic must run before it.
     assert dockerfile.index("collectstatic") < dockerfile.index("USER app")
+    # torch must come from PyTorch's CPU index: PyPI's Linux wheel pulls several GB of CUDA.
+    wheel_step = next(line for line in dockerfile.splitlines() if line.startswith("RUN pip wheel"))
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in wheel_step
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".pgdata", ".env"} <= set(ignored)
 

@@ -66,6 +66,12 @@ def stack_config(snapshot: dict, lightfm_params: dict) -> StackConfig | None:
             # Every training interaction (low ratings included) as binary input: on ml-100k this
             # input took the stack from 1.04x to 1.07x exact EASE's precision@10 (docs/training.md).
             families[name] = {"input": "rated", "fit_seconds": float(settings.TRAINING_FAMILY_FIT_SECONDS)}
+        elif name == "two_tower":
+            # Its own one torch thread (measured faster than several, docs/ml.md "Two-tower family").
+            families[name] = {
+                "random_state": snapshot.get("seed", 0),
+                "fit_seconds": float(settings.TRAINING_FAMILY_FIT_SECONDS),
+            }
         else:
             families[name] = {}
     return StackConfig(

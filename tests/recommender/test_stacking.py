@@ -215,3 +215,17 @@ def test_a_training_request_refuses_a_stored_config_with_bad_families(families):
     with pytest.raises(ValidationError, match="famil"):
         model_training_request(config=config, enqueue=False)
     assert not ModelVersion.objects.filter(config=config).exists()
+
+
+def test_a_run_with_the_two_tower_family_stores_it_and_it_can_serve_the_homepage(catalog, reproducible):
+    version = train_inline(config=_stack_config("two tower", families="lightfm,two_tower"))
+
+    assert version.status == VersionStatus.ACTIVE
+    assert "two_tower.npz" in {path.name for path in stack_dir(version.artifact_path).iterdir()}
+    assert set(version.metrics["stack"]["families"]) == {"lightfm", "two_tower"}
+    _publish_choice(version, "family:two_tower")
+    for cluster, profiles in catalog.profiles_by_cluster.items():
+        for profile in profiles[:3]:
+            result = _home(profile)
+            assert not result.fallback
+            assert _in_cluster(catalog, cluster, [entry.item.pk for entry in result.items]) == 10

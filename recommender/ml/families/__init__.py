@@ -9,5 +9,8 @@ from .als import AlsFamily
 from .base import FamilyFitError, ModelFamily, Progress  # noqa: F401  (re-exported: the package is the interface)
 from .ease import EaseFamily
 from .lightfm import LightFmFamily
+from .two_tower import TwoTowerFamily
 
-FAMILIES: dict[str, type[ModelFamily]] = {family.name: family for family in (LightFmFamily, AlsFamily, EaseFamily)}
+FAMILIES: dict[str, type[ModelFamily]] = {
+    family.name: family for family in (LightFmFamily, AlsFamily, EaseFamily, TwoTowerFamily)
+}
