@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Loss(models.TextChoices):
@@ -127,6 +128,9 @@ RUNNING_STATUSES = (
 )
 
 
+ACTIVATION_SETTLE_SECONDS = 30
+
+
 class ModelVersion(models.Model):
     config = models.ForeignKey(TrainingConfig, on_delete=models.SET_NULL, null=True, blank=True)
     config_snapshot = models.JSONField(default=dict)
@@ -174,6 +178,16 @@ class ModelVersion(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == VersionStatus.ACTIVE
+
+    @property
+    def may_still_activate(self) -> bool:
+        """Ready for under ``ACTIVATION_SETTLE_SECONDS``: a run that passed its gate is activated in a
+        second step moments after it turns ready, so a progress card keeps watching that long."""
+        return (
+            self.status == VersionStatus.READY
+            and self.finished_at is not None
+            and (timezone.now() - self.finished_at).total_seconds() < ACTIVATION_SETTLE_SECONDS
+        )
 
     @property
     def progress(self) -> float:

@@ -51,7 +51,10 @@ def test_training_started_from_the_models_page_fills_its_progress_bar(page, work
     while time.monotonic() < deadline:
         status = page.locator("#training-progress").get_attribute("data-status")
         seen.append(int(page.locator("#training-progress-bar").get_attribute("value")))
-        if status in ("ready", "active", "failed"):
+        # A run that passed its gate is "ready" for moments before it is activated: the card keeps
+        # polling through that (ModelVersion.may_still_activate); "ready" is final once it stops.
+        card = page.locator("#training-progress")
+        if status in ("active", "failed") or (status == "ready" and card.get_attribute("hx-get") is None):
             break
         page.wait_for_timeout(250)
     else:

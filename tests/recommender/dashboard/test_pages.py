@@ -96,6 +96,23 @@ def test_finished_version_stops_polling_at_100_percent(planted_catalog, staff_cl
     assert 'value="100"' in progress
 
 
+def test_a_just_ready_version_is_watched_until_its_activation_can_have_landed(staff_client):
+    """Activation follows "ready" in a second step: the card polls through it, then stops."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from recommender.models import ACTIVATION_SETTLE_SECONDS
+
+    version = ModelVersion.objects.create(status=VersionStatus.READY, finished_at=timezone.now(), config_snapshot={})
+    url = f"{reverse('models-progress')}?version={version.pk}"
+    assert "hx-trigger" in staff_client.get(url).content.decode()
+    ModelVersion.objects.filter(pk=version.pk).update(
+        finished_at=timezone.now() - timedelta(seconds=ACTIVATION_SETTLE_SECONDS + 1)
+    )
+    assert "hx-trigger" not in staff_client.get(url).content.decode()
+
+
 def test_activate_and_rollback_buttons(planted_catalog, staff_client):
     first = train_inline()
     second = train_inline()
