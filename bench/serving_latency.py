@@ -26,6 +26,12 @@ the experiment's own cost: assignment, labels, the variant's cache key, the impr
 columns). The two states alternate in blocks on the same users, each block after a start or a
 stop (which moves every cache key, so the uncached blocks do miss); goal: p50 added <= 1 ms.
 
+Two-tower user tower (issue 14): a second version is trained with the default stack plus the
+two-tower family, whose candidate source runs the user tower on the live history at request time
+and queries its own pgvector space. The homepage, uncached and live, alternates between the base
+version and that one in blocks on the same users (each activation moves every cache key); goal:
+p50 <= 20 ms with the tower in the path.
+
 Usage: python -m bench.serving_latency [--quick] [--keep-database] [--database-name NAME | --database-url URL]
 """
 
@@ -49,6 +55,29 @@ CACHED_GOAL_FLOORS = 2.0
 WORKERS, THREADS = 3, 2
 EXPERIMENT_GOAL_MS = 1.0  # issue 13: added to the homepage p50 by a running experiment
 EXPERIMENT_ROUNDS = 3
+TWO_TOWER_GOAL_MS = 20.0  # issue 14: homepage p50 with the user tower in the path
+TWO_TOWER_ROUNDS = 3
+
+# A copy of the default configuration with the two-tower family added; prints the new version's id.
+_TWO_TOWER_TRAIN_SCRIPT = """
+from recommender.models import TrainingConfig
+from recommender.selectors import default_training_config
+from recommender.services.training import model_training_request, model_version_train
+TrainingConfig.objects.filter(name="bench two-tower").delete()
+config = default_training_config()
+config.pk, config.name, config.is_default = None, "bench two-tower", False
+config.families = config.families + ",two_tower"
+config.save()
+version = model_version_train(version_id=model_training_request(config=config, enqueue=False).pk)
+print("TRAINED", version.pk, version.status)
+"""
+
+_ACTIVATE_SCRIPT = """
+from recommender.models import ModelVersion
+from recommender.services.activation import model_version_activate
+model_version_activate(version=ModelVersion.objects.get(pk={version_id}), reason="bench: two-tower overhead")
+print("ACTIVE {version_id}")
+"""
 
 _EXPERIMENT_START_SCRIPT = """
 from recommender.experiments.services import VariantSpec, experiment_create, experiment_start
@@ -235,6 +264,46 @@ def experiment_overhead(url: str, port: int, *, token: str, users: list[str], ho
     return rows
 
 
+def _two_tower_share(samples) -> float:
+    """Share of answers with at least one item the two-tower source nominated."""
+    hits = sum(
+        any("two_tower" in item.get("sources", {}) for item in json.loads(sample.body).get("items", []))
+        for sample in samples
+    )
+    return hits / max(len(samples), 1)
+
+
+def two_tower_overhead(url: str, port: int, *, token: str, users: list[str], base_version_id: int) -> list[list]:
+    """Rows: the uncached live homepage (1 client) on the base version and on one with the two-tower
+    family, alternating blocks on the same users; the base version is active again at the end."""
+    trained = manage_on(url, "shell", "-c", _TWO_TOWER_TRAIN_SCRIPT, env=server_env(url))
+    line = next(line for line in trained.stdout.splitlines() if line.startswith("TRAINED "))
+    tower_version_id = int(line.split()[1])
+    print(line, file=sys.stderr)
+    paths = [f"/api/v1/users/{user}/recommendations?k=10" for user in users]
+    by_version: dict[int, list] = {base_version_id: [], tower_version_id: []}
+    for _ in range(TWO_TOWER_ROUNDS):
+        for version_id in (tower_version_id, base_version_id):
+            manage_on(url, "shell", "-c", _ACTIVATE_SCRIPT.format(version_id=version_id), env=server_env(url))
+            # Warm requests (the new version's stack and vectors in every worker) outside the measured set.
+            run_repeated(port, clients=WORKERS * THREADS, paths=paths[:1], token=token, requests=4 * WORKERS * THREADS)
+            samples, _ = _send(port, clients=1, per_client=[paths[1:]], token=token)
+            _check(samples)
+            by_version[version_id] += samples
+    share = _two_tower_share(by_version[tower_version_id])
+    if share == 0 or _two_tower_share(by_version[base_version_id]) > 0:
+        raise SystemExit(f"two-tower candidates in {share:.0%} of the tower version's lists (want >0, and 0 without)")
+    rows = []
+    for version_id, label in (
+        (base_version_id, "homepage, uncached, live: default stack"),
+        (tower_version_id, f"homepage, uncached, live: + two-tower user tower (in {share:.0%} of lists)"),
+    ):
+        summary = latency_summary(by_version[version_id], 1.0)
+        verdict = "" if version_id == base_version_id else ("yes" if summary["p50_ms"] <= TWO_TOWER_GOAL_MS else "NO")
+        rows.append([label, 1, summary["requests"], summary["p50_ms"], summary["p99_ms"], verdict])
+    return rows
+
+
 def measure(url: str, *, quick: bool) -> list[list]:
     setup = manage_on(url, "shell", "-c", _SETUP_SCRIPT)
     data = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("SETUP "))[6:])
@@ -270,6 +339,10 @@ def measure(url: str, *, quick: bool) -> list[list]:
         )
         floor = run_repeated(server.port, clients=1, paths=["/health/live"], token=token, requests=200)
         rows.append(["HTTP floor: GET /health/live", 1, floor["requests"], floor["p50_ms"], floor["p99_ms"], ""])
+        # Before anything is precomputed, so both versions run the live pipeline; later phases ask
+        # these users again, but only after an activation (new cache keys).
+        tower_users = users[-(41 if quick else 101) :]
+        rows += two_tower_overhead(url, server.port, token=token, users=tower_users, base_version_id=data["version_id"])
 
         offset = 0
         for label in ("homepage, uncached (a user not asked before)", "homepage, uncached, precomputed pool"):
@@ -385,14 +458,16 @@ def main(argv: list[str] | None = None) -> int:
             "p50 / raw pgvector p50",
             "p50 / HTTP floor p50",
             f"goal: uncached p50<={GOAL_P50_MS:.0f} p99<={GOAL_P99_MS:.0f}; "
-            f"cached p50<={CACHED_GOAL_FLOORS:.0f}x floor; experiment adds <={EXPERIMENT_GOAL_MS:.0f} ms",
+            f"cached p50<={CACHED_GOAL_FLOORS:.0f}x floor; experiment adds <={EXPERIMENT_GOAL_MS:.0f} ms; "
+            f"two-tower p50<={TWO_TOWER_GOAL_MS:.0f}",
         ],
         rows,
         note="Client-side wall time per request (keep-alive). `raw pgvector` is the bare HNSW inner-product query "
         "through psycopg in the same run; `HTTP floor` a trivial endpoint through the same server. "
         "Uncached homepage requests each ask for a different user: live ones run the whole pipeline, precomputed "
         "ones read the user's stored pool and apply the rules. The experiment rows alternate "
-        f"{EXPERIMENT_ROUNDS} blocks with and {EXPERIMENT_ROUNDS} without a running A/B experiment on the same users.",
+        f"{EXPERIMENT_ROUNDS} blocks with and {EXPERIMENT_ROUNDS} without a running A/B experiment on the same users. "
+        f"The two-tower rows alternate {TWO_TOWER_ROUNDS} blocks per version on the same users, each after activating.",
     )
     return 0
 

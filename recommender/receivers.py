@@ -62,7 +62,7 @@ def _home_refresh_enqueue(profile_id: int) -> None:
 def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) -> None:
     from recommender.selectors import active_version
     from recommender.services.precompute import related_precomputed_invalidate_near
-    from recommender.services.realtime import item_vector_cold_start
+    from recommender.services.realtime import item_spaces_cold_start, item_vector_cold_start
 
     try:
         version = active_version()
@@ -70,6 +70,13 @@ def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) ->
             related_precomputed_invalidate_near(version_id=version.pk, item_id=item_id)
     except Exception:
         logger.exception("realtime.item_cold_start_failed item=%s created=%s", item_id, created)
+    try:
+        version = active_version()
+        # Each vector family's space (two-tower's item tower): its own try, so one failing leaves the other.
+        for space in [] if version is None else item_spaces_cold_start(item_id=item_id, version=version):
+            related_precomputed_invalidate_near(version_id=version.pk, item_id=item_id, space=space)
+    except Exception:
+        logger.exception("realtime.item_space_cold_start_failed item=%s created=%s", item_id, created)
     generations.global_generation_bump()
 
 

@@ -26,6 +26,7 @@ from .base import (  # noqa: F401  (re-exported: the package is the interface)
 from .because_you_liked import BecauseYouLikedSource
 from .content_based import ContentBasedSource
 from .family import FamilySource
+from .family_ann import FamilyAnnSource
 from .fresh import FreshSource
 from .personal_ann import PersonalAnnSource
 from .popular import PopularSource
@@ -45,6 +46,8 @@ SOURCES: dict[str, CandidateSource] = {
         # One per non-vector model family of a version's stack (recommender/stacking.py).
         FamilySource("ease"),
         FamilySource("als"),
+        # One per vector family: its own published space, queried with a request-time query.
+        FamilyAnnSource("two_tower"),
     )
 }
 
@@ -53,12 +56,13 @@ DEFAULT_CANDIDATE_SIZES: dict[str, dict[str, int]] = {
         "personal_ann": 200,
         "ease": 100,
         "als": 100,
+        "two_tower": 100,
         "because_you_liked": 60,
         "content_based": 60,
         "popular": 50,
         "fresh": 20,
     },
-    "related": {"related": 100, "content_based": 30},
+    "related": {"related": 100, "two_tower": 50, "content_based": 30},
 }
 
 

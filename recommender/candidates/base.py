@@ -53,6 +53,18 @@ class Context:
             raise LookupError("A context without a model version has no vector index.")
         return index_for(version_id=self.version_id, generation=self.generation)
 
+    def space_index(self, space: str) -> VectorIndex:
+        """The index over a vector family's own space of this version (`recommender.vectors.store`),
+        chosen once per request like `vector_index`; "" is `vector_index` itself."""
+        if not space:
+            return self.vector_index
+        if self.version_id is None:
+            raise LookupError("A context without a model version has no vector index.")
+        key = ("space_index", space)
+        if key not in self.memo:
+            self.memo[key] = index_for(version_id=self.version_id, generation=self.generation, space=space)
+        return self.memo[key]
+
 
 @dataclass
 class Candidate:

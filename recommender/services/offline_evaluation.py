@@ -223,6 +223,7 @@ def scratch_version_publish(*, fitted: EvaluationModel, directory: Path, reason:
             scorer=fitted.scorer_choice,
             config=fitted.stack,
             positive_threshold=float(fitted.snapshot["positive_threshold"]),
+            version_id=scratch.pk,
         )
     _, item_embeddings = model.item_representations()
     store.vectors_publish(

@@ -162,19 +162,24 @@ def related_items_precompute(
     return coverage
 
 
-def related_precomputed_invalidate_near(*, version_id: int, item_id: int, n: int = RELATED_NEIGHBOURHOOD) -> int:
+def related_precomputed_invalidate_near(
+    *, version_id: int, item_id: int, n: int = RELATED_NEIGHBOURHOOD, space: str = ""
+) -> int:
     """Forget the stored lists that a changed item may now belong to; returns rows removed.
 
     A cold-start item was not there when the lists were computed. Its ``n`` nearest items by
     embedding are the ones whose related list it can enter (cosine is symmetric up to the
     neighbourhood size), so their rows, and its own, are deleted and computed live until the
-    next precomputation.
+    next precomputation. ``space``: the vector space the item joined (a vector family's name, or
+    "" for LightFM's), whose neighbourhood it can enter through that family's related candidates.
     """
     table = related_table(version_id)
     if not table_exists(table):
         return 0
     # The store's own index, not a request's: the in-process copy predates the new item.
-    nearest = PgvectorIndex(version_id).item_neighbours([item_id], k=n, filters=AnnFilters(active_only=False))
+    nearest = PgvectorIndex(version_id, space=space).item_neighbours(
+        [item_id], k=n, filters=AnnFilters(active_only=False)
+    )
     neighbours = [related_id for related_id, _ in nearest[item_id]]
     with connection.cursor() as cursor:
         cursor.execute(

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from recommender.ml import evaluation
 from recommender.ml.dataset import TrainingData
-from recommender.ml.families import ModelFamily, Progress
+from recommender.ml.families import ModelFamily, Progress, VectorFamily
 from recommender.ml.families.lightfm import LightFmFamily
 from recommender.ml.stack import (
     ItemContext,
@@ -40,6 +40,7 @@ from recommender.ml.stack import (
 )
 from recommender.ml.training import FittedModel
 from recommender.stacking import VECTOR_FAMILY, stack_store
+from recommender.vectors import store
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +169,14 @@ def scorer_publish(
     positive_threshold: float,
     progress: Progress | None = None,
     fitted: dict[str, ModelFamily] | None = None,
+    version_id: int | None = None,
 ) -> dict[str, float]:
     """Refit the families on ``data`` (what the served LightFM model saw) and store the stack; returns fit seconds.
 
     ``fitted``: families already fitted (on the training part, same id maps) to serve instead of
     refitting them; LightFM is always the served ``lightfm_model``. Nothing is fitted then ({}).
+    ``version_id``: the version being published; each vector family's items then go into its own
+    pgvector space of that version (`family_spaces_publish`), where its candidate source finds them.
     """
     config = scorer.tuned(config)
     if fitted is None:
@@ -191,4 +195,33 @@ def scorer_publish(
         item_ids=data.item_ids,
         positive_threshold=positive_threshold,
     )
+    if version_id is not None:
+        family_spaces_publish(version_id=version_id, families=families, progress=progress)
     return seconds
+
+
+def family_spaces_publish(
+    *, version_id: int, families: dict[str, ModelFamily], progress: Progress | None = None
+) -> list[str]:
+    """Publish every vector family's item vectors as its own space of ``version_id``; returns the spaces.
+
+    LightFM is the version's default space, published by training itself. Only a family that
+    scores by inner product (`families.base.VectorFamily`) has a space; the others serve from memory.
+    """
+    published = []
+    for name, family in families.items():
+        if name == VECTOR_FAMILY or not isinstance(family, VectorFamily):
+            continue
+        if progress is not None:
+            progress(0, 1, f"publishing the {name} vectors")
+        score_vectors, embeddings = family.item_space()
+        store.vectors_publish(
+            version_id=version_id,
+            space=name,
+            item_ids=np.asarray(family.item_ids.ids, dtype=np.int64),
+            item_score_vectors=score_vectors,
+            item_embeddings=embeddings,
+            progress=None if progress is None else (lambda message: progress(0, 1, message)),
+        )
+        published.append(name)
+    return published

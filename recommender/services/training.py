@@ -521,6 +521,7 @@ def _run_phases(version: ModelVersion, progress: _Progress) -> None:
             positive_threshold=float(snapshot["positive_threshold"]),
             progress=progress.family_step,
             fitted=train_families if reuse else None,
+            version_id=version.pk,
         )
     progress.finish()
     version.status = VersionStatus.READY

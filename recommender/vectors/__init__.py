@@ -16,13 +16,14 @@ from .exact import ExactIndex, version_vectors
 from .pgvector import PgvectorIndex
 
 
-def index_for(*, version_id: int, generation: int | None) -> VectorIndex:
-    """The index a request holding ``generation`` should query for ``version_id``.
+def index_for(*, version_id: int, generation: int | None, space: str = "") -> VectorIndex:
+    """The index a request holding ``generation`` should query for ``version_id`` in ``space``
+    ("" for LightFM's vectors, a vector family's name for its own, `store`'s module notes).
 
     The exact in-process copy when the version fits its budget and the request may use
     per-process copies (`recommender.memo`), else pgvector; the exact index hands feature-filtered
     queries to pgvector itself.
     """
-    database = PgvectorIndex(version_id)
-    vectors = version_vectors(version_id=version_id, generation=generation)
+    database = PgvectorIndex(version_id, space=space)
+    vectors = version_vectors(version_id=version_id, generation=generation, space=space)
     return database if vectors is None else ExactIndex(vectors, fallback=database)

@@ -55,10 +55,10 @@ class VersionVectors:
         return np.asarray(ids, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
-def version_vectors_load(version_id: int) -> VersionVectors | None:
-    """Read a version's vectors (with ``is_active``) in binary; None when they exceed the budget."""
+def version_vectors_load(version_id: int, space: str = "") -> VersionVectors | None:
+    """Read a version's vectors of one space (with ``is_active``) in binary; None when they exceed the budget."""
     started = time.perf_counter()
-    table = VersionTables(version_id).items
+    table = VersionTables(version_id, space).items
     raw = raw_connection()
     with binary_cursor(raw) as cursor:
         # pgvector keeps a column's dimension in atttypmod: the row width, before reading any row.
@@ -109,15 +109,18 @@ def version_vectors_load(version_id: int) -> VersionVectors | None:
 
 # One entry per version a process serves (the active one, and the previous one for a moment after
 # an activation); over-budget versions are memoised as None so they are not re-read per request.
-VERSION_VECTORS = GenerationMemo("version_vectors", version_vectors_load, max_entries=4)
+# Keyed by (version, space): a version with a vector family's space has two entries.
+VERSION_VECTORS: GenerationMemo[tuple[int, str], VersionVectors | None] = GenerationMemo(
+    "version_vectors", lambda key: version_vectors_load(*key), max_entries=8
+)
 
 
-def version_vectors(*, version_id: int, generation: int | None) -> VersionVectors | None:
-    """The memoised vectors of ``version_id`` for ``generation``; None when the memo may not be used
-    (no generation, inside a transaction) or the version is over budget."""
+def version_vectors(*, version_id: int, generation: int | None, space: str = "") -> VersionVectors | None:
+    """The memoised vectors of ``version_id`` (in ``space``) for ``generation``; None when the memo may
+    not be used (no generation, inside a transaction) or the version is over budget."""
     if not VERSION_VECTORS.usable(generation):
         return None
-    return VERSION_VECTORS.get(int(version_id), generation=generation)
+    return VERSION_VECTORS.get((int(version_id), space), generation=generation)
 
 
 def _top_rows(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:

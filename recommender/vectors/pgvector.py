@@ -185,11 +185,12 @@ def nearest_statement(
     k: int,
     filters: AnnFilters,
     exact: bool = False,
+    space: str = "",
     extra_excluded_ids: tuple[int, ...] = (),
     with_embedding: bool = False,
 ) -> tuple[sql.Composed, dict]:
     """The filtered k-NN statement and its parameters (also used by tests and benchmarks to EXPLAIN it)."""
-    tables = VersionTables(version_id)
+    tables = VersionTables(version_id, space)
     distance = sql.SQL("v.{} {} %(query)s").format(sql.Identifier(column), sql.SQL(operator))
     # "+ 0" turns the ORDER BY into an expression no index matches: a brute-force scan (recall baseline).
     order = sql.SQL("({}) + 0").format(distance) if exact else distance
@@ -246,6 +247,7 @@ def _nearest(
     exact: bool,
     extra_excluded_ids: tuple[int, ...] = (),
     with_embedding: bool = False,
+    space: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Run one filtered k-NN query; return (item_ids (n,) int64, distances (n,) float64, embeddings or None)."""
     if k < 1:
@@ -260,6 +262,7 @@ def _nearest(
         exact=exact,
         extra_excluded_ids=extra_excluded_ids,
         with_embedding=with_embedding,
+        space=space,
     )
     rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
     if len(rows) < k and not exact and k <= EXACT_RETRY_MAX_K:
@@ -276,6 +279,7 @@ def _nearest(
             exact=True,
             extra_excluded_ids=extra_excluded_ids,
             with_embedding=with_embedding,
+            space=space,
         )
         rows = _rows_fetch(statement, params, ef_search=ef_search, k=k, binary=with_embedding)
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
@@ -296,17 +300,21 @@ class PgvectorIndex:
     Parameters
     ----------
     version_id : the published version whose ``rec_item_vectors_v<N>`` table is queried.
+    space : the vector space of that version: "" for LightFM's, a family name for a vector
+        family's own table (``rec_item_vectors_v<N>__<family>``, `recommender.vectors.store`).
     ef_search : HNSW candidate list size (serving default `DEFAULT_EF_SEARCH`; benchmarks vary it).
     exact : brute force over every row passing the filters (the recall baseline of bench/ann_recall.py).
     """
 
-    def __init__(self, version_id: int, *, ef_search: int = DEFAULT_EF_SEARCH, exact: bool = False):
+    def __init__(self, version_id: int, *, space: str = "", ef_search: int = DEFAULT_EF_SEARCH, exact: bool = False):
         self.version_id = int(version_id)
+        self.space = space
         self.ef_search = int(ef_search)
         self.exact = bool(exact)
 
     def __repr__(self) -> str:
-        return f"PgvectorIndex(v{self.version_id}, ef_search={self.ef_search}, exact={self.exact})"
+        space = f", space={self.space!r}" if self.space else ""
+        return f"PgvectorIndex(v{self.version_id}{space}, ef_search={self.ef_search}, exact={self.exact})"
 
     def user_neighbours(self, user_vector: np.ndarray, *, k: int, filters: AnnFilters) -> Neighbours:
         """Top-k items by LightFM score (user score vector · item score vector), best first.
@@ -323,6 +331,7 @@ class PgvectorIndex:
             filters=filters,
             ef_search=self.ef_search,
             exact=self.exact,
+            space=self.space,
         )
         return [(int(item_id), float(-distance)) for item_id, distance in zip(ids, distances, strict=True)]
 
@@ -355,6 +364,7 @@ class PgvectorIndex:
                 exact=self.exact,
                 extra_excluded_ids=exclude_item_ids,
                 with_embedding=True,
+                space=self.space,
             )
             if len(ids) == 0:
                 return []
@@ -371,6 +381,7 @@ class PgvectorIndex:
             ef_search=self.ef_search,
             exact=self.exact,
             extra_excluded_ids=exclude_item_ids,
+            space=self.space,
         )
         scores = _scores_from_distances(measure, distances)
         return [(int(item_id), float(score)) for item_id, score in zip(ids, scores, strict=True)]
@@ -394,7 +405,7 @@ class PgvectorIndex:
         if measure == "norm_damped" or len(seeds) == 1:
             found = {}
             for seed in seeds:
-                query = item_embedding_fetch(version_id=self.version_id, item_id=seed)
+                query = item_embedding_fetch(version_id=self.version_id, item_id=seed, space=self.space)
                 if query is None:
                     logger.info("vectors.seed_without_vector version=%s item=%s", self.version_id, seed)
                 found[seed] = (
@@ -406,13 +417,15 @@ class PgvectorIndex:
                 )
             return found
         rows = _rows_fetch(
-            *_many_statement(self.version_id, seeds, measure, k, filters, self.exact), ef_search=self.ef_search, k=k
+            *_many_statement(self.version_id, seeds, measure, k, filters, self.exact, space=self.space),
+            ef_search=self.ef_search,
+            k=k,
         )
         found = _rows_by_seed(seeds, rows, measure)
         short = [seed for seed, neighbours in found.items() if len(neighbours) < k]
         if short and not self.exact:
             rows = _rows_fetch(
-                *_many_statement(self.version_id, short, measure, k, filters, True, excluded=seeds),
+                *_many_statement(self.version_id, short, measure, k, filters, True, excluded=seeds, space=self.space),
                 ef_search=self.ef_search,
                 k=k,
             )
@@ -422,10 +435,10 @@ class PgvectorIndex:
         return found
 
     def score_vectors(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        return item_vectors_fetch(version_id=self.version_id, item_ids=item_ids)
+        return item_vectors_fetch(version_id=self.version_id, item_ids=item_ids, space=self.space)
 
     def embeddings(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        return item_embeddings_fetch(version_id=self.version_id, item_ids=item_ids)
+        return item_embeddings_fetch(version_id=self.version_id, item_ids=item_ids, space=self.space)
 
 
 def _many_statement(
@@ -436,8 +449,9 @@ def _many_statement(
     filters: AnnFilters,
     exact: bool,
     excluded: list[int] | None = None,
+    space: str = "",
 ) -> tuple[sql.Composed, dict]:
-    table = sql.Identifier(VersionTables(version_id).items)
+    table = sql.Identifier(VersionTables(version_id, space).items)
     distance = sql.SQL("v.embedding {} s.query").format(sql.SQL(_DISTANCE_OPERATORS[measure]))
     order = sql.SQL("({}) + 0").format(distance) if exact else distance
     clauses, params = filter_clauses(filters, extra_excluded_ids=tuple(excluded or seeds))

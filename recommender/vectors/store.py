@@ -21,6 +21,13 @@ uses the version's M; an item longer than M gets 0 (its scores stay exact). Read
 know which layout a version has: scores are inner products of stored rows either way, and
 `user_vector_store` / `user_search_vector` pad model-layout user vectors only for augmented tables.
 
+Vector spaces: a family whose score is an inner product (`families.base.VectorFamily`, e.g. the
+two-tower model) publishes its own item table in the same layout, ``rec_item_vectors_v<N>__<family>``
+(``space`` = the family's name; "" is LightFM's), with the same three ANN indexes and no user
+table: its queries are computed at request time from the user's live history. Every function here
+takes ``space`` (default ""), retiring a version drops all of its spaces, and activation checks
+every space's indexes.
+
 Why one table per version rather than one table with a version column: the pgvector dimension is
 fixed per version, an HNSW index is built once over exactly one version's rows, a half-written
 version is simply a table nobody points at yet, and retiring a version is a cheap DROP TABLE.
@@ -30,6 +37,7 @@ Serving finds the tables through the active ModelVersion row, so activation is o
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -60,17 +68,29 @@ class VectorIndexError(RuntimeError):
     """An ANN index could not be built or is not valid; the version must not be activated."""
 
 
+_SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}")
+
+
 @dataclass(frozen=True)
 class VersionTables:
     version_id: int
+    space: str = ""  # "" = LightFM's vectors; else a vector family's name
+
+    def __post_init__(self) -> None:
+        if self.space and not _SPACE_NAME.fullmatch(self.space):
+            raise ValueError(
+                f"vector space names are lower-case identifiers of at most 24 characters, got {self.space!r}"
+            )
 
     @property
     def items(self) -> str:
-        return f"rec_item_vectors_v{int(self.version_id)}"
+        suffix = f"__{self.space}" if self.space else ""
+        return f"rec_item_vectors_v{int(self.version_id)}{suffix}"
 
     @property
     def users(self) -> str:
-        return f"rec_user_vectors_v{int(self.version_id)}"
+        suffix = f"__{self.space}" if self.space else ""
+        return f"rec_user_vectors_v{int(self.version_id)}{suffix}"
 
     def index(self, role: str, method: str = HNSW) -> str:
         """The index of ``role`` ('ip', 'cos', 'emb_ip') built with ``method`` ('hnsw', 'ivfflat')."""
@@ -113,10 +133,11 @@ def vectors_publish(
     item_ids: np.ndarray,
     item_score_vectors: np.ndarray,
     item_embeddings: np.ndarray,
-    user_ids: np.ndarray,
-    user_score_vectors: np.ndarray,
+    user_ids: np.ndarray | None = None,
+    user_score_vectors: np.ndarray | None = None,
     mips_augment: bool | None = None,
     progress: Report | None = None,
+    space: str = "",
 ) -> VersionTables:
     """Create, fill and index the tables of one version; raise VectorIndexError if an index is invalid.
 
@@ -129,14 +150,22 @@ def vectors_publish(
     item_score_vectors : (n_items, d + 2) float32, [representation, bias, 1] (the model's layout;
         the MIPS coordinate is appended here, see `item_score_vectors_equalise`).
     item_embeddings : (n_items, d) float32, bare representations.
-    user_ids : (n_users,) int64, UserProfile primary keys.
+    user_ids : (n_users,) int64, UserProfile primary keys; None for a space without stored users
+        (a vector family's, whose queries are computed at request time): no user table.
     user_score_vectors : (n_users, d + 2) float32, [representation, 1, bias] (0 appended here).
+    space : "" for LightFM's tables, else the vector family's name (see the module notes).
     progress : callable(message), optional
         Told what is being written, and during each HNSW build how far it got (polled from
         ``pg_stat_progress_create_index`` by another thread: see `build_progress`).
     """
     report = progress or (lambda message: None)
-    tables = VersionTables(version_id)
+    tables = VersionTables(version_id, space)
+    with_users = user_ids is not None
+    if user_ids is None or user_score_vectors is None:
+        if with_users:
+            raise ValueError("user_ids were given without user_score_vectors")
+        user_ids = np.zeros(0, dtype=np.int64)
+        user_score_vectors = np.zeros((0, int(item_embeddings.shape[1]) + 2), dtype=np.float32)
     dimension = int(item_embeddings.shape[1])
     if item_score_vectors.shape != (len(item_ids), dimension + 2):
         raise ValueError(
@@ -146,7 +175,7 @@ def vectors_publish(
         raise ValueError(
             f"user_score_vectors has shape {user_score_vectors.shape}, expected ({len(user_ids)}, {dimension + 2})"
         )
-    vectors_drop(version_id=version_id)  # a re-run of a crashed publish starts clean
+    _tables_drop(tables)  # a re-run of a crashed publish starts clean (its own space only)
     augment = MIPS_AUGMENT if mips_augment is None else mips_augment
     if augment:
         item_score_vectors, max_norm = item_score_vectors_equalise(item_score_vectors)
@@ -170,14 +199,15 @@ def vectors_publish(
                     .format(sql.Identifier(tables.items), sql.Literal(f"mips_max_norm={max_norm!r}"))
                     .as_string()
                 )
-            cursor.execute(
-                sql.SQL(
-                    "CREATE TABLE {} (profile_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
-                    "folded_in_at timestamptz NULL)"
+            if with_users:
+                cursor.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (profile_id bigint PRIMARY KEY, score_vector vector({}) NOT NULL, "
+                        "folded_in_at timestamptz NULL)"
+                    )
+                    .format(sql.Identifier(tables.users), sql.Literal(dimension + extra_columns))
+                    .as_string()
                 )
-                .format(sql.Identifier(tables.users), sql.Literal(dimension + extra_columns))
-                .as_string()
-            )
         item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
         report(f"copying {len(item_ids):,} item vectors")
         _copy_rows(
@@ -186,19 +216,25 @@ def vectors_publish(
             ["int8", "vector", "vector"],
             zip(item_ids.tolist(), item_score_vectors, item_embeddings, strict=False),
         )
-        report(f"copying {len(user_ids):,} user vectors")
-        _copy_rows(
-            tables.users,
-            ["profile_id", "score_vector"],
-            ["int8", "vector"],
-            zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
-        )
+        if with_users:
+            report(f"copying {len(user_ids):,} user vectors")
+            _copy_rows(
+                tables.users,
+                ["profile_id", "score_vector"],
+                ["int8", "vector"],
+                zip(user_ids.tolist(), np.ascontiguousarray(user_score_vectors, dtype=np.float32), strict=True),
+            )
     plan = _build_indexes(
-        tables, n_items=len(item_ids), dimension=int(np.asarray(item_score_vectors).shape[1]), report=report
+        tables,
+        n_items=len(item_ids),
+        dimension=int(np.asarray(item_score_vectors).shape[1]),
+        report=report,
+        with_users=with_users,
     )
     logger.info(
-        "vectors.published version=%s items=%s users=%s dimension=%s index_method=%s",
+        "vectors.published version=%s space=%r items=%s users=%s dimension=%s index_method=%s",
         version_id,
+        space,
         len(item_ids),
         len(user_ids),
         dimension,
@@ -247,11 +283,11 @@ def user_score_vectors_pad(score_vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([rows, padding], axis=-1))
 
 
-def item_max_norm(*, version_id: int) -> float | None:
+def item_max_norm(*, version_id: int, space: str = "") -> float | None:
     """The version's M (set at publish time, kept in the item table's comment); None for a version
     published before the MIPS coordinate existed (score vectors of d + 2)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [VersionTables(version_id).items])
+        cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", [VersionTables(version_id, space).items])
         row = cursor.fetchone()
     comment = (row[0] or "") if row else ""
     if not comment.startswith("mips_max_norm="):
@@ -312,7 +348,9 @@ def _pilot_seconds(cursor, tables: VersionTables, *, n_items: int) -> float | No
     return seconds * pilot_items / max(sampled, 1)
 
 
-def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, report: Report) -> AnnPlan:
+def _build_indexes(
+    tables: VersionTables, *, n_items: int, dimension: int, report: Report, with_users: bool = True
+) -> AnnPlan:
     build = hnsw_build_settings(
         n_items=n_items,
         dimension=dimension,
@@ -375,7 +413,8 @@ def _build_indexes(tables: VersionTables, *, n_items: int, dimension: int, repor
                     .as_string()
                 )
         cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.items)).as_string())
-        cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.users)).as_string())
+        if with_users:
+            cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(tables.users)).as_string())
         # The session goes on serving other statements (a worker's connection): back to the defaults.
         cursor.execute("RESET maintenance_work_mem")
         cursor.execute("RESET max_parallel_maintenance_workers")
@@ -416,25 +455,44 @@ def version_tables_exist(version_id: int) -> bool:
         return cursor.fetchone()[0] == 2
 
 
+def version_spaces(version_id: int) -> list[str]:
+    """The vector families' spaces published for a version (LightFM's "" not included), sorted."""
+    prefix = VersionTables(version_id).items + "__"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND starts_with(relname::text, %s)", [prefix])
+        return sorted(row[0][len(prefix) :] for row in cursor.fetchall())
+
+
 def version_indexes_valid(version_id: int) -> bool:
-    tables = VersionTables(version_id)
-    return all(any(index_is_valid(name) for name in names) for names in tables.required_indexes)
+    """Every index activation needs, in LightFM's tables and in every space the version published."""
+    return all(
+        any(index_is_valid(name) for name in names)
+        for space in ("", *version_spaces(version_id))
+        for names in VersionTables(version_id, space).required_indexes
+    )
 
 
-def vectors_drop(*, version_id: int) -> None:
-    tables = VersionTables(version_id)
+def _tables_drop(tables: VersionTables) -> None:
     with connection.cursor() as cursor:
         for table in (tables.items, tables.users):
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)).as_string())
 
 
-def item_vectors_fetch(*, version_id: int, item_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def vectors_drop(*, version_id: int) -> None:
+    """Drop a version's tables: LightFM's and every vector family's space."""
+    for space in ("", *version_spaces(version_id)):
+        _tables_drop(VersionTables(version_id, space))
+
+
+def item_vectors_fetch(
+    *, version_id: int, item_ids: list[int] | None = None, space: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (item_ids (n,) int64, score_vectors (n, d + 2) float32) of a version (d + 3 when augmented).
 
     Rows are [representation, bias, 1(, MIPS coordinate)]; their inner product with a stored user
-    score vector is LightFM's score. Read in binary (no text parsing).
+    score vector is LightFM's score (in a vector family's space: its query's score). Read in binary.
     """
-    tables = VersionTables(version_id)
+    tables = VersionTables(version_id, space)
     query = sql.SQL("SELECT item_id, score_vector FROM {}").format(sql.Identifier(tables.items))
     params: list = []
     if item_ids is not None:
@@ -486,7 +544,9 @@ def user_vector_store(*, version_id: int, profile_id: int, score_vector: np.ndar
     return stored
 
 
-def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray, embedding: np.ndarray) -> None:
+def item_vector_store(
+    *, version_id: int, item_id: int, score_vector: np.ndarray, embedding: np.ndarray, space: str = ""
+) -> None:
     """Insert or replace one item's vectors in a published version (cold start: no retraining).
 
     ``score_vector`` is in the model's layout (d + 2,) [v, b, 1]; for an augmented version the MIPS
@@ -494,8 +554,8 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
     longer than M (its inner products stay exact; only its graph recall is that of plain MIPS). HNSW indexes accept
     inserts, so the item is found by ANN queries at once.
     """
-    tables = VersionTables(version_id)
-    max_norm = item_max_norm(version_id=version_id)
+    tables = VersionTables(version_id, space)
+    max_norm = item_max_norm(version_id=version_id, space=space)
     stored = (
         np.asarray(score_vector, dtype=np.float32)[None, :]
         if max_norm is None  # published before MIPS
@@ -513,19 +573,19 @@ def item_vector_store(*, version_id: int, item_id: int, score_vector: np.ndarray
         )
 
 
-def item_embedding_fetch(*, version_id: int, item_id: int) -> np.ndarray | None:
+def item_embedding_fetch(*, version_id: int, item_id: int, space: str = "") -> np.ndarray | None:
     """The bare embedding (d,) float32 of one item, or None if the version has no row for it."""
-    ids, embeddings = item_embeddings_fetch(version_id=version_id, item_ids=[item_id])
+    ids, embeddings = item_embeddings_fetch(version_id=version_id, item_ids=[item_id], space=space)
     return embeddings[0] if len(ids) else None
 
 
-def item_embeddings_fetch(*, version_id: int, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def item_embeddings_fetch(*, version_id: int, item_ids: list[int], space: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Return (item_ids (n,) int64, embeddings (n, d) float32) for the given items, in one query."""
     raw = raw_connection()
     with binary_cursor(raw) as cursor:
         cursor.execute(
             sql.SQL("SELECT item_id, embedding FROM {} WHERE item_id = ANY(%s::bigint[])").format(
-                sql.Identifier(VersionTables(version_id).items)
+                sql.Identifier(VersionTables(version_id, space).items)
             ),
             [list(item_ids)],
             binary=True,

@@ -6,7 +6,7 @@ One module per family: a new family is one new module and one line here.
 from __future__ import annotations
 
 from .als import AlsFamily
-from .base import FamilyFitError, ModelFamily, Progress  # noqa: F401  (re-exported: the package is the interface)
+from .base import FamilyFitError, ModelFamily, Progress, VectorFamily  # noqa: F401  (re-exported: the package is the interface)
 from .ease import EaseFamily
 from .lightfm import LightFmFamily
 from .two_tower import TwoTowerFamily

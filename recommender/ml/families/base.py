@@ -22,7 +22,7 @@ No Django here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -101,4 +101,40 @@ class ModelFamily(Protocol):
 
     def memory_bytes(self) -> int:
         """Bytes the fitted arrays hold in memory (what one serving process pays to load it)."""
+        ...
+
+
+@runtime_checkable
+class VectorFamily(Protocol):
+    """A family whose score is an inner product of a query vector and item vectors, so its items
+    can be published to the vector store as their own *space* and searched by ANN
+    (`recommender.vectors`), with the query computed at request time from the user's live history.
+
+    Rows follow the store's layout: item score vectors ``[v, b, 1]`` (n, d + 2), queries
+    ``[u, 1, c]`` (d + 2,), bare embeddings ``v`` (n, d) for item-to-item similarity, float32.
+    A family satisfies this next to :class:`ModelFamily`; LightFM's vectors are the default space
+    and are published by training itself.
+    """
+
+    name: ClassVar[str]
+    item_ids: IdMap
+
+    def item_space(self) -> tuple[np.ndarray, np.ndarray]:
+        """(score vectors (n_items, d + 2), embeddings (n_items, d)) of every fitted item, in index order."""
+        ...
+
+    def query_vector(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+        side_features: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """The query (d + 2,) for a live history (as in `ModelFamily.score_history`) and the user's
+        side features by name (``"type=value"`` → weight; unknown names ignored)."""
+        ...
+
+    def item_space_from_features(self, features: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """A new item's (score vector (d + 2,), embedding (d,)) from its side features by name,
+        without refitting; None when the family cannot place it (no known feature)."""
         ...

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -171,6 +172,31 @@ def _l1_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return normalised
 
 
+def _side_names(names: list[str], n_side: int) -> list[str]:
+    """The last ``n_side`` column names (the side block follows any identity block); [] when unknown."""
+    return list(names[len(names) - n_side :]) if n_side and len(names) >= n_side else []
+
+
+def _named_rows(rows: list[Mapping[str, float]], names: list[str]) -> sp.csr_matrix:
+    """Feature rows by name → csr (len(rows), len(names)); unknown names are dropped."""
+    column_of = {name: column for column, name in enumerate(names)}
+    data, indices, indptr = [], [], [0]
+    for row in rows:
+        for name, weight in row.items():
+            if name in column_of:
+                indices.append(column_of[name])
+                data.append(float(weight))
+        indptr.append(len(indices))
+    return sp.csr_matrix((np.asarray(data, np.float32), indices, indptr), shape=(len(rows), len(names)))
+
+
+def _score_rows(vectors: np.ndarray, *, bias_first: bool) -> np.ndarray:
+    """Append the store's two extra columns to unit vectors: items [v, 0, 1], queries [u, 1, 0]."""
+    extra = np.zeros((len(vectors), 2), dtype=np.float32)
+    extra[:, 1 if bias_first else 0] = 1.0
+    return np.ascontiguousarray(np.hstack([np.asarray(vectors, np.float32), extra]))
+
+
 class TwoTowerFamily:
     """A fitted two-tower model: the towers, plus every fitted item's and user's vector.
 
@@ -185,6 +211,10 @@ class TwoTowerFamily:
         Resolved parameters (:func:`two_tower_params_resolve`).
     layout : dict
         ``n_items``, ``n_item_side``, ``n_user_side``: what rebuilding the towers needs.
+    item_side_names, user_side_names : list of str
+        The side-feature columns' names (``"type=value"``, identity block excluded), so a new item
+        or a user's live features are placed by name (:meth:`item_space_from_features`,
+        :meth:`query_vector`). Empty for an archive written before they were kept.
     report : dict
         What training measured (epochs, best validation recall), for the Models page.
     """
@@ -203,6 +233,8 @@ class TwoTowerFamily:
         params: dict[str, Any],
         layout: dict[str, int],
         report: dict[str, Any],
+        item_side_names: list[str] | None = None,
+        user_side_names: list[str] | None = None,
     ) -> None:
         item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
         user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
@@ -224,6 +256,8 @@ class TwoTowerFamily:
         self.params = dict(params)
         self.layout = dict(layout)
         self.report = dict(report)
+        self.item_side_names = list(item_side_names or [])
+        self.user_side_names = list(user_side_names or [])
 
     @classmethod
     def fit(cls, data: TrainingData, params: dict, *, progress: Progress | None = None) -> TwoTowerFamily:
@@ -278,6 +312,8 @@ class TwoTowerFamily:
             params=resolved,
             layout=layout,
             report=report,
+            item_side_names=_side_names(data.item_feature_names, layout["n_item_side"]),
+            user_side_names=_side_names(data.user_feature_names, layout["n_user_side"]),
         )
 
     def score_items(self, user_indices: np.ndarray) -> np.ndarray:
@@ -289,7 +325,12 @@ class TwoTowerFamily:
             )
         return self.user_vectors[users] @ self.item_vectors.T
 
-    def user_vector_from_history(self, item_indices: np.ndarray, confidences: np.ndarray | None = None) -> np.ndarray:
+    def user_vector_from_history(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        side_features: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
         """The user tower on one history: float32 shape (output_dim,), unit norm.
 
         Parameters
@@ -298,9 +339,11 @@ class TwoTowerFamily:
             Indices < 0 (unknown items) are ignored; repeats add their confidences, as training does.
         confidences : array_like of float, shape (m,), optional
             Training weights (1.0 when omitted): the weights of the history mean.
-
-        No user features reach this path (the interface passes none), so a fitted user with side
-        features scores a little differently here than in :meth:`score_items`.
+        side_features : mapping of str to float, optional
+            The user's side features by name (``"type=value"`` → weight); names the fit did not
+            see are ignored. `score_history` passes none (the family interface has no features),
+            so a fitted user with side features scores a little differently there than in
+            :meth:`score_items`; serving's :meth:`query_vector` passes them.
         """
         from recommender.ml.families import two_tower_training
 
@@ -318,7 +361,12 @@ class TwoTowerFamily:
             shape=(1, len(self.item_vectors)),
             dtype=np.float32,
         )
-        return two_tower_training.user_vectors(self.towers, row, None)[0]
+        side = (
+            _l1_rows(_named_rows([side_features], self.user_side_names))
+            if side_features and self.user_side_names
+            else None
+        )
+        return two_tower_training.user_vectors(self.towers, row, side)[0]
 
     def score_history(
         self,
@@ -376,6 +424,40 @@ class TwoTowerFamily:
         indices = top_k(scores, k, exclude=np.array([item_index]))
         return indices, scores[indices].astype(np.float32)
 
+    # The vector space (`families.base.VectorFamily`): the published rows are [v, 0, 1] and queries
+    # [u, 1, 0], so inner products are the cosines `score_history` gives, in the store's layout.
+
+    def item_space(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every fitted item's (score vector [v, 0, 1] (n, d + 2), embedding v (n, d)), float32."""
+        return _score_rows(self.item_vectors, bias_first=True), self.item_vectors
+
+    def query_vector(
+        self,
+        item_indices: np.ndarray,
+        confidences: np.ndarray | None = None,
+        preferences: np.ndarray | None = None,
+        side_features: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """The user tower on a live history and side features, as a query [u, 1, 0]: float32 (d + 2,).
+
+        Vetoed items (preference 0) are left out, as in :meth:`score_history`.
+        """
+        items = np.asarray(item_indices, dtype=np.int64)
+        if preferences is not None:
+            positive = np.asarray(preferences, dtype=np.float64) > 0
+            items = items[positive]
+            confidences = None if confidences is None else np.asarray(confidences)[positive]
+        vector = self.user_vector_from_history(items, confidences, side_features)
+        return _score_rows(vector[None, :], bias_first=False)[0]
+
+    def item_space_from_features(self, features: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+        """A new item's (score vector (d + 2,), embedding (d,)) from its side features by name; None
+        when the model has no item side features or knows none of the names."""
+        if not self.item_side_names or not any(name in self.item_side_names for name in features):
+            return None
+        vector = self.item_vectors_from_features(_named_rows([features], self.item_side_names))[0]
+        return _score_rows(vector[None, :], bias_first=True)[0], vector
+
     def save(self, path: Path) -> Path:
         """Write an ``np.savez`` archive: the towers' state dict as arrays, the vectors and JSON
         configuration; no pickles. Returns ``path``."""
@@ -392,6 +474,7 @@ class TwoTowerFamily:
             "params_json": np.asarray(json.dumps(self.params)),
             "layout_json": np.asarray(json.dumps(self.layout)),
             "report_json": np.asarray(json.dumps(self.report)),
+            "side_names_json": np.asarray(json.dumps({"item": self.item_side_names, "user": self.user_side_names})),
             **state_arrays(self.towers),
         }
         with path.open("wb") as handle:
@@ -413,6 +496,7 @@ class TwoTowerFamily:
                 "load it with the class of the family that saved it."
             )
         params = json.loads(str(arrays["params_json"]))
+        side_names = json.loads(str(arrays["side_names_json"])) if "side_names_json" in arrays else {}
         layout = json.loads(str(arrays["layout_json"]))
         try:
             towers = towers_from_arrays(two_tower_training.towers_build(params, layout), arrays)
@@ -427,6 +511,8 @@ class TwoTowerFamily:
             params=params,
             layout=layout,
             report=json.loads(str(arrays["report_json"])),
+            item_side_names=side_names.get("item", []),
+            user_side_names=side_names.get("user", []),
         )
 
     def memory_bytes(self) -> int:
