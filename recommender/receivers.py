@@ -62,7 +62,8 @@ def _home_refresh_enqueue(profile_id: int) -> None:
 def on_item_changed(sender, *, item_id: int, created: bool = False, **kwargs) -> None:
     from recommender.selectors import active_version
     from recommender.services.precompute import related_precomputed_invalidate_near
-    from recommender.services.realtime import item_spaces_cold_start, item_vector_cold_start
+    from recommender.services.realtime import item_vector_cold_start
+    from recommender.services.vector_spaces import item_spaces_cold_start
 
     try:
         version = active_version()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from catalog.array_selectors import item_feature_weights
 from catalog.models import Feedback, ItemFeature, UserFeature
 from catalog.selectors import feedback_in_force
 from config.db_router import primary_reads
@@ -239,40 +238,6 @@ def item_vector_cold_start(*, item_id: int, version: ModelVersion | None = None)
             state.solver = None
     logger.info("realtime.item_cold_start item=%s version=%s features=%s", item_id, version.pk, len(cols))
     return True
-
-
-def item_spaces_cold_start(*, item_id: int, version: ModelVersion | None = None) -> list[str]:
-    """Place a new item in each vector family's space of the active version, from its features alone.
-
-    The family's item tower (e.g. two-tower's) maps the item's features to a vector without
-    retraining; it is inserted into that space's table (and its HNSW indexes) at once, so the
-    family's related candidates can nominate it. An item the family was fitted on keeps its trained
-    vector. Returns the spaces it was placed in.
-    """
-    from recommender.ml.families import VectorFamily
-    from recommender.stacking import version_stack
-
-    version = version or active_version()
-    stack = None if version is None else version_stack(version.pk)
-    if version is None or stack is None:
-        return []
-    placed: list[str] = []
-    features = None
-    for name, family in stack.families.items():
-        if not isinstance(family, VectorFamily) or family.item_ids.index_of([item_id], missing=-1)[0] >= 0:
-            continue
-        features = item_feature_weights(item_id=item_id) if features is None else features
-        vectors = family.item_space_from_features(features)
-        if vectors is None:
-            logger.info("realtime.item_space_skipped item=%s version=%s space=%s", item_id, version.pk, name)
-            continue
-        score_vector, embedding = vectors
-        store.item_vector_store(
-            version_id=version.pk, item_id=item_id, score_vector=score_vector, embedding=embedding, space=name
-        )
-        placed.append(name)
-        logger.info("realtime.item_space_cold_start item=%s version=%s space=%s", item_id, version.pk, name)
-    return placed
 
 
 @primary_reads  # the user's own newest feedback, and a write (config.db_router)

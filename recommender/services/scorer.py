@@ -26,7 +26,7 @@ from django.conf import settings
 
 from recommender.ml import evaluation
 from recommender.ml.dataset import TrainingData
-from recommender.ml.families import ModelFamily, Progress, VectorFamily
+from recommender.ml.families import ModelFamily, Progress
 from recommender.ml.families.lightfm import LightFmFamily
 from recommender.ml.stack import (
     ItemContext,
@@ -39,8 +39,8 @@ from recommender.ml.stack import (
     stack_top_k,
 )
 from recommender.ml.training import FittedModel
+from recommender.services.vector_spaces import family_spaces_publish
 from recommender.stacking import VECTOR_FAMILY, stack_store
-from recommender.vectors import store
 
 logger = logging.getLogger(__name__)
 
@@ -198,30 +198,3 @@ def scorer_publish(
     if version_id is not None:
         family_spaces_publish(version_id=version_id, families=families, progress=progress)
     return seconds
-
-
-def family_spaces_publish(
-    *, version_id: int, families: dict[str, ModelFamily], progress: Progress | None = None
-) -> list[str]:
-    """Publish every vector family's item vectors as its own space of ``version_id``; returns the spaces.
-
-    LightFM is the version's default space, published by training itself. Only a family that
-    scores by inner product (`families.base.VectorFamily`) has a space; the others serve from memory.
-    """
-    published = []
-    for name, family in families.items():
-        if name == VECTOR_FAMILY or not isinstance(family, VectorFamily):
-            continue
-        if progress is not None:
-            progress(0, 1, f"publishing the {name} vectors")
-        score_vectors, embeddings = family.item_space()
-        store.vectors_publish(
-            version_id=version_id,
-            space=name,
-            item_ids=np.asarray(family.item_ids.ids, dtype=np.int64),
-            item_score_vectors=score_vectors,
-            item_embeddings=embeddings,
-            progress=None if progress is None else (lambda message: progress(0, 1, message)),
-        )
-        published.append(name)
-    return published

@@ -48,6 +48,31 @@ def test_real_worker_trains_activates_and_ranks_each_cluster_first(celery_worker
             assert set(top_items(version, profile.pk, 10)) <= own
 
 
+def test_real_worker_trains_the_two_tower_family_and_its_space_becomes_a_candidate_source(celery_worker_process):
+    from recommender.candidates import SOURCES
+    from recommender.serving.context import context_build
+
+    catalog = build_planted_catalog(users_per_cluster=40, items_per_cluster=30, ratings_per_user=12)
+    config = TrainingConfig.objects.create(name="two tower", families="lightfm,two_tower")
+    version = model_training_request(config=config)
+
+    version = wait_for(
+        lambda: _finished(version.pk),
+        timeout=240,
+        message="training never finished",
+        on_timeout=celery_worker_process.output,
+    )
+
+    assert version.status == VersionStatus.ACTIVE, version.error or version.gate_reason
+    assert store.version_spaces(version.pk) == ["two_tower"]
+    for cluster, profiles in catalog.profiles_by_cluster.items():
+        own = {item.pk for item in catalog.items_by_cluster[cluster]}
+        context = context_build(surface="home", version=version, profile=profiles[0])
+        nominated = [candidate.item_id for candidate in SOURCES["two_tower"].generate(context, 10)]
+        assert len(nominated) == 10
+        assert len(set(nominated) & own) >= 9
+
+
 def test_worker_killed_mid_training_leaves_the_active_version_serving(celery_worker_process):
     catalog = build_planted_catalog(users_per_cluster=150, items_per_cluster=200, ratings_per_user=40)
     served = train_inline()

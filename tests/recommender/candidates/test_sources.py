@@ -35,6 +35,7 @@ def test_registry_holds_every_source_by_name():
         "fresh",
         "ease",  # one source per non-vector model family (recommender/candidates/family.py)
         "als",
+        "two_tower",  # one per vector family, in its own space (recommender/candidates/family_ann.py)
     }
     assert all(name == source.name for name, source in SOURCES.items())
 

@@ -270,3 +270,49 @@ def test_memory_bytes_counts_vectors_and_towers(two_tower):
     vectors = two_tower.item_vectors.nbytes + two_tower.user_vectors.nbytes
     parameters = sum(p.numel() * 4 for p in two_tower.towers.parameters())
     assert two_tower.memory_bytes() >= vectors + parameters
+
+
+# The vector space (`families.base.VectorFamily`): what the store publishes and serving queries.
+
+
+def test_is_a_vector_family_whose_published_inner_products_are_its_scores(two_tower):
+    from recommender.ml.families import VectorFamily
+
+    assert isinstance(two_tower, VectorFamily)
+    score_vectors, embeddings = two_tower.item_space()
+    assert score_vectors.shape == (len(two_tower.item_ids), embeddings.shape[1] + 2)
+    np.testing.assert_array_equal(score_vectors[:, -2:], np.tile([0.0, 1.0], (len(score_vectors), 1)))
+    history, weights, preferences = np.array([0, 2, 4, 5]), np.array([1.0, 2.0, 1.0, 1.0]), np.array([1, 1, 1, 0])
+    query = two_tower.query_vector(history, weights, preferences)
+    np.testing.assert_array_equal(query[-2:], [1.0, 0.0])
+    np.testing.assert_allclose(score_vectors @ query, two_tower.score_history(history, weights, preferences), atol=1e-6)
+
+
+def test_a_new_item_is_placed_by_feature_name_and_unknown_names_place_nothing(planted, two_tower):
+    assert two_tower.item_side_names == ["genre:a", "genre:b", "tag:x", "tag:y", "tag:z"]
+    placed = two_tower.item_space_from_features({"genre:b": 1.0, "tag:x": 1.0, "colour:red": 3.0})
+    assert placed is not None
+    score_vector, embedding = placed
+    row = sp.csr_matrix(np.array([[0.0, 1.0, 1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(embedding, two_tower.item_vectors_from_features(row)[0], atol=1e-6)
+    np.testing.assert_allclose(score_vector, [*embedding, 0.0, 1.0], atol=1e-6)
+    assert two_tower.item_space_from_features({"colour:red": 1.0}) is None
+
+
+def test_user_side_features_reach_the_query_by_name_and_survive_save_and_load(tmp_path, planted):
+    users = len(planted.user_cluster)
+    columns = planted.user_cluster  # 0 = "segment:a", 1 = "segment:b": the planted truth
+    user_features = build_feature_matrix(users, np.arange(users), columns, None, 2)
+    data = replace(
+        planted.data,
+        user_features=user_features,
+        user_feature_names=[f"user:{u}" for u in range(users)] + ["segment:a", "segment:b"],
+    )
+    model = TwoTowerFamily.fit(data, SMALL)
+    assert model.user_side_names == ["segment:a", "segment:b"]
+    empty = np.zeros(0, dtype=np.int64)
+    as_a, as_b = (model.query_vector(empty, side_features={name: 1.0}) for name in ("segment:a", "segment:b"))
+    assert not np.allclose(as_a, as_b)  # the features move the query, with no history at all
+    loaded = TwoTowerFamily.load(model.save(tmp_path / "two_tower.npz"))
+    assert (loaded.item_side_names, loaded.user_side_names) == (model.item_side_names, model.user_side_names)
+    np.testing.assert_array_equal(loaded.query_vector(empty, side_features={"segment:b": 1.0}), as_b)
