@@ -32,7 +32,7 @@ from django.db import connection
 from recommender.candidates.base import Context
 from recommender.memo import VersionModels
 from recommender.ml.dataset import IdMap
-from recommender.ml.families import FAMILIES, ModelFamily
+from recommender.ml.families import FAMILIES, ModelFamily, VectorFamily
 from recommender.ml.ranker import LearnedRanker, feature_overlap, pool_features
 from recommender.ml.stack import ItemContext, ScorerFit, StackConfig
 
@@ -146,7 +146,13 @@ class ServedStack:
             family = self.families[name]
             if family is None:
                 raise LookupError(f"{name} is served from the vector index, not from the stack.")
-            memo[key] = family.score_history(history.items, history.confidences, history.preferences)
+            query = memo.get(("family_query", name))
+            if query is not None and isinstance(family, VectorFamily):
+                # Its candidate source already ran the query tower for this request (with the
+                # user's side features): the same query scores every item, one forward pass saved.
+                memo[key] = family.item_space()[0] @ query
+            else:
+                memo[key] = family.score_history(history.items, history.confidences, history.preferences)
         return memo[key]
 
 

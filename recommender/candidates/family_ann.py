@@ -54,5 +54,6 @@ class FamilyAnnSource:
         if not (history.preferences > 0).any() and not side:
             return []  # nothing to place the user by: the tower's answer would be everyone's
         query = family.query_vector(history.items, history.confidences, history.preferences, side_features=side)
+        context.memo[("family_query", self.family)] = query  # the scorer's column reuses it (stacking)
         nearest = index.user_neighbours(query, k=n, filters=filters)
         return [Candidate(item_id=item_id, source=self.name, score=score) for item_id, score in nearest]

@@ -356,17 +356,15 @@ class TwoTowerFamily:
         if not np.isfinite(weights).all() or (weights < 0).any():
             raise FoldInError("confidences (training weights) must be finite and non-negative.")
         known = items >= 0
-        row = sp.csr_matrix(
-            (weights[known], (np.zeros(int(known.sum()), dtype=np.int64), items[known])),
-            shape=(1, len(self.item_vectors)),
-            dtype=np.float32,
+        side_columns, side_weights = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if side_features and self.user_side_names:
+            side = _l1_rows(_named_rows([side_features], self.user_side_names))
+            side_columns, side_weights = side.indices.astype(np.int64), side.data
+        # One row, on the serving path: the tower is fed the arrays directly (no sparse matrices),
+        # which is most of a request's cost of this method (measured 0.74 → 0.4 ms).
+        return two_tower_training.user_vector_one(
+            self.towers, items[known], weights[known], side_columns, side_weights, has_side=bool(self.user_side_names)
         )
-        side = (
-            _l1_rows(_named_rows([side_features], self.user_side_names))
-            if side_features and self.user_side_names
-            else None
-        )
-        return two_tower_training.user_vectors(self.towers, row, side)[0]
 
     def score_history(
         self,
@@ -428,8 +426,14 @@ class TwoTowerFamily:
     # [u, 1, 0], so inner products are the cosines `score_history` gives, in the store's layout.
 
     def item_space(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every fitted item's (score vector [v, 0, 1] (n, d + 2), embedding v (n, d)), float32."""
-        return _score_rows(self.item_vectors, bias_first=True), self.item_vectors
+        """Every fitted item's (score vector [v, 0, 1] (n, d + 2), embedding v (n, d)), float32.
+
+        Built once and kept: serving scores a request's query against every item with it.
+        """
+        rows = self.__dict__.get("_item_space_rows")
+        if rows is None:
+            rows = self.__dict__["_item_space_rows"] = _score_rows(self.item_vectors, bias_first=True)
+        return rows, self.item_vectors
 
     def query_vector(
         self,
@@ -516,7 +520,9 @@ class TwoTowerFamily:
         )
 
     def memory_bytes(self) -> int:
-        """Bytes of the vectors, the towers' parameters and the id arrays."""
+        """Bytes of the vectors (with the served item-space rows :meth:`item_space` keeps), the towers'
+        parameters and the id arrays."""
         arrays = (self.item_vectors, self.user_vectors, self.item_ids.ids, self.user_ids.ids)
         parameters = sum(tensor.numel() * tensor.element_size() for tensor in self.towers.state_dict().values())
-        return int(sum(array.nbytes for array in arrays) + parameters)
+        space_rows = self.item_vectors.shape[0] * (self.item_vectors.shape[1] + 2) * 4
+        return int(sum(array.nbytes for array in arrays) + parameters + space_rows)

@@ -88,6 +88,38 @@ def user_vectors(towers: Towers, history: sp.csr_matrix, side: sp.csr_matrix | N
     return np.concatenate(parts)
 
 
+@torch.no_grad()
+def user_vector_one(
+    towers: Towers,
+    items: np.ndarray,
+    weights: np.ndarray,
+    side_columns: np.ndarray,
+    side_weights: np.ndarray,
+    *,
+    has_side: bool,
+) -> np.ndarray:
+    """The user tower on one history (item indices (m,), weights (m,)) and side features (columns,
+    L1-normalised weights): float32 (output_dim,). The same as a one-row :func:`user_vectors`
+    (repeated items add up in the bag's sum as they do in a csr row)."""
+    if towers.training:
+        towers.eval()
+    history = Bag(
+        indices=torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64)),
+        offsets=torch.zeros(1, dtype=torch.int64),
+        weights=torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)),
+        totals=torch.tensor([float(np.sum(weights, dtype=np.float64))], dtype=torch.float32),
+    )
+    side = None
+    if has_side:
+        side = Bag(
+            indices=torch.from_numpy(np.ascontiguousarray(side_columns, dtype=np.int64)),
+            offsets=torch.zeros(1, dtype=torch.int64),
+            weights=torch.from_numpy(np.ascontiguousarray(side_weights, dtype=np.float32)),
+            totals=torch.tensor([float(np.sum(side_weights, dtype=np.float64))], dtype=torch.float32),
+        )
+    return towers.user_vectors(history, side)[0].numpy()
+
+
 def candidate_log_counts(item_counts: np.ndarray, batch_size: int, mixed_negatives: int) -> np.ndarray:
     """The log-Q correction: log of each item's expected count among one batch's candidates.
 

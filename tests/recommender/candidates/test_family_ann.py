@@ -37,7 +37,7 @@ def _own(catalog: PlantedCatalog, cluster: int) -> set[int]:
 
 
 def test_training_publishes_the_two_tower_items_as_their_own_indexed_space(served):
-    catalog, version = served
+    _, version = served
     family = version_stack(version.pk).families["two_tower"]
 
     assert store.version_spaces(version.pk) == ["two_tower"]

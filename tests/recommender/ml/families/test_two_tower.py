@@ -316,3 +316,12 @@ def test_user_side_features_reach_the_query_by_name_and_survive_save_and_load(tm
     loaded = TwoTowerFamily.load(model.save(tmp_path / "two_tower.npz"))
     assert (loaded.item_side_names, loaded.user_side_names) == (model.item_side_names, model.user_side_names)
     np.testing.assert_array_equal(loaded.query_vector(empty, side_features={"segment:b": 1.0}), as_b)
+
+
+def test_the_one_row_serving_path_equals_the_batched_tower(planted, two_tower):
+    from recommender.ml.families import two_tower_training
+
+    items, weights = np.array([3, 8, 8, 20]), np.array([1.0, 0.5, 2.0, 1.5])
+    row = sp.csr_matrix((weights, (np.zeros(4, dtype=np.int64), items)), shape=(1, len(two_tower.item_vectors)))
+    batched = two_tower_training.user_vectors(two_tower.towers, row, None)[0]
+    np.testing.assert_allclose(two_tower.user_vector_from_history(items, weights), batched, atol=1e-6)
