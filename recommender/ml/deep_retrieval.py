@@ -179,6 +179,9 @@ class DeepRetrieval:
         Item row i (the row of the item score vectors it was fitted on) sits on ``paths[i]``.
     training_log : list of dict
         Per EM round: the M-step's negative log-likelihood and the share of items the E-step moved.
+    item_ids : ndarray of int64, shape (n_items,), optional
+        What the rows stand for (a caller's ids, e.g. catalogue item ids), kept in the archive so
+        a caller can check the rows still mean the same items.
     """
 
     params: DeepRetrievalParams
@@ -187,6 +190,7 @@ class DeepRetrieval:
     weights: dict[str, np.ndarray]
     paths: np.ndarray
     training_log: list[dict] = field(default_factory=list)
+    item_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.network = PathWeights(
@@ -269,6 +273,8 @@ class DeepRetrieval:
             query_scale=self.query_scale,
             paths=self.paths,
         )
+        if self.item_ids is not None:
+            arrays["item_ids"] = np.asarray(self.item_ids, dtype=np.int64)
         np.savez(path, **arrays)
 
     @classmethod
@@ -287,6 +293,7 @@ class DeepRetrieval:
                     weights={name[8:]: archive[name] for name in archive.files if name.startswith("weight__")},
                     paths=archive["paths"],
                     training_log=config["training_log"],
+                    item_ids=archive["item_ids"] if "item_ids" in archive.files else None,
                 )
             except (KeyError, TypeError, json.JSONDecodeError) as error:
                 raise DeepRetrievalError(f"{path} is not a Deep Retrieval archive ({error}): rebuild it.") from error

@@ -24,7 +24,8 @@ from .similarity import top_k
 
 # Queries per beam-search batch in the E-step: its hidden layer is (chunk, beam, hidden) floats.
 E_STEP_QUERY_CHUNK = 2048
-# Items whose paths are chosen against the same path sizes in the E-step (sizes update between chunks).
+# Items whose paths are chosen against the same path sizes in the E-step (sizes update between
+# chunks): at most this many, and at most 1/64 of the catalogue, so no chunk can crowd a path alone.
 E_STEP_ITEM_CHUNK = 512
 
 
@@ -161,7 +162,8 @@ def paths_reassign(
     np.add.at(sizes, current[~covered].ravel(), 1)
     balanced = max(1.0, n * paths_per_item / n_paths)
     order = rng.permutation(np.flatnonzero(covered))
-    for chunk in np.array_split(order, max(1, int(np.ceil(len(order) / E_STEP_ITEM_CHUNK)))):
+    chunk_size = max(1, min(E_STEP_ITEM_CHUNK, n // 64))
+    for chunk in np.array_split(order, max(1, int(np.ceil(len(order) / chunk_size)))):
         block = scores[chunk]
         log_scores = np.log(np.maximum(block.data, 1e-300))
         taken = np.zeros(len(log_scores), dtype=bool)
