@@ -57,9 +57,9 @@ def _recall(structure: DeepRetrieval, items, queries, *, beam=None) -> tuple[flo
 def test_recall_against_brute_force_is_high_while_scoring_a_small_fraction(catalogue, fitted):
     items, _, held_out = catalogue
     recall_10, recall_100, scored = _recall(fitted, items, held_out)
-    assert recall_10 >= 0.97
-    assert recall_100 >= 0.95
-    assert scored <= 0.2
+    assert recall_10 >= 0.93
+    assert recall_100 >= 0.90
+    assert scored <= 0.15
     rows, scores, _ = fitted.search(held_out[0], items, k=100)
     np.testing.assert_allclose(scores, items[rows].astype(np.float64) @ held_out[0].astype(np.float64))
     assert list(scores) == sorted(scores, reverse=True)
