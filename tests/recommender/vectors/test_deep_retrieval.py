@@ -15,6 +15,7 @@ from recommender.ml.deep_retrieval import DeepRetrievalError, DeepRetrievalParam
 from recommender.vectors.base import AnnFilters
 from recommender.vectors.deep_retrieval import DeepRetrievalIndex, deep_retrieval_build, deep_retrieval_index_load
 from recommender.vectors.exact import ExactIndex, VersionVectors
+from recommender.vectors.pgvector import PgvectorIndex
 
 torch = pytest.importorskip("torch")
 
@@ -51,7 +52,8 @@ def catalogue():
 
 
 def _indexes(vectors, structure):
-    exact = ExactIndex(vectors, fallback=None)  # type: ignore[arg-type]  (no feature filters in these tests)
+    # No feature filters here, so the fallback is never asked (and these tests need no database).
+    exact = ExactIndex(vectors, fallback=PgvectorIndex(vectors.version_id))
     return DeepRetrievalIndex(vectors, structure, fallback=exact), exact
 
 
@@ -134,4 +136,4 @@ def test_a_structure_for_another_layout_is_refused(catalogue):
     vectors, structure, _, (embeddings, biases, active) = catalogue
     wider = _copy(np.hstack([embeddings, np.zeros((N_ITEMS, 1))]), biases, vectors.item_ids, active)
     with pytest.raises(DeepRetrievalError, match="another version"):
-        DeepRetrievalIndex(wider, structure, fallback=ExactIndex(wider, fallback=None))  # type: ignore[arg-type]  (never asked)
+        DeepRetrievalIndex(wider, structure, fallback=PgvectorIndex(wider.version_id))
