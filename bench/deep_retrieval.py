@@ -3,7 +3,8 @@
 A synthetic catalogue in LightFM's layout (items [v, b, 1], users [u, 1, b]; clustered embeddings
 with popularity-like norms, as bench/ann_recall.py makes them, users near the same centres) is
 indexed three ways: a Deep Retrieval structure per (D, K) setting, fitted on ``--train-users``
-users and searched at several beams; brute force with numpy; and pgvector HNSW with the serving
+users plus ``--item-query-share`` of the items as queries (what `deep_retrieval_build` fits on)
+and searched at several beams; brute force with numpy; and pgvector HNSW with the serving
 settings (a throwaway version published with `store.vectors_publish` into a scratch database on
 the embedded server, both dropped at the end). Every
 row is measured on the same ``--queries`` held-out users (drawn like the training users) and as
@@ -36,7 +37,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
 
 from bench._common import print_table, scratch_database  # noqa: E402  (after the sys.path insert)
-from recommender.ml.deep_retrieval import DeepRetrievalParams  # noqa: E402  (after the sys.path insert)
+from recommender.ml.deep_retrieval import DeepRetrievalParams, item_queries  # noqa: E402  (after the sys.path insert)
 from recommender.ml.deep_retrieval_training import deep_retrieval_fit, exact_targets  # noqa: E402
 from recommender.ml.similarity import top_k  # noqa: E402  (after the sys.path insert)
 
@@ -88,10 +89,12 @@ def bench_brute_force(items: np.ndarray, query_sets: dict) -> list[list]:
     return rows
 
 
-def bench_deep_retrieval(items, train_users, query_sets: dict, *, layers, nodes, beams, params) -> list[list]:
+def bench_deep_retrieval(
+    items, train_users, query_sets: dict, *, layers, nodes, beams, params, item_training_queries
+) -> list[list]:
     params = replace(params, layers=layers, nodes=nodes)
     started = time.perf_counter()
-    structure = deep_retrieval_fit(items, train_users, params)
+    structure = deep_retrieval_fit(items, np.concatenate([train_users, item_training_queries]), params)
     build_seconds = time.perf_counter() - started
     sizes = structure.path_sizes()
     print(
@@ -111,7 +114,8 @@ def bench_deep_retrieval(items, train_users, query_sets: dict, *, layers, nodes,
         rows.append(
             [
                 "deep retrieval",
-                f"D={layers} K={nodes} J={params.paths_per_item} beam={beam} init={params.init} EM={params.em_rounds}",
+                f"D={layers} K={nodes} J={params.paths_per_item} beam={beam} init={params.init} "
+                f"EM={params.em_rounds} item queries={len(item_training_queries)}",
                 name,
                 *recalls(found, truth),
                 float(np.mean(scored)),
@@ -210,6 +214,7 @@ def main() -> None:
     parser.add_argument("--init", default="kmeans")
     parser.add_argument("--em-rounds", type=int, default=DeepRetrievalParams.em_rounds)
     parser.add_argument("--penalty", type=float, default=DeepRetrievalParams.penalty)
+    parser.add_argument("--item-query-share", type=float, default=0.2, help="items added as training queries")
     parser.add_argument("--skip-pgvector", action="store_true")
     arguments = parser.parse_args()
     if arguments.quick:
@@ -238,10 +243,20 @@ def main() -> None:
         em_rounds=arguments.em_rounds,
         penalty=arguments.penalty,
     )
+    # As `recommender.vectors.deep_retrieval.deep_retrieval_build` adds them (its item_query_share).
+    sampled = np.sort(rng.choice(len(items), size=round(arguments.item_query_share * len(items)), replace=False))
+    item_training_queries = item_queries(embeddings[sampled], items.shape[1])
     rows = bench_brute_force(items, query_sets)
     for layers, nodes, beams in settings_parse(arguments.settings):
         rows += bench_deep_retrieval(
-            items, train_users, query_sets, layers=layers, nodes=nodes, beams=beams, params=params
+            items,
+            train_users,
+            query_sets,
+            layers=layers,
+            nodes=nodes,
+            beams=beams,
+            params=params,
+            item_training_queries=item_training_queries,
         )
     if not arguments.skip_pgvector:
         rows += bench_pgvector(items, embeddings, query_sets)

@@ -152,6 +152,19 @@ class PathWeights:
         return prefixes, scores
 
 
+def item_queries(embeddings: np.ndarray, width: int) -> np.ndarray:
+    """Items as queries: embeddings (r, d) padded with zeros to (r, width) float32.
+
+    Against score vectors [v, b, 1(, ...)] such a query scores v . v', the 'dot' similarity of the
+    embeddings: how an item-to-item search uses a structure trained on user queries, and the extra
+    training queries that teach the structure those searches.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    queries = np.zeros((len(embeddings), width), dtype=np.float32)
+    queries[:, : embeddings.shape[1]] = embeddings
+    return queries
+
+
 def paths_encode(paths: np.ndarray, nodes: int) -> np.ndarray:
     """(..., D) codes → (...,) int64 path numbers, c_1 most significant."""
     layers = paths.shape[-1]

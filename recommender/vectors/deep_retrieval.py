@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 from psycopg import sql
 
-from recommender.ml.deep_retrieval import DeepRetrieval, DeepRetrievalError, DeepRetrievalParams, paths_encode
+from recommender.ml.deep_retrieval import (
+    DeepRetrieval,
+    DeepRetrievalError,
+    DeepRetrievalParams,
+    item_queries,
+    paths_encode,
+)
 from recommender.ml.deep_retrieval_training import deep_retrieval_fit
 from recommender.ml.similarity import MEASURES, SimilarityError, similarity, top_k
 
@@ -57,12 +63,10 @@ def version_user_vectors_load(version_id: int) -> np.ndarray:
     return vectors_stack([row[0] for row in rows])
 
 
-def item_queries(vectors: VersionVectors, rows: np.ndarray | None = None) -> np.ndarray:
-    """Items as queries [embedding, 0, 0(, 0)] (r, score width) float32: how an item query searches."""
+def version_item_queries(vectors: VersionVectors, rows: np.ndarray | None = None) -> np.ndarray:
+    """The copy's items (or ``rows`` of it) as queries [embedding, 0, 0(, 0)] (r, score width) float32."""
     embeddings = vectors.embeddings if rows is None else vectors.embeddings[rows]
-    queries = np.zeros((len(embeddings), vectors.score_vectors.shape[1]), dtype=np.float32)
-    queries[:, : embeddings.shape[1]] = embeddings
-    return queries
+    return item_queries(embeddings, vectors.score_vectors.shape[1])
 
 
 def deep_retrieval_build(
@@ -83,7 +87,7 @@ def deep_retrieval_build(
         User score vectors as stored (e.g. `version_user_vectors_load`).
     params : DeepRetrievalParams, optional
     item_query_share : float
-        Share of the items added as item queries (see `item_queries`), so related-item searches
+        Share of the items added as item queries (see `version_item_queries`), so related-item searches
         are trained too, not only the personal ones.
     seed : int
         Chooses those items.
@@ -91,7 +95,9 @@ def deep_retrieval_build(
     rng = np.random.default_rng(seed)
     n_items = len(vectors.item_ids)
     sampled = rng.choice(n_items, size=round(item_query_share * n_items), replace=False)
-    queries = np.concatenate([np.asarray(query_vectors, dtype=np.float32), item_queries(vectors, np.sort(sampled))])
+    queries = np.concatenate(
+        [np.asarray(query_vectors, dtype=np.float32), version_item_queries(vectors, np.sort(sampled))]
+    )
     structure = deep_retrieval_fit(vectors.score_vectors, queries, params)
     structure.item_ids = vectors.item_ids.copy()
     return structure
@@ -181,7 +187,7 @@ class DeepRetrievalIndex:
         found: dict[int, Neighbours] = {seed: [] for seed in seeds}
         allowed = self._allowed(filters, seeds)
         wanted = min(k, int(allowed.sum()))
-        beam_numbers = self.structure.beam_paths(item_queries(vectors, seed_rows), beam=self.beam)
+        beam_numbers = self.structure.beam_paths(version_item_queries(vectors, seed_rows), beam=self.beam)
         structure_rows = self._structure_row[seed_rows]
         short = []
         for seed, seed_row, numbers, structure_row in zip(
