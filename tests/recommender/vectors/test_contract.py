@@ -8,6 +8,7 @@ the order, the seed rules and the filters. A new index kind joins ``INDEX_KINDS`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
@@ -15,8 +16,10 @@ import pytest
 
 from catalog.array_selectors import user_positive_item_ids
 from catalog.models import Feature, Item
+from recommender.ml.deep_retrieval import DeepRetrievalParams
 from recommender.serving.context import context_build
-from recommender.vectors.base import AnnFilters
+from recommender.vectors.base import AnnFilters, VectorIndex
+from recommender.vectors.deep_retrieval import DeepRetrievalIndex, deep_retrieval_build, version_user_vectors_load
 from recommender.vectors.exact import ExactIndex, version_vectors_load
 from recommender.vectors.pgvector import PgvectorIndex
 from tests.recommender.test_training import train_inline
@@ -28,7 +31,29 @@ def _exact(version_id: int) -> ExactIndex:
     return ExactIndex(version_vectors_load(version_id), fallback=PgvectorIndex(version_id, exact=True))
 
 
-INDEX_KINDS = {"exact": _exact, "pgvector": PgvectorIndex}
+# The beam covers all 16 paths, so every item is a candidate: these checks hold Deep Retrieval to
+# the contract's plumbing (filters on the candidates, the exact re-ask, seeds, order, exact scores).
+# A partial beam is not exact here: the checks ask for up to 25 of the ~48 items a user has not seen,
+# and beams of 6, 8, 10 and 12 paths each missed a boundary item (rank 21 of 25, or the 10th
+# euclidean neighbour) in some run, LightFM's fit varying between runs. The approximate regime is
+# tested on a larger catalogue in tests/recommender/vectors/test_deep_retrieval.py.
+CONTRACT_DEEP_RETRIEVAL = DeepRetrievalParams(layers=2, nodes=4, beam=16, targets_per_query=25, hidden=32, epochs=4)
+
+
+def _deep_retrieval(version_id: int) -> DeepRetrievalIndex:
+    vectors = version_vectors_load(version_id)
+    assert vectors is not None  # the planted catalogue is far inside the copy's budget
+    structure = deep_retrieval_build(
+        vectors, query_vectors=version_user_vectors_load(version_id), params=CONTRACT_DEEP_RETRIEVAL
+    )
+    return DeepRetrievalIndex(vectors, structure, fallback=PgvectorIndex(version_id, exact=True))
+
+
+INDEX_KINDS: dict[str, Callable[[int], VectorIndex]] = {
+    "exact": _exact,
+    "pgvector": PgvectorIndex,
+    "deep_retrieval": _deep_retrieval,
+}
 
 
 @pytest.fixture
