@@ -1,5 +1,7 @@
 """Recommender settings that are not admin-editable (those live in the database)."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env_float, env_int, env_str
 
 from .base import BASE_DIR
@@ -49,6 +51,19 @@ ITEM_ROWS_BUDGET_BYTES = env_int("ITEM_ROWS_BUDGET_BYTES", 64 * 1024 * 1024)
 # faster than HNSW; at 50k (13 MiB) the personal query is 1.5x slower. The default sits below that
 # crossover.
 VECTOR_EXACT_INDEX_BUDGET_BYTES = env_int("VECTOR_EXACT_INDEX_BUDGET_BYTES", 20_000 * (66 * 4 + 9))
+
+# The vector index above the exact budget (recommender/vectors/__init__.py index_for): "auto" is
+# pgvector's HNSW; "deep_retrieval" fits a Deep Retrieval structure at publish time (seed 001,
+# docs/deep_retrieval.md) and serves LightFM's space through it from an in-process copy held within
+# VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES, with pgvector for feature filters and over-budget
+# versions. Off by default: on 100k synthetic items it rescored 3.8% of items per query for
+# recall@100 0.987 on users like the training ones, but 0.847 on users unlike them, where HNSW
+# kept 0.997 (bench/deep_retrieval.py); its build took 7 minutes there.
+VECTOR_INDEX_KIND = env_str("VECTOR_INDEX_KIND", "auto")
+if VECTOR_INDEX_KIND not in ("auto", "deep_retrieval"):
+    raise ImproperlyConfigured(f"VECTOR_INDEX_KIND must be 'auto' or 'deep_retrieval', got {VECTOR_INDEX_KIND!r}.")
+VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES = env_int("VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES", 1024 * 1024 * 1024)
+VECTOR_DEEP_RETRIEVAL_BEAM = env_int("VECTOR_DEEP_RETRIEVAL_BEAM", 64)
 
 # Loaded models each serving process keeps (recommender/memo.py VersionModels): the stacks' families
 # (recommender/stacking.py) and the blends' item-item weights (recommender/blend.py), half each, by

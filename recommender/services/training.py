@@ -562,3 +562,21 @@ def model_publish(*, version: ModelVersion, model: FittedModel, progress: Callab
     )
     version.vectors_published = True
     version.save(update_fields=["vectors_published"])
+    from recommender.vectors.deep_retrieval import deep_retrieval_discard
+
+    deep_retrieval_discard(version.pk)
+    if settings.VECTOR_INDEX_KIND == "deep_retrieval":
+        _deep_retrieval_publish(version, progress)
+
+
+def _deep_retrieval_publish(version: ModelVersion, progress: Callable[[str], None] | None) -> None:
+    """Fit the version's Deep Retrieval structure; a failure is logged and the version still serves
+    (through pgvector), so an optional index never blocks an activation."""
+    from recommender.vectors.deep_retrieval import deep_retrieval_publish
+
+    if progress is not None:
+        progress("fitting the Deep Retrieval structure")
+    try:
+        deep_retrieval_publish(version_id=version.pk)
+    except Exception:
+        logger.exception("training.deep_retrieval_failed version=%s", version.pk)

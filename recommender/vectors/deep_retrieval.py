@@ -26,12 +26,16 @@ version's artifact with `DeepRetrieval.save`, and loaded by `deep_retrieval_inde
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
+from django.db import connection
 from psycopg import sql
 
+from recommender.memo import GenerationMemo
 from recommender.ml.deep_retrieval import (
     DeepRetrieval,
     DeepRetrievalError,
@@ -44,7 +48,8 @@ from recommender.ml.similarity import MEASURES, SimilarityError, similarity, top
 
 from .base import AnnFilters, Measure, Neighbours, VectorIndex
 from .connection import binary_cursor, raw_connection, vectors_stack
-from .exact import ExactIndex, VersionVectors
+from .exact import ExactIndex, VersionVectors, version_vectors_load
+from .pgvector import PgvectorIndex
 from .store import VersionTables
 
 logger = logging.getLogger(__name__)
@@ -220,3 +225,74 @@ class DeepRetrievalIndex:
 
     def embeddings(self, item_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         return self.exact.embeddings(item_ids)
+
+
+# Serving through the structure (settings.VECTOR_INDEX_KIND = "deep_retrieval"): built at publish
+# time for LightFM's space, kept per process like the exact copy (by the `global` generation).
+
+
+def deep_retrieval_path(version_id: int) -> Path:
+    """Where a version's structure is saved: per database, like the artifacts (a test database's v3
+    never reads the development database's)."""
+    return Path(settings.MODEL_ARTIFACT_DIR) / connection.settings_dict["NAME"] / f"deep_retrieval_v{version_id}.npz"
+
+
+def deep_retrieval_discard(version_id: int) -> None:
+    """Remove a structure left at this version's path (an id reused by a recreated database) and
+    forget loaded ones; publishing calls it whether or not it builds a new one."""
+    deep_retrieval_path(version_id).unlink(missing_ok=True)
+    _INDEXES.clear()
+
+
+def deep_retrieval_publish(*, version_id: int, seed: int = 0) -> Path | None:
+    """Fit and save the structure of a published version's LightFM space; None when its copy would
+    exceed ``VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES`` (serving could not hold it: pgvector serves).
+
+    Training calls this after publishing the vectors when the setting asks for it; a structure left
+    at the path by an earlier database's version of the same id is removed first.
+    """
+    deep_retrieval_discard(version_id)
+    path = deep_retrieval_path(version_id)
+    vectors = version_vectors_load(version_id, budget_bytes=settings.VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES)
+    if vectors is None:
+        logger.warning("vectors.deep_retrieval_skipped version=%s reason=copy_over_budget", version_id)
+        return None
+    started = time.perf_counter()
+    structure = deep_retrieval_build(vectors, query_vectors=version_user_vectors_load(version_id), seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    structure.save(path)
+    logger.info(
+        "vectors.deep_retrieval_built version=%s items=%s seconds=%.1f path=%s",
+        version_id,
+        len(vectors.item_ids),
+        time.perf_counter() - started,
+        path,
+    )
+    return path
+
+
+def _index_load(version_id: int) -> DeepRetrievalIndex | None:
+    path = deep_retrieval_path(version_id)
+    if not path.exists():
+        return None
+    vectors = version_vectors_load(version_id, budget_bytes=settings.VECTOR_DEEP_RETRIEVAL_COPY_BUDGET_BYTES)
+    if vectors is None:
+        return None
+    try:
+        return deep_retrieval_index_load(
+            path, vectors=vectors, fallback=PgvectorIndex(version_id), beam=settings.VECTOR_DEEP_RETRIEVAL_BEAM
+        )
+    except DeepRetrievalError as error:
+        logger.warning("vectors.deep_retrieval_unusable version=%s error=%s", version_id, error)
+        return None
+
+
+_INDEXES: GenerationMemo[int, DeepRetrievalIndex | None] = GenerationMemo("deep_retrieval", _index_load, max_entries=2)
+
+
+def deep_retrieval_index(*, version_id: int, generation: int | None) -> DeepRetrievalIndex | None:
+    """The memoised index of ``version_id`` for ``generation``; None without a structure, over the
+    copy's budget, or when the memo may not be used (no generation, inside a transaction)."""
+    if not _INDEXES.usable(generation):
+        return None
+    return _INDEXES.get(int(version_id), generation=generation)

@@ -55,8 +55,10 @@ class VersionVectors:
         return np.asarray(ids, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
-def version_vectors_load(version_id: int, space: str = "") -> VersionVectors | None:
-    """Read a version's vectors of one space (with ``is_active``) in binary; None when they exceed the budget."""
+def version_vectors_load(version_id: int, space: str = "", budget_bytes: int | None = None) -> VersionVectors | None:
+    """Read a version's vectors of one space (with ``is_active``) in binary; None when they exceed
+    ``budget_bytes`` (default ``settings.VECTOR_EXACT_INDEX_BUDGET_BYTES``)."""
+    budget = settings.VECTOR_EXACT_INDEX_BUDGET_BYTES if budget_bytes is None else budget_bytes
     started = time.perf_counter()
     table = VersionTables(version_id, space).items
     raw = raw_connection()
@@ -70,7 +72,7 @@ def version_vectors_load(version_id: int, space: str = "") -> VersionVectors | N
         row = cursor.fetchone()
         width = int(row[0]) if row else 0
         row_bytes = 4 * width + 9
-        max_rows = settings.VECTOR_EXACT_INDEX_BUDGET_BYTES // max(row_bytes, 1)
+        max_rows = budget // max(row_bytes, 1)
         cursor.execute(
             sql.SQL(
                 "SELECT v.item_id, v.score_vector, v.embedding, coalesce(i.is_active, false) "
@@ -85,7 +87,7 @@ def version_vectors_load(version_id: int, space: str = "") -> VersionVectors | N
             "vectors.exact_over_budget version=%s rows_over=%s budget_bytes=%s",
             version_id,
             max_rows,
-            settings.VECTOR_EXACT_INDEX_BUDGET_BYTES,
+            budget,
         )
         return None
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
