@@ -29,6 +29,7 @@ BENCHMARKS = [
     "generate_catalog",
     "import_speed",
     "ann_curve",
+    "deep_retrieval",
     # The whole path at 1M items (--quick: 100k); last, since it is by far the longest.
     "scale",
 ]
