@@ -356,28 +356,27 @@ def item_feature_value_rows(*, item_ids: list[int], feature_types: list[str]) ->
     )
 
 
-def item_feature_weights(*, item_id: int) -> dict[str, float]:
-    """The item's side features as ``{"type=value": weight}``: how a model's feature columns are named."""
+def _feature_weights(link_table: str, owner_column: str, owner_id: int) -> dict[str, float]:
     return {
         f"{kind}={value}": float(weight)
         for kind, value, weight in _rows(
-            "SELECT feature.type, feature.value, link.weight FROM catalog_itemfeature link "
-            "JOIN catalog_feature feature ON feature.id = link.feature_id WHERE link.item_id = %s",
-            [item_id],
+            sql.SQL(
+                "SELECT feature.type, feature.value, link.weight FROM {} link "
+                "JOIN catalog_feature feature ON feature.id = link.feature_id WHERE link.{} = %s"
+            ).format(sql.Identifier(link_table), sql.Identifier(owner_column)),
+            [owner_id],
         )
     }
+
+
+def item_feature_weights(*, item_id: int) -> dict[str, float]:
+    """The item's side features as ``{"type=value": weight}``: how a model's feature columns are named."""
+    return _feature_weights("catalog_itemfeature", "item_id", item_id)
 
 
 def user_feature_weights(*, profile_id: int) -> dict[str, float]:
     """The user's side features as ``{"type=value": weight}`` (see `item_feature_weights`)."""
-    return {
-        f"{kind}={value}": float(weight)
-        for kind, value, weight in _rows(
-            "SELECT feature.type, feature.value, link.weight FROM catalog_userfeature link "
-            "JOIN catalog_feature feature ON feature.id = link.feature_id WHERE link.profile_id = %s",
-            [profile_id],
-        )
-    }
+    return _feature_weights("catalog_userfeature", "profile_id", profile_id)
 
 
 def user_feedback_rows(*, profile_id: int, item_ids: list[int]) -> list[tuple]:

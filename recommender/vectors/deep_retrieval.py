@@ -148,11 +148,7 @@ class DeepRetrievalIndex:
         return f"DeepRetrievalIndex(v{self.version_id}, items={len(self.vectors.item_ids)}, beam={self.beam})"
 
     def _allowed(self, filters: AnnFilters, extra_excluded_ids=()) -> np.ndarray:
-        vectors = self.vectors
-        allowed = vectors.active.copy() if filters.active_only else np.ones(len(vectors.item_ids), dtype=bool)
-        _, excluded_rows = vectors.rows(tuple(filters.exclude_item_ids) + tuple(extra_excluded_ids))
-        allowed[excluded_rows] = False
-        return allowed
+        return self.exact._allowed(filters, extra_excluded_ids)  # the same copy, the same rows
 
     def _copy_rows(self, structure_rows: np.ndarray) -> np.ndarray:
         """Copy rows (ascending, unique) of structure rows, plus the items the structure never saw."""
