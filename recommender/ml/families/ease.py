@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 
+from recommender.ml import dense_linalg
 from recommender.ml.dataset import IdMap, TrainingData
 from recommender.ml.similarity import top_k
 
@@ -182,7 +182,7 @@ def _workspace_bytes(n: int) -> int:
 def _solver_for(n: int, n_users: int, params: EaseParams) -> str:
     if params.solver != "auto":
         return params.solver
-    # Flops: primal ≈ n³ (potrf + potri); dual ≈ u³/3 + u²·n (triangular solve) + u·n² (syrk).
+    # Flops: primal ≈ n³ (Cholesky + inverse); dual ≈ u³/3 + u²·n (triangular solve) + u·n² (YᵀY).
     return "dual" if n_users**3 / 3 + n_users**2 * n + n_users * n * n < n**3 else "primal"
 
 
@@ -271,7 +271,7 @@ def head_flops(m: int, n_users: int) -> float:
 
 
 def measured_flop_rate(size: int = 1024) -> float:
-    """This machine's rate for the head's inversion (flops/s), from one potrf + potri of ``size`` now.
+    """This machine's rate for the head's inversion (flops/s), from one inverse of ``size`` now.
 
     Measured at fit time, on the same BLAS and under the same load the fit will see (about a
     second on 2 busy cores, where it read 1.2-3 GFlop/s; larger heads run somewhat faster per flop,
@@ -280,10 +280,8 @@ def measured_flop_rate(size: int = 1024) -> float:
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((size, size)).astype(np.float32)
     matrix = sample @ sample.T + size * np.eye(size, dtype=np.float32)
-    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (matrix,))
     started = time.perf_counter()
-    factor, _ = potrf(matrix, lower=0, overwrite_a=1, clean=0)
-    potri(factor, lower=0, overwrite_c=1)
+    dense_linalg.spd_inverse_lower_in_place(matrix)
     return size**3 / max(time.perf_counter() - started, 1e-6)
 
 
@@ -328,29 +326,37 @@ def _symmetrize_lower_in_place(matrix: np.ndarray) -> None:
         matrix[start:end, end:] = matrix[end:, start:end].T
 
 
+def _factorised(routine, matrix: np.ndarray, name: str, l2: float) -> None:
+    """Run a ``dense_linalg`` routine on ``matrix`` in place; a failed Cholesky is a fit error."""
+    try:
+        routine(matrix)
+    except dense_linalg.NotPositiveDefinite as error:
+        raise FamilyFitError(f"Cholesky of {name} failed ({error}); raise l2 (λ={l2}).") from error
+
+
 def _precision_in_place(x: sp.csr_matrix, l2: float, dtype: str, solver: str, steps: _Steps) -> np.ndarray:
     """P = (XᵀX + λI)⁻¹, dense C-ordered (n, n) of ``dtype``, as the only n×n allocation.
 
-    Primal: the Gram is filled a block of rows at a time, then LAPACK potrf/potri invert it in
-    place. Dual (Woodbury): P = (I − Yᵀ Y) / λ with Y = L⁻¹X and L Lᵀ = XXᵀ + λI, a u×u
-    Cholesky and a syrk written straight into P; far fewer flops when users are fewer than items.
+    Primal: the Gram is filled a block of rows at a time, then inverted in place by a blocked
+    Cholesky. Dual (Woodbury): P = (I − Yᵀ Y) / λ with Y = L⁻¹X and L Lᵀ = XXᵀ + λI, a u×u
+    Cholesky and YᵀY written straight into P; far fewer flops when users are fewer than items.
+    The factorisations are ``dense_linalg``'s, not LAPACK's on the whole matrix: see there why.
     """
     n = x.shape[1]
     matrix = np.empty((n, n), dtype=dtype)
     if solver == "dual":
         kernel = (x @ x.T).toarray().astype(np.float64)
         kernel[np.diag_indices_from(kernel)] += l2
-        lower = scipy.linalg.cholesky(kernel, lower=True, overwrite_a=True, check_finite=False)
+        _factorised(dense_linalg.cholesky_lower_in_place, kernel, "XXᵀ + λI", l2)
         steps.step("user Gram factorised")
-        dense = np.asfortranarray(x.toarray(), dtype=dtype)
-        solved = scipy.linalg.solve_triangular(
-            lower.astype(dtype), dense, lower=True, overwrite_b=True, check_finite=False
-        )
+        factor = kernel.astype(dtype, copy=False)
+        del kernel
+        solved = np.asfortranarray(x.toarray(), dtype=dtype)
+        dense_linalg.lower_solve_in_place(factor, solved)
+        del factor
         steps.step("triangular solve done")
-        syrk = blas.dsyrk if dtype == "float64" else blas.ssyrk
-        # Writes the F-order upper (= C-order lower) triangle of P's memory, overwriting it.
-        syrk(-1.0 / l2, solved, beta=0.0, c=matrix.T, trans=1, lower=0, overwrite_c=1)
-        del dense, solved
+        dense_linalg.lower_gram_in_place(solved, -1.0 / l2, matrix)
+        del solved
         matrix[np.diag_indices(n)] += 1.0 / l2
         steps.step("inverse assembled")
     else:
@@ -360,15 +366,9 @@ def _precision_in_place(x: sp.csr_matrix, l2: float, dtype: str, solver: str, st
             matrix[start:end] = (transposed[start:end] @ x).toarray()
         matrix[np.diag_indices(n)] += l2
         steps.step("Gram built")
-        potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (matrix,))
-        # matrix.T is the F-ordered view of the same (symmetric) memory, so LAPACK works in place.
-        factor, info = potrf(matrix.T, lower=0, overwrite_a=1, clean=0)
-        if info != 0:
-            raise FamilyFitError(f"Cholesky of XᵀX + λI failed (info={info}); raise l2 (λ={l2}).")
+        _factorised(dense_linalg.cholesky_lower_in_place, matrix, "XᵀX + λI", l2)
         steps.step("Cholesky factorised")
-        _, info = potri(factor, lower=0, overwrite_c=1)
-        if info != 0:
-            raise FamilyFitError(f"inverting the Cholesky factor failed (info={info}); raise l2 (λ={l2}).")
+        dense_linalg.inverse_from_cholesky_in_place(matrix)
         steps.step("inverse computed")
     _symmetrize_lower_in_place(matrix)
     if not np.isfinite(matrix.diagonal()).all() or (matrix.diagonal() <= 0).any():

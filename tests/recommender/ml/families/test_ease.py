@@ -81,6 +81,14 @@ def test_closed_form_matches_direct_inverse(solver, n_users):
     np.testing.assert_allclose(_dense_b(model), expected, atol=1e-6 * np.abs(expected).max())
 
 
+def test_dual_solver_matches_the_closed_form_across_several_row_blocks():
+    # 600 items span three of the solver's 256-row blocks, the last one partial.
+    matrix = _random_binary(n_users=80, n_items=600, seed=3)
+    model = EaseFamily.fit(_data_from_dense(matrix), {"l2": 7.0, "solver": "dual", "serving": "dense"})
+    expected = _closed_form(matrix, 7.0)
+    np.testing.assert_allclose(_dense_b(model), expected, atol=1e-6 * np.abs(expected).max())
+
+
 def test_float32_fit_matches_the_closed_form_to_single_precision():
     matrix = _random_binary()
     budget = exact_peak_bytes(30, 4, 40, EaseParams(l2=7.0))
