@@ -143,6 +143,21 @@ def user_seen_item_ids(*, profile_id: int) -> frozenset[int]:
     return frozenset(row[0] for row in rows)
 
 
+def user_feedback_weight_rows(*, profile_id: int) -> list[tuple[int, float, float, bool, float | None, str]]:
+    """The user's in-force feedback with its kind's weighting: (item id, value, kind weight,
+    is explicit, kind max value, kind value transform), one plain query on the (user, ...) index.
+
+    Serving reads it on every uncached homepage; as SQL rather than the ORM it skips building
+    the query each time (about a millisecond of a 12 ms request, profiled).
+    """
+    return _rows(
+        "SELECT f.item_id, f.value, k.weight, k.is_explicit, k.max_value, k.value_transform "
+        "FROM catalog_feedback f JOIN catalog_feedbackkind k ON k.code = f.kind_id "
+        f"WHERE f.user_id = %s AND {feedback_in_force_sql('f')}",
+        [profile_id],
+    )
+
+
 def user_positive_item_ids(*, profile_id: int, limit: int, min_rating: float = POSITIVE_RATING) -> list[int]:
     """Items the user recently reacted to positively, newest first (at most ``limit``).
 

@@ -37,11 +37,12 @@ class RerankResult:
     trace: list[RuleEffect]
 
 
-def _with_scores(ranked: list[PooledCandidate]) -> list[PooledCandidate]:
-    """Copies of the entries (own notes lists); missing scores become rank-based ones.
+def _with_scores(ranked: list[PooledCandidate], limit: int | None = None) -> list[PooledCandidate]:
+    """Copies of the first ``limit`` entries (own notes lists); missing scores become rank-based ones.
 
     Without a model (fallback lists) nothing is scored; 1/(1 + rank) keeps the given order and is
-    positive, so boosts still have something to multiply.
+    positive, so boosts still have something to multiply. The ``sources`` dicts are shared: nothing
+    after the merge writes to them.
     """
     known = [item.score for item in ranked if item.score is not None]
     floor = min(known) if known else None
@@ -54,12 +55,12 @@ def _with_scores(ranked: list[PooledCandidate]) -> list[PooledCandidate]:
     return [
         PooledCandidate(
             item_id=item.item_id,
-            sources=dict(item.sources),
+            sources=item.sources,
             reasons=item.reasons,
             score=score_of(item, rank),
             notes=list(item.notes),
         )
-        for rank, item in enumerate(ranked)
+        for rank, item in enumerate(ranked[:limit])
     ]
 
 
@@ -106,7 +107,10 @@ def rules_apply(
             )
             continue
         live.append((rule, params))
-    items = _with_scores(ranked)
+    # No live rule: only the top k can be returned, so only they are copied (a pool is ~300).
+    items = _with_scores(ranked, None if live else k)
+    if not live:
+        return RerankResult(items=items, trace=trace)
     data = rerank_data_fetch(
         item_ids=[item.item_id for item in items],
         rules=[(rule.kind, params) for rule, params in live],

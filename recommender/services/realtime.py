@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from catalog.array_selectors import user_feedback_weight_rows
 from catalog.models import Feedback, ItemFeature, UserFeature
-from catalog.selectors import feedback_in_force
 from config.db_router import primary_reads
 from recommender.ml.dataset import FeatureShapeError, implicit_event_weights, value_transform_codes
 from recommender.ml.foldin import FoldIn
@@ -110,9 +110,7 @@ def _feedback_targets(profile_id: int, positive_threshold: float) -> dict[int, t
     threshold and positive implicit kinds are positives (weights add up); a low rating or a
     negative kind vetoes the pair, which becomes a negative target (preference 0).
     """
-    rows = Feedback.objects.filter(feedback_in_force(), user_id=profile_id).values_list(
-        "item_id", "value", "kind__weight", "kind__is_explicit", "kind__max_value", "kind__value_transform"
-    )
+    rows = user_feedback_weight_rows(profile_id=profile_id)
     positive: dict[int, float] = {}
     vetoed: set[int] = set()
     for item_id, value, kind_weight, is_explicit, max_value, transform in rows:
