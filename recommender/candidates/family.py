@@ -52,11 +52,13 @@ class FamilySource:
             exclude |= rows_of < 0
             exclude[rows_of >= 0] |= ~allowed[rows_of[rows_of >= 0]]
             chosen = top_k(scores, n, exclude=exclude)
-            return [Candidate(item_id=int(item_ids[i]), source=self.name, score=float(scores[i])) for i in chosen]
+            # .tolist() converts in C; indexing element by element cost ~1 ms a request for 300.
+            pairs = zip(item_ids[chosen].tolist(), scores[chosen].tolist(), strict=True)
+            return [Candidate(item_id, self.name, score) for item_id, score in pairs]
         chosen = top_k(scores, n * _OVERFETCH, exclude=exclude)
         rows = items_scored_filter(
-            item_ids=[int(item_ids[i]) for i in chosen],
-            scores=[float(scores[i]) for i in chosen],
+            item_ids=item_ids[chosen].tolist(),
+            scores=scores[chosen].tolist(),
             n=n,
             filters=filters.item_filter(),
         )
