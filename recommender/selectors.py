@@ -61,11 +61,14 @@ def home_precompute_coverage(*, version_id: int) -> dict | None:
     return json.loads(row[0]) if row and row[0] else None
 
 
-def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation: int) -> list[PooledCandidate] | None:
+def home_precomputed_fetch(
+    *, version_id: int, profile_id: int, user_generation: int, limit: int | None = None
+) -> list[PooledCandidate] | None:
     """The user's stored homepage pool, or None: no table, no row, or a row older than their feedback.
 
     Items deactivated since the row was computed are left out (the live pool filters them too),
-    in the same round trip.
+    in the same round trip. ``limit``: only the first that many active entries (a request with no
+    live rule shows the top k only), picked in SQL so the rest of the pool is never decoded.
     """
     table = sql.Identifier(home_table(version_id))
     try:
@@ -77,14 +80,21 @@ def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation:
         with savepoint, reader.cursor() as cursor:
             cursor.execute(
                 sql.SQL(
-                    "SELECT stored.user_generation, stored.item_ids, stored.scores, stored.candidates, "
-                    "ARRAY(SELECT item.id FROM catalog_item AS item "
-                    "WHERE item.id = ANY(stored.item_ids) AND item.is_active) "
-                    "FROM {} AS stored WHERE stored.profile_id = %s"
+                    "SELECT stored.user_generation, picked.item_ids, picked.scores, picked.candidates "
+                    "FROM {} AS stored CROSS JOIN LATERAL ("
+                    "  SELECT array_agg(entry.id ORDER BY entry.position) AS item_ids, "
+                    "    array_agg(stored.scores[entry.position] ORDER BY entry.position) AS scores, "
+                    "    jsonb_agg(stored.candidates -> (entry.position::int - 1) ORDER BY entry.position) "
+                    "      AS candidates "
+                    "  FROM (SELECT listed.id, listed.position "
+                    "    FROM unnest(stored.item_ids) WITH ORDINALITY AS listed(id, position) "
+                    "    JOIN catalog_item AS item ON item.id = listed.id AND item.is_active "
+                    "    ORDER BY listed.position LIMIT %s) AS entry"
+                    ") AS picked WHERE stored.profile_id = %s"
                 )
                 .format(table)
                 .as_string(reader.connection),
-                [profile_id],
+                [limit, profile_id],  # LIMIT NULL is no limit
             )
             row = cursor.fetchone()
     except DatabaseError as error:
@@ -93,19 +103,19 @@ def home_precomputed_fetch(*, version_id: int, profile_id: int, user_generation:
         raise
     if row is None or int(row[0]) != int(user_generation):
         return None
-    _generation, item_ids, scores, candidates, active_ids = row
+    _generation, item_ids, scores, candidates = row
+    if not item_ids:
+        return []
     candidates = candidates if isinstance(candidates, list) else json.loads(candidates)
-    active = set(active_ids)
     return [
         PooledCandidate(
             item_id=int(item_id),
-            sources=dict(entry["sources"]),
-            reasons=list(entry["reasons"]),
-            notes=list(entry["notes"]),
+            sources=entry["sources"],
+            reasons=entry["reasons"],
+            notes=entry["notes"],
             score=float(score),
         )
-        for item_id, score, entry in zip(item_ids, scores, candidates, strict=False)
-        if item_id in active
+        for item_id, score, entry in zip(item_ids, scores, candidates, strict=True)
     ]
 
 

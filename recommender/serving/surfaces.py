@@ -74,14 +74,24 @@ def pipeline_preview(*, profile: UserProfile | None = None, item: Item | None = 
 
 
 def _home_ranked(
-    context: Context, user_generation: int | None, sizes: dict[str, int] | None = None, scorer: str = "model"
+    context: Context,
+    user_generation: int | None,
+    sizes: dict[str, int] | None = None,
+    scorer: str = "model",
+    limit: int | None = None,
 ) -> list[PooledCandidate]:
-    """The user's precomputed pool while it is as new as their feedback, else the live pipeline."""
+    """The user's precomputed pool while it is as new as their feedback, else the live pipeline.
+
+    ``limit``: the caller needs only the first that many of a stored pool (no rule will reorder it).
+    """
     if sizes is not None or scorer != "model":
         return ranked_candidates(context, sizes, scorer)
     if user_generation is not None and context.version_id is not None and context.profile_id is not None:
         stored = home_precomputed_fetch(
-            version_id=context.version_id, profile_id=context.profile_id, user_generation=user_generation
+            version_id=context.version_id,
+            profile_id=context.profile_id,
+            user_generation=user_generation,
+            limit=limit,
         )
         metrics.cache_lookup("home_precomputed", hit=stored is not None)
         if stored is not None:
@@ -117,13 +127,16 @@ def _model_payload(
     )
     sizes = dict(arm.candidate_sizes) if arm is not None and arm.candidate_sizes else None
     scorer = arm.scorer if arm is not None else "model"
+    if rules is None:
+        rule_set_id = arm.rule_set_id if arm is not None else None
+        rules = rules_for_surface(surface=surface, generation=generation, rule_set_id=rule_set_id)
+    # With no rule in its period nothing can move an item up from below the top k.
+    limit = None if any(rule.is_live(context.now) for rule in rules) else k
     ranked = (
-        _home_ranked(context, user_generation, sizes, scorer)
+        _home_ranked(context, user_generation, sizes, scorer, limit)
         if surface == "home"
         else _related_ranked(context, sizes, scorer)
     )
-    if rules is None and arm is not None and arm.rule_set_id is not None:
-        rules = rules_for_surface(surface=surface, generation=generation, rule_set_id=arm.rule_set_id)
     reranked = rules_apply(context=context, ranked=ranked, k=k, rules=rules)
     return payload_build(reranked.items, version.pk, reranked.trace)
 

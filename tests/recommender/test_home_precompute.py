@@ -140,6 +140,24 @@ def test_a_stored_pool_leaves_out_items_deactivated_since(precomputed):
     assert [c.item_id for c in again] == [c.item_id for c in first[1:]]
 
 
+def test_a_limited_read_is_the_first_active_entries_of_the_full_one(precomputed):
+    trained, _coverage = precomputed
+    profile = trained.catalog.profiles_by_cluster[1][2]
+    generation = generations_fetch(profile_id=profile.pk)[1]
+
+    def fetch(limit):
+        return home_precomputed_fetch(
+            version_id=trained.version.pk, profile_id=profile.pk, user_generation=generation, limit=limit
+        )
+
+    full = fetch(None)
+    assert len(full) > 6
+    Item.objects.filter(pk=full[1].item_id).update(is_active=False)  # inside the first five
+    limited = fetch(5)
+    expected = [full[0], *full[2:6]]
+    assert [(c.item_id, c.score, c.sources) for c in limited] == [(c.item_id, c.score, c.sources) for c in expected]
+
+
 def test_the_run_stops_at_its_time_budget_most_recently_active_users_first(trained, settings):
     settings.HOME_PRECOMPUTE_SECONDS = 4.5  # reads 2..5 pass: four users
     coverage = home_lists_precompute(version=trained.version, clock=StepClock())
